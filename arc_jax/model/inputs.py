@@ -1,0 +1,237 @@
+"""Static-shape device inputs and the host code that packs them.
+
+Encoder rows hold several texts each (segment ids 1, 2, ...; 0 is padding) with RoPE positions
+restarting at 0 per text. Each pooling layer gets a `PoolingStage` that says, for every input
+slot, which output slot (group) it belongs to; the device then pools with a segment mean or a
+gather, never with a data-dependent shape.
+
+Decoder rows hold the spliced sequence: `compressed_index` is -1 where a text token is read and
+otherwise the row of the compressed-vector table to read instead.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from arc_jax.model.config import EncoderConfig
+from arc_jax.model.pooling import pool_groups
+
+
+class PoolingStage(NamedTuple):
+    group_ids: np.ndarray    # [rows, in_len] output slot of each input slot; out_len for padding
+    last_index: np.ndarray   # [rows, out_len] input slot of each group's last member
+    segment_ids: np.ndarray  # [rows, out_len] text of each output slot (0: padding)
+    positions: np.ndarray    # [rows, out_len] 0..m-1 within each text
+
+
+class EncoderInputs(NamedTuple):
+    tokens: np.ndarray       # [rows, len]
+    segment_ids: np.ndarray  # [rows, len]
+    positions: np.ndarray    # [rows, len]
+    stages: tuple[PoolingStage, ...]
+    # Memory-token baseline only: [rows, len] index of the memory token in each slot, -1 for text,
+    # and [rows, out_len] slots whose final states are the output.
+    memory_ids: np.ndarray | None = None
+    output_index: np.ndarray | None = None
+
+
+class EncoderLayout(NamedTuple):
+    """Where each text's output vectors land: output[row, start:start + length]."""
+
+    row: int
+    start: int
+    length: int
+
+
+class DecoderInputs(NamedTuple):
+    tokens: np.ndarray            # [rows, len] token ids (0 where a compressed vector is read)
+    segment_ids: np.ndarray       # [rows, len]
+    positions: np.ndarray         # [rows, len]
+    compressed_index: np.ndarray  # [rows, len] -1 for text, else row of the compressed table
+
+
+def round_up(n: int, multiple: int) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+def _pad_rows(rows: list[list[int]], length: int, fill: int) -> np.ndarray:
+    out = np.full((len(rows), length), fill, np.int32)
+    for r, values in enumerate(rows):
+        out[r, : len(values)] = values
+    return out
+
+
+def pack_encoder_inputs(
+    rows: Sequence[Sequence[Sequence[int]]],
+    cfg: EncoderConfig,
+    row_len: int | None = None,
+    stage_lens: Sequence[int] | None = None,
+    multiple: int = 8,
+) -> tuple[EncoderInputs, list[EncoderLayout]]:
+    """Lay out texts (already assigned to rows) as static-shape encoder inputs.
+
+    `row_len` and `stage_lens` fix the shapes (a training config does); left as None they are the
+    smallest multiples of `multiple` that fit. Returns the inputs and, per text in row order, where
+    its output vectors are.
+    """
+    n_mem = cfg.n_memory_tokens
+    tok_rows, seg_rows, pos_rows, mem_rows = [], [], [], []
+    lengths = []  # per row, per text: current length (updated through the pooling stages)
+    for r, texts in enumerate(rows):
+        toks, segs, poss, mems, lens = [], [], [], [], []
+        for j, text in enumerate(texts):
+            n = len(text)
+            if n == 0:
+                raise ValueError(f"row {r} text {j} is empty: there is nothing to compress")
+            toks += list(text) + [0] * n_mem
+            segs += [j + 1] * (n + n_mem)
+            poss += list(range(n + n_mem))
+            mems += [-1] * n + list(range(n_mem))
+            lens.append(n + n_mem)
+        tok_rows.append(toks), seg_rows.append(segs), pos_rows.append(poss), mem_rows.append(mems)
+        lengths.append(lens)
+    need = max(len(t) for t in tok_rows)
+    row_len = row_len or round_up(need, multiple)
+    if need > row_len:
+        raise ValueError(f"a row holds {need} tokens but row_len is {row_len}")
+
+    stages = []
+    in_len = row_len
+    factors = cfg.pooling_factors
+    if stage_lens is not None and len(stage_lens) != len(factors):
+        raise ValueError(f"{len(stage_lens)} stage lengths for {len(factors)} pooling layers")
+    for s, k in enumerate(factors):
+        group_rows, last_rows, oseg_rows, opos_rows, new_lengths = [], [], [], [], []
+        for lens in lengths:
+            groups, last, osegs, oposs, new = [], [], [], [], []
+            slot = 0
+            for j, n in enumerate(lens):
+                sizes = pool_groups(n, k)
+                for g, size in enumerate(sizes):
+                    groups += [len(osegs)] * size
+                    slot += size
+                    last.append(slot - 1)
+                    osegs.append(j + 1)
+                    oposs.append(g)
+                new.append(len(sizes))
+            group_rows.append(groups), last_rows.append(last)
+            oseg_rows.append(osegs), opos_rows.append(oposs), new_lengths.append(new)
+        need = max(len(o) for o in oseg_rows)
+        out_len = stage_lens[s] if stage_lens is not None else round_up(need, multiple)
+        if need > out_len:
+            raise ValueError(f"pooling layer {s} produces {need} vectors in a row but its length is {out_len}")
+        stages.append(PoolingStage(
+            group_ids=_pad_rows(group_rows, in_len, out_len),
+            last_index=_pad_rows(last_rows, out_len, 0),
+            segment_ids=_pad_rows(oseg_rows, out_len, 0),
+            positions=_pad_rows(opos_rows, out_len, 0)))
+        lengths, in_len = new_lengths, out_len
+
+    memory_ids = output_index = None
+    if n_mem:
+        memory_ids = _pad_rows(mem_rows, row_len, -1)
+        out_rows = []
+        for mems in mem_rows:
+            out_rows.append([i for i, m in enumerate(mems) if m >= 0])
+        out_len = round_up(max(len(o) for o in out_rows), multiple)
+        output_index = _pad_rows(out_rows, out_len, 0)
+        lengths = [[n_mem] * len(lens) for lens in lengths]
+
+    layout = []
+    for r, lens in enumerate(lengths):
+        start = 0
+        for n in lens:
+            layout.append(EncoderLayout(r, start, n))
+            start += n
+    inputs = EncoderInputs(
+        tokens=_pad_rows(tok_rows, row_len, 0),
+        segment_ids=_pad_rows(seg_rows, row_len, 0),
+        positions=_pad_rows(pos_rows, row_len, 0),
+        stages=tuple(stages),
+        memory_ids=memory_ids,
+        output_index=output_index)
+    return inputs, layout
+
+
+def pack_rows_first_fit(lengths: Sequence[int], row_len: int) -> list[list[int]]:
+    """Assign items (by index) to rows of capacity row_len, longest first, first row that fits."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        n = lengths[i]
+        if n > row_len:
+            raise ValueError(f"item {i} has length {n} > row length {row_len}")
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(i)
+                room[r] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(row_len - n)
+    return rows
+
+
+def splice_segments(text: Sequence[int], blocks: Sequence[np.ndarray], offsets: Sequence[int]) -> list:
+    """The reference's insertion points -> an ordered list of token pieces and blocks.
+
+    offsets[i] is the number of text tokens between the previous insertion (or the start) and
+    block i: [0, 2] means block A, 2 text tokens, block B, then the remaining text.
+    """
+    if len(offsets) != len(blocks):
+        raise ValueError(f"{len(offsets)} insertion offsets for {len(blocks)} compressed blocks")
+    pieces: list = []
+    cursor = 0
+    for off, block in zip(offsets, blocks):
+        if off < 0 or cursor + off > len(text):
+            raise ValueError(f"insertion offset {off} at token {cursor} falls outside a text of {len(text)} tokens")
+        if off:
+            pieces.append(list(text[cursor: cursor + off]))
+        pieces.append(block)
+        cursor += off
+    if cursor < len(text):
+        pieces.append(list(text[cursor:]))
+    return pieces
+
+
+def pack_decoder_inputs(
+    samples: Sequence[Sequence[Sequence[int] | np.ndarray]],
+    row_len: int | None = None,
+    multiple: int = 8,
+) -> tuple[DecoderInputs, np.ndarray, np.ndarray]:
+    """One sample per row: token-id pieces and compressed blocks [k, dim] in order.
+
+    Returns the inputs, the stacked table of compressed vectors [n, dim] that `compressed_index`
+    points into (None without blocks), and a bool mask [rows, len] of the text-token slots.
+    """
+    tok_rows, idx_rows, blocks = [], [], []
+    n_vectors = 0
+    for sample in samples:
+        toks, idx = [], []
+        for piece in sample:
+            if isinstance(piece, np.ndarray) and piece.ndim == 2:
+                toks += [0] * len(piece)
+                idx += list(range(n_vectors, n_vectors + len(piece)))
+                n_vectors += len(piece)
+                blocks.append(piece)
+            else:
+                piece = [int(t) for t in piece]
+                toks += piece
+                idx += [-1] * len(piece)
+        tok_rows.append(toks), idx_rows.append(idx)
+    need = max(len(t) for t in tok_rows)
+    row_len = row_len or round_up(need, multiple)
+    if need > row_len:
+        raise ValueError(f"a sample holds {need} positions but row_len is {row_len}")
+    lengths = [len(t) for t in tok_rows]
+    segment_ids = (np.arange(row_len)[None] < np.array(lengths)[:, None]).astype(np.int32)
+    inputs = DecoderInputs(
+        tokens=_pad_rows(tok_rows, row_len, 0),
+        segment_ids=segment_ids,
+        positions=np.broadcast_to(np.arange(row_len, dtype=np.int32), segment_ids.shape).copy(),
+        compressed_index=_pad_rows(idx_rows, row_len, -1))
+    text_mask = (inputs.compressed_index < 0) & (segment_ids > 0)
+    table = np.concatenate(blocks) if blocks else None
+    return inputs, table, text_mask

@@ -1,0 +1,140 @@
+"""Transformer building blocks of the Llama family: norms, RoPE, attention, SwiGLU, the block.
+
+Weights are declared with logical axis names (embed, heads, kv_heads, head_dim, mlp, vocab) so
+the sharding rules of a config can place them; `nn.unbox` turns them into plain arrays.
+RoPE uses the Meta/Mistral convention (consecutive channel pairs); checkpoints in the rotate-half
+convention are permuted by the converters, never here.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from arc_jax.model.attention import AttentionImpl, dot_product_attention
+from arc_jax.model.config import BackboneConfig, RopeScaling
+
+Dtype = jnp.dtype
+
+
+def _param(module: nn.Module, name: str, shape, axes, dtype, init=nn.initializers.lecun_normal()):
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+class Norm(nn.Module):
+    """RMSNorm (x * rsqrt(mean(x^2) + eps) * weight) or OLMo's weightless LayerNorm, in float32."""
+
+    norm_type: str
+    eps: float
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x32 = x.astype(jnp.float32)
+        if self.norm_type == "layernorm":
+            x32 = x32 - x32.mean(-1, keepdims=True)
+            return (x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + self.eps)).astype(x.dtype)
+        scale = _param(self, "scale", (x.shape[-1],), ("embed",), self.param_dtype, nn.initializers.ones)
+        y = x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + self.eps)
+        return y.astype(x.dtype) * scale.astype(x.dtype)
+
+
+def rope_frequencies(head_dim: int, theta: float, scaling: RopeScaling | None) -> np.ndarray:
+    """Inverse frequencies theta^(-2i/head_dim), optionally with Llama 3.1 scaling."""
+    freqs = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    if scaling is None:
+        return freqs.astype(np.float32)
+    low_wavelen = scaling.original_max_position / scaling.low_freq_factor
+    high_wavelen = scaling.original_max_position / scaling.high_freq_factor
+    wavelen = 2 * np.pi / freqs
+    smooth = (scaling.original_max_position / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor)
+    scaled = np.where(wavelen > low_wavelen, freqs / scaling.factor, freqs)
+    middle = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    scaled = np.where(middle, (1 - smooth) * freqs / scaling.factor + smooth * freqs, scaled)
+    return scaled.astype(np.float32)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+    """Rotate consecutive channel pairs (0,1), (2,3), ... of x [b, t, heads, d] by position."""
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # [b, t, d/2]
+    cos, sin = jnp.cos(angles)[:, :, None], jnp.sin(angles)[:, :, None]
+    x32 = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)
+    even, odd = x32[..., 0], x32[..., 1]
+    rotated = jnp.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1)
+    return rotated.reshape(x.shape).astype(x.dtype)
+
+
+class Attention(nn.Module):
+    """Grouped-query attention whose queries may come from a different (pooled) sequence."""
+
+    cfg: BackboneConfig
+    causal: bool
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    implementation: AttentionImpl = "xla"
+
+    @nn.compact
+    def __call__(self, x_q, x_kv, q_segment_ids, kv_segment_ids, q_positions, kv_positions):
+        c = self.cfg
+        wq = _param(self, "wq", (c.dim, c.n_heads, c.head_dim), ("embed", "heads", "head_dim"), self.param_dtype)
+        wk = _param(self, "wk", (c.dim, c.n_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), self.param_dtype)
+        wv = _param(self, "wv", (c.dim, c.n_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), self.param_dtype)
+        wo = _param(self, "wo", (c.n_heads, c.head_dim, c.dim), ("heads", "head_dim", "embed"), self.param_dtype)
+        cast = lambda w: w.astype(self.dtype)
+        q = jnp.einsum("btd,dhk->bthk", x_q, cast(wq))
+        k = jnp.einsum("bsd,dhk->bshk", x_kv, cast(wk))
+        v = jnp.einsum("bsd,dhk->bshk", x_kv, cast(wv))
+        inv_freq = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
+        q = apply_rope(q, q_positions, inv_freq)
+        k = apply_rope(k, kv_positions, inv_freq)
+        out = dot_product_attention(
+            q, k, v,
+            q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
+            q_positions=q_positions, kv_positions=kv_positions,
+            causal=self.causal, implementation=self.implementation)
+        return jnp.einsum("bthk,hkd->btd", out, cast(wo))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    cfg: BackboneConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.cfg
+        w1 = _param(self, "w1", (c.dim, c.hidden_dim), ("embed", "mlp"), self.param_dtype)
+        w3 = _param(self, "w3", (c.dim, c.hidden_dim), ("embed", "mlp"), self.param_dtype)
+        w2 = _param(self, "w2", (c.hidden_dim, c.dim), ("mlp", "embed"), self.param_dtype)
+        gate = jax.nn.silu(x @ w1.astype(self.dtype))
+        return (gate * (x @ w3.astype(self.dtype))) @ w2.astype(self.dtype)
+
+
+class Block(nn.Module):
+    """Pre-norm block. With `queries` given (a pooling layer), the residual stream is `queries`:
+    attention reads queries from norm(queries) and keys/values from norm(h)."""
+
+    cfg: BackboneConfig
+    causal: bool
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    attention_impl: AttentionImpl = "xla"
+
+    @nn.compact
+    def __call__(self, h, segment_ids, positions, queries=None, q_segment_ids=None, q_positions=None):
+        c = self.cfg
+        attention_norm = Norm(c.norm_type, c.norm_eps, self.param_dtype, name="attention_norm")
+        h_normed = attention_norm(h)
+        if queries is None:
+            queries, q_normed, q_segment_ids, q_positions = h, h_normed, segment_ids, positions
+        else:
+            q_normed = attention_norm(queries)
+        attention = Attention(c, self.causal, self.dtype, self.param_dtype, self.attention_impl, name="attention")
+        r = queries + attention(q_normed, h_normed, q_segment_ids, segment_ids, q_positions, positions)
+        ffn_norm = Norm(c.norm_type, c.norm_eps, self.param_dtype, name="ffn_norm")
+        return r + FeedForward(c, self.dtype, self.param_dtype, name="feed_forward")(ffn_norm(r))
