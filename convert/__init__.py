@@ -1,1 +1,75 @@
-X = 1
+"""Weight converters: every checkpoint layout arc_jax reads or writes, detected from the files.
+
+Decoders: "meta" (Meta/Mistral consolidated .pth or .safetensors + params.json), "hf" (Hugging Face
+transformers safetensors + config.json), "arc_jax" (Orbax). Encoders: "released" (Hugging Face
+ARC-Encoder model.safetensors + config.json), "reference" (reference training checkpoint),
+"arc_jax". Each format module has `matches(path)`, `read(path) -> (config, params)` and
+`write(config, params, folder)`; params are numpy pytrees in the arc_jax layout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from arc_jax.convert.atomic import atomic_output_dir
+from arc_jax.convert.errors import ConversionError
+
+DECODER_FORMATS = ("arc_jax", "hf", "meta")
+ENCODER_FORMATS = ("arc_jax", "released", "reference")
+
+
+def _module(name: str):
+    from arc_jax.convert import arc_jax_format, hf, meta, reference, released
+    return {"arc_jax": arc_jax_format, "hf": hf, "meta": meta, "reference": reference, "released": released}[name]
+
+
+def detect_format(path: str | os.PathLike, kind: str) -> str:
+    """The layout of the folder at `path` ("encoder" or "decoder" kind), judged from its files."""
+    path = Path(path)
+    if not path.exists():
+        raise ConversionError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        raise ConversionError(f"{path}: expected a checkpoint folder, found a file")
+    names = DECODER_FORMATS if kind == "decoder" else ENCODER_FORMATS
+    for name in names:
+        if _module(name).matches(path):
+            return name
+    other = ENCODER_FORMATS if kind == "decoder" else DECODER_FORMATS
+    for name in other:
+        if name != "arc_jax" and _module(name).matches(path):
+            raise ConversionError(f"{path}: this is a {name} {'encoder' if kind == 'decoder' else 'decoder'}, "
+                                  f"not a {kind}")
+    listing = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "empty folder"
+    raise ConversionError(f"{path}: unknown {kind} format (found: {listing}); expected one of {', '.join(names)}")
+
+
+def read_decoder(path: str | os.PathLike):
+    """(BackboneConfig, params) of the decoder checkpoint at `path`, whatever its layout."""
+    return _module(detect_format(path, "decoder")).read(Path(path))
+
+
+def read_encoder(path: str | os.PathLike):
+    """(EncoderConfig, params) of the encoder checkpoint at `path`, whatever its layout."""
+    return _module(detect_format(path, "encoder")).read(Path(path))
+
+
+def _write(cfg, params, out, format: str, formats: tuple[str, ...], kind: str, overwrite: bool):
+    if format not in formats:
+        raise ConversionError(f"unknown {kind} output format {format!r}; choose from {', '.join(formats)}")
+    with atomic_output_dir(out, overwrite) as tmp:
+        _module(format).write(cfg, params, tmp)
+    return Path(out)
+
+
+def write_decoder(cfg, params, out: str | os.PathLike, format: str, overwrite: bool = False) -> Path:
+    """Write a decoder in `format` ("hf", "meta", "arc_jax"); nothing is left behind on failure."""
+    return _write(cfg, params, out, format, DECODER_FORMATS, "decoder", overwrite)
+
+
+def write_encoder(cfg, params, out: str | os.PathLike, format: str, overwrite: bool = False) -> Path:
+    """Write an encoder in `format` ("released", "reference", "arc_jax"); all or nothing."""
+    return _write(cfg, params, out, format, ENCODER_FORMATS, "encoder", overwrite)
+
+
+__all__ = ["ConversionError", "detect_format", "read_decoder", "read_encoder", "write_decoder", "write_encoder"]
