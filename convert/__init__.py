@@ -9,6 +9,7 @@ ARC-Encoder model.safetensors + config.json), "reference" (reference training ch
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -20,8 +21,7 @@ ENCODER_FORMATS = ("arc_jax", "released", "reference")
 
 
 def _module(name: str):
-    from arc_jax.convert import arc_jax_format, hf, meta, reference, released
-    return {"arc_jax": arc_jax_format, "hf": hf, "meta": meta, "reference": reference, "released": released}[name]
+    return importlib.import_module(f"arc_jax.convert.{'arc_jax_format' if name == 'arc_jax' else name}")
 
 
 def detect_format(path: str | os.PathLike, kind: str) -> str:
@@ -32,7 +32,14 @@ def detect_format(path: str | os.PathLike, kind: str) -> str:
     if not path.is_dir():
         raise ConversionError(f"{path}: expected a checkpoint folder, found a file")
     names = DECODER_FORMATS if kind == "decoder" else ENCODER_FORMATS
-    for name in names:
+    from arc_jax.convert import arc_jax_format
+
+    if arc_jax_format.matches(path):
+        found = arc_jax_format.read_kind(path)
+        if found != kind:
+            raise ConversionError(f"{path}: this is an arc_jax {found}, not a {kind}")
+        return "arc_jax"
+    for name in names[1:]:
         if _module(name).matches(path):
             return name
     other = ENCODER_FORMATS if kind == "decoder" else DECODER_FORMATS
@@ -44,32 +51,40 @@ def detect_format(path: str | os.PathLike, kind: str) -> str:
     raise ConversionError(f"{path}: unknown {kind} format (found: {listing}); expected one of {', '.join(names)}")
 
 
+def _read(path, kind: str):
+    fmt = detect_format(path, kind)
+    if fmt == "arc_jax":
+        return _module(fmt).read(Path(path), kind)
+    return _module(fmt).read(Path(path))
+
+
 def read_decoder(path: str | os.PathLike):
     """(BackboneConfig, params) of the decoder checkpoint at `path`, whatever its layout."""
-    return _module(detect_format(path, "decoder")).read(Path(path))
+    return _read(path, "decoder")
 
 
 def read_encoder(path: str | os.PathLike):
     """(EncoderConfig, params) of the encoder checkpoint at `path`, whatever its layout."""
-    return _module(detect_format(path, "encoder")).read(Path(path))
+    return _read(path, "encoder")
 
 
-def _write(cfg, params, out, format: str, formats: tuple[str, ...], kind: str, overwrite: bool):
+def _write(cfg, params, out, format: str, formats: tuple[str, ...], kind: str, overwrite: bool, options):
     if format not in formats:
         raise ConversionError(f"unknown {kind} output format {format!r}; choose from {', '.join(formats)}")
     with atomic_output_dir(out, overwrite) as tmp:
-        _module(format).write(cfg, params, tmp)
+        _module(format).write(cfg, params, tmp, **options)
     return Path(out)
 
 
-def write_decoder(cfg, params, out: str | os.PathLike, format: str, overwrite: bool = False) -> Path:
-    """Write a decoder in `format` ("hf", "meta", "arc_jax"); nothing is left behind on failure."""
-    return _write(cfg, params, out, format, DECODER_FORMATS, "decoder", overwrite)
+def write_decoder(cfg, params, out: str | os.PathLike, format: str, overwrite: bool = False, **options) -> Path:
+    """Write a decoder in `format` ("hf", "meta", "arc_jax"); nothing is left behind on failure.
+    `options` go to the format's writer (e.g. meta: shards, container)."""
+    return _write(cfg, params, out, format, DECODER_FORMATS, "decoder", overwrite, options)
 
 
-def write_encoder(cfg, params, out: str | os.PathLike, format: str, overwrite: bool = False) -> Path:
+def write_encoder(cfg, params, out: str | os.PathLike, format: str, overwrite: bool = False, **options) -> Path:
     """Write an encoder in `format` ("released", "reference", "arc_jax"); all or nothing."""
-    return _write(cfg, params, out, format, ENCODER_FORMATS, "encoder", overwrite)
+    return _write(cfg, params, out, format, ENCODER_FORMATS, "encoder", overwrite, options)
 
 
 __all__ = ["ConversionError", "detect_format", "read_decoder", "read_encoder", "write_decoder", "write_encoder"]

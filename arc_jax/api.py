@@ -1,0 +1,200 @@
+"""The public Python API: load an encoder or a decoder from any supported layout and run it.
+
+    enc = arc_jax.load_encoder(path)
+    enc.encode(ids) -> list of [m_i, enc_dim]
+    enc.compress(ids, decoder=0, task="continuation") -> list of [m_i (+1), dec_dim]
+    dec = arc_jax.load_decoder(path)
+    dec.logits([tokens, block, tokens, ...]) -> [n_text, vocab]
+
+Both run the jitted Flax models. Inputs are packed on the host into a few shape buckets (powers
+of two) so repeated calls reuse compiled programs.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Literal, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from arc_jax.model.attention import AttentionImpl
+from arc_jax.model.config import BackboneConfig, EncoderConfig
+from arc_jax.model.decoder import Decoder
+from arc_jax.model.encoder import ARCEncoder
+from arc_jax.model.inputs import pack_decoder_inputs, pack_encoder_inputs, pack_rows_first_fit
+
+Task = Literal["continuation", "reconstruction"]
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _bucket(n: int, minimum: int = 16) -> int:
+    """Smallest power of two >= n (and >= minimum): few distinct shapes, few compilations."""
+    return max(minimum, 1 << (max(n, 1) - 1).bit_length())
+
+
+def _resolve_dtype(dtype, params) -> jnp.dtype:
+    if dtype is None:
+        leaves = jax.tree.leaves(params)
+        return jnp.dtype(leaves[0].dtype) if leaves else jnp.dtype(jnp.float32)
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+        dtype = _DTYPES[dtype]
+    dtype = jnp.dtype(dtype)
+    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+        raise ValueError(f"dtype must be float32 or bfloat16, got {dtype}")
+    return dtype
+
+
+def _cast(params, dtype):
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
+
+
+def _check_ids(ids: Sequence[Sequence[int]], vocab_size: int, what: str) -> list[list[int]]:
+    if isinstance(ids, np.ndarray) and ids.ndim == 1:
+        raise TypeError(f"{what}: expected a list of token-id lists, got a single 1-D array")
+    out = []
+    for i, seq in enumerate(ids):
+        seq = [int(t) for t in seq]
+        if not seq:
+            raise ValueError(f"{what}[{i}] is empty")
+        bad = [t for t in seq if not 0 <= t < vocab_size]
+        if bad:
+            raise ValueError(f"{what}[{i}] holds token id {bad[0]} outside the vocabulary [0, {vocab_size})")
+        out.append(seq)
+    return out
+
+
+class Encoder:
+    """An ARC encoder with its decoder heads, ready to encode and compress token-id lists."""
+
+    def __init__(self, config: EncoderConfig, params, dtype=None, attention_impl: AttentionImpl = "xla",
+                 max_rows: int = 64):
+        self.config = config
+        self.dtype = _resolve_dtype(dtype, params)
+        self.params = _cast(params, self.dtype)
+        self.max_rows = max_rows
+        self.module = ARCEncoder(config, dtype=self.dtype, param_dtype=self.dtype, attention_impl=attention_impl)
+        self._encode = jax.jit(functools.partial(self.module.apply, method=ARCEncoder.encode))
+        self._compress = jax.jit(functools.partial(self.module.apply, method=ARCEncoder.compress),
+                                 static_argnames="decoder")
+
+    def _run(self, ids, fn, what: str):
+        """Pack texts into rows, run `fn(inputs)` per chunk of rows, cut per-text outputs."""
+        texts = _check_ids(ids, self.config.backbone.vocab_size, what)
+        results: list[np.ndarray | None] = [None] * len(texts)
+        extra = self.config.n_memory_tokens
+        row_len = _bucket(max(len(t) for t in texts) + extra) if texts else 0
+        rows = pack_rows_first_fit([len(t) + extra for t in texts], row_len)
+        for start in range(0, len(rows), self.max_rows):
+            chunk = rows[start: start + self.max_rows]
+            chunk += [[]] * (_bucket(len(chunk), 1) - len(chunk))  # empty rows pad to a bucket
+            inputs, layout = pack_encoder_inputs(
+                [[texts[i] for i in row] for row in chunk], self.config, row_len=row_len,
+                stage_lens=self._stage_lens(row_len, max((len(r) for r in chunk), default=1)))
+            outputs = fn(inputs)
+            for i, place in zip((i for row in chunk for i in row), layout):
+                results[i] = outputs, place
+        return results
+
+    def _stage_lens(self, row_len: int, texts_per_row: int) -> list[int]:
+        # Each text adds at most one partial group per stage; the bucket absorbs it.
+        lens, n = [], row_len
+        for k in self.config.pooling_factors:
+            n = _bucket(-(-n // k) + texts_per_row, 8)
+            lens.append(n)
+        return lens
+
+    def encode(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Raw encoder output per text: [m_i, enc_dim] float32 (m_i = pooled length)."""
+        def run(inputs):
+            h, _ = self._encode({"params": self.params}, inputs)
+            return np.asarray(h, np.float32)
+
+        return [out[p.row, p.start: p.start + p.length] for out, p in self._run(ids, run, "ids")]
+
+    def compress(self, ids: Sequence[Sequence[int]], decoder: int = 0, task: Task = "continuation") -> list[np.ndarray]:
+        """Per text, what the decoder reads: [m_i (+1), dec_dim] float32, the special vector
+        (<Cont>, or <Rec> for task="reconstruction") appended when the model has it, projected."""
+        if not 0 <= decoder < self.config.n_decoders:
+            raise ValueError(f"decoder={decoder} but this encoder has {self.config.n_decoders} decoder head(s)")
+        if task not in ("continuation", "reconstruction"):
+            raise ValueError(f"task must be 'continuation' or 'reconstruction', got {task!r}")
+        has_special = self.config.rec_tok if task == "reconstruction" else self.config.cont_tok
+        special_row = 0 if task == "reconstruction" else 1
+
+        def run(inputs):
+            h, special = self._compress({"params": self.params}, inputs, decoder=decoder)
+            return np.asarray(h, np.float32), np.asarray(special, np.float32)[special_row: special_row + 1]
+
+        out = []
+        for (h, special), p in self._run(ids, run, "ids"):
+            block = h[p.row, p.start: p.start + p.length]
+            out.append(np.concatenate([block, special]) if has_special else block)
+        return out
+
+    def save(self, out: str | os.PathLike, format: str = "arc_jax", overwrite: bool = False):
+        """Write as "released" (Hugging Face ARC-Encoder), "reference" (training layout) or "arc_jax"."""
+        from arc_jax.convert import write_encoder
+
+        return write_encoder(self.config, jax.device_get(self.params), out, format, overwrite)
+
+
+class DecoderLM:
+    """A frozen decoder LLM that reads token ids with compressed blocks spliced in."""
+
+    def __init__(self, config: BackboneConfig, params, dtype=None, attention_impl: AttentionImpl = "xla"):
+        self.config = config
+        self.dtype = _resolve_dtype(dtype, params)
+        self.params = _cast(params, self.dtype)
+        self.module = Decoder(config, dtype=self.dtype, param_dtype=self.dtype, attention_impl=attention_impl)
+        self._logits = jax.jit(self.module.apply)
+
+    def logits(self, segments: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:
+        """One sample: token-id lists and compressed blocks [k, dim] in order.
+        Returns float32 logits [n_text, vocab] at the text-token positions only."""
+        pieces = []
+        for i, piece in enumerate(segments):
+            if isinstance(piece, np.ndarray) and piece.ndim == 2:
+                if piece.shape[1] != self.config.dim:
+                    raise ValueError(f"segment {i}: compressed block of width {piece.shape[1]}, "
+                                     f"the decoder's is {self.config.dim}")
+                pieces.append(np.asarray(piece, np.float32))
+            else:
+                pieces.append(_check_ids([piece], self.config.vocab_size, f"segment {i}")[0])
+        n = sum(len(p) for p in pieces)
+        if n == 0:
+            raise ValueError("segments hold no tokens or vectors")
+        inputs, table, text_mask = pack_decoder_inputs([pieces], row_len=_bucket(n))
+        if table is None:
+            table = np.zeros((1, self.config.dim), np.float32)
+        table = np.concatenate([table, np.zeros((_bucket(len(table), 8) - len(table), table.shape[1]), table.dtype)])
+        logits = self._logits({"params": self.params}, inputs.tokens, inputs.segment_ids, inputs.positions,
+                              jnp.asarray(table, self.dtype), inputs.compressed_index)
+        return np.asarray(logits[0])[text_mask[0]]
+
+    def save(self, out: str | os.PathLike, format: str = "arc_jax", overwrite: bool = False):
+        """Write as "hf" (Hugging Face transformers), "meta" (consolidated.00.pth) or "arc_jax"."""
+        from arc_jax.convert import write_decoder
+
+        return write_decoder(self.config, jax.device_get(self.params), out, format, overwrite)
+
+
+def load_encoder(path: str | os.PathLike, dtype=None, attention_impl: AttentionImpl = "xla") -> Encoder:
+    """Released Hugging Face ARC-Encoder folder, reference training checkpoint, or arc_jax
+    checkpoint/workdir. dtype None keeps the checkpoint's; "float32" or "bfloat16" casts."""
+    from arc_jax.convert import read_encoder
+
+    config, params = read_encoder(path)
+    return Encoder(config, params, dtype, attention_impl)
+
+
+def load_decoder(path: str | os.PathLike, dtype=None, attention_impl: AttentionImpl = "xla") -> DecoderLM:
+    """Meta/Mistral consolidated folder, Hugging Face transformers folder, or arc_jax checkpoint."""
+    from arc_jax.convert import read_decoder
+
+    config, params = read_decoder(path)
+    return DecoderLM(config, params, dtype, attention_impl)

@@ -1,0 +1,129 @@
+"""The `arc-jax` command line. Each subcommand lives in its own function and explains itself."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+_DESCRIPTION = """arc_jax: train, convert and run ARC-Encoder context compressors in JAX.
+
+Subcommands:
+  convert    read an encoder or decoder in any supported layout, write an arc_jax checkpoint
+             (or build a fresh encoder from a Llama backbone to start pretraining)
+  export     write an encoder or decoder in a released / reference / Hugging Face / Meta layout
+  roundtrip  generate a tiny random encoder and decoder, write and read every layout, check it
+"""
+
+
+def _add_common(p: argparse.ArgumentParser):
+    p.add_argument("--kind", choices=("auto", "encoder", "decoder"), default="auto",
+                   help="what the source holds (default: detected from its files)")
+    p.add_argument("--dtype", choices=("keep", "float32", "bfloat16"), default="keep",
+                   help="cast the parameters (default: keep the source's dtype)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
+
+def _read_any(src: Path, kind: str):
+    """(kind, config, params) from any layout; kind "auto" tries encoder layouts first."""
+    from arc_jax import convert
+
+    if kind != "auto":
+        reader = convert.read_encoder if kind == "encoder" else convert.read_decoder
+        return (kind, *reader(src))
+    try:
+        convert.detect_format(src, "encoder")
+        return ("encoder", *convert.read_encoder(src))
+    except convert.ConversionError as encoder_error:
+        try:
+            convert.detect_format(src, "decoder")
+        except convert.ConversionError:
+            raise encoder_error from None
+        return ("decoder", *convert.read_decoder(src))
+
+
+def _cast(params, dtype: str):
+    if dtype == "keep":
+        return params
+    import jax
+    import ml_dtypes
+    import numpy as np
+
+    target = np.float32 if dtype == "float32" else ml_dtypes.bfloat16
+    return jax.tree.map(lambda x: np.asarray(x).astype(target), params)
+
+
+def _convert_or_export(args, out_format: str | None):
+    from arc_jax import convert
+
+    start = time.perf_counter()
+    kind, cfg, params = _read_any(Path(args.src), args.kind)
+    params = _cast(params, args.dtype)
+    fmt = out_format or args.format
+    writer = convert.write_encoder if kind == "encoder" else convert.write_decoder
+    out = writer(cfg, params, args.out, fmt, overwrite=args.overwrite)
+    n = sum(x.size for x in __import__("jax").tree.leaves(params))
+    print(f"wrote {kind} ({n / 1e6:.2f}M parameters) as {fmt} to {out} in {time.perf_counter() - start:.1f}s")
+
+
+def _roundtrip(args):
+    from arc_jax.roundtrip import run_roundtrip
+
+    ok = run_roundtrip(Path(args.workdir), seed=args.seed)
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arc-jax", description=_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("convert", help="any supported layout -> arc_jax checkpoint",
+                       description="Read an encoder (released Hugging Face ARC-Encoder, reference training "
+                                   "checkpoint) or a decoder (Meta/Mistral consolidated, Hugging Face "
+                                   "transformers) and write an arc_jax (Orbax) checkpoint. The layout is "
+                                   "detected from the files. Nothing is written on failure.")
+    p.add_argument("src", help="source folder")
+    p.add_argument("out", help="output folder (arc_jax checkpoint)")
+    _add_common(p)
+    p.set_defaults(func=lambda a: _convert_or_export(a, "arc_jax"))
+
+    p = sub.add_parser("export", help="any supported layout -> released / reference / hf / meta",
+                       description="Write an encoder as 'released' (Hugging Face ARC-Encoder: model.safetensors "
+                                   "+ config.json) or 'reference' (reference training checkpoint), or a decoder "
+                                   "as 'hf' (transformers) or 'meta' (consolidated.00.pth + params.json). The "
+                                   "source may be in any supported layout. Nothing is written on failure.")
+    p.add_argument("src", help="source folder (an arc_jax checkpoint or any supported layout)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--format", required=True, choices=("released", "reference", "hf", "meta", "arc_jax"))
+    _add_common(p)
+    p.set_defaults(func=lambda a: _convert_or_export(a, None))
+
+    p = sub.add_parser("roundtrip", help="self-check: tiny random models through every layout",
+                       description="Generate a tiny random ARC encoder and decoder, write them in every layout "
+                                   "arc_jax supports, read them back, and check the parameters are bit-identical "
+                                   "and the models compute the same outputs. Needs no download.")
+    p.add_argument("--workdir", default="arc_jax_runs/roundtrip", help="where the checkpoints are written")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_roundtrip)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from arc_jax.convert import ConversionError
+
+    try:
+        return args.func(args) or 0
+    except ConversionError as e:
+        print(f"arc-jax {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
