@@ -96,7 +96,7 @@ class ARCEncoder(nn.Module):
             Block(b, cfg.causal, self.dtype, self.param_dtype, self.attention_impl) for _ in range(n_pool)]
         if cfg.n_memory_tokens:
             self.memory_tokens = self.param(
-                "memory_tokens", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
+                "memory_tokens", nn.with_logical_partitioning(nn.initializers.ones, (None, "embed")),  # as the reference
                 (cfg.n_memory_tokens, b.dim), self.param_dtype)
         self.heads = [
             DecoderHead(p, cfg.rec_tok, cfg.cont_tok, self.dtype, self.param_dtype, name=f"decoder_{d}")
