@@ -12,6 +12,7 @@ of two) so repeated calls reuse compiled programs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Literal, Sequence
@@ -192,9 +193,15 @@ def load_encoder(path: str | os.PathLike, dtype=None, attention_impl: AttentionI
     return Encoder(config, params, dtype, attention_impl)
 
 
-def load_decoder(path: str | os.PathLike, dtype=None, attention_impl: AttentionImpl = "xla") -> DecoderLM:
-    """Meta/Mistral consolidated folder, Hugging Face transformers folder, or arc_jax checkpoint."""
+def load_decoder(path: str | os.PathLike, dtype=None, attention_impl: AttentionImpl = "xla",
+                 keep_rope_scaling: bool = False) -> DecoderLM:
+    """Meta/Mistral consolidated folder, Hugging Face transformers folder, or arc_jax checkpoint.
+
+    Llama 3.1 RoPE scaling recorded in the checkpoint is dropped unless `keep_rope_scaling`: the
+    reference ARC-Encoder code never applies it, and released encoders were trained that way."""
     from arc_jax.convert import read_decoder
 
     config, params = read_decoder(path)
+    if config.rope_scaling is not None and not keep_rope_scaling:
+        config = dataclasses.replace(config, rope_scaling=None)
     return DecoderLM(config, params, dtype, attention_impl)

@@ -135,6 +135,16 @@ def decoder_keys(c: BackboneConfig) -> set[str]:
     return keys
 
 
+def decoder_shapes(c: BackboneConfig) -> dict[str, tuple[int, ...]]:
+    """Meta name -> shape of every decoder tensor, to check file headers before reading data."""
+    shapes = {"tok_embeddings.weight": (c.vocab_size, c.dim), "output.weight": (c.vocab_size, c.dim)}
+    if c.norm_type == "rmsnorm":
+        shapes["norm.weight"] = (c.dim,)
+    for i in range(c.n_layers):
+        shapes.update({f"layers.{i}.{suffix}": entry[1] for suffix, entry in _block_entries(c).items()})
+    return shapes
+
+
 def decoder_from_meta(get: Getter, keys: set[str], c: BackboneConfig, where: str) -> dict:
     check_keys(keys, decoder_keys(c), where)
     params = {

@@ -133,3 +133,18 @@ def test_memory_token_encoder_keeps_the_memory_outputs():
     assert [o.shape for o in out] == [(3, 64)] * 4
     for text, o in zip(TEXTS, out):
         np.testing.assert_allclose(o, enc.encode([text])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_load_decoder_drops_llama31_rope_scaling_unless_asked(models, tmp_path):
+    import dataclasses
+
+    from arc_jax.model.config import RopeScaling
+
+    _, dec = models
+    scaled = arc_jax.DecoderLM(dataclasses.replace(dec.config, rope_scaling=RopeScaling()), dec.params)
+    scaled.save(tmp_path / "dec")
+    assert arc_jax.load_decoder(tmp_path / "dec").config.rope_scaling is None
+    kept = arc_jax.load_decoder(tmp_path / "dec", keep_rope_scaling=True)
+    assert kept.config.rope_scaling == RopeScaling()
+    long_text = list(range(1, 200))
+    assert not np.allclose(kept.logits([long_text]), arc_jax.load_decoder(tmp_path / "dec").logits([long_text]))

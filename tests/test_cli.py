@@ -1,0 +1,54 @@
+"""The arc-jax command line: help texts, convert/export through main(), one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from arc_jax.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("command", [[], ["convert"], ["export"], ["roundtrip"]])
+def test_every_command_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(command + ["--help"])
+    assert exit_info.value.code == 0
+    assert len(capsys.readouterr().out.splitlines()) > 5
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([Path(sys.executable).parent / "arc-jax", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "convert" in out.stdout and "export" in out.stdout
+
+
+def test_convert_then_export_encoder(tmp_path, capsys):
+    from arc_jax.api import Encoder
+    from arc_jax.roundtrip import random_params, tiny_configs
+
+    enc_cfg, dec_cfg = tiny_configs()
+    enc_params, _ = random_params(enc_cfg, dec_cfg, seed=0)
+    Encoder(enc_cfg, enc_params).save(tmp_path / "ckpt")
+    assert main(["export", str(tmp_path / "ckpt"), str(tmp_path / "released"), "--format", "released"]) == 0
+    assert (tmp_path / "released" / "model.safetensors").is_file()
+    assert main(["convert", str(tmp_path / "released"), str(tmp_path / "back"), "--dtype", "bfloat16"]) == 0
+    assert "wrote encoder" in capsys.readouterr().out
+    import arc_jax
+    assert str(arc_jax.load_encoder(tmp_path / "back").dtype) == "bfloat16"
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("hello")
+    assert main(["convert", str(tmp_path / "junk"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "junk" in err and "unknown" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci in (ROOT / "README.md").read_text()
+    assert ci.endswith("python -m pytest tests")
