@@ -137,11 +137,11 @@ class Encoder:
             out.append(np.concatenate([block, special]) if has_special else block)
         return out
 
-    def save(self, out: str | os.PathLike, format: str = "arc_jax", overwrite: bool = False):
+    def save(self, out: str | os.PathLike, format: str = "arc_jax", overwrite: bool = False, **options):
         """Write as "released" (Hugging Face ARC-Encoder), "reference" (training layout) or "arc_jax"."""
         from arc_jax.convert import write_encoder
 
-        return write_encoder(self.config, jax.device_get(self.params), out, format, overwrite)
+        return write_encoder(self.config, jax.device_get(self.params), out, format, overwrite, **options)
 
 
 class DecoderLM:
@@ -177,11 +177,12 @@ class DecoderLM:
                               jnp.asarray(table, self.dtype), inputs.compressed_index)
         return np.asarray(logits[0])[text_mask[0]]
 
-    def save(self, out: str | os.PathLike, format: str = "arc_jax", overwrite: bool = False):
-        """Write as "hf" (Hugging Face transformers), "meta" (consolidated.00.pth) or "arc_jax"."""
+    def save(self, out: str | os.PathLike, format: str = "arc_jax", overwrite: bool = False, **options):
+        """Write as "hf" (Hugging Face transformers), "meta" (consolidated.00.pth) or "arc_jax".
+        `options` go to the layout's writer: meta takes shards=N and container="pth"|"safetensors"."""
         from arc_jax.convert import write_decoder
 
-        return write_decoder(self.config, jax.device_get(self.params), out, format, overwrite)
+        return write_decoder(self.config, jax.device_get(self.params), out, format, overwrite, **options)
 
 
 def load_encoder(path: str | os.PathLike, dtype=None, attention_impl: AttentionImpl = "xla") -> Encoder:

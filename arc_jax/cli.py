@@ -67,6 +67,23 @@ def _convert_or_export(args, out_format: str | None):
     print(f"wrote {kind} ({n / 1e6:.2f}M parameters) as {fmt} to {out} in {time.perf_counter() - start:.1f}s")
 
 
+def _convert(args):
+    if not args.fresh_encoder:
+        return _convert_or_export(args, "arc_jax")
+    from arc_jax import convert
+    from arc_jax.convert.fresh import fresh_encoder
+
+    start = time.perf_counter()
+    cfg, params = fresh_encoder(
+        args.src, n_truncated_layers=args.n_truncated_layers, compress_rates=args.compress_rates,
+        pool_type=args.pool_type, causal=args.causal, n_memory_tokens=args.memory_tokens,
+        out_dims=args.decoder_dims, hidden_dim=args.projector_hidden, seed=args.seed)
+    params = _cast(params, args.dtype)
+    out = convert.write_encoder(cfg, params, args.out, "arc_jax", overwrite=args.overwrite)
+    print(f"wrote a fresh encoder ({cfg.backbone.n_layers} layers, pooling {list(cfg.compress_rates)}, "
+          f"{cfg.n_decoders} decoder head(s)) to {out} in {time.perf_counter() - start:.1f}s")
+
+
 def _roundtrip(args):
     from arc_jax.roundtrip import run_roundtrip
 
@@ -87,7 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="source folder")
     p.add_argument("out", help="output folder (arc_jax checkpoint)")
     _add_common(p)
-    p.set_defaults(func=lambda a: _convert_or_export(a, "arc_jax"))
+    fresh = p.add_argument_group("fresh encoder (--fresh-encoder: SRC is a decoder backbone, e.g. Llama 3.2 3B)")
+    fresh.add_argument("--fresh-encoder", action="store_true",
+                       help="build a new encoder to pretrain: truncated backbone, <Rec>/<Cont> = ones, "
+                            "projectors initialised like torch.nn.Linear")
+    fresh.add_argument("--n-truncated-layers", type=int, default=2, help="last layers removed (default 2)")
+    fresh.add_argument("--compress-rates", type=int, nargs="*", default=[-8],
+                       help="one entry per pooling layer, -k pools by k (default -8)")
+    fresh.add_argument("--pool-type", choices=("mean", "last"), default="mean")
+    fresh.add_argument("--causal", action="store_true", help="causal encoder attention (an ablation)")
+    fresh.add_argument("--memory-tokens", type=int, default=0, help="ICAE-like baseline: n memory tokens per text (needs --compress-rates with no value)")
+    fresh.add_argument("--decoder-dims", type=int, nargs="+", default=[4096],
+                       help="width of each decoder the encoder will serve (one head each; default 4096)")
+    fresh.add_argument("--projector-hidden", type=int, default=2048, help="projector bottleneck (default 2048)")
+    fresh.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_convert)
 
     p = sub.add_parser("export", help="any supported layout -> released / reference / hf / meta",
                        description="Write an encoder as 'released' (Hugging Face ARC-Encoder: model.safetensors "

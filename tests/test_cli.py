@@ -52,3 +52,23 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci in (ROOT / "README.md").read_text()
     assert ci.endswith("python -m pytest tests")
+
+
+def test_convert_fresh_encoder_from_a_decoder_backbone(tmp_path, capsys):
+    import numpy as np
+
+    import arc_jax
+    from arc_jax.api import DecoderLM
+    from arc_jax.roundtrip import random_params, tiny_configs
+
+    enc_cfg, dec_cfg = tiny_configs()
+    _, dec_params = random_params(enc_cfg, dec_cfg, seed=0)
+    DecoderLM(dec_cfg, dec_params).save(tmp_path / "backbone", format="hf")
+    assert main(["convert", "--fresh-encoder", str(tmp_path / "backbone"), str(tmp_path / "enc"),
+                 "--n-truncated-layers", "1", "--compress-rates", "-4", "--decoder-dims", "96", "64",
+                 "--projector-hidden", "16"]) == 0
+    assert "fresh encoder (1 layers, pooling [-4], 2 decoder head(s))" in capsys.readouterr().out
+    enc = arc_jax.load_encoder(tmp_path / "enc")
+    first_layer = np.asarray(dec_params["layers"]["block"]["attention"]["wq"][0])
+    np.testing.assert_array_equal(np.asarray(enc.params["pooling_layers_0"]["attention"]["wq"]), first_layer)
+    assert [c.shape for c in enc.compress([[1, 2, 3, 4, 5]], decoder=1)] == [(3, 64)]
