@@ -141,7 +141,7 @@ class Encoder:
         """Write as "released" (Hugging Face ARC-Encoder), "reference" (training layout) or "arc_jax"."""
         from arc_jax.convert import write_encoder
 
-        return write_encoder(self.config, jax.device_get(self.params), out, format, overwrite, **options)
+        return write_encoder(self.config, self.params, out, format, overwrite, **options)
 
 
 class DecoderLM:
@@ -182,7 +182,7 @@ class DecoderLM:
         `options` go to the layout's writer: meta takes shards=N and container="pth"|"safetensors"."""
         from arc_jax.convert import write_decoder
 
-        return write_decoder(self.config, jax.device_get(self.params), out, format, overwrite, **options)
+        return write_decoder(self.config, self.params, out, format, overwrite, **options)
 
 
 def load_encoder(path: str | os.PathLike, dtype=None, attention_impl: AttentionImpl = "xla") -> Encoder:

@@ -81,17 +81,24 @@ def read(path: Path, kind: str | None = None):
 
 
 def write(cfg, params, folder: Path) -> None:
+    """Save `params`. Its numpy leaves are replaced, in place, by equal JAX arrays: Orbax copies
+    numpy inputs whole before writing, which would double the memory of a large conversion."""
     import orbax.checkpoint as ocp
 
     kind = "encoder" if isinstance(cfg, EncoderConfig) else "decoder"
+    _move_to_jax(params)
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(folder.resolve() / "params", _to_numpy(params))
+    checkpointer.save(folder.resolve() / "params", params)
     checkpointer.wait_until_finished()
     meta = {"format": "arc_jax", "format_version": FORMAT_VERSION, "kind": kind, "config": cfg.to_dict()}
     (folder / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _to_numpy(tree):
-    if isinstance(tree, dict):
-        return {k: _to_numpy(v) for k, v in tree.items()}
-    return np.asarray(tree)
+def _move_to_jax(tree: dict) -> None:
+    import jax
+
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            _move_to_jax(value)
+        elif not isinstance(value, jax.Array):
+            tree[key] = jax.device_put(np.asarray(value))  # the numpy leaf is freed if unreferenced
