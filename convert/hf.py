@@ -29,7 +29,7 @@ import numpy as np
 from arc_jax.convert import layout
 from arc_jax.convert.errors import ConversionError
 from arc_jax.convert.meta import check_params, plan_tensors, write_streamed
-from arc_jax.convert.released import field, json_mentions, load_json
+from arc_jax.convert.config_fields import field, json_mentions, load_json
 from arc_jax.convert.safetensors_io import SafetensorsFile, iter_safetensors
 from arc_jax.model.config import BackboneConfig, RopeScaling
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from arc_jax.convert import layout
 from arc_jax.convert.errors import ConversionError
-from arc_jax.convert.released import backbone_from_args, field, json_mentions, load_json
+from arc_jax.convert.config_fields import backbone_from_args, field, json_mentions, load_json
 from arc_jax.convert.safetensors_io import SafetensorsFile, write_safetensors
 from arc_jax.model.config import BackboneConfig, RopeScaling
 from arc_jax.model.decoder import Decoder

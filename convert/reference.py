@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arc_jax.convert import released
+from arc_jax.convert import config_fields, released
 from arc_jax.convert.errors import ConversionError
 from arc_jax.convert.safetensors_io import SafetensorsFile, write_safetensors
 from arc_jax.model.config import EncoderConfig
@@ -30,7 +30,7 @@ _CHECKPOINT = re.compile(r"^checkpoint_(\d+)$")
 
 
 def _is_checkpoint(folder: Path) -> bool:
-    return (folder / PARAMS).is_file() and released.json_mentions(folder / PARAMS, "embedder_params")
+    return (folder / PARAMS).is_file() and config_fields.json_mentions(folder / PARAMS, "embedder_params")
 
 
 def resolve(path: Path) -> Path | None:
@@ -61,23 +61,23 @@ def read(path: Path, backbone_params: Path | None = None) -> tuple[EncoderConfig
     if folder is None:
         raise ConversionError(f"{path}: no {PARAMS} with \"embedder_params\" here or in checkpoints/checkpoint_NNNNNN")
     params_path = folder / PARAMS
-    meta = released.load_json(params_path)
+    meta = config_fields.load_json(params_path)
     where = str(params_path)
     if backbone_params is not None:
-        args = released.load_json(Path(backbone_params))
+        args = config_fields.load_json(Path(backbone_params))
         args_where = f"{backbone_params}: "
     elif "model_args" in meta:
-        args = released.section(meta, "model_args", where)
+        args = config_fields.section(meta, "model_args", where)
         args_where = f"{where}: model_args"
     else:
         raise ConversionError(
             f"{params_path}: no \"model_args\": reference training checkpoints do not record the backbone's "
             "arguments; pass the params.json of the backbone the encoder was made from (backbone_params, "
             "e.g. Llama 3.2 3B's params.json)")
-    fields = released.encoder_fields(released.section(meta, "embedder_params", where), f"{where}: embedder_params")
+    fields = released.encoder_fields(config_fields.section(meta, "embedder_params", where), f"{where}: embedder_params")
     embed_file = SafetensorsFile(folder / EMBEDDER)
     bridge_file = SafetensorsFile(folder / BRIDGE)
-    return released.read_tensors(fields, args, released.section(meta, "bridge_module", where), embed_file,
+    return released.read_tensors(fields, args, config_fields.section(meta, "bridge_module", where), embed_file,
                                  bridge_file, "", "", where, None, args_where)
 
 

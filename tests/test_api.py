@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import arc_jax
-from arc_jax.model import ARCEncoder, Decoder, EncoderConfig, pack_encoder_inputs
+from arc_jax.model import ARCEncoder, EncoderConfig, pack_encoder_inputs
 from arc_jax.model.inputs import splice_segments
 from arc_jax.roundtrip import random_params, tiny_configs
 
