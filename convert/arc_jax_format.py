@@ -19,6 +19,8 @@ from arc_jax.model.config import BackboneConfig, EncoderConfig
 
 MARKER = "arc_jax.json"
 FORMAT_VERSION = 1
+_CONCURRENT_GB = 1
+_CHUNK_BYTES = 64 << 20
 
 
 def resolve(path: Path) -> Path | None:
@@ -74,31 +76,36 @@ def read(path: Path, kind: str | None = None):
     import orbax.checkpoint as ocp
 
     try:
-        params = ocp.StandardCheckpointer().restore(params_dir.resolve())
+        checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=_CONCURRENT_GB))
+        params = checkpointer.restore(params_dir.resolve())
     except Exception as e:  # Orbax raises many types for a damaged folder; report it in one line
         raise ConversionError(f"{params_dir}: cannot restore ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     return cfg, params
 
 
 def write(cfg, params, folder: Path) -> None:
-    """Save `params`. Its numpy leaves are replaced, in place, by equal JAX arrays: Orbax copies
-    numpy inputs whole before writing, which would double the memory of a large conversion."""
     import orbax.checkpoint as ocp
 
     kind = "encoder" if isinstance(cfg, EncoderConfig) else "decoder"
-    _move_to_jax(params)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(folder.resolve() / "params", params)
-    checkpointer.wait_until_finished()
+    params = _to_numpy(params)
+    # Orbax's defaults (a deep copy of every host array, one OCDBT store written at once) double
+    # the memory of a save; plain zarr chunks written 1 GB at a time do not (measured: a 2.5 GB
+    # model saves at +0.3 GB).
+    registry = ocp.type_handlers.create_type_handler_registry(
+        (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)))
+    handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_ocdbt=False,
+                                          save_concurrent_gb=_CONCURRENT_GB)
+    save_args = _tree_map(lambda _: ocp.SaveArgs(chunk_byte_size=_CHUNK_BYTES), params)
+    ocp.Checkpointer(handler).save(folder.resolve() / "params", args=ocp.args.PyTreeSave(params, save_args=save_args))
     meta = {"format": "arc_jax", "format_version": FORMAT_VERSION, "kind": kind, "config": cfg.to_dict()}
     (folder / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _move_to_jax(tree: dict) -> None:
-    import jax
+def _tree_map(fn, tree):
+    if isinstance(tree, dict):
+        return {k: _tree_map(fn, v) for k, v in tree.items()}
+    return fn(tree)
 
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            _move_to_jax(value)
-        elif not isinstance(value, jax.Array):
-            tree[key] = jax.device_put(np.asarray(value))  # the numpy leaf is freed if unreferenced
+
+def _to_numpy(tree):
+    return _tree_map(np.asarray, tree)  # no copy for numpy leaves or JAX arrays on the CPU

@@ -19,6 +19,9 @@ def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False):
         raise ConversionError(f"{out}: output exists and is not empty (pass overwrite=True / --overwrite)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the checkpoint should not be
     try:
         yield tmp
     except BaseException:

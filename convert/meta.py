@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
@@ -277,17 +278,24 @@ def write_streamed(path: Path, specs: list[TensorSpec], source: Iterator[tuple[s
     write_safetensors(path, [(s.name, _Deferred(s, source)) for s in specs], metadata)
 
 
-def _to_torch(torch, array: np.ndarray):
-    array = np.array(array, order="C", copy=True)  # its own buffer: torch.save stores whole storages
-    if array.dtype == ml_dtypes.bfloat16:
-        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(array)
+_TORCH_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16",
+                 np.dtype(ml_dtypes.bfloat16): "bfloat16"}
+
+
+def _file_backed_tensor(torch, array: np.ndarray, scratch: Path):
+    """A torch tensor whose storage is a memory-mapped scratch file holding `array`.
+
+    torch.save pickles a whole shard at once; with file-backed storages the shard's tensors live
+    in the page cache instead of the process's memory, so writing needs one tensor of RAM."""
+    path = scratch / f"{len(list(scratch.iterdir()))}.bin"
+    np.ascontiguousarray(array).tofile(path)
+    dtype = getattr(torch, _TORCH_DTYPES[np.dtype(array.dtype)])
+    return torch.from_file(str(path), shared=True, size=int(array.size), dtype=dtype).view(*array.shape)
 
 
 def write(cfg: BackboneConfig, params: dict, folder: Path, shards: int = 1, container: str = "pth") -> None:
     """params.json plus consolidated.NN.pth (`shards` model-parallel shards, Meta Llama) or
-    consolidated.safetensors (Mistral). A .pth shard is one pickle: its tensors are built in
-    memory together; the safetensors file is streamed one tensor at a time."""
+    consolidated.safetensors (Mistral), both written one tensor of memory at a time."""
     folder = Path(folder)
     if container not in CONTAINERS:
         raise ConversionError(f"unknown Meta container {container!r}; choose from {', '.join(CONTAINERS)}")
@@ -309,9 +317,11 @@ def write(cfg: BackboneConfig, params: dict, folder: Path, shards: int = 1, cont
         write_streamed(folder / SAFETENSORS, specs, layout.decoder_to_meta(params, cfg))
         return
     for i in range(shards):
-        state = {}
-        for name, array in layout.decoder_to_meta(params, cfg):
-            axis = split_axis(name)
-            state[name] = _to_torch(torch, array if axis is None else np.split(array, shards, axis)[i])
-        torch.save(state, folder / f"consolidated.{i:02d}.pth")
-        del state
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".scratch-") as scratch:
+            state = {}
+            for name, array in layout.decoder_to_meta(params, cfg):
+                axis = split_axis(name)
+                part = array if axis is None else np.split(array, shards, axis)[i]
+                state[name] = _file_backed_tensor(torch, part, Path(scratch))
+            torch.save(state, folder / f"consolidated.{i:02d}.pth")
+            del state  # unmap the scratch files before their folder is removed
