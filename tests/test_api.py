@@ -148,3 +148,16 @@ def test_load_decoder_drops_llama31_rope_scaling_unless_asked(models, tmp_path):
     assert kept.config.rope_scaling == RopeScaling()
     long_text = list(range(1, 200))
     assert not np.allclose(kept.logits([long_text]), arc_jax.load_decoder(tmp_path / "dec").logits([long_text]))
+
+
+def test_splash_attention_models_match_the_reference_path(models):
+    # 100-token inputs fill 128-slot rows, the splash kernel's block (interpreted on CPU).
+    enc, dec = models
+    rng = np.random.default_rng(5)
+    texts = [rng.integers(1, 256, n).tolist() for n in (100, 21)]
+    enc_splash = arc_jax.Encoder(enc.config, enc.params, attention_impl="splash")
+    for a, b in zip(enc_splash.compress(texts), enc.compress(texts)):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+    dec_splash = arc_jax.DecoderLM(dec.config, dec.params, attention_impl="splash")
+    pieces = [texts[0][:40], enc.compress(texts[1:])[0], texts[0][40:]]
+    np.testing.assert_allclose(dec_splash.logits(pieces), dec.logits(pieces), atol=1e-4, rtol=1e-5)

@@ -11,6 +11,10 @@ Implementations:
 - "xla": plain einsum + float32 softmax; the reference path, used by the CPU tests.
 - "jax_nn": `jax.nn.dot_product_attention`, which picks cuDNN flash attention on GPU when the
   shapes and dtypes allow it, and XLA elsewhere.
+- "splash": the Pallas splash-attention kernel for TPU (run by the Pallas interpreter elsewhere,
+  which is how the CPU tests check it). It masks by segment ids and absolute index, which equals
+  the position rule only when queries and keys are the same packed sequence; pooled-query layers
+  and lengths that are not a multiple of its 128-token blocks use the "xla" path.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-AttentionImpl = Literal["xla", "jax_nn"]
+AttentionImpl = Literal["xla", "jax_nn", "splash"]
+SPLASH_BLOCK = 128
 
 # Large but finite: a fully masked row (a padding query) then gets a uniform softmax instead of
 # NaNs; its output is ignored downstream.
@@ -52,7 +57,30 @@ def _jax_nn_attention(q, k, v, mask):
     return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
 
 
-_IMPLEMENTATIONS = {"xla": _xla_attention, "jax_nn": _jax_nn_attention}
+def _splash_attention(q, k, v, segment_ids, causal: bool):
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
+
+    b, t, h, d = q.shape
+    n_kv = k.shape[2]
+    group = h // n_kv
+    mask = splash_mask.CausalMask((t, t)) if causal else splash_mask.FullMask((t, t))
+    blocks = splash.BlockSizes(*(SPLASH_BLOCK,) * 8)
+    # One MQA kernel per kv head serves its group of query heads without repeating k and v.
+    kernel = splash.make_splash_mqa(splash_mask.MultiHeadMask([mask] * group), head_shards=1, q_seq_shards=1,
+                                    block_sizes=blocks, interpret=jax.default_backend() != "tpu")
+    q = (q * d**-0.5).reshape(b, t, n_kv, group, d).transpose(0, 2, 3, 1, 4)  # [b, kv, group, t, d]
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, kv, t, d]
+
+    def one_row(q_row, k_row, v_row, seg):
+        ids = splash.SegmentIds(seg, seg)
+        return jax.vmap(lambda qh, kh, vh: kernel(qh, kh, vh, segment_ids=ids))(q_row, k_row, v_row)
+
+    out = jax.vmap(one_row)(q, k, v, segment_ids)  # [b, kv, group, t, d]
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+
+
+_IMPLEMENTATIONS = {"xla": _xla_attention, "jax_nn": _jax_nn_attention, "splash": None}
 
 
 def dot_product_attention(
@@ -66,9 +94,16 @@ def dot_product_attention(
     kv_positions: jax.Array,
     causal: bool,
     implementation: AttentionImpl = "xla",
+    same_sequence: bool = False,
 ) -> jax.Array:
-    """Grouped-query attention. q [b, t, heads, d]; k, v [b, s, kv_heads, d] -> [b, t, heads, d]."""
+    """Grouped-query attention. q [b, t, heads, d]; k, v [b, s, kv_heads, d] -> [b, t, heads, d].
+
+    `same_sequence`: queries and keys are the same packed sequence (not pooled queries)."""
     if implementation not in _IMPLEMENTATIONS:
         raise ValueError(f"unknown attention implementation {implementation!r}; choose from {sorted(_IMPLEMENTATIONS)}")
+    if implementation == "splash":
+        if same_sequence and q.shape[1] % SPLASH_BLOCK == 0:
+            return _splash_attention(q, k, v, q_segment_ids, causal)
+        implementation = "xla"
     mask = attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions, causal)
     return _IMPLEMENTATIONS[implementation](q, k, v, mask)

@@ -77,7 +77,7 @@ class Attention(nn.Module):
     implementation: AttentionImpl = "xla"
 
     @nn.compact
-    def __call__(self, x_q, x_kv, q_segment_ids, kv_segment_ids, q_positions, kv_positions):
+    def __call__(self, x_q, x_kv, q_segment_ids, kv_segment_ids, q_positions, kv_positions, same_sequence=False):
         c = self.cfg
         wq = _param(self, "wq", (c.dim, c.n_heads, c.head_dim), ("embed", "heads", "head_dim"), self.param_dtype)
         wk = _param(self, "wk", (c.dim, c.n_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), self.param_dtype)
@@ -94,7 +94,7 @@ class Attention(nn.Module):
             q, k, v,
             q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
             q_positions=q_positions, kv_positions=kv_positions,
-            causal=self.causal, implementation=self.implementation)
+            causal=self.causal, implementation=self.implementation, same_sequence=same_sequence)
         return jnp.einsum("bthk,hkd->btd", out, cast(wo))
 
 
@@ -130,11 +130,12 @@ class Block(nn.Module):
         c = self.cfg
         attention_norm = Norm(c.norm_type, c.norm_eps, self.param_dtype, name="attention_norm")
         h_normed = attention_norm(h)
-        if queries is None:
+        same_sequence = queries is None
+        if same_sequence:
             queries, q_normed, q_segment_ids, q_positions = h, h_normed, segment_ids, positions
         else:
             q_normed = attention_norm(queries)
         attention = Attention(c, self.causal, self.dtype, self.param_dtype, self.attention_impl, name="attention")
-        r = queries + attention(q_normed, h_normed, q_segment_ids, segment_ids, q_positions, positions)
+        r = queries + attention(q_normed, h_normed, q_segment_ids, segment_ids, q_positions, positions, same_sequence)
         ffn_norm = Norm(c.norm_type, c.norm_eps, self.param_dtype, name="ffn_norm")
         return r + FeedForward(c, self.dtype, self.param_dtype, name="feed_forward")(ffn_norm(r))
