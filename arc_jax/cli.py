@@ -25,6 +25,12 @@ def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
 
+def progress_bar(description: str):
+    from arc_jax.convert.progress import progress_bar as bar
+
+    return bar(description)
+
+
 def _read_any(src: Path, kind: str):
     """(kind, config, params) from any layout; kind "auto" tries encoder layouts first."""
     from arc_jax import convert
@@ -58,11 +64,13 @@ def _convert_or_export(args, out_format: str | None):
     from arc_jax import convert
 
     start = time.perf_counter()
-    kind, cfg, params = _read_any(Path(args.src), args.kind)
+    with progress_bar(f"reading {args.src}"):
+        kind, cfg, params = _read_any(Path(args.src), args.kind)
     params = _cast(params, args.dtype)
     fmt = out_format or args.format
     writer = convert.write_encoder if kind == "encoder" else convert.write_decoder
-    out = writer(cfg, params, args.out, fmt, overwrite=args.overwrite)
+    with progress_bar(f"writing {fmt} to {args.out}"):
+        out = writer(cfg, params, args.out, fmt, overwrite=args.overwrite)
     n = sum(x.size for x in __import__("jax").tree.leaves(params))
     print(f"wrote {kind} ({n / 1e6:.2f}M parameters) as {fmt} to {out} in {time.perf_counter() - start:.1f}s")
 
@@ -74,10 +82,11 @@ def _convert(args):
     from arc_jax.convert.fresh import fresh_encoder
 
     start = time.perf_counter()
-    cfg, params = fresh_encoder(
-        args.src, n_truncated_layers=args.n_truncated_layers, compress_rates=args.compress_rates,
-        pool_type=args.pool_type, causal=args.causal, n_memory_tokens=args.memory_tokens,
-        out_dims=args.decoder_dims, hidden_dim=args.projector_hidden, seed=args.seed)
+    with progress_bar(f"reading {args.src}"):
+        cfg, params = fresh_encoder(
+            args.src, n_truncated_layers=args.n_truncated_layers, compress_rates=args.compress_rates,
+            pool_type=args.pool_type, causal=args.causal, n_memory_tokens=args.memory_tokens,
+            out_dims=args.decoder_dims, hidden_dim=args.projector_hidden, seed=args.seed)
     params = _cast(params, args.dtype)
     out = convert.write_encoder(cfg, params, args.out, "arc_jax", overwrite=args.overwrite)
     print(f"wrote a fresh encoder ({cfg.backbone.n_layers} layers, pooling {list(cfg.compress_rates)}, "

@@ -9,12 +9,15 @@ A training workdir (`<workdir>/checkpoints/<step>/`) resolves to its latest step
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from arc_jax.convert.errors import ConversionError
+from arc_jax.convert.progress import advance
 from arc_jax.model.config import BackboneConfig, EncoderConfig
 
 MARKER = "arc_jax.json"
@@ -78,6 +81,7 @@ def read(path: Path, kind: str | None = None):
     try:
         checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=_CONCURRENT_GB))
         params = checkpointer.restore(params_dir.resolve())
+        advance(sum(np.asarray(a).nbytes for a in _leaves(params)))
     except Exception as e:  # Orbax raises many types for a damaged folder; report it in one line
         raise ConversionError(f"{params_dir}: cannot restore ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     return cfg, params
@@ -96,9 +100,27 @@ def write(cfg, params, folder: Path) -> None:
     handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_ocdbt=False,
                                           save_concurrent_gb=_CONCURRENT_GB)
     save_args = _tree_map(lambda _: ocp.SaveArgs(chunk_byte_size=_CHUNK_BYTES), params)
-    ocp.Checkpointer(handler).save(folder.resolve() / "params", args=ocp.args.PyTreeSave(params, save_args=save_args))
+    with _quiet_absl():  # it warns about the OCDBT and array-metadata features turned off above
+        ocp.Checkpointer(handler).save(folder.resolve() / "params", args=ocp.args.PyTreeSave(params, save_args=save_args))
+    advance(sum(a.nbytes for a in _leaves(params)))
     meta = {"format": "arc_jax", "format_version": FORMAT_VERSION, "kind": kind, "config": cfg.to_dict()}
     (folder / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _leaves(tree):
+    for value in tree.values():
+        yield from (_leaves(value) if isinstance(value, dict) else [value])
 
 
 def _tree_map(fn, tree):

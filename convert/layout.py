@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from arc_jax.convert.errors import ConversionError
+from arc_jax.convert.progress import advance
 from arc_jax.model.config import BackboneConfig, EncoderConfig
 
 Getter = Callable[[str], np.ndarray]
@@ -86,6 +87,7 @@ def checked(get: Getter, key: str, shape: tuple[int, ...], where: str) -> np.nda
     w = get(key)
     if tuple(w.shape) != tuple(shape):
         raise ConversionError(f"{where}: shape mismatch for {key}: expected {tuple(shape)}, found {tuple(w.shape)}")
+    advance(w.nbytes)
     return w
 
 

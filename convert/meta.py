@@ -29,6 +29,7 @@ import numpy as np
 
 from arc_jax.convert import layout
 from arc_jax.convert.errors import ConversionError
+from arc_jax.convert.progress import advance
 from arc_jax.convert.config_fields import backbone_from_args, field, json_mentions, load_json
 from arc_jax.convert.safetensors_io import SafetensorsFile, write_safetensors
 from arc_jax.model.config import BackboneConfig, RopeScaling
@@ -323,5 +324,6 @@ def write(cfg: BackboneConfig, params: dict, folder: Path, shards: int = 1, cont
                 axis = split_axis(name)
                 part = array if axis is None else np.split(array, shards, axis)[i]
                 state[name] = _file_backed_tensor(torch, part, Path(scratch))
+                advance(part.nbytes)
             torch.save(state, folder / f"consolidated.{i:02d}.pth")
             del state  # unmap the scratch files before their folder is removed

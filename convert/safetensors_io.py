@@ -18,6 +18,7 @@ import ml_dtypes
 import numpy as np
 
 from arc_jax.convert.errors import ConversionError
+from arc_jax.convert.progress import advance
 
 _DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -96,7 +97,9 @@ def write_safetensors(path: str | os.PathLike, tensors: Iterable[tuple[str, np.n
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for _, array in items:
-            f.write(np.ascontiguousarray(array).tobytes())
+            data = np.ascontiguousarray(array)
+            f.write(data.tobytes())
+            advance(data.nbytes)
 
 
 def iter_safetensors(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, SafetensorsFile]]:
