@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one entry per pooling layer, -k pools by k (default -8)")
     fresh.add_argument("--pool-type", choices=("mean", "last"), default="mean")
     fresh.add_argument("--causal", action="store_true", help="causal encoder attention (an ablation)")
-    fresh.add_argument("--memory-tokens", type=int, default=0, help="ICAE-like baseline: n memory tokens per text (needs --compress-rates with no value)")
+    fresh.add_argument("--memory-tokens", type=int, default=0,
+                       help="ICAE-like baseline: n memory tokens per text (give --compress-rates no value)")
     fresh.add_argument("--decoder-dims", type=int, nargs="+", default=[4096],
                        help="width of each decoder the encoder will serve (one head each; default 4096)")
     fresh.add_argument("--projector-hidden", type=int, default=2048, help="projector bottleneck (default 2048)")
