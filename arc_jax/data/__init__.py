@@ -1,0 +1,1 @@
+"""Input pipeline: tokenizers, record sources and mixtures, ARC training tasks, static-shape packing."""
