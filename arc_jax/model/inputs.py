@@ -69,11 +69,12 @@ def pack_encoder_inputs(
     row_len: int | None = None,
     stage_lens: Sequence[int] | None = None,
     multiple: int = 8,
+    output_len: int | None = None,
 ) -> tuple[EncoderInputs, list[EncoderLayout]]:
     """Lay out texts (already assigned to rows) as static-shape encoder inputs.
 
-    `row_len` and `stage_lens` fix the shapes (a training config does); left as None they are the
-    smallest multiples of `multiple` that fit. Returns the inputs and, per text in row order, where
+    `row_len`, `stage_lens` and (memory tokens) `output_len` fix the shapes (a training config
+    does); left as None they are the smallest multiples of `multiple` that fit. Returns the inputs and, per text in row order, where
     its output vectors are.
     """
     n_mem = cfg.n_memory_tokens
@@ -135,7 +136,10 @@ def pack_encoder_inputs(
         out_rows = []
         for mems in mem_rows:
             out_rows.append([i for i, m in enumerate(mems) if m >= 0])
-        out_len = round_up(max(len(o) for o in out_rows), multiple)
+        need = max(len(o) for o in out_rows)
+        out_len = output_len or round_up(need, multiple)
+        if need > out_len:
+            raise ValueError(f"{need} memory-token outputs in a row but output_len is {out_len}")
         output_index = _pad_rows(out_rows, out_len, 0)
         lengths = [[n_mem] * len(lens) for lens in lengths]
 

@@ -1,0 +1,217 @@
+"""Pack training samples into one static-shape batch for the jitted train step.
+
+Encoder side: every context of every sample, first-fit into `encoder_rows` rows of
+`encoder_len` tokens (segment ids, per-text positions, host-made pooling plans).
+Decoder side: every sample, first-fit into `decoder_rows` rows of `decoder_len` slots; a sample's
+slots are its text stream with, at each insertion point, the context's pooled vectors and its
+special vector. `compressed_index` points into the table the device builds:
+
+    table = project(concat(encoder_output.reshape(encoder_rows * out_len, dim), [<Rec>, <Cont>]))
+
+so slot k of a context in encoder row r at output offset s reads table[r * out_len + s + k], and
+a special vector reads table[encoder_rows * out_len + (0 for <Rec>, 1 for <Cont>)].
+
+Rules for what does not fit (each counted in PackStats, never silent):
+- a context longer than `encoder_len` is truncated to it ("context_truncated");
+- a sample whose decoder slots exceed `decoder_len` is dropped ("sample_too_long");
+- a sample that no longer fits in this batch is returned as leftover for the next batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from arc_jax.data.tasks import Sample
+from arc_jax.model.config import EncoderConfig
+from arc_jax.model.inputs import EncoderInputs, pack_encoder_inputs
+from arc_jax.model.pooling import pooled_length
+
+TASKS = ("reconstruction", "continuation", "fewshot", "long_context")
+
+
+@dataclasses.dataclass(frozen=True)
+class PackingShape:
+    encoder_rows: int
+    encoder_len: int
+    decoder_rows: int
+    decoder_len: int
+    # Contexts per encoder row; bounds the pooled length of a row, as each text adds at most one
+    # partial group per pooling stage.
+    max_contexts_per_row: int = 16
+
+    def stage_lens(self, cfg: EncoderConfig) -> list[int]:
+        lens, n = [], self.encoder_len
+        for k in cfg.pooling_factors:
+            n = min(n, -(-n // k) + self.max_contexts_per_row)
+            lens.append(n)
+        return lens
+
+
+class TrainBatch(NamedTuple):
+    encoder: EncoderInputs
+    tokens: np.ndarray            # [decoder_rows, decoder_len] text token ids (0 elsewhere)
+    segment_ids: np.ndarray       # one id per sample in a row, 0 for padding
+    positions: np.ndarray         # 0.. per sample over the spliced sequence
+    compressed_index: np.ndarray  # -1 for text slots, else a row of the projected table
+    targets: np.ndarray           # next-token targets at text slots
+    loss_mask: np.ndarray         # float32, 1 where the target carries loss
+    task_ids: np.ndarray          # index into TASKS per slot (-1 for padding), for per-task losses
+
+
+@dataclasses.dataclass
+class PackStats:
+    encoder_tokens: int = 0
+    encoder_slots: int = 0
+    decoder_tokens: int = 0
+    decoder_slots: int = 0
+    samples: int = 0
+    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    @property
+    def encoder_efficiency(self) -> float:
+        return self.encoder_tokens / max(1, self.encoder_slots)
+
+    @property
+    def decoder_efficiency(self) -> float:
+        return self.decoder_tokens / max(1, self.decoder_slots)
+
+    def merge(self, other: PackStats) -> None:
+        for f in ("encoder_tokens", "encoder_slots", "decoder_tokens", "decoder_slots", "samples"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        self.counts.update(other.counts)
+
+
+def _vectors_per_context(n_tokens: int, cfg: EncoderConfig) -> int:
+    return cfg.n_memory_tokens or pooled_length(n_tokens, cfg.pooling_factors)
+
+
+def _has_special(sample: Sample, cfg: EncoderConfig) -> bool:
+    return (sample.special == "rec" and cfg.rec_tok) or (sample.special == "cont" and cfg.cont_tok)
+
+
+def decoder_slots(sample: Sample, cfg: EncoderConfig, encoder_len: int) -> int:
+    extra = cfg.n_memory_tokens
+    per_context = [_vectors_per_context(min(len(c), encoder_len - extra), cfg) for c in sample.contexts]
+    return len(sample.x) + sum(per_context) + _has_special(sample, cfg) * len(sample.contexts)
+
+
+class _FirstFit:
+    """Rows of `capacity` slots holding at most `max_items` items each."""
+
+    def __init__(self, n_rows: int, capacity: int, max_items: int):
+        self.room = [capacity] * n_rows
+        self.slots_left = [max_items] * n_rows
+        self.items: list[list[int]] = [[] for _ in range(n_rows)]
+
+    def fits(self, sizes: Sequence[int]) -> list[int] | None:
+        """Rows for items of `sizes` (placed together or not at all)."""
+        room, left, rows = list(self.room), list(self.slots_left), []
+        for size in sizes:
+            row = next((r for r, free in enumerate(room) if size <= free and left[r]), None)
+            if row is None:
+                return None
+            room[row] -= size
+            left[row] -= 1
+            rows.append(row)
+        return rows
+
+    def place(self, rows: Sequence[int], sizes: Sequence[int], ids: Sequence[int]) -> None:
+        for row, size, i in zip(rows, sizes, ids):
+            self.room[row] -= size
+            self.slots_left[row] -= 1
+            self.items[row].append(i)
+
+
+def pack_batch(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShape
+               ) -> tuple[TrainBatch, list[Sample], PackStats]:
+    """(batch, leftover samples that did not fit, statistics) for samples taken in order."""
+    stats = PackStats()
+    extra = cfg.n_memory_tokens
+    enc_fit = _FirstFit(shape.encoder_rows, shape.encoder_len, shape.max_contexts_per_row)
+    dec_fit = _FirstFit(shape.decoder_rows, shape.decoder_len, shape.decoder_len)
+    contexts: list[tuple[int, ...]] = []
+    placed: list[tuple[Sample, list[int]]] = []  # sample, ids of its contexts
+    leftover: list[Sample] = []
+    for sample in samples:
+        ctx = []
+        for c in sample.contexts:
+            if len(c) + extra > shape.encoder_len:
+                stats.counts["context_truncated"] += 1
+                c = c[: shape.encoder_len - extra]
+            ctx.append(c)
+        need = decoder_slots(sample, cfg, shape.encoder_len)
+        if need > shape.decoder_len:
+            stats.counts["sample_too_long"] += 1
+            continue
+        enc_rows = enc_fit.fits([len(c) + extra for c in ctx])
+        dec_rows = dec_fit.fits([need])
+        if enc_rows is None or dec_rows is None:
+            leftover.append(sample)
+            continue
+        ids = list(range(len(contexts), len(contexts) + len(ctx)))
+        enc_fit.place(enc_rows, [len(c) + extra for c in ctx], ids)
+        dec_fit.place(dec_rows, [need], [len(placed)])
+        contexts += ctx
+        placed.append((sample, ids))
+    stats.counts["leftover"] += len(leftover)
+    stats.samples = len(placed)
+
+    rows = [[contexts[i] for i in row] for row in enc_fit.items]
+    encoder, layout = pack_encoder_inputs(rows, cfg, row_len=shape.encoder_len, stage_lens=shape.stage_lens(cfg),
+                                          output_len=cfg.n_memory_tokens * shape.max_contexts_per_row or None)
+    where = {i: place for i, place in zip((i for row in enc_fit.items for i in row), layout)}
+    out_len = _output_len(encoder, shape)
+    special_base = shape.encoder_rows * out_len
+
+    b, t = shape.decoder_rows, shape.decoder_len
+    arrays = {name: np.zeros((b, t), np.int32) for name in ("tokens", "segment_ids", "positions", "targets")}
+    compressed_index = np.full((b, t), -1, np.int32)
+    task_ids = np.full((b, t), -1, np.int32)
+    loss_mask = np.zeros((b, t), np.float32)
+    for row, members in enumerate(dec_fit.items):
+        cursor = 0
+        for seg, sample_id in enumerate(members, start=1):
+            sample, ids = placed[sample_id]
+            start = cursor
+            text_i = 0
+            for offset, context_id in zip(sample.insertions, ids):
+                cursor = _put_text(arrays, loss_mask, sample, row, cursor, text_i, text_i + offset)
+                text_i += offset
+                place = where[context_id]
+                base = place.row * out_len + place.start
+                compressed_index[row, cursor: cursor + place.length] = np.arange(base, base + place.length)
+                cursor += place.length
+                if _has_special(sample, cfg):
+                    compressed_index[row, cursor] = special_base + (0 if sample.special == "rec" else 1)
+                    cursor += 1
+            cursor = _put_text(arrays, loss_mask, sample, row, cursor, text_i, len(sample.x))
+            arrays["segment_ids"][row, start:cursor] = seg
+            arrays["positions"][row, start:cursor] = np.arange(cursor - start)
+            task_ids[row, start:cursor] = TASKS.index(sample.task)
+            stats.decoder_tokens += cursor - start
+    stats.decoder_slots = b * t
+    stats.encoder_tokens = int((encoder.segment_ids > 0).sum())
+    stats.encoder_slots = encoder.segment_ids.size
+    batch = TrainBatch(encoder, arrays["tokens"], arrays["segment_ids"], arrays["positions"], compressed_index,
+                       arrays["targets"], loss_mask, task_ids)
+    return batch, leftover, stats
+
+
+def _put_text(arrays, loss_mask, sample: Sample, row: int, cursor: int, begin: int, end: int) -> int:
+    n = end - begin
+    arrays["tokens"][row, cursor: cursor + n] = sample.x[begin:end]
+    arrays["targets"][row, cursor: cursor + n] = sample.y[begin:end]
+    loss_mask[row, cursor: cursor + n] = sample.loss_mask[begin:end]
+    return cursor + n
+
+
+def _output_len(encoder: EncoderInputs, shape: PackingShape) -> int:
+    if encoder.output_index is not None:
+        return encoder.output_index.shape[1]
+    if encoder.stages:
+        return encoder.stages[-1].segment_ids.shape[1]
+    return shape.encoder_len

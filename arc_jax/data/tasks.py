@@ -1,0 +1,185 @@
+"""ARC training tasks: pure functions from records (+ a numpy RNG) to token-level samples.
+
+A `Sample` follows the reference's stream convention. The decoder reads a text stream `x`
+(decoder-tokenizer ids) with next-token targets `y` and a loss mask, both aligned with `x`, and
+compressed contexts spliced in. `insertions[i]` is the number of `x` tokens between the previous
+insertion (or the start) and context i. Each context holds encoder-tokenizer ids, made as the
+reference makes them: spans are chosen in decoder tokens, decoded to text, and re-encoded with
+the encoder's tokenizer. After each context the decoder reads one special vector: <Rec> for
+reconstruction, <Cont> otherwise, none for the long-context (Llama 2 Chat) variant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Literal, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from arc_jax.data.tokenizers import Tokenizer
+
+Special = Literal["rec", "cont"] | None
+
+
+class SkipRecord(ValueError):
+    """The record cannot make a sample (too short, empty answer, ...): counted as a bad record."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    task: str
+    contexts: tuple[tuple[int, ...], ...]
+    x: tuple[int, ...]
+    y: tuple[int, ...]
+    loss_mask: tuple[bool, ...]
+    insertions: tuple[int, ...]
+    special: Special
+
+    def __post_init__(self):
+        if not len(self.x) == len(self.y) == len(self.loss_mask):
+            raise ValueError(f"x, y and loss_mask differ in length: {len(self.x)}, {len(self.y)}, {len(self.loss_mask)}")
+        if len(self.insertions) != len(self.contexts) or sum(self.insertions) > len(self.x):
+            raise ValueError(f"insertions {self.insertions} do not fit {len(self.contexts)} contexts in {len(self.x)} tokens")
+        if any(not c for c in self.contexts):
+            raise ValueError("a context is empty")
+
+    @property
+    def decoder_length(self) -> int:
+        """Slots in the decoder: text tokens, compressed vectors not included (they depend on pooling)."""
+        return len(self.x)
+
+
+def _stream(pieces: Sequence[tuple[Sequence[int], bool]], bos: int | None) -> tuple[list[int], list[int], list[bool]]:
+    """(x, y, loss_mask) of text pieces (ids, carries_loss): the loss flag belongs to the target."""
+    tokens, flags = ([bos], [False]) if bos is not None else ([], [])
+    for ids, loss in pieces:
+        tokens += list(ids)
+        flags += [loss] * len(ids)
+    return tokens[:-1], tokens[1:], flags[1:]
+
+
+def _compress(ids: Sequence[int], decoder_tok: Tokenizer, encoder_tok: Tokenizer, max_len: int) -> tuple[int, ...]:
+    context = encoder_tok.encode(decoder_tok.decode(list(ids)))[:max_len]
+    if not context:
+        raise SkipRecord("the text to compress is empty after re-tokenisation")
+    return tuple(context)
+
+
+def reconstruction(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
+                   max_len: int = 256) -> Sample:
+    """Compress a span of <= max_len decoder tokens; the decoder, after [C, <Rec>], reproduces it."""
+    tokens = decoder_tok.encode(text)
+    if not tokens:
+        raise SkipRecord("empty text")
+    start = int(rng.integers(0, max(1, len(tokens) - max_len + 1)))
+    span = tokens[start: start + max_len]
+    x, y, mask = _stream([(span, True)], decoder_tok.bos_id)
+    return Sample("reconstruction", (_compress(span, decoder_tok, encoder_tok, max_len),), tuple(x), tuple(y),
+                  tuple(mask), (0,), "rec")
+
+
+def continuation(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
+                 max_len: int = 256) -> Sample:
+    """Plain prefix (<= max_len), compressed middle (<= max_len), continuation (<= max_len) with
+    the loss on the continuation only. Short texts are split: half compressed, the rest continued,
+    the prefix taking what a long text leaves before the middle."""
+    tokens = decoder_tok.encode(text)
+    if len(tokens) < 2:
+        raise SkipRecord(f"text of {len(tokens)} token(s) is too short for continuation (needs 2)")
+    prefix_len = int(rng.integers(0, max_len + 1))
+    if len(tokens) >= prefix_len + 2 * max_len:
+        start = int(rng.integers(0, len(tokens) - prefix_len - 2 * max_len + 1))
+        prefix = tokens[start: start + prefix_len]
+        middle = tokens[start + prefix_len: start + prefix_len + max_len]
+        cont = tokens[start + prefix_len + max_len: start + prefix_len + 2 * max_len]
+    else:
+        prefix_len = min(prefix_len, max(0, len(tokens) - 2 * max_len), len(tokens) // 3)
+        rest = tokens[prefix_len:]
+        half = min(max_len, (len(rest) + 1) // 2)
+        prefix, middle, cont = tokens[:prefix_len], rest[:half], rest[half: half + max_len]
+    x, y, mask = _stream([(prefix, False), (cont, True)], decoder_tok.bos_id)
+    insert_at = len(prefix) + (decoder_tok.bos_id is not None)
+    return Sample("continuation", (_compress(middle, decoder_tok, encoder_tok, max_len),), tuple(x), tuple(y),
+                  tuple(mask), (insert_at,), "cont")
+
+
+def pretraining(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
+                max_len: int = 256, continuation_prob: float = 0.8) -> Sample:
+    """The pretraining mixture: continuation with probability continuation_prob, else reconstruction."""
+    task = continuation if rng.random() < continuation_prob else reconstruction
+    return task(text, rng, decoder_tok, encoder_tok, max_len)
+
+
+def _as_list(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class QARecord:
+    """One fine-tuning record: a question, its answers, and its passages."""
+
+    question: str
+    answers: tuple[str, ...]
+    passages: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, record: dict) -> QARecord:
+        passages = record.get("passages", record.get("passage"))
+        if passages is None:
+            raise SkipRecord("no 'passage' or 'passages' field")
+        answers = tuple(a for a in _as_list(record["answer"]) if a.strip())
+        if not answers:
+            raise SkipRecord("no non-empty answer")
+        passages = tuple(p for p in _as_list(passages) if p.strip())
+        if not passages:
+            raise SkipRecord("no non-empty passage")
+        return cls(record["question"], answers, passages)
+
+
+def few_shot(examples: Sequence[QARecord], rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
+             max_passages: int = 1, max_context_len: int = 256) -> Sample:
+    """Interleaved few-shot QA: every example's document compressed, loss on the last answer only.
+
+        Document: <C>\\nQuestion: q\\nAnswer: a\\n\\nDocument: <C>\\nQuestion: q\\nAnswer: a<eos>
+
+    Each document is 1..max_passages of the example's passages joined by newlines, compressed
+    jointly; each answer is drawn from the example's list."""
+    if not examples:
+        raise ValueError("few_shot needs at least one example")
+    pieces, insertions, contexts = [], [], []
+    since_insert = decoder_tok.bos_id is not None
+    for i, ex in enumerate(examples):
+        last = i == len(examples) - 1
+        n = int(rng.integers(1, min(max_passages, len(ex.passages)) + 1))
+        document = "\n".join(ex.passages[:n])
+        contexts.append(_compress(decoder_tok.encode(document), decoder_tok, encoder_tok, max_context_len))
+        lead = decoder_tok.encode("Document:" if i == 0 else "\n\nDocument:")
+        pieces.append((lead, False))
+        insertions.append(since_insert + len(lead))
+        answer = ex.answers[int(rng.integers(0, len(ex.answers)))]
+        question = decoder_tok.encode(f"\nQuestion: {ex.question}\nAnswer:")
+        pieces.append((question, False))
+        answer_ids = decoder_tok.encode(f" {answer}") + ([decoder_tok.eos_id] if last else [])
+        pieces.append((answer_ids, last))
+        since_insert = len(question) + len(answer_ids)
+    x, y, mask = _stream(pieces, decoder_tok.bos_id)
+    return Sample("fewshot", tuple(contexts), tuple(x), tuple(y), tuple(mask), tuple(insertions), "cont")
+
+
+def long_context(text: str, instruction: str, answer: str, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
+                 chunk_len: int = 1024, max_chunks: int = 32) -> Sample:
+    """Llama 2 Chat long-context: the document cut into <= max_chunks chunks of chunk_len encoder
+    tokens, each compressed on its own, concatenated inside
+    "[INST] Text:\\n\\n<C...C> {instruction} [/INST] {answer}", loss on the answer, no special vectors.
+    A document longer than max_chunks * chunk_len is cut there, as in the paper's setting."""
+    ids = encoder_tok.encode(text)
+    if not ids:
+        raise SkipRecord("empty document")
+    chunks = tuple(tuple(ids[i: i + chunk_len]) for i in range(0, min(len(ids), chunk_len * max_chunks), chunk_len))
+    head = decoder_tok.encode("[INST] Text:\n\n")
+    tail = decoder_tok.encode(f" {instruction} [/INST]")
+    answer_ids = decoder_tok.encode(f" {answer}") + [decoder_tok.eos_id]
+    x, y, mask = _stream([(head, False), (tail, False), (answer_ids, True)], decoder_tok.bos_id)
+    first = len(head) + (decoder_tok.bos_id is not None)
+    return Sample("long_context", chunks, tuple(x), tuple(y), tuple(mask), (first,) + (0,) * (len(chunks) - 1), None)
