@@ -14,6 +14,7 @@ Subcommands:
              (or build a fresh encoder from a Llama backbone to start pretraining)
   export     write an encoder or decoder in a released / reference / Hugging Face / Meta layout
   roundtrip  generate a tiny random encoder and decoder, write and read every layout, check it
+  data       check a training config's input pipeline (data check --config CONFIG)
 """
 
 
@@ -100,6 +101,13 @@ def _roundtrip(args):
     return 0 if ok else 1
 
 
+def _data_check(args):
+    from arc_jax.config_loading import load_config
+    from arc_jax.data.check import data_check
+
+    data_check(load_config(args.config, args.overrides), args.batches)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arc-jax", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,20 +156,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="arc_jax_runs/roundtrip", help="where the checkpoints are written")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_roundtrip)
+
+    data = sub.add_parser("data", help="input pipeline tools",
+                          description="Input pipeline tools. `arc-jax data check --config CONFIG` runs the "
+                                      "config's pipeline for some batches and reports samples per source, bad "
+                                      "records (file:line, reason), token counts, packing efficiency and tokens/s.")
+    data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    p = data_sub.add_parser("check", help="run the input pipeline of a config and report",
+                            description="Run the input pipeline of a training config for --batches batches and "
+                                        "report what it produced. Override config fields with --config.a.b=value "
+                                        "(e.g. --config.data.sources=a.jsonl:2,b.jsonl:1).")
+    p.add_argument("--config", required=True, help="config file (a Python file with get_config())")
+    p.add_argument("--batches", type=int, default=20, help="batches to draw (default 20)")
+    p.set_defaults(func=_data_check)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    args.overrides = [u for u in unknown if u.startswith("--config.")]
+    if len(args.overrides) != len(unknown) or (args.overrides and args.command != "data"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 0
+    from arc_jax.config_loading import ConfigError
     from arc_jax.convert import ConversionError
+    from arc_jax.data.bad_records import DataError
 
     try:
         return args.func(args) or 0
-    except ConversionError as e:
+    except (ConversionError, DataError, ConfigError) as e:
         print(f"arc-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,73 @@
+"""Config files as data: a Python file whose get_config() returns an ml_collections ConfigDict,
+overridden from the command line with --config.a.b=value (big_vision / MaxText style)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+from typing import Sequence
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    """A missing config file, an unknown field, a value of the wrong type: one line."""
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    spec = importlib.util.spec_from_file_location(f"arc_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path}: defines no get_config()")
+    config = module.get_config()
+    for override in overrides:
+        apply_override(config, override, path)
+    return config
+
+
+def apply_override(config: ml_collections.ConfigDict, override: str, path: Path | str = "config") -> None:
+    """Apply one "--config.a.b=value" (the value parsed as a Python literal when it is one)."""
+    if not override.startswith("--config.") or "=" not in override:
+        raise ConfigError(f"override {override!r}: expected --config.field=value")
+    dotted, raw = override[len("--config."):].split("=", 1)
+    *parents, leaf = dotted.split(".")
+    node = config
+    for name in parents:
+        if name not in node:
+            raise ConfigError(f"{path}: no field config.{dotted} ({name!r} is not in the config)")
+        node = node[name]
+    if leaf not in node:
+        raise ConfigError(f"{path}: no field config.{dotted}")
+    node[leaf] = _convert(node[leaf], raw, f"config.{dotted}")
+
+
+def _convert(current, raw: str, name: str):
+    """`raw` as the type of the field it replaces; a mismatch is an error, never a silent cast."""
+    if isinstance(current, str):
+        return raw
+    value = _literal(raw)
+    if isinstance(current, bool):
+        value = {"true": True, "false": False}.get(raw.lower(), value)
+        ok = isinstance(value, bool)
+    elif isinstance(current, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(current, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{name}={raw!r}: expected {type(current).__name__}")
+    return value
+
+
+def _literal(raw: str):
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw

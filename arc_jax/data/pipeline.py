@@ -1,0 +1,197 @@
+"""The training input: positions -> records -> task samples -> static-shape batches, resumable.
+
+The example at position p of process i is a pure function of (config, seed, p, i): the mixture
+picks the record, and the task draws its randomness from a generator seeded by (seed, i, p).
+Grain maps positions to samples (in worker processes when `worker_count` > 0); the main process
+packs them in order. A batch takes samples until its rows are full; samples that first-fit
+could not place wait for the next batch. The iterator state is the next unread position and the
+positions still waiting, so a restored pipeline yields exactly the batches an uninterrupted one
+would.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import os
+from typing import Iterator
+
+import numpy as np
+
+from arc_jax.data import tasks
+from arc_jax.data.bad_records import BadRecords, DataError
+from arc_jax.data.mixture import MixtureSampler, parse_sources
+from arc_jax.data.packing import PackingShape, PackStats, TrainBatch, decoder_slots, pack_batch
+from arc_jax.data.sources import open_source
+from arc_jax.data.tokenizers import load_tokenizer
+from arc_jax.model.config import EncoderConfig
+
+LOOKAHEAD = 2.0  # candidates drawn per batch, as a multiple of its capacity
+
+TASK_FIELDS = {
+    "pretrain": {"text": str},
+    "finetune": {"question": str, "answer": (str, list)},
+    "long_context": {"text": str, "instruction": str, "answer": (str, list)},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A position whose record made no sample; counted by the main process."""
+
+    path: str
+    line: int
+    reason: str
+
+
+class SampleMaker:
+    """position -> Sample | Skipped. Picklable: grain workers each hold a copy."""
+
+    def __init__(self, data, encoder_cfg: EncoderConfig, seed: int, process_index: int = 0, process_count: int = 1):
+        if data.task not in TASK_FIELDS:
+            raise DataError(f"config.data.task = {data.task!r}: expected one of {', '.join(TASK_FIELDS)}")
+        self.data, self.task = data, data.task
+        self.seed, self.process_index = seed, process_index
+        self.min_context = min(encoder_cfg.pooling_factors, default=1)
+        self.encoder_tok = load_tokenizer(data.encoder_tokenizer)
+        self.decoder_tok = load_tokenizer(data.decoder_tokenizer)
+        self.specs = parse_sources(data.sources)
+        fields = TASK_FIELDS[self.task]
+        self.sources = [open_source(s.path, fields) for s in self.specs]
+        self.mixture = MixtureSampler([len(s) for s in self.sources], [s.weight for s in self.specs], seed,
+                                      process_index, process_count)
+
+    def __call__(self, position: int) -> tuple[int, tasks.Sample | Skipped]:
+        source_id, index = self.mixture.index(position)
+        source = self.sources[source_id]
+        rng = np.random.default_rng([self.seed, self.process_index, position])
+        record, reason, line = source.read(index)
+        if record is None:
+            return position, Skipped(str(source.path), line, reason)
+        try:
+            sample = self._make(record, source_id, rng)
+        except tasks.SkipRecord as e:
+            return position, Skipped(str(source.path), line, str(e))
+        if any(len(c) < self.min_context for c in sample.contexts):
+            return position, Skipped(str(source.path), line, f"text shorter than the pooling factor {self.min_context}")
+        return position, sample
+
+    def _make(self, record: dict, source_id: int, rng: np.random.Generator) -> tasks.Sample:
+        d, dec, enc = self.data, self.decoder_tok, self.encoder_tok
+        if self.task == "pretrain":
+            return tasks.pretraining(record["text"], rng, dec, enc, d.max_len, d.continuation_prob)
+        if self.task == "long_context":
+            answers = tasks.QARecord.from_json({**record, "question": "", "passage": "-"}).answers
+            return tasks.long_context(record["text"], record["instruction"], answers[int(rng.integers(len(answers)))],
+                                      dec, enc)
+        return tasks.few_shot(self._shots(source_id, rng) + [tasks.QARecord.from_json(record)], rng, dec, enc,
+                              d.get("max_passages", 1), d.max_len)
+
+    def _shots(self, source_id: int, rng: np.random.Generator) -> list[tasks.QARecord]:
+        """In-context examples from the same source; unusable ones are passed over, not counted."""
+        source, shots = self.sources[source_id], []
+        for _ in range(4 * self.specs[source_id].shots):
+            if len(shots) == self.specs[source_id].shots:
+                break
+            record, _, _ = source.read(int(rng.integers(len(source))))
+            try:
+                shots.append(tasks.QARecord.from_json(record)) if record is not None else None
+            except tasks.SkipRecord:
+                pass
+        return shots
+
+
+class BatchIterator:
+    """Yields (TrainBatch, PackStats) forever; `get_state` / `set_state` make it resumable."""
+
+    def __init__(self, maker: SampleMaker, encoder_cfg: EncoderConfig, shape: PackingShape, worker_count: int = 0,
+                 strict: bool = False):
+        self.maker, self.cfg, self.shape, self.worker_count = maker, encoder_cfg, shape, worker_count
+        self.bad = BadRecords(strict=strict)
+        self.position, self.pending = 0, []
+        self.total = PackStats()
+        self.source_counts: collections.Counter[str] = collections.Counter()
+        self._stream: Iterator | None = None
+
+    def get_state(self) -> dict:
+        return {"position": self.position, "pending": [p for p, _ in self.pending]}
+
+    def set_state(self, state: dict) -> None:
+        self.position = int(state["position"])
+        self.pending = [self.maker(int(p)) for p in state["pending"]]
+        self._stream = None
+
+    def _samples(self) -> Iterator:
+        import grain
+
+        if self._stream is None:
+            # Grain's default read threads poll futures in a busy loop that costs more than our
+            # samples take to make (measured: 57k -> 154k decoder tokens/s in one process).
+            read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+            ds = grain.MapDataset.range(self.position, 1 << 62).map(self.maker).to_iter_dataset(read)
+            if self.worker_count:
+                from absl import flags
+
+                if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; we do not use absl.app
+                    flags.FLAGS.mark_as_parsed()
+                ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.worker_count))
+            self._stream = iter(ds)
+        return self._stream
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[TrainBatch, PackStats]:
+        s = self.shape
+        candidates = list(self.pending)
+        used_dec = sum(decoder_slots(x, self.cfg, s.encoder_len) for _, x in candidates)
+        used_enc = sum(len(c) for _, x in candidates for c in x.contexts)
+        stream = self._samples()
+        # Draw a little more than fits so first-fit can choose; the rest waits for the next batch.
+        dec_budget, enc_budget = LOOKAHEAD * s.decoder_rows * s.decoder_len, LOOKAHEAD * s.encoder_rows * s.encoder_len
+        while used_dec <= dec_budget and used_enc <= enc_budget:
+            position, item = next(stream)
+            self.position = position + 1
+            if isinstance(item, Skipped):
+                self.bad.skip(item.path, item.line, item.reason)
+                continue
+            candidates.append((position, item))
+            self.source_counts[self.maker.specs[self.maker.mixture.index(position)[0]].path] += 1
+            used_dec += decoder_slots(item, self.cfg, s.encoder_len)
+            used_enc += sum(len(c) for c in item.contexts)
+        batch, leftover, stats = pack_batch([x for _, x in candidates], self.cfg, s)
+        waiting = {id(x) for x in leftover}
+        self.pending = [(p, x) for p, x in candidates if id(x) in waiting]
+        if not stats.samples and self.pending:  # it cannot fit even an empty batch
+            stats.counts["does_not_fit_a_batch"] += 1
+            self.pending.pop(0)
+        self.total.merge(stats)
+        return batch, stats
+
+
+def prepare_data(data):
+    """A copy of config.data with generated data built and "{data_dir}" placeholders resolved."""
+    data = copy.deepcopy(data)
+    folder = os.path.expanduser(data.dir)
+    if data.get("generate"):
+        if data.generate != "tiny_corpus":
+            raise DataError(f"config.data.generate = {data.generate!r}: the only generator is 'tiny_corpus'")
+        from arc_jax.data.synthetic import build_tiny_data
+
+        build_tiny_data(folder, **data.corpus)
+    for field in ("sources", "encoder_tokenizer", "decoder_tokenizer"):
+        data[field] = data[field].replace("{data_dir}", folder)
+    return data
+
+
+def build_batches(config, process_index: int | None = None, process_count: int | None = None) -> BatchIterator:
+    """The batch iterator of a training config (this process's shard of the data)."""
+    import jax
+
+    data = prepare_data(config.data)
+    encoder_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    maker = SampleMaker(data, encoder_cfg, config.seed, process_index, process_count)
+    return BatchIterator(maker, encoder_cfg, PackingShape(**data.shape), data.worker_count, data.strict)

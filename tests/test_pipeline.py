@@ -1,0 +1,121 @@
+"""The training input pipeline: deterministic, resumable, counts bad records, packs densely."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arc_jax.cli import main
+from arc_jax.config_loading import ConfigError, load_config
+from arc_jax.data.bad_records import DataError
+from arc_jax.data.pipeline import build_batches
+
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny_data")
+
+
+def config(data_dir, *overrides):
+    return load_config(CONFIG, [f"--config.data.dir={data_dir}", *overrides])
+
+
+def same_batches(a, b):
+    for x, y in zip(jax_leaves(a), jax_leaves(b)):
+        if x.shape != y.shape or not np.array_equal(x, y):
+            return False
+    return True
+
+
+def jax_leaves(batch):
+    import jax
+
+    return jax.tree.leaves(batch)
+
+
+def test_resume_gives_the_batches_of_an_uninterrupted_run(data_dir):
+    run = build_batches(config(data_dir))
+    for _ in range(3):
+        next(run)
+    state = json.loads(json.dumps(run.get_state()))  # small and serialisable
+    expected = [next(run)[0] for _ in range(3)]
+    resumed = build_batches(config(data_dir))
+    resumed.set_state(state)
+    for want in expected:
+        assert same_batches(next(resumed)[0], want)
+
+
+def test_batches_are_a_function_of_config_seed_and_process(data_dir):
+    a, b = build_batches(config(data_dir)), build_batches(config(data_dir))
+    assert all(same_batches(next(a)[0], next(b)[0]) for _ in range(3))
+    other_seed = build_batches(config(data_dir, "--config.seed=1"))
+    assert not same_batches(next(build_batches(config(data_dir)))[0], next(other_seed)[0])
+
+
+def test_processes_read_disjoint_records(data_dir):
+    cfg = config(data_dir)
+    seen = []
+    for process in range(2):
+        batches = build_batches(cfg, process_index=process, process_count=2)
+        next(batches)
+        seen.append({batches.maker.mixture.index(p)[1] for p in range(200)})
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+
+
+def test_worker_processes_give_the_same_batches(data_dir):
+    inline = build_batches(config(data_dir))
+    workers = build_batches(config(data_dir, "--config.data.worker_count=2"))
+    assert all(same_batches(next(inline)[0], next(workers)[0]) for _ in range(3))
+
+
+def test_pretraining_batches_pack_at_least_90_percent(data_dir):
+    batches = build_batches(config(data_dir))
+    for _ in range(150):
+        next(batches)
+    assert batches.total.decoder_efficiency >= 0.9 and batches.total.encoder_efficiency >= 0.9
+    assert batches.bad.total == 0
+
+
+def _bad_source(folder: Path) -> Path:
+    good = json.dumps({"text": "Ilmar Quen was born in Dovetree in 1901 and works as a baker. " * 3})
+    lines = [good, "{not json", json.dumps({"txt": "missing field"}), json.dumps({"text": ""}), good,
+             json.dumps({"text": 5}), good]
+    path = folder / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_bad_records_are_counted_with_file_and_line(data_dir, tmp_path):
+    path = _bad_source(tmp_path)
+    batches = build_batches(config(data_dir, f"--config.data.sources={path}"))
+    for _ in range(3):
+        next(batches)
+    where = {str(r) .split(": ", 1)[0] for r in batches.bad.examples}
+    assert {f"{path}:2", f"{path}:3", f"{path}:4", f"{path}:6"} <= where
+    assert batches.total.samples > 0
+
+
+def test_strict_mode_stops_at_the_first_bad_record(data_dir, tmp_path):
+    path = _bad_source(tmp_path)
+    batches = build_batches(config(data_dir, f"--config.data.sources={path}", "--config.data.strict=True"))
+    with pytest.raises(DataError, match=r"mixed.jsonl:\d+: .*strict"):
+        for _ in range(3):
+            next(batches)
+
+
+def test_data_check_command_reports(data_dir, capsys):
+    assert main(["data", "check", "--config", str(CONFIG), "--batches", "5", f"--config.data.dir={data_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert "packing efficiency" in out and "decoder tokens/s" in out and "pretrain.jsonl" in out
+
+
+def test_config_overrides_are_checked(data_dir, capsys):
+    with pytest.raises(ConfigError, match="no field config.data.nope"):
+        config(data_dir, "--config.data.nope=1")
+    with pytest.raises(ConfigError, match="expected int"):
+        config(data_dir, "--config.seed=1.5")
+    assert main(["data", "check", "--config", str(CONFIG), "--config.data.max_len=abc"]) == 2
+    assert "expected int" in capsys.readouterr().err
