@@ -54,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.task = "pretrain"
     config.data.max_len = 64  # tokens per prefix / compressed span / continuation
     config.data.continuation_prob = 0.8
+    config.data.chat_template = False  # Llama 2 Chat "[INST] ... [/INST]" variants of the pretraining tasks
     config.data.encoder_tokenizer = "{data_dir}/tokenizer.model"
     config.data.decoder_tokenizer = "{data_dir}/tokenizer.model"
     # arc_jax.data.packing.PackingShape. A sample takes <= 64 + 64 text slots + 64 / 4 pooled vectors

@@ -119,3 +119,27 @@ def test_config_overrides_are_checked(data_dir, capsys):
         config(data_dir, "--config.seed=1.5")
     assert main(["data", "check", "--config", str(CONFIG), "--config.data.max_len=abc"]) == 2
     assert "expected int" in capsys.readouterr().err
+
+
+def test_finetuning_pipeline_builds_few_shot_samples_with_shots_from_the_source(data_dir):
+    cfg = config(data_dir, f"--config.data.sources={data_dir}/qa_train.jsonl:1:2", "--config.data.task=finetune",
+                 "--config.data.max_len=128", "--config.data.shape.encoder_rows=12")
+    batches = build_batches(cfg)
+    batch, stats = next(batches)
+    samples = [s for _, s in (batches.maker(p) for p in range(20))]
+    assert all(s.task == "fewshot" and len(s.contexts) == 3 for s in samples)
+    assert stats.samples >= 3 and batches.bad.total == 0
+    # Loss on the final answer of each packed sample only: one run of masked targets per sample.
+    for row in range(batch.loss_mask.shape[0]):
+        for seg in set(batch.segment_ids[row][batch.segment_ids[row] > 0]):
+            mask = batch.loss_mask[row][batch.segment_ids[row] == seg]
+            assert mask.sum() > 0 and np.count_nonzero(np.diff(mask)) <= 2
+
+
+def test_text_shorter_than_the_pooling_factor_is_a_counted_bad_record(data_dir, tmp_path):
+    path = tmp_path / "short.jsonl"
+    good = json.dumps({"text": "Ilmar Quen was born in Dovetree in 1901 and works as a baker. " * 3})
+    path.write_text("\n".join([good, json.dumps({"text": "ab"}), good]) + "\n")
+    batches = build_batches(config(data_dir, f"--config.data.sources={path}", "--config.data.continuation_prob=0.0"))
+    next(batches)
+    assert any("shorter than the pooling factor" in r.reason and r.line == 2 for r in batches.bad.examples)

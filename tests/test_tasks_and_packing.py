@@ -192,3 +192,26 @@ def test_what_does_not_fit_is_counted_or_returned(models):
     assert stats.counts["context_truncated"] == 1 and stats.samples == 1
     _, _, stats = pack_batch([long], enc.config, PackingShape(1, 32, 1, 68, 4))
     assert stats.counts["sample_too_long"] == 1 and stats.samples == 0
+
+
+def _view(sample):
+    """The decoder's text with <C> at each insertion point."""
+    text, cursor = "", 0
+    x = sample.x[1:] if sample.x[:1] == (DEC.bos_id,) else sample.x
+    shift = len(sample.x) - len(x)
+    for offset in sample.insertions:
+        take = offset - shift if cursor == 0 else offset
+        text += DEC.decode(x[cursor: cursor + take]) + "<C>"
+        cursor += take
+    return text + DEC.decode(x[cursor:])
+
+
+def test_llama2_chat_variants_wrap_the_tasks_in_inst_tags():
+    rec = tasks.reconstruction(TEXT, rng(), DEC, ENC, max_len=20, chat=True)
+    assert _view(rec) == f"[INST] Text:\n\n<C> {tasks.RECONSTRUCTION_INSTRUCTION} [/INST]" + DEC.decode(rec.y)[-20:-1]
+    assert decoded_targets(rec) == ENC.decode(rec.contexts[0])  # loss on the span only
+    cont = tasks.continuation(TEXT, rng(2), DEC, ENC, max_len=20, chat=True)
+    view = _view(cont)
+    assert view.startswith("[INST] Text:\n\n") and f"<C> {tasks.CONTINUATION_INSTRUCTION} [/INST]" in view
+    prefix = view[len("[INST] Text:\n\n"): view.index("<C>")]
+    assert prefix + ENC.decode(cont.contexts[0]) + decoded_targets(cont) in TEXT

@@ -80,7 +80,8 @@ class SampleMaker:
     def _make(self, record: dict, source_id: int, rng: np.random.Generator) -> tasks.Sample:
         d, dec, enc = self.data, self.decoder_tok, self.encoder_tok
         if self.task == "pretrain":
-            return tasks.pretraining(record["text"], rng, dec, enc, d.max_len, d.continuation_prob)
+            return tasks.pretraining(record["text"], rng, dec, enc, d.max_len, d.continuation_prob,
+                                     d.get("chat_template", False))
         if self.task == "long_context":
             answers = tasks.QARecord.from_json({**record, "question": "", "passage": "-"}).answers
             return tasks.long_context(record["text"], record["instruction"], answers[int(rng.integers(len(answers)))],

@@ -66,24 +66,42 @@ def _compress(ids: Sequence[int], decoder_tok: Tokenizer, encoder_tok: Tokenizer
     return tuple(context)
 
 
+# Instructions of the Llama 2 Chat pretraining variants (our wording; the paper gives none).
+RECONSTRUCTION_INSTRUCTION = "Repeat the text above exactly."
+CONTINUATION_INSTRUCTION = "Continue the text above."
+
+
+def _chat_pieces(decoder_tok: Tokenizer, before: Sequence[int], instruction: str, target: Sequence[int]):
+    """Text pieces of the Llama 2 Chat template "[INST] Text:\\n\\n{before}<C> {instruction} [/INST]{target}"
+    (loss on the target) and the insertion offset of <C>, counted in x tokens."""
+    head = decoder_tok.encode("[INST] Text:\n\n") + list(before)
+    tail = decoder_tok.encode(f" {instruction} [/INST]")
+    pieces = [(head, False), (tail, False), (list(target), True)]
+    return pieces, len(head) + (decoder_tok.bos_id is not None)
+
+
 def reconstruction(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
-                   max_len: int = 256) -> Sample:
-    """Compress a span of <= max_len decoder tokens; the decoder, after [C, <Rec>], reproduces it."""
+                   max_len: int = 256, chat: bool = False) -> Sample:
+    """Compress a span of <= max_len decoder tokens; the decoder, after [C, <Rec>], reproduces it.
+    With `chat`, the Llama 2 Chat variant: the span is asked for inside [INST] ... [/INST]."""
     tokens = decoder_tok.encode(text)
     if not tokens:
         raise SkipRecord("empty text")
     start = int(rng.integers(0, max(1, len(tokens) - max_len + 1)))
     span = tokens[start: start + max_len]
-    x, y, mask = _stream([(span, True)], decoder_tok.bos_id)
+    pieces, insert_at = ([(span, True)], 0) if not chat else _chat_pieces(decoder_tok, [], RECONSTRUCTION_INSTRUCTION,
+                                                                            span)
+    x, y, mask = _stream(pieces, decoder_tok.bos_id)
     return Sample("reconstruction", (_compress(span, decoder_tok, encoder_tok, max_len),), tuple(x), tuple(y),
-                  tuple(mask), (0,), "rec")
+                  tuple(mask), (insert_at,), "rec")
 
 
 def continuation(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
-                 max_len: int = 256) -> Sample:
+                 max_len: int = 256, chat: bool = False) -> Sample:
     """Plain prefix (<= max_len), compressed middle (<= max_len), continuation (<= max_len) with
     the loss on the continuation only. Short texts are split: half compressed, the rest continued,
-    the prefix taking what a long text leaves before the middle."""
+    the prefix taking what a long text leaves before the middle. With `chat`, the Llama 2 Chat
+    variant: "[INST] Text:\\n\\n{prefix}<C> Continue the text above. [/INST]{continuation}"."""
     tokens = decoder_tok.encode(text)
     if len(tokens) < 2:
         raise SkipRecord(f"text of {len(tokens)} token(s) is too short for continuation (needs 2)")
@@ -98,17 +116,20 @@ def continuation(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, en
         rest = tokens[prefix_len:]
         half = min(max_len, (len(rest) + 1) // 2)
         prefix, middle, cont = tokens[:prefix_len], rest[:half], rest[half: half + max_len]
-    x, y, mask = _stream([(prefix, False), (cont, True)], decoder_tok.bos_id)
-    insert_at = len(prefix) + (decoder_tok.bos_id is not None)
+    if chat:
+        pieces, insert_at = _chat_pieces(decoder_tok, prefix, CONTINUATION_INSTRUCTION, cont)
+    else:
+        pieces, insert_at = [(prefix, False), (cont, True)], len(prefix) + (decoder_tok.bos_id is not None)
+    x, y, mask = _stream(pieces, decoder_tok.bos_id)
     return Sample("continuation", (_compress(middle, decoder_tok, encoder_tok, max_len),), tuple(x), tuple(y),
                   tuple(mask), (insert_at,), "cont")
 
 
 def pretraining(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
-                max_len: int = 256, continuation_prob: float = 0.8) -> Sample:
+                max_len: int = 256, continuation_prob: float = 0.8, chat: bool = False) -> Sample:
     """The pretraining mixture: continuation with probability continuation_prob, else reconstruction."""
     task = continuation if rng.random() < continuation_prob else reconstruction
-    return task(text, rng, decoder_tok, encoder_tok, max_len)
+    return task(text, rng, decoder_tok, encoder_tok, max_len, chat)
 
 
 def _as_list(value) -> list[str]:
@@ -177,9 +198,7 @@ def long_context(text: str, instruction: str, answer: str, decoder_tok: Tokenize
     if not ids:
         raise SkipRecord("empty document")
     chunks = tuple(tuple(ids[i: i + chunk_len]) for i in range(0, min(len(ids), chunk_len * max_chunks), chunk_len))
-    head = decoder_tok.encode("[INST] Text:\n\n")
-    tail = decoder_tok.encode(f" {instruction} [/INST]")
     answer_ids = decoder_tok.encode(f" {answer}") + [decoder_tok.eos_id]
-    x, y, mask = _stream([(head, False), (tail, False), (answer_ids, True)], decoder_tok.bos_id)
-    first = len(head) + (decoder_tok.bos_id is not None)
+    pieces, first = _chat_pieces(decoder_tok, [], instruction, answer_ids)
+    x, y, mask = _stream(pieces, decoder_tok.bos_id)
     return Sample("long_context", chunks, tuple(x), tuple(y), tuple(mask), (first,) + (0,) * (len(chunks) - 1), None)
