@@ -143,3 +143,17 @@ def test_text_shorter_than_the_pooling_factor_is_a_counted_bad_record(data_dir, 
     batches = build_batches(config(data_dir, f"--config.data.sources={path}", "--config.data.continuation_prob=0.0"))
     next(batches)
     assert any("shorter than the pooling factor" in r.reason and r.line == 2 for r in batches.bad.examples)
+
+
+def test_long_context_pipeline_compresses_chunks_without_special_vectors(data_dir, tmp_path):
+    path = tmp_path / "long.jsonl"
+    doc = "Orla Venn kept bees in Marrowdale for forty years. " * 12
+    path.write_text(json.dumps({"text": doc, "instruction": "Where were the bees kept?", "answer": ["Marrowdale"]}) + "\n")
+    cfg = config(data_dir, f"--config.data.sources={path}", "--config.data.task=long_context")
+    batches = build_batches(cfg)
+    _, sample = batches.maker(0)
+    assert sample.task == "long_context" and sample.special is None and len(sample.contexts) >= 1
+    batch, stats = next(batches)
+    assert stats.samples >= 1 and batch.loss_mask.sum() > 0
+    special_rows = batch.compressed_index >= batch.encoder.tokens.shape[0] * batch.encoder.stages[-1].segment_ids.shape[1]
+    assert not special_rows.any()

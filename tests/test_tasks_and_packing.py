@@ -186,7 +186,7 @@ def test_what_does_not_fit_is_counted_or_returned(models):
     tight = PackingShape(encoder_rows=1, encoder_len=32, decoder_rows=1, decoder_len=80, max_contexts_per_row=4)
     batch, leftover, stats = pack_batch(samples, enc.config, tight)
     assert stats.samples + len(leftover) + stats.counts["sample_too_long"] == len(samples)
-    assert stats.counts["leftover"] == len(leftover) and stats.samples >= 1
+    assert stats.counts["carried_over"] == len(leftover) and stats.samples >= 1
     long = tasks.reconstruction(TEXT, rng(), DEC, ENC, 60)  # 60 text slots + 32 // 4 vectors + <Rec>
     _, _, stats = pack_batch([long], enc.config, tight)
     assert stats.counts["context_truncated"] == 1 and stats.samples == 1

@@ -35,7 +35,7 @@ def data_check(config, n_batches: int = 20) -> dict:
           f"({report['decoder_tokens_per_second']:,.0f} decoder tokens/s, "
           f"{config.data.worker_count} worker process(es))")
     for path, n in sorted(batches.source_counts.items()):
-        print(f"  {n:8d} samples from {path}")
+        print(f"  {n:8d} samples drawn from {path}")
     print(f"  encoder: {total.encoder_tokens:,} tokens, packing efficiency {total.encoder_efficiency:.1%}")
     print(f"  decoder: {total.decoder_tokens:,} slots used, packing efficiency {total.decoder_efficiency:.1%}")
     for event, n in sorted(total.counts.items()):

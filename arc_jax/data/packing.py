@@ -157,7 +157,7 @@ def pack_batch(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShap
         dec_fit.place(dec_rows, [need], [len(placed)])
         contexts += ctx
         placed.append((sample, ids))
-    stats.counts["leftover"] += len(leftover)
+    stats.counts["carried_over"] += len(leftover)
     stats.samples = len(placed)
 
     rows = [[contexts[i] for i in row] for row in enc_fit.items]
