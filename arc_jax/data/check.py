@@ -10,6 +10,14 @@ from tqdm import tqdm
 from arc_jax.data.pipeline import build_batches
 
 
+_EVENTS = {
+    "carried_over": "carried over to the next batch",
+    "context_truncated": "contexts truncated to encoder_len",
+    "sample_too_long": "samples dropped: longer than decoder_len",
+    "does_not_fit_a_batch": "samples dropped: they fit no empty batch",
+}
+
+
 def data_check(config, n_batches: int = 20) -> dict:
     """Iterate `n_batches` batches; print and return counts, packing efficiency and throughput."""
     batches = build_batches(config)
@@ -39,6 +47,6 @@ def data_check(config, n_batches: int = 20) -> dict:
     print(f"  encoder: {total.encoder_tokens:,} tokens, packing efficiency {total.encoder_efficiency:.1%}")
     print(f"  decoder: {total.decoder_tokens:,} slots used, packing efficiency {total.decoder_efficiency:.1%}")
     for event, n in sorted(total.counts.items()):
-        print(f"  {n:8d} x {event.replace('_', ' ')}")
+        print(f"  {n:8d} x {_EVENTS.get(event, event)}")
     print(bad.summary())
     return report
