@@ -96,8 +96,10 @@ class SampleMaker:
             if len(shots) == self.specs[source_id].shots:
                 break
             record, _, _ = source.read(int(rng.integers(len(source))))
+            if record is None:
+                continue
             try:
-                shots.append(tasks.QARecord.from_json(record)) if record is not None else None
+                shots.append(tasks.QARecord.from_json(record))
             except tasks.SkipRecord:
                 pass
         return shots
