@@ -1,0 +1,1 @@
+"""Training: the learning-rate schedule, the optimiser over trainable groups, the train step."""
