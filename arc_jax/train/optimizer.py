@@ -1,0 +1,103 @@
+"""AdamW over the trainable groups, as the reference's torch optimiser behaves.
+
+- Groups: the shared encoder (backbone and embedding) and one head per decoder
+  (`decoder_{d}`: <Rec>/<Cont> vectors and projector). Frozen decoders are never in here.
+- Each parameter has its own max learning rate (encoder, special vectors, projector); all follow
+  the same one-cycle shape, so lr(step) = max_lr * unit_one_cycle(step), as torch's OneCycleLR
+  with a list of max rates and shared div factors. The step is global.
+- AdamW with torch's defaults and decoupled decay on every trainable parameter:
+  p <- p - lr * (adam(g) + weight_decay * p).
+- Gradient clipping by global norm over the groups that received gradients (torch's
+  clip_grad_norm_: scale min(1, clip / (norm + 1e-6))).
+- Multi-decoder: a step updates the shared encoder and the drawn decoder's head only; the other
+  heads and their Adam moments stay bit-identical (no decay, no moment decay), as in torch where
+  parameters without gradients are skipped. Adam's bias correction counts each group's own
+  updates, like torch's per-parameter step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from arc_jax.train.schedule import one_cycle_schedule
+
+SPECIAL = ("rec_tok", "cont_tok")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    encoder_lr: float = 1e-5
+    special_lr: float = 1e-5
+    projector_lr: float = 5e-5
+    weight_decay: float = 0.1
+    warmup_steps: int = 1000
+    max_steps: int = 80000
+    initial_lr: float = 1e-9  # of the encoder group: div_factor = encoder_lr / initial_lr
+    final_lr: float = 1e-10  # final_div_factor = encoder_lr / final_lr (torch OneCycleLR semantics)
+    clip_norm: float = 1.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+    def unit_schedule(self):
+        """The one-cycle shape with peak 1 (each parameter scales it by its max rate)."""
+        return one_cycle_schedule(1.0, self.max_steps, self.warmup_steps / self.max_steps,
+                                  self.encoder_lr / self.initial_lr, self.encoder_lr / self.final_lr)
+
+
+class OptimizerState(NamedTuple):
+    step: jax.Array                 # global optimiser step
+    adam: dict[str, Any]            # group name -> optax ScaleByAdamState
+
+
+def groups(params: dict) -> dict[str, Any]:
+    """Split a trainable encoder tree into {"shared": ..., "decoder_0": ..., ...}."""
+    shared = {k: v for k, v in params.items() if not k.startswith("decoder_")}
+    return {"shared": shared, **{k: v for k, v in params.items() if k.startswith("decoder_")}}
+
+
+def _join(parts: dict[str, Any]) -> dict:
+    return {**parts["shared"], **{k: v for k, v in parts.items() if k != "shared"}}
+
+
+def max_learning_rates(params: dict, cfg: OptimizerConfig) -> dict:
+    """A tree like params holding each parameter's max learning rate."""
+    def head_rates(head):
+        return {k: jax.tree.map(lambda _: cfg.special_lr if k in SPECIAL else cfg.projector_lr, v)
+                for k, v in head.items()}
+
+    return {k: head_rates(v) if k.startswith("decoder_") else jax.tree.map(lambda _: cfg.encoder_lr, v)
+            for k, v in params.items()}
+
+
+def init(params: dict) -> OptimizerState:
+    adam = optax.scale_by_adam()
+    return OptimizerState(jnp.zeros((), jnp.int32), {name: adam.init(part) for name, part in groups(params).items()})
+
+
+def update(grads: dict, state: OptimizerState, params: dict, decoder: int, cfg: OptimizerConfig
+           ) -> tuple[dict, OptimizerState, jax.Array]:
+    """One AdamW step on the shared encoder and decoder `decoder`'s head (a static int).
+
+    Returns new params, new state and the pre-clipping global gradient norm."""
+    head = f"decoder_{decoder}"
+    param_parts, grad_parts = groups(params), groups(grads)
+    active = ("shared", head)
+    norm = optax.tree.norm({name: grad_parts[name] for name in active})
+    scale = jnp.minimum(1.0, cfg.clip_norm / (norm + 1e-6))
+    unit_lr = cfg.unit_schedule()(state.step)
+    rates = groups(max_learning_rates(params, cfg))
+    adam = optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    new_params, new_adam = dict(param_parts), dict(state.adam)
+    for name in active:
+        g = jax.tree.map(lambda x: x * scale, grad_parts[name])
+        direction, new_adam[name] = adam.update(g, state.adam[name])
+        new_params[name] = jax.tree.map(
+            lambda p, d, lr: (p - lr * unit_lr * (d + cfg.weight_decay * p)).astype(p.dtype),
+            param_parts[name], direction, rates[name])
+    return _join(new_params), OptimizerState(state.step + 1, new_adam), norm
