@@ -125,6 +125,14 @@ class ARCEncoder(nn.Module):
         h, _ = self.encode(inputs)
         return self.heads[decoder](h)
 
+    def compressed_table(self, inputs: EncoderInputs, decoder: int) -> jax.Array:
+        """What a training batch's decoder reads: project(concat(encoder outputs flattened over
+        rows, [<Rec>, <Cont>])), [rows * out_len + 2, out_dim]; see arc_jax/data/packing.py."""
+        h, _ = self.encode(inputs)
+        head = self.heads[decoder]
+        flat = jnp.concatenate([h.reshape(-1, h.shape[-1]), head.special_vectors().astype(h.dtype)])
+        return head.project(flat)
+
     def __call__(self, inputs: EncoderInputs):
         # Touches every decoder head so `init` creates all parameters.
         h, segment_ids = self.encode(inputs)
