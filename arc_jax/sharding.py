@@ -1,0 +1,77 @@
+"""How everything is placed on the device mesh, in one place.
+
+The mesh has three named axes, (data, fsdp, tensor), sized by the config (-1 takes the remaining
+devices). Parameters carry logical axis names (embed, heads, kv_heads, head_dim, mlp, vocab,
+layers); `logical_rules` maps them to mesh axes, so FSDP shards `embed` over fsdp and tensor
+parallelism splits heads and mlp. Batches are split over data x fsdp on their leading axis.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from arc_jax.train.optimizer import OptimizerState
+from arc_jax.train.step import TrainState
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# Logical axis -> mesh axis (None: replicated). Order matters only for duplicates.
+DEFAULT_RULES: tuple[tuple[str, str | None], ...] = (
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("head_dim", None),
+    ("layers", None),
+)
+
+
+def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
+    """A (data, fsdp, tensor) mesh; one entry may be -1 for "the remaining devices"."""
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    shape = list(shape)
+    if len(shape) != 3:
+        raise ValueError(f"mesh shape needs 3 sizes (data, fsdp, tensor), got {shape}")
+    if shape.count(-1) > 1:
+        raise ValueError(f"mesh shape {shape}: at most one axis may be -1")
+    known = int(np.prod([s for s in shape if s != -1]))
+    if -1 in shape:
+        if devices.size % known:
+            raise ValueError(f"mesh shape {shape} does not divide {devices.size} devices")
+        shape[shape.index(-1)] = devices.size // known
+    if int(np.prod(shape)) != devices.size:
+        raise ValueError(f"mesh shape {shape} needs {int(np.prod(shape))} devices, {devices.size} are available")
+    return Mesh(devices.reshape(shape), MESH_AXES)
+
+
+def param_shardings(boxed_params, mesh: Mesh, rules=DEFAULT_RULES):
+    """NamedShardings for a tree of boxed (logically annotated) parameters."""
+    specs = nn.get_partition_spec(boxed_params)
+    return nn.logical_to_mesh_sharding(specs, mesh, list(rules))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(batch, mesh: Mesh):
+    """Every batch array split over data x fsdp on its leading (rows) axis."""
+    rows = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+    return jax.tree.map(lambda _: rows, batch)
+
+
+def train_state_shardings(params_sharding, mesh: Mesh) -> TrainState:
+    """Shardings of a TrainState: Adam moments placed like the parameters they follow."""
+    groups = {"shared": {k: v for k, v in params_sharding.items() if not k.startswith("decoder_")},
+              **{k: v for k, v in params_sharding.items() if k.startswith("decoder_")}}
+    rep = replicated(mesh)
+    adam = {name: optax.ScaleByAdamState(count=rep, mu=g, nu=g) for name, g in groups.items()}
+    return TrainState(params_sharding, OptimizerState(rep, adam), rep, rep)

@@ -1,0 +1,61 @@
+"""Run with 8 fake CPU devices (XLA_FLAGS set by the caller): one train step on several meshes
+versus one device; prints a JSON report. Used by test_sharding.py."""
+
+import json
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from arc_jax import sharding
+from arc_jax.config_loading import load_config
+from arc_jax.data.pipeline import build_batches
+from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
+from arc_jax.train.optimizer import OptimizerConfig
+from arc_jax.train.step import init_state, train_step
+
+
+def main(config_path, data_dir):
+    jax.config.update("jax_default_matmul_precision", "highest")
+    config = load_config(config_path, [f"--config.data.dir={data_dir}", "--config.data.shape.encoder_rows=8",
+                                       "--config.data.shape.decoder_rows=8"])
+    batch, _ = next(build_batches(config))
+    enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
+    dec_cfg = BackboneConfig.from_dict(config.model.decoder.to_dict())
+    encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
+    boxed = encoder.init(jax.random.key(0), batch.encoder)["params"]
+    dec_boxed = decoder.init(jax.random.key(1), batch.tokens, batch.segment_ids, batch.positions)["params"]
+    params, dec_params = jax.device_get(nn.unbox(boxed)), jax.device_get(nn.unbox(dec_boxed))
+    opt = OptimizerConfig(encoder_lr=1e-3, special_lr=1e-3, projector_lr=1e-3, warmup_steps=1, max_steps=10,
+                          initial_lr=1e-4, final_lr=1e-4)
+
+    def step(state, dec, b):
+        return train_step(state, dec, b, encoder=encoder, decoder=decoder, decoder_index=0, opt_cfg=opt)
+
+    ref_state, ref_metrics = jax.jit(step)(init_state(jax.tree.map(jnp.array, params)), dec_params, batch)
+    ref_params = jax.device_get(ref_state.params)
+    total_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
+    report = {"devices": jax.device_count(), "reference_loss": float(ref_metrics["loss"]), "meshes": {}}
+    for shape in ([8, 1, 1], [1, -1, 1], [2, 2, 2]):
+        mesh = sharding.make_mesh(shape)
+        p_sharding = sharding.param_shardings(boxed, mesh)
+        d_sharding = sharding.param_shardings(dec_boxed, mesh)
+        s_sharding = sharding.train_state_shardings(p_sharding, mesh)
+        b_sharding = sharding.batch_sharding(batch, mesh)
+        state = jax.device_put(init_state(jax.tree.map(jnp.array, params)), s_sharding)
+        sharded_step = jax.jit(step, in_shardings=(s_sharding, d_sharding, b_sharding),
+                               out_shardings=(s_sharding, sharding.replicated(mesh)), donate_argnums=0)
+        per_device = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(state.params))
+        new_state, metrics = sharded_step(state, jax.device_put(dec_params, d_sharding),
+                                          jax.device_put(batch, b_sharding))
+        diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                   for a, b in zip(jax.tree.leaves(jax.device_get(new_state.params)), jax.tree.leaves(ref_params)))
+        report["meshes"][str(shape)] = {"loss": float(metrics["loss"]), "max_param_diff": diff,
+                                        "param_bytes_fraction": per_device / total_bytes}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
