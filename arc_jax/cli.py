@@ -15,6 +15,7 @@ Subcommands:
   export     write an encoder or decoder in a released / reference / Hugging Face / Meta layout
   roundtrip  generate a tiny random encoder and decoder, write and read every layout, check it
   data       check a training config's input pipeline (data check --config CONFIG)
+  train      train an encoder: train --config CONFIG --workdir DIR [--config.a.b=value ...]
 """
 
 
@@ -108,6 +109,13 @@ def _data_check(args):
     data_check(load_config(args.config, args.overrides), args.batches)
 
 
+def _train(args):
+    from arc_jax.config_loading import load_config
+    from arc_jax.train.trainer import train
+
+    train(load_config(args.config, args.overrides), args.workdir, log_every=args.log_every)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arc-jax", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="config file (a Python file with get_config())")
     p.add_argument("--batches", type=int, default=20, help="batches to draw (default 20)")
     p.set_defaults(func=_data_check)
+
+    p = sub.add_parser("train", help="train an ARC encoder",
+                       description="Train the encoder of a config against its frozen decoder(s). The workdir "
+                                   "keeps checkpoints (train state, input state, config), the decoder and "
+                                   "TensorBoard logs; running again with the same workdir resumes. Override "
+                                   "config fields with --config.a.b=value.")
+    p.add_argument("--config", required=True, help="config file (a Python file with get_config())")
+    p.add_argument("--workdir", required=True, help="run folder (created; resumed when it holds checkpoints)")
+    p.add_argument("--log-every", type=int, default=10, help="steps between log lines (default 10)")
+    p.set_defaults(func=_train)
     return parser
 
 
@@ -176,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     args.overrides = [u for u in unknown if u.startswith("--config.")]
-    if len(args.overrides) != len(unknown) or (args.overrides and args.command != "data"):
+    if len(args.overrides) != len(unknown) or (args.overrides and args.command not in ("data", "train")):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()

@@ -43,6 +43,13 @@ def get_config() -> ml_collections.ConfigDict:
         "rope_scaling": None,
     })
 
+    # arc_jax.train.optimizer.OptimizerConfig (max_steps comes from config.max_steps). Rates far
+    # above the paper's: a tiny model trained for seconds.
+    config.optimizer = ml_collections.ConfigDict({
+        "encoder_lr": 1e-2, "special_lr": 1e-2, "projector_lr": 1e-2, "weight_decay": 0.1, "warmup_steps": 10,
+        "initial_lr": 1e-3, "final_lr": 1e-3, "clip_norm": 1.0})
+    config.mesh_shape = [-1, 1, 1]  # (data, fsdp, tensor); -1 takes the remaining devices
+
     config.data = ml_collections.ConfigDict()
     config.data.dir = "~/.cache/arc_jax/tiny_cpu"
     config.data.generate = "tiny_corpus"
