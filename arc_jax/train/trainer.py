@@ -16,9 +16,7 @@ from pathlib import Path
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from arc_jax import sharding
 from arc_jax.data.pipeline import build_batches
