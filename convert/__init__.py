@@ -36,7 +36,7 @@ def detect_format(path: str | os.PathLike, kind: str) -> str:
 
     if arc_jax_format.matches(path):
         found = arc_jax_format.read_kind(path)
-        if found != kind:
+        if found not in (kind, "workdir"):
             raise ConversionError(f"{path}: this is an arc_jax {found}, not a {kind}")
         return "arc_jax"
     for name in names[1:]:

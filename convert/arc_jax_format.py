@@ -4,7 +4,8 @@
                  "config": EncoderConfig or BackboneConfig as a dict}
   params/       an Orbax StandardCheckpointer tree in the arc_jax parameter layout
 
-A training workdir (`<workdir>/checkpoints/<step>/`) resolves to its latest step that holds one.
+A training workdir (see arc_jax/train/trainer.py) also reads as arc_jax: as an encoder, the
+parameters and config of its latest checkpoint; as a decoder, its `decoder_0/` folder.
 """
 
 from __future__ import annotations
@@ -26,26 +27,24 @@ _CONCURRENT_GB = 1
 _CHUNK_BYTES = 64 << 20
 
 
-def resolve(path: Path) -> Path | None:
-    """The folder holding arc_jax.json: `path` itself, or the latest step of a workdir."""
-    if (path / MARKER).is_file():
-        return path
+def latest_training_step(path: Path) -> Path | None:
+    """The newest complete trainer checkpoint under <path>/checkpoints, if any."""
     steps = path / "checkpoints"
-    if steps.is_dir():
-        numbered = sorted((p for p in steps.iterdir() if p.name.isdigit()), key=lambda p: int(p.name), reverse=True)
-        for step in numbered:
-            for candidate in (step, step / "encoder", step / "model"):
-                if (candidate / MARKER).is_file():
-                    return candidate
-    return None
+    if not steps.is_dir():
+        return None
+    numbered = sorted((p for p in steps.iterdir() if p.name.isdigit()), key=lambda p: int(p.name), reverse=True)
+    return next((p for p in numbered if (p / "state").is_dir() and (p / "config" / "metadata").is_file()), None)
 
 
 def matches(path: Path) -> bool:
-    return resolve(path) is not None
+    return (path / MARKER).is_file() or latest_training_step(path) is not None
 
 
 def read_kind(path: Path) -> str:
-    return _read_marker(resolve(path))["kind"]
+    """"encoder", "decoder", or "workdir" (a training run: both)."""
+    if (path / MARKER).is_file():
+        return _read_marker(path)["kind"]
+    return "workdir"
 
 
 def _read_marker(folder: Path) -> dict:
@@ -63,9 +62,14 @@ def _read_marker(folder: Path) -> dict:
 
 
 def read(path: Path, kind: str | None = None):
-    folder = resolve(path)
-    if folder is None:
-        raise ConversionError(f"{path}: no {MARKER} found (not an arc_jax checkpoint or workdir)")
+    if not (path / MARKER).is_file():
+        step = latest_training_step(path)
+        if step is None:
+            raise ConversionError(f"{path}: no {MARKER} and no trainer checkpoint (not an arc_jax checkpoint or workdir)")
+        if kind == "decoder":
+            return read(path / "decoder_0", "decoder")
+        return _read_training_encoder(step)
+    folder = path
     meta = _read_marker(folder)
     if kind is not None and meta["kind"] != kind:
         raise ConversionError(f"{folder}: this is an arc_jax {meta['kind']}, not a {kind}")
@@ -85,6 +89,22 @@ def read(path: Path, kind: str | None = None):
     except Exception as e:  # Orbax raises many types for a damaged folder; report it in one line
         raise ConversionError(f"{params_dir}: cannot restore ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     return cfg, params
+
+
+def _read_training_encoder(step: Path):
+    """(EncoderConfig, params) of a trainer checkpoint (its optimiser state is not kept)."""
+    import orbax.checkpoint as ocp
+
+    config_file = step / "config" / "metadata"
+    try:
+        cfg = EncoderConfig.from_dict(json.loads(config_file.read_text())["model"]["encoder"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ConversionError(f"{config_file}: no usable model.encoder config ({e})") from None
+    try:
+        state = ocp.StandardCheckpointer().restore((step / "state").resolve())
+    except Exception as e:  # Orbax raises many types for a damaged folder; report it in one line
+        raise ConversionError(f"{step / 'state'}: cannot restore ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    return cfg, state["params"]
 
 
 def write(cfg, params, folder: Path) -> None:

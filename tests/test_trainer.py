@@ -13,14 +13,14 @@ from arc_jax.train.checkpoint import TrainCheckpoints
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
 
 
-def saved_params(workdir, step):
+def saved_state(workdir, step) -> dict:
     import orbax.checkpoint as ocp
 
     checkpoints = TrainCheckpoints(workdir)
     restored = checkpoints.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
     checkpoints.close()
-    return jax.tree.leaves(jax.device_get(restored.state))
+    return jax.device_get(restored.state)
 
 
 def test_train_writes_logs_and_checkpoints_and_resumes_exactly(tmp_path, capsys):
@@ -32,14 +32,23 @@ def test_train_writes_logs_and_checkpoints_and_resumes_exactly(tmp_path, capsys)
     assert "step      9  loss" in out and "done: 9 steps" in out
     run = tmp_path / "run"
     assert list((run / "tensorboard").iterdir()) and (run / "decoder_0" / "arc_jax.json").is_file()
-    final = saved_params(run, 9)
+    final = jax.tree.leaves(saved_state(run, 9))
 
     # Lose the last checkpoint (as if killed after step 8): the rerun resumes from step 6.
     shutil.rmtree(run / "checkpoints" / "9")
     assert main(args) == 0
     assert "resumed from step 6" in capsys.readouterr().out
-    for a, b in zip(saved_params(run, 9), final):
+    for a, b in zip(jax.tree.leaves(saved_state(run, 9)), final):
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+    # The run is usable as it is: its latest encoder and the decoder it trained against.
+    import arc_jax
+
+    enc, dec = arc_jax.load_encoder(run), arc_jax.load_decoder(run)
+    for a, b in zip(jax.tree.leaves(enc.params), jax.tree.leaves(saved_state(run, 9)["params"])):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    block = enc.compress([[5, 6, 7, 8, 9, 10, 11, 12]])[0]
+    assert dec.logits([[1, 40, 41], block, [42, 43]]).shape == (5, dec.config.vocab_size)
 
 
 def test_config_has_the_training_fields():
