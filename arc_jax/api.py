@@ -26,6 +26,7 @@ from arc_jax.model.config import BackboneConfig, EncoderConfig
 from arc_jax.model.decoder import Decoder
 from arc_jax.model.encoder import ARCEncoder
 from arc_jax.model.inputs import pack_decoder_inputs, pack_encoder_inputs, pack_rows_first_fit
+from arc_jax.model.pooling import pooled_row_lengths
 
 Task = Literal["continuation", "reconstruction"]
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -102,12 +103,7 @@ class Encoder:
         return results
 
     def _stage_lens(self, row_len: int, texts_per_row: int) -> list[int]:
-        # Each text adds at most one partial group per stage; the bucket absorbs it.
-        lens, n = [], row_len
-        for k in self.config.pooling_factors:
-            n = _bucket(-(-n // k) + texts_per_row, 8)
-            lens.append(n)
-        return lens
+        return [_bucket(n, 8) for n in pooled_row_lengths(row_len, self.config.pooling_factors, texts_per_row)]
 
     def encode(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """Raw encoder output per text: [m_i, enc_dim] float32 (m_i = pooled length)."""

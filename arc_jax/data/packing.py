@@ -28,7 +28,7 @@ import numpy as np
 from arc_jax.data.tasks import Sample
 from arc_jax.model.config import EncoderConfig
 from arc_jax.model.inputs import EncoderInputs, pack_encoder_inputs
-from arc_jax.model.pooling import pooled_length
+from arc_jax.model.pooling import pooled_length, pooled_row_lengths
 
 TASKS = ("reconstruction", "continuation", "fewshot", "long_context")
 
@@ -44,11 +44,7 @@ class PackingShape:
     max_contexts_per_row: int = 16
 
     def stage_lens(self, cfg: EncoderConfig) -> list[int]:
-        lens, n = [], self.encoder_len
-        for k in cfg.pooling_factors:
-            n = min(n, -(-n // k) + self.max_contexts_per_row)
-            lens.append(n)
-        return lens
+        return pooled_row_lengths(self.encoder_len, cfg.pooling_factors, self.max_contexts_per_row)
 
 
 class TrainBatch(NamedTuple):

@@ -25,6 +25,16 @@ def pool_groups(n: int, k: int) -> list[int]:
     return [base + 1] * extra + [base] * (m - extra)
 
 
+def pooled_row_lengths(row_len: int, factors: tuple[int, ...] | list[int], texts_per_row: int) -> list[int]:
+    """Upper bounds of a packed row's length after each pooling stage: a row of row_len tokens
+    holding at most texts_per_row texts, each adding at most one partial group per stage."""
+    lengths, n = [], row_len
+    for k in factors:
+        n = min(n, -(-n // k) + texts_per_row)
+        lengths.append(n)
+    return lengths
+
+
 def pooled_length(n: int, factors: tuple[int, ...] | list[int]) -> int:
     """Number of vectors a text of n tokens becomes after every pooling layer."""
     for k in factors:
