@@ -122,10 +122,11 @@ def _unstack(tree):
 
 def write_block(block: dict, c: BackboneConfig, layer: int, prefix: str = "", index: int | None = None
                 ) -> Iterator[tuple[str, np.ndarray]]:
-    """(Meta name, array) for one layer; `index` selects it from a stacked block."""
+    """(Meta name, array) for one layer; `index` selects it from a stacked block. The arrays are
+    views: writers copy each into contiguous bytes once, when they write it."""
     for suffix, (path, _, _, from_tree) in _block_entries(c).items():
-        p = _get(block, path)
-        yield f"{prefix}layers.{layer}.{suffix}", np.ascontiguousarray(from_tree(p if index is None else p[index]))
+        p = np.asarray(_get(block, path))
+        yield f"{prefix}layers.{layer}.{suffix}", from_tree(p if index is None else p[index])
 
 
 # ---- decoders --------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def decoder_to_meta(params: dict, c: BackboneConfig) -> Iterator[tuple[str, np.n
         yield from write_block(params["layers"]["block"], c, i, index=i)
     if c.norm_type == "rmsnorm":
         yield "norm.weight", np.asarray(params["norm"]["scale"])
-    yield "output.weight", np.ascontiguousarray(np.asarray(params["output"]).T)
+    yield "output.weight", np.asarray(params["output"]).T
 
 
 # ---- encoders (the backbone part; heads are format-specific) --------------------------------

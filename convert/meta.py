@@ -253,7 +253,8 @@ class TensorSpec(NamedTuple):
 
 
 def plan_tensors(tensors: Iterator[tuple[str, np.ndarray]]) -> list[TensorSpec]:
-    """Names, shapes and dtypes of a tensor stream (a first pass: one tensor alive at a time)."""
+    """Names, shapes and dtypes of a tensor stream (a first pass: the streams yield views, so only
+    the q/k permutations of the HF layout compute anything, one tensor at a time)."""
     return [TensorSpec(name, tuple(a.shape), np.dtype(a.dtype)) for name, a in tensors]
 
 

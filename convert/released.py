@@ -212,7 +212,7 @@ def write_heads(params: dict, cfg: EncoderConfig, multi: bool, embed_prefix: str
                 embed.append((f"{embed_prefix}{name}.{d}.weight", np.asarray(_leaf(head, name, f"decoder_{d}"))[None]))
         for layer in ("layer1", "layer2"):
             kernel = np.asarray(_leaf(head, layer, f"decoder_{d}"))
-            bridge.append((bridge_key(bridge_prefix, multi, d, layer), np.ascontiguousarray(kernel.T)))
+            bridge.append((bridge_key(bridge_prefix, multi, d, layer), kernel.T))
     return embed, bridge
 
 
