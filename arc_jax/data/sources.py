@@ -186,7 +186,33 @@ def load_or_build_index(path: epath.Path, cache_dir: epath.Path) -> tuple[np.nda
     return index, None
 
 
-class JsonlSource:
+class _RecordSource:
+    """What both sources share on top of their `read(i) -> (record, reason, where)`: `where` is
+    the 1-based line (jsonl) or the record index (ArrayRecord) that bad-record reports name."""
+
+    def __getitem__(self, i) -> dict | None:
+        record, reason, where = self.read(i)
+        if reason:
+            self.bad.skip(str(self.path), where, reason)
+        return record
+
+    def scan(self, bad: BadRecords | None = None) -> int:
+        """Checks every record in order, reporting bad ones to `bad` (default: the source's own).
+
+        Returns the number of good records. Use it in the main process for exact counts of a file.
+        """
+        bad = self.bad if bad is None else bad
+        good = 0
+        for i in range(len(self)):
+            _, reason, where = self.read(i)
+            if reason:
+                bad.skip(str(self.path), where, reason)
+            else:
+                good += 1
+        return good
+
+
+class JsonlSource(_RecordSource):
     """Random access to the records of a jsonl file (one JSON object per non-empty line).
 
     Picklable for grain worker processes: the line index is re-read (memory-mapped) from its cache
@@ -208,27 +234,6 @@ class JsonlSource:
 
     def __len__(self) -> int:
         return self._len
-
-    def __getitem__(self, i) -> dict | None:
-        record, reason, line = self.read(i)
-        if reason:
-            self.bad.skip(str(self.path), line, reason)
-        return record
-
-    def scan(self, bad: BadRecords | None = None) -> int:
-        """Checks every record in file order, reporting bad ones to `bad` (default: the source's own).
-
-        Returns the number of good records. Use it in the main process for exact counts of a file.
-        """
-        bad = self.bad if bad is None else bad
-        good = 0
-        for i in range(self._len):
-            _, reason, line = self.read(i)
-            if reason:
-                bad.skip(str(self.path), line, reason)
-            else:
-                good += 1
-        return good
 
     def read(self, i) -> tuple[dict | None, str | None, int]:
         """(record, None, line) or (None, reason, line), reporting nothing: for pipelines whose workers
@@ -279,7 +284,7 @@ class JsonlSource:
         return f"JsonlSource({str(self.path)!r}, {self._len} records)"
 
 
-class ArrayRecordSource:
+class ArrayRecordSource(_RecordSource):
     """Random access to an ArrayRecord file whose records are JSON objects (UTF-8 bytes).
 
     Bad records are reported with their 0-based record index in place of a line number.
@@ -305,24 +310,6 @@ class ArrayRecordSource:
 
     def __len__(self) -> int:
         return len(self._records)
-
-    def __getitem__(self, i) -> dict | None:
-        record, reason, index = self.read(i)
-        if reason:
-            self.bad.skip(str(self.path), index, reason)
-        return record
-
-    def scan(self, bad: BadRecords | None = None) -> int:
-        """Checks every record in order, reporting bad ones to `bad`; returns the number of good records."""
-        bad = self.bad if bad is None else bad
-        good = 0
-        for i in range(len(self)):
-            _, reason, _ = self.read(i)
-            if reason:
-                bad.skip(str(self.path), i, reason)
-            else:
-                good += 1
-        return good
 
     def read(self, i) -> tuple[dict | None, str | None, int]:
         """(record, None, i) or (None, reason, i), reporting nothing (as JsonlSource.read)."""
