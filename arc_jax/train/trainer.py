@@ -73,7 +73,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, log_every: int
 
     # Input.
     batches = build_batches(config)
-    template, _ = next(build_batches(config))
+    start_of_data = batches.get_state()
+    template, _ = next(batches)  # shapes for init and shardings; the step-1 batch is drawn again below
+    batches.set_state(start_of_data)
 
     # Models: the trainable encoder and the frozen decoder.
     enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
