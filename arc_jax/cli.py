@@ -111,9 +111,13 @@ def _data_check(args):
 
 def _train(args):
     from arc_jax.config_loading import load_config
+    from arc_jax.train import multihost
+
+    multihost.initialize(args.coordinator, args.num_processes, args.process_id)  # before any device is touched
+    config = load_config(args.config, args.overrides)
     from arc_jax.train.trainer import train
 
-    train(load_config(args.config, args.overrides), args.workdir, log_every=args.log_every)
+    train(config, args.workdir, log_every=args.log_every)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "config fields with --config.a.b=value.")
     p.add_argument("--config", required=True, help="config file (a Python file with get_config())")
     p.add_argument("--workdir", required=True, help="run folder (created; resumed when it holds checkpoints)")
-    p.add_argument("--log-every", type=int, default=10, help="steps between log lines (default 10)")
+    p.add_argument("--log-every", type=int, default=None, help="steps between log lines (default: config.log_every)")
+    p.add_argument("--coordinator", help="host:port of process 0 in a multi-process run (default: "
+                                         "$JAX_COORDINATOR_ADDRESS, or detected on TPU pods and under SLURM)")
+    p.add_argument("--num-processes", type=int, help="processes in a multi-process run ($JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, help="this process's index ($JAX_PROCESS_ID)")
     p.set_defaults(func=_train)
     return parser
 
@@ -202,10 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     from arc_jax.config_loading import ConfigError
     from arc_jax.convert import ConversionError
     from arc_jax.data.bad_records import DataError
+    from arc_jax.train.errors import TrainingStopped
 
     try:
         return args.func(args) or 0
-    except (ConversionError, DataError, ConfigError) as e:
+    except (ConversionError, DataError, ConfigError, TrainingStopped) as e:
         print(f"arc-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
 

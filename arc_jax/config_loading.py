@@ -38,12 +38,29 @@ def apply_override(config: ml_collections.ConfigDict, override: str, path: Path 
     *parents, leaf = dotted.split(".")
     node = config
     for name in parents:
-        if name not in node:
-            raise ConfigError(f"{path}: no field config.{dotted} ({name!r} is not in the config)")
-        node = node[name]
+        node = _child(node, name, path, dotted)
+    if isinstance(node, list):
+        index = _index(node, leaf, path, dotted)
+        node[index] = _convert(node[index], raw, f"config.{dotted}")
+        return
     if leaf not in node:
         raise ConfigError(f"{path}: no field config.{dotted}")
     node[leaf] = _convert(node[leaf], raw, f"config.{dotted}")
+
+
+def _index(node: list, name: str, path, dotted: str) -> int:
+    if not name.isdigit() or int(name) >= len(node):
+        raise ConfigError(f"{path}: no field config.{dotted} ({name!r} is not an index of a list of {len(node)})")
+    return int(name)
+
+
+def _child(node, name: str, path, dotted: str):
+    """node.name, or node[int(name)] for lists (--config.model.decoders.0.path=...)."""
+    if isinstance(node, (list, tuple)):
+        return node[_index(node, name, path, dotted)]
+    if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+        raise ConfigError(f"{path}: no field config.{dotted} ({name!r} is not in the config)")
+    return node[name]
 
 
 def _convert(current, raw: str, name: str):
@@ -71,3 +88,15 @@ def _literal(raw: str):
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         return raw
+
+
+def to_plain(value):
+    """A config (or any part of one) as plain dicts and lists, ready for JSON (ConfigDict.to_dict
+    leaves ConfigDicts inside lists, e.g. config.model.decoders, as they are)."""
+    if isinstance(value, ml_collections.ConfigDict):
+        value = value.to_dict()
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value

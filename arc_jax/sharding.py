@@ -62,16 +62,19 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def batch_sharding(batch, mesh: Mesh):
-    """Every batch array split over data x fsdp on its leading (rows) axis."""
-    rows = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+def batch_sharding(batch, mesh: Mesh, micro_batches: bool = False):
+    """Every batch array split over data x fsdp on its rows axis (the second axis when the batch
+    stacks micro-batches for gradient accumulation)."""
+    spec = PartitionSpec(None, BATCH_AXES) if micro_batches else PartitionSpec(BATCH_AXES)
+    rows = NamedSharding(mesh, spec)
     return jax.tree.map(lambda _: rows, batch)
 
 
-def train_state_shardings(params_sharding, mesh: Mesh) -> TrainState:
+def train_state_shardings(params_sharding, mesh: Mesh, frozen_groups: tuple[str, ...] = ()) -> TrainState:
     """Shardings of a TrainState: Adam moments placed like the parameters they follow."""
     groups = {"shared": {k: v for k, v in params_sharding.items() if not k.startswith("decoder_")},
               **{k: v for k, v in params_sharding.items() if k.startswith("decoder_")}}
     rep = replicated(mesh)
-    adam = {name: optax.ScaleByAdamState(count=rep, mu=g, nu=g) for name, g in groups.items()}
+    adam = {name: optax.ScaleByAdamState(count=rep, mu=g, nu=g) for name, g in groups.items()
+            if name not in frozen_groups}
     return TrainState(params_sharding, OptimizerState(rep, adam), rep, rep)

@@ -14,7 +14,7 @@ from arc_jax.config_loading import load_config
 from arc_jax.data.pipeline import build_batches
 from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
 from arc_jax.train.optimizer import OptimizerConfig
-from arc_jax.train.step import init_state, train_step
+from arc_jax.train.step import StepConfig, init_state, train_step
 
 
 def main(config_path, data_dir):
@@ -23,7 +23,7 @@ def main(config_path, data_dir):
                                        "--config.data.shape.decoder_rows=8"])
     batch, _ = next(build_batches(config))
     enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
-    dec_cfg = BackboneConfig.from_dict(config.model.decoder.to_dict())
+    dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
     boxed = encoder.init(jax.random.key(0), batch.encoder)["params"]
     dec_boxed = decoder.init(jax.random.key(1), batch.tokens, batch.segment_ids, batch.positions)["params"]
@@ -32,7 +32,7 @@ def main(config_path, data_dir):
                           initial_lr=1e-4, final_lr=1e-4)
 
     def step(state, dec, b):
-        return train_step(state, dec, b, encoder=encoder, decoder=decoder, decoder_index=0, opt_cfg=opt)
+        return train_step(state, dec, b, cfg=StepConfig(encoder, decoder, 0, opt))
 
     ref_state, ref_metrics = jax.jit(step)(init_state(jax.tree.map(jnp.array, params)), dec_params, batch)
     ref_params = jax.device_get(ref_state.params)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arc_jax.config_loading import load_config
+from arc_jax.config_loading import load_config, to_plain
 from arc_jax.data.pipeline import build_batches
 from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
 from arc_jax.train.checkpoint import TrainCheckpoints, abstract_like
@@ -22,7 +22,7 @@ OPT = OptimizerConfig(encoder_lr=1e-2, special_lr=1e-2, projector_lr=1e-2, warmu
 def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
     config = load_config(CONFIG, [f"--config.data.dir={tmp_path / 'data'}"])
     enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
-    dec_cfg = BackboneConfig.from_dict(config.model.decoder.to_dict())
+    dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
     batches = build_batches(config)
     first = next(build_batches(config))[0]
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
@@ -35,7 +35,7 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
     for i in range(1, 6):
         state, _ = step(state, dec_params, next(batches)[0])
         if i == 3:
-            checkpoints.save(i, state, batches.get_state(), config.to_dict())
+            checkpoints.save(i, state, batches.get_state(), to_plain(config))
     checkpoints.wait()
     uninterrupted = jax.device_get(state)
 

@@ -208,12 +208,12 @@ def load_tiny_cpu_config():
 def test_tiny_cpu_config_builds_models_and_names_its_data(data):
     config = load_tiny_cpu_config()
     encoder = EncoderConfig.from_dict(config.model.encoder.to_dict())
-    decoder = BackboneConfig.from_dict(config.model.decoder.to_dict())
+    decoder = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
     assert encoder.pooling_factors == (4,)
     assert encoder.projectors[0].out_dim == decoder.dim
     assert encoder.backbone.vocab_size == decoder.vocab_size == config.data.corpus.vocab_size
     config.data.corpus.vocab_size = 512  # one reference: the model follows the tokenizer's size
-    assert config.model.encoder.backbone.vocab_size == config.model.decoder.vocab_size == 512
+    assert config.model.encoder.backbone.vocab_size == config.model.decoders[0].backbone.vocab_size == 512
 
     config = load_tiny_cpu_config()
     folder, paths = data
@@ -224,8 +224,8 @@ def test_tiny_cpu_config_builds_models_and_names_its_data(data):
     assert load_tokenizer(paths["tokenizer"]).vocab_size == config.data.corpus.vocab_size
     sources = parse_sources(config.data.sources.format(data_dir=folder))
     assert [s.path for s in sources] == [str(paths["pretrain"])]
-    for name in ("encoder_tokenizer", "decoder_tokenizer"):
-        assert pathlib.Path(getattr(config.data, name).format(data_dir=folder)) == paths["tokenizer"]
+    for name in (config.data.encoder_tokenizer, config.model.decoders[0].tokenizer):
+        assert pathlib.Path(name.format(data_dir=folder)) == paths["tokenizer"]
     PackingShape(**config.data.shape.to_dict()).stage_lens(encoder)
     assert config.data.worker_count == 0 and 0 < config.data.continuation_prob < 1
     assert config.max_steps > 0 and config.checkpoint_every > 0

@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
     config = load_config(CONFIG, [f"--config.data.dir={tmp_path_factory.mktemp('tiny')}"])
     batches = build_batches(config)
     enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
-    dec_cfg = BackboneConfig.from_dict(config.model.decoder.to_dict())
+    dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
     batch_list = [next(batches)[0] for _ in range(40)]
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
     first = batch_list[0]

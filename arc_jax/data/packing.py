@@ -160,7 +160,7 @@ def pack_batch(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShap
     encoder, layout = pack_encoder_inputs(rows, cfg, row_len=shape.encoder_len, stage_lens=shape.stage_lens(cfg),
                                           output_len=cfg.n_memory_tokens * shape.max_contexts_per_row or None)
     where = {i: place for i, place in zip((i for row in enc_fit.items for i in row), layout)}
-    out_len = _output_len(encoder, shape)
+    out_len = output_len(encoder, shape)
     special_base = shape.encoder_rows * out_len
 
     b, t = shape.decoder_rows, shape.decoder_len
@@ -205,7 +205,7 @@ def _put_text(arrays, loss_mask, sample: Sample, row: int, cursor: int, begin: i
     return cursor + n
 
 
-def _output_len(encoder: EncoderInputs, shape: PackingShape) -> int:
+def output_len(encoder: EncoderInputs, shape: PackingShape) -> int:
     if encoder.output_index is not None:
         return encoder.output_index.shape[1]
     if encoder.stages:

@@ -22,7 +22,7 @@ import numpy as np
 from arc_jax.data import tasks
 from arc_jax.data.bad_records import BadRecords, DataError
 from arc_jax.data.mixture import MixtureSampler, parse_sources
-from arc_jax.data.packing import PackingShape, PackStats, TrainBatch, decoder_slots, pack_batch
+from arc_jax.data.packing import PackingShape, PackStats, TrainBatch, output_len, decoder_slots, pack_batch
 from arc_jax.data.sources import open_source
 from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.model.config import EncoderConfig
@@ -109,9 +109,9 @@ class BatchIterator:
     """Yields (TrainBatch, PackStats) forever; `get_state` / `set_state` make it resumable."""
 
     def __init__(self, maker: SampleMaker, encoder_cfg: EncoderConfig, shape: PackingShape, worker_count: int = 0,
-                 strict: bool = False):
+                 strict: bool = False, bad: BadRecords | None = None):
         self.maker, self.cfg, self.shape, self.worker_count = maker, encoder_cfg, shape, worker_count
-        self.bad = BadRecords(strict=strict)
+        self.bad = BadRecords(strict=strict) if bad is None else bad
         self.position, self.pending = 0, []
         self.total = PackStats()
         self.source_counts: collections.Counter[str] = collections.Counter()
@@ -173,8 +173,11 @@ class BatchIterator:
         return batch, stats
 
 
-def prepare_data(data):
-    """A copy of config.data with generated data built and "{data_dir}" placeholders resolved."""
+def prepare_data(data, decoder_tokenizer: str | None = None, sources: str | None = None):
+    """A copy of config.data with generated data built and "{data_dir}" placeholders resolved.
+
+    `decoder_tokenizer` (the tokenizer of the decoder the batches are for) and `sources` (e.g. the
+    held-out data of config.eval) replace config.data's fields when given."""
     data = copy.deepcopy(data)
     folder = os.path.expanduser(data.dir)
     if data.get("generate"):
@@ -183,18 +186,120 @@ def prepare_data(data):
         from arc_jax.data.synthetic import build_tiny_data
 
         build_tiny_data(folder, **data.corpus)
+    if decoder_tokenizer is not None:
+        data.decoder_tokenizer = decoder_tokenizer
+    if sources is not None:
+        data.sources = sources
     for field in ("sources", "encoder_tokenizer", "decoder_tokenizer"):
+        if field not in data:
+            raise DataError(f"config.data.{field} is missing")
         data[field] = data[field].replace("{data_dir}", folder)
     return data
 
 
-def build_batches(config, process_index: int | None = None, process_count: int | None = None) -> BatchIterator:
-    """The batch iterator of a training config (this process's shard of the data)."""
+def global_compressed_index(index: np.ndarray, row_offset: int, shard_rows: int, global_rows: int, out_len: int
+                            ) -> np.ndarray:
+    """A shard's compressed_index made to point into the table of the global batch.
+
+    A shard packs its own `shard_rows` encoder rows, so its indices are r * out_len + s for its rows
+    and shard_rows * out_len + t for the special vectors (see packing.py). In the global batch its
+    rows start at `row_offset` and the special vectors follow all `global_rows` rows."""
+    local_special = shard_rows * out_len
+    special = index >= local_special
+    moved = np.where(special, index - local_special + global_rows * out_len, index + row_offset * out_len)
+    return np.where(index < 0, index, moved).astype(index.dtype)
+
+
+class ShardedBatches:
+    """This process's rows of the global batch: one BatchIterator per data shard it owns, side by side.
+
+    The global batch (config.data.shape) is split into `n_shards` equal row blocks; shard j reads
+    its own disjoint slice of the data (as process j of n_shards would) and packs block j. A
+    process owns shards [p * k, (p + 1) * k) for k = n_shards / process_count, so a one-process
+    run with config.data.shards = 2 yields exactly the global batches of a two-process run.
+    """
+
+    def __init__(self, iterators: dict[int, BatchIterator], shard_shape: PackingShape, n_shards: int):
+        self.iterators, self.shard_shape, self.n_shards = iterators, shard_shape, n_shards
+
+    @property
+    def maker(self) -> SampleMaker:
+        return next(iter(self.iterators.values())).maker
+
+    @property
+    def bad(self) -> BadRecords:
+        return next(iter(self.iterators.values())).bad  # one shared counter (see build_batches)
+
+    @property
+    def total(self) -> PackStats:
+        total = PackStats()
+        for it in self.iterators.values():
+            total.merge(it.total)
+        return total
+
+    @property
+    def source_counts(self) -> collections.Counter:
+        return sum((it.source_counts for it in self.iterators.values()), collections.Counter())
+
+    def get_state(self) -> dict:
+        return {"shards": {str(j): it.get_state() for j, it in self.iterators.items()}}
+
+    def set_state(self, state: dict) -> None:
+        shards = state.get("shards")
+        if not isinstance(shards, dict) or set(shards) < {str(j) for j in self.iterators}:
+            raise DataError(f"input-pipeline state holds shards {sorted(shards or {})}; this process needs "
+                            f"{sorted(self.iterators)} of {self.n_shards} (config.data.shards changed?)")
+        for j, it in self.iterators.items():
+            it.set_state(shards[str(j)])
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[TrainBatch, PackStats]:
+        parts, stats = [], PackStats()
+        rows = self.shard_shape.encoder_rows
+        for j, it in self.iterators.items():
+            batch, part_stats = next(it)
+            out_len = output_len(batch.encoder, self.shard_shape)
+            index = global_compressed_index(batch.compressed_index, j * rows, rows, rows * self.n_shards, out_len)
+            parts.append(batch._replace(compressed_index=index))
+            stats.merge(part_stats)
+        if len(parts) == 1:
+            return parts[0], stats
+        return _concatenate_rows(parts), stats
+
+
+def _concatenate_rows(batches: list[TrainBatch]) -> TrainBatch:
     import jax
 
-    data = prepare_data(config.data)
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *batches)
+
+
+def build_batches(config, decoder: int = 0, sources: str | None = None, process_index: int | None = None,
+                  process_count: int | None = None) -> ShardedBatches:
+    """This process's rows of the global training batches of a config, for decoder `decoder`
+    (its tokenizer tokenises the decoder side). `sources` replaces config.data.sources (held-out
+    evaluation data). Shards: config.data.shards (0 = one per process)."""
+    import jax
+
+    decoders = config.model.get("decoders") or [{}]
+    tokenizer = decoders[decoder].get("tokenizer") if decoder < len(decoders) else None
+    data = prepare_data(config.data, tokenizer, sources)
     encoder_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
-    maker = SampleMaker(data, encoder_cfg, config.seed, process_index, process_count)
-    return BatchIterator(maker, encoder_cfg, PackingShape(**data.shape), data.worker_count, data.strict)
+    n_shards = data.get("shards", 0) or process_count
+    shape = PackingShape(**data.shape)
+    if n_shards % process_count or shape.encoder_rows % n_shards or shape.decoder_rows % n_shards:
+        raise DataError(f"config.data.shards={n_shards} must be a multiple of the {process_count} process(es) and "
+                        f"divide config.data.shape's encoder_rows={shape.encoder_rows} and "
+                        f"decoder_rows={shape.decoder_rows}")
+    shard_shape = dataclasses.replace(shape, encoder_rows=shape.encoder_rows // n_shards,
+                                      decoder_rows=shape.decoder_rows // n_shards)
+    per_process = n_shards // process_count
+    bad = BadRecords(strict=data.strict)
+    iterators = {}
+    for j in range(process_index * per_process, (process_index + 1) * per_process):
+        maker = SampleMaker(data, encoder_cfg, config.seed, j, n_shards)
+        iterators[j] = BatchIterator(maker, encoder_cfg, shard_shape, data.worker_count, bad=bad)
+    return ShardedBatches(iterators, shard_shape, n_shards)

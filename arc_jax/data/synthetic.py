@@ -34,6 +34,7 @@ GENERATOR_VERSION = 1
 TOKENIZER_VERSION = 1
 
 PRETRAIN_FILE, QA_TRAIN_FILE, QA_EVAL_FILE = "pretrain.jsonl", "qa_train.jsonl", "qa_eval.jsonl"
+PRETRAIN_EVAL_FILE = "pretrain_eval.jsonl"  # documents about the held-out people (evaluation loss)
 MANIFEST_FILE = "corpus.json"
 TOKENIZER_FILE, TOKENIZER_MANIFEST_FILE = "tokenizer.model", "tokenizer_params.json"
 
@@ -174,6 +175,7 @@ class Corpus:
     pretrain: list[dict]
     qa_train: list[dict]
     qa_eval: list[dict]
+    pretrain_eval: list[dict]
     train_people: list[Person]
     held_out_people: list[Person]
 
@@ -209,7 +211,8 @@ def generate_corpus(seed: int = 0, n_entities: int = DEFAULT_N_ENTITIES, held_ou
             size = rng.randint(2, 5)
             pretrain.append({"text": "\n\n".join(render_document(p, rng) for p in order[start: start + size])})
             start += size
-    return Corpus(pretrain, qa_train, qa_eval, train_people, held_out_people)
+    pretrain_eval = [{"text": render_document(p, rng)} for p in held_out_people]  # drawn last: the rest is unchanged
+    return Corpus(pretrain, qa_train, qa_eval, pretrain_eval, train_people, held_out_people)
 
 
 def _jsonl_bytes(records: Iterable[dict]) -> bytes:
@@ -251,31 +254,33 @@ def _files_match(folder: pathlib.Path, hashes: dict) -> bool:
 
 def _corpus_paths(folder: pathlib.Path) -> dict[str, pathlib.Path]:
     return {"pretrain": folder / PRETRAIN_FILE, "qa_train": folder / QA_TRAIN_FILE, "qa_eval": folder / QA_EVAL_FILE,
-            "manifest": folder / MANIFEST_FILE}
+            "pretrain_eval": folder / PRETRAIN_EVAL_FILE, "manifest": folder / MANIFEST_FILE}
 
 
 def write_tiny_corpus(folder: str | os.PathLike, seed: int = 0, n_entities: int = DEFAULT_N_ENTITIES,
                       held_out: int = DEFAULT_HELD_OUT,
                       pretrain_copies: int = DEFAULT_PRETRAIN_COPIES) -> dict[str, pathlib.Path]:
     """Write the corpus into `folder` (created if missing) unless corpus.json there already records
-    these parameters and the files' hashes; returns the paths (pretrain, qa_train, qa_eval, manifest)."""
+    these parameters and the files' hashes; returns the paths (pretrain, qa_train, qa_eval, pretrain_eval, manifest)."""
     folder = pathlib.Path(folder).expanduser()
     paths = _corpus_paths(folder)
     params = {"generator_version": GENERATOR_VERSION, "seed": seed, "n_entities": n_entities, "held_out": held_out,
               "pretrain_copies": pretrain_copies}
     manifest = _read_json(paths["manifest"])
-    if manifest and manifest.get("params") == params and _files_match(folder, manifest.get("sha256", {})):
+    hashes = (manifest or {}).get("sha256", {})
+    expected = {p.name for key, p in paths.items() if key != "manifest"}
+    if manifest and manifest.get("params") == params and set(hashes) == expected and _files_match(folder, hashes):
         return paths
     corpus = generate_corpus(seed, n_entities, held_out, pretrain_copies)
     folder.mkdir(parents=True, exist_ok=True)
     contents = {PRETRAIN_FILE: _jsonl_bytes(corpus.pretrain), QA_TRAIN_FILE: _jsonl_bytes(corpus.qa_train),
-                QA_EVAL_FILE: _jsonl_bytes(corpus.qa_eval)}
+                QA_EVAL_FILE: _jsonl_bytes(corpus.qa_eval), PRETRAIN_EVAL_FILE: _jsonl_bytes(corpus.pretrain_eval)}
     paths["manifest"].unlink(missing_ok=True)  # a crash mid-write then leaves no manifest claiming old files
     for name, data in contents.items():
         _write_atomic(folder / name, data)
     manifest = {"params": params, "sha256": {name: _sha256(data) for name, data in contents.items()},
                 "records": {PRETRAIN_FILE: len(corpus.pretrain), QA_TRAIN_FILE: len(corpus.qa_train),
-                            QA_EVAL_FILE: len(corpus.qa_eval)},
+                            QA_EVAL_FILE: len(corpus.qa_eval), PRETRAIN_EVAL_FILE: len(corpus.pretrain_eval)},
                 "entities": {"train": len(corpus.train_people), "held_out": len(corpus.held_out_people)}}
     _write_atomic(paths["manifest"], (json.dumps(manifest, indent=1) + "\n").encode())  # last: marks completion
     return paths

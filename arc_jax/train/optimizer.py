@@ -75,23 +75,34 @@ def max_learning_rates(params: dict, cfg: OptimizerConfig) -> dict:
             for k, v in params.items()}
 
 
-def init(params: dict) -> OptimizerState:
+def init(params: dict, frozen_groups: tuple[str, ...] = ()) -> OptimizerState:
+    """Adam moments for every group except `frozen_groups` (a frozen encoder holds no moments)."""
     adam = optax.scale_by_adam()
-    return OptimizerState(jnp.zeros((), jnp.int32), {name: adam.init(part) for name, part in groups(params).items()})
+    return OptimizerState(jnp.zeros((), jnp.int32), {name: adam.init(part) for name, part in groups(params).items()
+                                                     if name not in frozen_groups})
 
 
-def update(grads: dict, state: OptimizerState, params: dict, decoder: int, cfg: OptimizerConfig
-           ) -> tuple[dict, OptimizerState, jax.Array]:
-    """One AdamW step on the shared encoder and decoder `decoder`'s head (a static int).
+def update(grads: dict, state: OptimizerState, params: dict, decoder: int, cfg: OptimizerConfig,
+           mask: dict | None = None) -> tuple[dict, OptimizerState, jax.Array]:
+    """One AdamW step on decoder `decoder`'s head (a static int) and, when it has gradients, the
+    shared encoder.
 
-    Returns new params, new state and the pre-clipping global gradient norm."""
+    `grads` holds the groups that were differentiated: a full tree, or only the head's keys when
+    the encoder is frozen. `mask` (optional, a tree like the shared group with 0/1 arrays that
+    broadcast to each parameter) marks the trainable part of the shared encoder: masked entries
+    get no gradient (nor count in the clipping norm), no update and no decay, as torch parameters
+    with requires_grad=False. Returns new params, new state and the pre-clipping gradient norm."""
     head = f"decoder_{decoder}"
     param_parts, grad_parts = groups(params), groups(grads)
-    active = ("shared", head)
+    active = (("shared",) if grad_parts["shared"] else ()) + (head,)
+    if mask is not None and grad_parts["shared"]:
+        grad_parts["shared"] = jax.tree.map(lambda g, m: g * m, grad_parts["shared"], mask)
     norm = optax.tree.norm({name: grad_parts[name] for name in active})
     scale = jnp.minimum(1.0, cfg.clip_norm / (norm + 1e-6))
     unit_lr = cfg.unit_schedule()(state.step)
     rates = groups(max_learning_rates(params, cfg))
+    if mask is not None:
+        rates["shared"] = jax.tree.map(lambda r, m: r * m, rates["shared"], mask)
     adam = optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     new_params, new_adam = dict(param_parts), dict(state.adam)
     for name in active:

@@ -1,13 +1,18 @@
 """The train step: a pure function of (state, frozen decoder, batch), jitted once per decoder.
 
-loss = token-mean next-token cross-entropy over loss-masked text slots of the decoder, which reads
-the compressed table of the encoder (see arc_jax/data/packing.py). Only the encoder tree is
-differentiated; the decoder is frozen and never in the optimiser. A step whose loss or gradient
-norm is not finite leaves the state unchanged and is counted.
+loss = token-mean next-token cross-entropy over the loss-masked text slots of the decoder, which
+reads the compressed table of the encoder (see arc_jax/data/packing.py). With gradient
+accumulation the batch has a leading micro-batch axis; the step sums cross-entropy and gradients
+over the micro-batches (lax.scan) and divides by the total loss tokens once, so A micro-batches
+give the gradient of one batch A times as large. Only the trainable groups are differentiated
+(the shared encoder unless frozen, and the drawn decoder's head); the decoder is frozen and never
+in the optimiser. A step whose loss or gradient norm is not finite leaves the state unchanged and
+is counted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -23,51 +28,111 @@ from arc_jax.train.optimizer import OptimizerConfig, OptimizerState
 
 
 class TrainState(NamedTuple):
-    params: dict                  # trainable encoder tree (float32 master weights)
+    params: dict                  # encoder tree (float32 master weights), frozen parts included
     opt: OptimizerState
     bad_steps: jax.Array          # consecutive steps skipped for non-finite values
     skipped: jax.Array            # all steps skipped so far
 
 
-def init_state(params: dict) -> TrainState:
+def init_state(params: dict, frozen_groups: tuple[str, ...] = ()) -> TrainState:
     # Distinct counters: the step donates the state, and one buffer cannot be donated twice.
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    return TrainState(params, optimizer.init(params, frozen_groups), jnp.zeros((), jnp.int32),
+                      jnp.zeros((), jnp.int32))
 
 
-def loss_and_metrics(params, decoder_params, batch: TrainBatch, encoder: ARCEncoder, decoder: Decoder,
-                     decoder_index: int):
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """What a jitted step closes over (static)."""
+
+    encoder: ARCEncoder
+    decoder: Decoder
+    decoder_index: int
+    opt_cfg: OptimizerConfig
+    encoder_frozen: bool = False
+    grad_accum: int = 1  # > 1: the batch has a leading micro-batch axis of this size
+
+
+def loss_sums(params, decoder_params, batch: TrainBatch, encoder: ARCEncoder, decoder: Decoder,
+              decoder_index: int) -> dict:
+    """Sums over the batch: cross-entropy, loss tokens, correct tokens, and both per task."""
     table = encoder.apply({"params": params}, batch.encoder, decoder_index, method=ARCEncoder.compressed_table)
     logits = decoder.apply({"params": decoder_params}, batch.tokens, batch.segment_ids, batch.positions, table,
                            batch.compressed_index)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch.targets)
     mask = batch.loss_mask
-    n = jnp.maximum(mask.sum(), 1.0)
-    loss = (ce * mask).sum() / n
-    metrics = {"loss": loss, "accuracy": ((logits.argmax(-1) == batch.targets) * mask).sum() / n,
-               "loss_tokens": mask.sum()}
+    sums = {"ce": (ce * mask).sum(), "tokens": mask.sum(),
+            "correct": ((logits.argmax(-1) == batch.targets) * mask).sum()}
     for i, task in enumerate(TASKS):
         task_mask = mask * (batch.task_ids == i)
-        metrics[f"loss/{task}"] = (ce * task_mask).sum() / jnp.maximum(task_mask.sum(), 1.0)
-        metrics[f"tokens/{task}"] = task_mask.sum()
-    return loss, metrics
+        sums[f"ce/{task}"] = (ce * task_mask).sum()
+        sums[f"tokens/{task}"] = task_mask.sum()
+    return sums
 
 
-def train_step(state: TrainState, decoder_params, batch: TrainBatch, *, encoder: ARCEncoder, decoder: Decoder,
-               decoder_index: int, opt_cfg: OptimizerConfig):
-    grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
-    (loss, metrics), grads = grad_fn(state.params, decoder_params, batch, encoder, decoder, decoder_index)
-    params, opt, grad_norm = optimizer.update(grads, state.opt, state.params, decoder_index, opt_cfg)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+def metrics_from_sums(sums: dict) -> dict:
+    n = jnp.maximum(sums["tokens"], 1.0)
+    metrics = {"loss": sums["ce"] / n, "accuracy": sums["correct"] / n, "loss_tokens": sums["tokens"]}
+    for task in TASKS:
+        metrics[f"loss/{task}"] = sums[f"ce/{task}"] / jnp.maximum(sums[f"tokens/{task}"], 1.0)
+        metrics[f"tokens/{task}"] = sums[f"tokens/{task}"]
+    return metrics
+
+
+def loss_and_metrics(params, decoder_params, batch: TrainBatch, encoder: ARCEncoder, decoder: Decoder,
+                     decoder_index: int):
+    """(token-mean loss, metrics) of one batch: what evaluation reports."""
+    metrics = metrics_from_sums(loss_sums(params, decoder_params, batch, encoder, decoder, decoder_index))
+    return metrics["loss"], metrics
+
+
+def _split(params: dict, head: str, encoder_frozen: bool) -> tuple[dict, dict]:
+    """(differentiated, constant) parts of the encoder tree."""
+    trained = {k: v for k, v in params.items() if k == head or (not encoder_frozen and not k.startswith("decoder_"))}
+    return trained, {k: v for k, v in params.items() if k not in trained}
+
+
+def _gradients(params, decoder_params, batch: TrainBatch, cfg: StepConfig):
+    """(sums, gradient of the summed cross-entropy) over the batch or its micro-batches."""
+    trained, constant = _split(params, f"decoder_{cfg.decoder_index}", cfg.encoder_frozen)
+
+    def ce_sum(trained, micro):
+        sums = loss_sums({**constant, **trained}, decoder_params, micro, cfg.encoder, cfg.decoder, cfg.decoder_index)
+        return sums["ce"], sums
+
+    grad_fn = jax.grad(ce_sum, has_aux=True)
+    if cfg.grad_accum == 1:
+        grads, sums = grad_fn(trained, batch)
+        return sums, grads
+
+    def accumulate(carry, micro):
+        grads, sums = grad_fn(trained, micro)
+        return jax.tree.map(jnp.add, carry, (sums, grads)), None
+
+    first = jax.tree.map(lambda x: x[0], batch)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(grad_fn, trained, first))
+    (sums, grads), _ = jax.lax.scan(accumulate, (zeros[1], zeros[0]), batch)
+    return sums, grads
+
+
+def train_step(state: TrainState, decoder_params, batch: TrainBatch, *, cfg: StepConfig, mask: dict | None = None):
+    sums, grads = _gradients(state.params, decoder_params, batch, cfg)
+    n = jnp.maximum(sums["tokens"], 1.0)
+    grads = jax.tree.map(lambda g: g / n, grads)
+    params, opt, grad_norm = optimizer.update(grads, state.opt, state.params, cfg.decoder_index, cfg.opt_cfg, mask)
+    metrics = metrics_from_sums(sums)
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = TrainState(keep(params, state.params), keep(opt, state.opt),
                            jnp.where(finite, 0, state.bad_steps + 1), state.skipped + (~finite).astype(jnp.int32))
+    unit_lr = cfg.opt_cfg.unit_schedule()(state.opt.step)
+    o = cfg.opt_cfg
     metrics = {**metrics, "grad_norm": grad_norm, "skipped": (~finite).astype(jnp.int32),
-               "learning_rate/encoder": opt_cfg.encoder_lr * opt_cfg.unit_schedule()(state.opt.step)}
+               "learning_rate/encoder": o.encoder_lr * unit_lr * (not cfg.encoder_frozen),
+               "learning_rate/special": o.special_lr * unit_lr, "learning_rate/projector": o.projector_lr * unit_lr}
     return new_state, metrics
 
 
 def jit_train_step(encoder: ARCEncoder, decoder: Decoder, decoder_index: int, opt_cfg: OptimizerConfig):
-    """The jitted step for one decoder, with the state donated (updated in place)."""
-    step = functools.partial(train_step, encoder=encoder, decoder=decoder, decoder_index=decoder_index,
-                             opt_cfg=opt_cfg)
-    return jax.jit(step, donate_argnums=0)
+    """The jitted step for one decoder (no sharding, everything trains), the state donated."""
+    cfg = StepConfig(encoder, decoder, decoder_index, opt_cfg)
+    return jax.jit(functools.partial(train_step, cfg=cfg), donate_argnums=0)

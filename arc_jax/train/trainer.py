@@ -1,142 +1,326 @@
-"""`arc-jax train`: the training loop, in plain sections: mesh, models, input, init or resume, loop.
+"""`arc-jax train`: the training loop, in plain sections: config, mesh, models, input, init or
+resume, loop.
 
 A workdir holds everything a run needs to resume and to be used afterwards:
-    <workdir>/decoder_0/      the frozen decoder trained against (arc_jax layout; random for tiny_cpu)
-    <workdir>/checkpoints/    Orbax: train state, input-pipeline state, config (see checkpoint.py)
-    <workdir>/tensorboard/    event files: losses per task, accuracy, grad norm, learning rate, ...
-Starting again with the same workdir resumes from its latest checkpoint. SIGTERM (preemption)
-saves a checkpoint at the end of the current step and exits.
+    <workdir>/decoder_<i>/    a frozen decoder made with random weights (configs without a decoder
+                              path, such as tiny_cpu); converted decoders are read where they are
+    <workdir>/checkpoints/    Orbax: train state, input-pipeline states, config (see checkpoint.py)
+    <workdir>/tensorboard/    event files: losses per task, accuracy, grad norm, learning rates, ...
+Starting again with the same workdir resumes from its latest checkpoint, exactly: the decoder drawn
+at step s is a function of (seed, s) and the pipelines restart where they were saved. SIGTERM
+(preemption) saves a checkpoint at the end of the current step and exits.
 """
 
 from __future__ import annotations
 
-import signal
+import dataclasses
+import functools
 import time
 from pathlib import Path
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from arc_jax import sharding
+from arc_jax.config_loading import to_plain
+from arc_jax.data.packing import PackingShape
 from arc_jax.data.pipeline import build_batches
-from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
+from arc_jax.model import ARCEncoder, Decoder
+from arc_jax.train import flops, multihost
 from arc_jax.train.checkpoint import TrainCheckpoints, abstract_like
-from arc_jax.train.optimizer import OptimizerConfig
-from arc_jax.train.step import init_state, train_step
+from arc_jax.train.errors import TrainingStopped
+from arc_jax.train.run_config import DecoderSpec, RunConfig, parse_run_config
+from arc_jax.train.step import StepConfig, init_state, loss_sums, metrics_from_sums, train_step
+from arc_jax.train.trainable import shared_mask
 
 
-def optimizer_config(config: ml_collections.ConfigDict) -> OptimizerConfig:
-    """The optimiser of a config, checked before anything is compiled."""
-    from arc_jax.config_loading import ConfigError
-
-    fields = config.get("optimizer", ml_collections.ConfigDict()).to_dict()
-    unknown = set(fields) - set(OptimizerConfig.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"config.optimizer has unknown field(s) {sorted(unknown)}")
-    cfg = OptimizerConfig(**{**fields, "max_steps": config.max_steps})
-    if not 0 < cfg.warmup_steps < cfg.max_steps:
-        raise ConfigError(f"config.optimizer.warmup_steps={cfg.warmup_steps} must be in (0, config.max_steps="
-                          f"{cfg.max_steps})")
-    return cfg
+@dataclasses.dataclass
+class FrozenDecoder:
+    spec: DecoderSpec
+    module: Decoder
+    params: dict
+    shardings: dict
 
 
-def _decoder(config, workdir: Path, template_batch, mesh):
-    """The frozen decoder: loaded from the workdir, or random (tiny configs) and saved there."""
+def drawn_decoder(seed: int, step: int, n_decoders: int) -> int:
+    """The decoder trained at `step`: uniform, a pure function of (seed, step) so resume is exact."""
+    return int(np.random.default_rng([seed, step]).integers(n_decoders)) if n_decoders > 1 else 0
+
+
+def frozen_groups(run: RunConfig) -> tuple[str, ...]:
+    """Optimiser groups without moments: a frozen encoder and heads of decoders not in this run."""
+    heads = tuple(f"decoder_{d}" for d in range(len(run.encoder.projectors)) if d not in run.heads)
+    return (("shared",) if run.trainable.encoder_frozen else ()) + heads
+
+
+def _encoder_module(run: RunConfig) -> ARCEncoder:
+    return ARCEncoder(run.encoder, dtype=jnp.dtype(run.compute_dtype), attention_impl=run.attention_impl,
+                      remat_policy=run.remat_policy)
+
+
+def _load_decoder(run: RunConfig, index: int, workdir: Path, template, mesh) -> FrozenDecoder:
+    """Decoder `index`: read from its path, or random (made once, saved in the workdir)."""
     from arc_jax.convert import read_decoder, write_decoder
 
-    cfg = BackboneConfig.from_dict(config.model.decoder.to_dict())
-    module = Decoder(cfg)
-    boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), template_batch.tokens,
-                                               template_batch.segment_ids, template_batch.positions))["params"]
-    path = workdir / "decoder_0"
-    if not path.exists():
-        params = nn.unbox(module.init(jax.random.key(config.seed + 1), template_batch.tokens,
-                                      template_batch.segment_ids, template_batch.positions)["params"])
-        write_decoder(cfg, jax.device_get(params), path, "arc_jax")
-    saved_cfg, params = read_decoder(path)
-    if saved_cfg != cfg:
-        raise ValueError(f"{path}: holds a decoder of another shape than config.model.decoder")
+    spec = run.decoders[index]
+    path = Path(spec.path) if spec.path else workdir / f"decoder_{index}"
+    if not spec.path and not path.exists():
+        module = Decoder(spec.backbone)
+        if jax.process_index() == 0:
+            params = module.init(jax.random.key(run.seed + 1 + index), template.tokens, template.segment_ids,
+                                 template.positions)["params"]
+            write_decoder(spec.backbone, jax.device_get(nn.unbox(params)), path, "arc_jax")
+        _sync(f"decoder_{index}")
+    cfg, params = read_decoder(path)
+    if spec.backbone is not None and cfg != spec.backbone:
+        raise ValueError(f"{path}: holds a decoder of another shape than config.model.decoders[{index}].backbone")
+    if cfg.dim != run.encoder.projectors[spec.head].out_dim:
+        raise ValueError(f"{path}: decoder width {cfg.dim} is not the output width of encoder head {spec.head}")
+    module = Decoder(cfg, dtype=jnp.dtype(run.compute_dtype), param_dtype=jnp.dtype(spec.dtype),
+                     attention_impl=run.attention_impl, remat_policy=run.remat_policy)
+    boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), template.tokens, template.segment_ids,
+                                               template.positions))["params"]
     shardings = sharding.param_shardings(boxed, mesh)
-    return module, jax.device_put(params, shardings), shardings
+    params = jax.tree.map(lambda x: np.asarray(x).astype(spec.dtype), params)
+    return FrozenDecoder(spec, module, jax.device_put(params, shardings), shardings)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path, log_every: int = 10) -> dict:
-    from tensorboardX import SummaryWriter
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
 
-    workdir = Path(workdir)
-    opt_cfg = optimizer_config(config)
-    workdir.mkdir(parents=True, exist_ok=True)
+        multihost_utils.sync_global_devices(name)
 
-    # Mesh.
-    mesh = sharding.make_mesh(config.get("mesh_shape", [-1, 1, 1]))
 
-    # Input.
-    batches = build_batches(config)
-    start_of_data = batches.get_state()
-    template, _ = next(batches)  # shapes for init and shardings; the step-1 batch is drawn again below
-    batches.set_state(start_of_data)
+def _initial_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
+    """Random encoder parameters, with `init_encoder`'s (if any) in place of every tensor it has."""
+    params = jax.jit(lambda: nn.unbox(encoder.init(jax.random.key(run.seed), template.encoder)["params"]),
+                     out_shardings=p_sharding)()
+    if not run.init_encoder:
+        return params
+    from arc_jax.convert import read_encoder
 
-    # Models: the trainable encoder and the frozen decoder.
-    enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
-    encoder = ARCEncoder(enc_cfg)
-    boxed = encoder.init(jax.random.key(config.seed), template.encoder)["params"]
-    p_sharding = sharding.param_shardings(boxed, mesh)
-    decoder, decoder_params, d_sharding = _decoder(config, workdir, template, mesh)
+    cfg, loaded = read_encoder(run.init_encoder)
+    if (cfg.backbone, cfg.compress_rates, cfg.pool_type, cfg.causal) != (
+            run.encoder.backbone, run.encoder.compress_rates, run.encoder.pool_type, run.encoder.causal):
+        raise ValueError(f"{run.init_encoder}: its encoder (backbone, compress_rates, pool_type, causal) differs from "
+                         "config.model.encoder")
+    flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
 
-    # Init or resume.
-    s_sharding = sharding.train_state_shardings(p_sharding, mesh)
-    state = jax.device_put(init_state(nn.unbox(boxed)), s_sharding)
-    checkpoints = TrainCheckpoints(workdir, keep=config.get("keep_checkpoints", 3))
-    start = 0
-    if checkpoints.latest_step is not None:
-        start = checkpoints.latest_step
-        state, data_state, _ = checkpoints.restore(abstract_like(state), start)
-        batches.set_state(data_state)
-        print(f"resumed from step {start} in {workdir}")
+    def take(path, init):
+        key = jax.tree_util.keystr(path)
+        if key not in flat:  # a head the checkpoint does not have (a new decoder): stays random
+            return init
+        if flat[key].shape != init.shape:
+            raise ValueError(f"{run.init_encoder}: {key} has shape {flat[key].shape}, the config wants {init.shape}")
+        return jax.device_put(np.asarray(flat[key], np.float32), init.sharding)
 
-    # The step (one decoder here; each decoder would get its own jitted step).
-    b_sharding = sharding.batch_sharding(template, mesh)
-    step_fn = jax.jit(
-        lambda s, d, b: train_step(s, d, b, encoder=encoder, decoder=decoder, decoder_index=0, opt_cfg=opt_cfg),
-        in_shardings=(s_sharding, d_sharding, b_sharding), out_shardings=(s_sharding, sharding.replicated(mesh)),
-        donate_argnums=0)
+    return jax.tree_util.tree_map_with_path(take, params)
 
-    preempted = []
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
-    writer = SummaryWriter(str(workdir / "tensorboard"))
-    max_bad = config.get("max_bad_steps", 10)
-    t0, tokens, last_metrics, step = time.perf_counter(), 0, {}, start
-    try:
-        for step in range(start + 1, config.max_steps + 1):
-            batch, stats = next(batches)
-            state, metrics = step_fn(state, decoder_params, jax.device_put(batch, b_sharding))
+
+def _stack(batches: list):
+    return batches[0] if len(batches) == 1 else jax.tree.map(lambda *xs: np.stack(xs), *batches)
+
+
+def _merge_states(states: list[dict]) -> dict:
+    """One pipeline state per decoder from every process's states (each process owns some shards)."""
+    merged = {}
+    for state in states:
+        for d, s in state.items():
+            merged.setdefault(d, {"shards": {}})["shards"].update(s["shards"])
+    return merged
+
+
+class Trainer:
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+        self.run = run = parse_run_config(config)  # every config error, before anything is built
+        self.config, self.workdir = config, Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+        # Mesh and input (one pipeline per decoder: each tokenises for its own decoder).
+        self.mesh = sharding.make_mesh(run.mesh_shape)
+        self.feeds = [build_batches(config, d) for d in range(len(run.decoders))]
+        start = self.feeds[0].get_state()
+        template, _ = next(self.feeds[0])  # shapes only; the batch is drawn again by step 1
+        self.feeds[0].set_state(start)
+        self.shape = PackingShape(**config.data.shape)
+
+        # Models: the trainable encoder and the frozen decoders.
+        self.encoder = _encoder_module(run)
+        boxed = jax.eval_shape(lambda: self.encoder.init(jax.random.key(0), template.encoder))["params"]
+        p_sharding = sharding.param_shardings(boxed, self.mesh)
+        self.decoders = [_load_decoder(run, d, self.workdir, template, self.mesh) for d in range(len(run.decoders))]
+
+        # State: fresh, or the latest checkpoint.
+        groups = frozen_groups(run)
+        self.state_sharding = sharding.train_state_shardings(p_sharding, self.mesh, groups)
+        params = _initial_encoder(run, self.encoder, template, p_sharding)
+        self.state = jax.jit(lambda p: init_state(p, groups), out_shardings=self.state_sharding)(params)
+        self.mask = shared_mask(params, run.encoder, run.trainable.encoder_layers, run.trainable.embedding)
+        self.checkpoints = TrainCheckpoints(self.workdir, keep=run.keep_checkpoints)
+        self.step = 0
+        if self.checkpoints.latest_step is not None:
+            self.step = self.checkpoints.latest_step
+            self.state, data_states, _ = self.checkpoints.restore(abstract_like(self.state), self.step)
+            for d, feed in enumerate(self.feeds):
+                feed.set_state(data_states[str(d)])
+            print(f"resumed from step {self.step} in {self.workdir}", flush=True)
+
+        # One jitted step per decoder.
+        micro = sharding.batch_sharding(template, self.mesh, micro_batches=run.grad_accum > 1)
+        self.batch_sharding = micro
+        self.steps = [self._jit_step(d) for d in range(len(run.decoders))]
+        self.flops_per_step = [flops.train_step_flops(run.encoder, dec.module.cfg, self.shape, dec.spec.head,
+                                                      encoder_frozen=run.trainable.encoder_frozen,
+                                                      grad_accum=run.grad_accum)["total"] for dec in self.decoders]
+        self.eval_batches = self._eval_batches()
+
+    def _jit_step(self, d: int):
+        run, dec = self.run, self.decoders[d]
+        cfg = StepConfig(self.encoder, dec.module, dec.spec.head, run.optimizer, run.trainable.encoder_frozen,
+                         run.grad_accum)
+        mask = self.mask
+
+        def step(state, decoder_params, batch):
+            new_state, metrics = train_step(state, decoder_params, batch, cfg=cfg, mask=mask)
+            return new_state, {**metrics, "bad_steps": new_state.bad_steps}
+
+        return jax.jit(step, in_shardings=(self.state_sharding, dec.shardings, self.batch_sharding),
+                       out_shardings=(self.state_sharding, sharding.replicated(self.mesh)), donate_argnums=0)
+
+    def _eval_batches(self) -> list[list]:
+        """Per decoder, a fixed list of held-out batches (the first config.eval.batches)."""
+        spec = self.run.eval
+        if not spec.sources or not spec.every:
+            return []
+        out = []
+        for d in range(len(self.run.decoders)):
+            feed = build_batches(self.config, d, sources=spec.sources)
+            out.append([next(feed)[0] for _ in range(spec.batches)])
+        return out
+
+    def evaluate(self) -> dict[str, float]:
+        """Loss per task on the held-out batches, for every decoder."""
+        rows = sharding.batch_sharding(self.eval_batches[0][0], self.mesh) if self.eval_batches else None
+        results = {}
+        for d, batches in enumerate(self.eval_batches):
+            dec = self.decoders[d]
+            fn = jax.jit(functools.partial(loss_sums, encoder=self.encoder, decoder=dec.module,
+                                           decoder_index=dec.spec.head))
+            total = None
+            for batch in batches:
+                sums = fn(self.state.params, dec.params, multihost.global_batch(batch, rows))
+                total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+            prefix = "eval/" if len(self.eval_batches) == 1 else f"eval/decoder_{d}/"
+            for k, v in jax.device_get(metrics_from_sums(total)).items():
+                results[prefix + k] = float(v)
+        return results
+
+    def _next_batch(self, d: int):
+        parts, tokens = [], 0
+        for _ in range(self.run.grad_accum):
+            batch, stats = next(self.feeds[d])
+            parts.append(batch)
             tokens += stats.decoder_tokens
-            if step % log_every == 0 or step == config.max_steps:
-                last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                elapsed = time.perf_counter() - t0
-                for k, v in last_metrics.items():
-                    writer.add_scalar(k, v, step)
-                writer.add_scalar("tokens_per_second", tokens / elapsed, step)
-                print(f"step {step:6d}  loss {last_metrics['loss']:.4f}  acc {last_metrics['accuracy']:.3f}  "
-                      f"grad_norm {last_metrics['grad_norm']:.3f}  lr {last_metrics['learning_rate/encoder']:.2e}  "
-                      f"{tokens / elapsed:,.0f} tok/s", flush=True)
-                if int(state.bad_steps) >= max_bad:
-                    raise RuntimeError(f"{max_bad} consecutive steps had non-finite loss or gradients; stopping. "
-                                       f"The last good checkpoint is step {checkpoints.latest_step}.")
-            if step % config.checkpoint_every == 0 or step == config.max_steps or preempted:
-                checkpoints.save(step, state, batches.get_state(), config.to_dict(), force=True)
-            if preempted:
-                print(f"SIGTERM: saved step {step}, exiting")
-                break
-    finally:
-        checkpoints.wait()
-        checkpoints.close()
-        writer.close()
-        signal.signal(signal.SIGTERM, previous_handler)
-    summary = {"steps": step - start, "final_step": checkpoints.latest_step,
-               "skipped_steps": int(state.skipped), **last_metrics,
-               "seconds": time.perf_counter() - t0, "workdir": str(workdir.resolve())}
-    print(f"done: {summary['steps']} steps, last loss {last_metrics.get('loss', float('nan')):.4f}, "
-          f"{summary['skipped_steps']} skipped; checkpoints and TensorBoard logs in {workdir.resolve()}")
-    return summary
+        return multihost.global_batch(_stack(parts), self.batch_sharding), tokens
+
+    def save(self) -> None:
+        states = multihost.gather_json({str(d): feed.get_state() for d, feed in enumerate(self.feeds)})
+        self.checkpoints.save(self.step, self.state, _merge_states(states), to_plain(self.config), force=True)
+
+    def fit(self, log_every: int | None = None) -> dict:
+        from tensorboardX import SummaryWriter
+
+        run = self.run
+        log_every = log_every or run.log_every
+        peak = flops.measure_matmul_peak(run.compute_dtype) * jax.device_count()
+        writer = SummaryWriter(str(self.workdir / "tensorboard")) if jax.process_index() == 0 else None
+        preemption = multihost.Preemption()
+        start, t0 = self.step, time.perf_counter()
+        interval = {"t": t0, "tokens": 0, "flops": 0.0, "steps": 0}
+        metrics, previous, logged = None, None, {}
+        try:
+            while self.step < run.max_steps:
+                self.step += 1
+                d = drawn_decoder(run.seed, self.step, len(self.decoders))
+                batch, tokens = self._next_batch(d)
+                self.state, metrics = self.steps[d](self.state, self.decoders[d].params, batch)
+                interval["tokens"] += tokens
+                interval["flops"] += self.flops_per_step[d]
+                interval["steps"] += 1
+                # The previous step's counter (done by now, or nearly): no wait on this step.
+                if previous is not None:
+                    self._check_bad_steps(previous, self.step - 1)
+                previous = metrics
+                if self.step % log_every == 0 or self.step == run.max_steps:
+                    logged = self._log(writer, metrics, d, interval, peak)
+                if self.eval_batches and (self.step % run.eval.every == 0 or self.step == run.max_steps):
+                    logged.update(self._log_eval(writer))
+                preempted = preemption.reached(self.step)
+                if self.step % run.checkpoint_every == 0 or self.step == run.max_steps or preempted:
+                    self._check_bad_steps(metrics, self.step)  # never save over the last good checkpoint
+                    self.save()
+                if preempted:
+                    print(f"preempted (SIGTERM): saved step {self.step}, exiting", flush=True)
+                    break
+            if metrics is not None:
+                self._check_bad_steps(metrics, self.step)
+        finally:
+            self.checkpoints.wait()
+            self.checkpoints.close()
+            preemption.close()
+            if writer is not None:
+                writer.close()
+        seconds = time.perf_counter() - t0
+        summary = {"steps": self.step - start, "final_step": self.checkpoints.latest_step,
+                   "skipped_steps": int(self.state.skipped), **logged, "seconds": seconds,
+                   "workdir": str(self.workdir.resolve())}
+        print(f"done: {summary['steps']} steps in {seconds:.1f} s, last loss {logged.get('loss', float('nan')):.4f}, "
+              f"{summary['skipped_steps']} skipped; checkpoints and TensorBoard logs in {self.workdir.resolve()}",
+              flush=True)
+        return summary
+
+    def _check_bad_steps(self, metrics, step: int) -> None:
+        if int(metrics["bad_steps"]) >= self.run.max_bad_steps:
+            raise TrainingStopped(
+                f"{self.run.max_bad_steps} consecutive steps had a non-finite loss or gradient (config.max_bad_steps);"
+                f" stopped at step {step}. The last good checkpoint is step {self.checkpoints.latest_step} in "
+                f"{self.workdir}")
+
+    def _log(self, writer, metrics, d: int, interval: dict, peak: float) -> dict:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        now = time.perf_counter()
+        seconds = now - interval["t"]
+        values["step_seconds"] = seconds / interval["steps"]
+        values["tokens_per_second"] = interval["tokens"] / seconds
+        values["mfu"] = flops.mfu(interval["flops"] / interval["steps"], values["step_seconds"], peak)
+        values["decoder"] = d
+        interval.update(t=now, tokens=0, flops=0.0, steps=0)
+        if writer is not None:
+            for k, v in values.items():
+                writer.add_scalar(k, v, self.step)
+        tasks = "  ".join(f"{k[5:]} {v:.3f}" for k, v in values.items()
+                          if k.startswith("loss/") and values.get("tokens/" + k[5:], 0) > 0)
+        print(f"step {self.step:6d}  loss {values['loss']:.4f} ({tasks})  acc {values['accuracy']:.3f}  "
+              f"grad_norm {values['grad_norm']:.3f}  lr {values['learning_rate/encoder']:.2e}  "
+              f"{values['step_seconds'] * 1e3:.0f} ms/step  {values['tokens_per_second']:,.0f} tok/s  "
+              f"MFU {values['mfu']:.1%}  skipped {int(self.state.skipped)}", flush=True)
+        return values
+
+    def _log_eval(self, writer) -> dict:
+        values = self.evaluate()
+        if writer is not None:
+            for k, v in values.items():
+                writer.add_scalar(k, v, self.step)
+        shown = "  ".join(f"{k} {v:.3f}" for k, v in values.items() if "loss" in k.split("/")
+                          and values.get(k.replace("/loss/", "/tokens/"), 0) > 0)
+        print(f"step {self.step:6d}  {shown}", flush=True)
+        return values
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path, log_every: int | None = None) -> dict:
+    """Train (or resume) the run of `config` in `workdir`; returns the summary it prints."""
+    return Trainer(config, workdir).fit(log_every)

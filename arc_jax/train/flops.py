@@ -1,0 +1,182 @@
+"""Model FLOPs of one train step, counted analytically, and the measured matmul peak for MFU.
+
+Convention (the MaxText / PaLM one, specialised to this model):
+
+- A matmul [a, b] x [b, c] costs 2abc FLOPs. Only matmuls are counted: norms, softmax, RoPE,
+  masking, pooling (a segment mean), SwiGLU's elementwise product, gathers and the loss are
+  ignored. Embedding lookups are gathers and cost nothing (their gradient is a scatter-add).
+- Counts are over the full static shapes of the batch (`PackingShape`): padding slots and
+  masked attention entries are counted, because the hardware does that work too. Attention is
+  counted as the "xla" implementation (arc_jax/model/attention.py) computes it: dense
+  [q_len x kv_len] scores per row and head, whatever the causal or segment mask.
+
+Notation: rows B, query positions t, key/value positions s, model dim D, heads H, kv heads K,
+head dim d, feed-forward width F. The forward matmul FLOPs of one block are
+
+    W(t, s) = 2B [t·D·H·d (wq) + 2·s·D·K·d (wk, wv) + t·H·d·D (wo) + 3·t·D·F (w1, w3, w2)]
+    A(t, s) = 2B · 2·t·s·H·d                                         (Q·K^T and P·V)
+
+Encoder (L layers, the last P = len(compress_rates) pooling; n = encoder_len; row lengths
+m_1 .. m_P after each pooling layer as the packer fixes them, `PackingShape.stage_lens`): its
+L - P ordinary layers run at t = s = n; pooling layer i runs its queries, output projection and
+feed-forward on t = m_i pooled positions while its keys and values stay on s = m_{i-1}
+(m_0 = n). The memory-token baseline has no pooling layers: all L run at t = s = n.
+
+Projector of the decoder in use (in -> hidden -> out), on the compressed table of
+N = encoder_rows · out_len + 2 rows (out_len = m_P, or n_memory_tokens · max_contexts_per_row
+for the memory-token baseline; + 2 for <Rec>, <Cont>):
+
+    P = 2N (in·hidden + hidden·out)
+
+Decoder (T = decoder_len on decoder_rows rows, L_dec layers, vocabulary V):
+W_dec = L_dec · W(T, T) + 2·B·T·D·V (output head), A_dec = L_dec · A(T, T).
+
+One train step:
+
+    encoder   = 3 (W_enc + A_enc)         forward, input grads, weight grads
+    projector = 3 P
+    decoder   = 2 W_dec + 3 A_dec         forward and input grads only: the decoder is frozen
+    total     = encoder + projector + decoder
+
+times the number of micro-batches with gradient accumulation. A frozen encoder (`encoder_frozen`,
+only the decoder's head trains) costs its forward pass, W_enc + A_enc; the projector stays at 3P
+(it loses only the input grads of its first matmul, except for the two special rows).
+
+The decoder's weight matmuls cost 2x forward (no weight-gradient matmul), but its attention
+matmuls cost 3x: both operands of Q·K^T and P·V are activations, and both need a gradient.
+
+What this leaves out, on purpose: rematerialisation (`remat_policy`) recomputes forward work
+that model FLOPs do not count (MFU, not hardware FLOPs utilisation); a fused attention kernel
+that skips fully masked blocks does less work than counted. Training only the last layers of the
+encoder (arc_jax/train/trainable.py) masks the update, not the gradient computation, so it costs
+the full 3x. `shape` is one (micro-)batch of the step, all devices together.
+
+The MFU reference for `arc-jax bench train` is `measure_matmul_peak`, the best measured rate of
+one large square matmul on one device, not a datasheet number; a step run over several devices
+compares with the device count times that peak: mfu(total, seconds per step, devices x peak).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+
+from arc_jax.data.packing import PackingShape
+from arc_jax.model.config import BackboneConfig, EncoderConfig
+
+
+def block_matmul_flops(cfg: BackboneConfig, rows: int, q_len: int, kv_len: int) -> tuple[float, float]:
+    """Forward (weight, attention) matmul FLOPs of one block: W(t, s) and A(t, s) above."""
+    d_attn, d_kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    weights = 2 * rows * (q_len * cfg.dim * d_attn + 2 * kv_len * cfg.dim * d_kv + q_len * d_attn * cfg.dim
+                          + 3 * q_len * cfg.dim * cfg.hidden_dim)
+    attention = 2 * rows * 2 * q_len * kv_len * d_attn
+    return float(weights), float(attention)
+
+
+def encoder_stage_lens(cfg: EncoderConfig, shape: PackingShape) -> list[int]:
+    """Row length after each pooling layer of a batch of this shape (empty without pooling)."""
+    return shape.stage_lens(cfg) if cfg.compress_rates else []
+
+
+def encoder_output_len(cfg: EncoderConfig, shape: PackingShape) -> int:
+    """Encoder output vectors per row, as the packer lays out the compressed table."""
+    if cfg.n_memory_tokens:
+        return cfg.n_memory_tokens * shape.max_contexts_per_row
+    stages = encoder_stage_lens(cfg, shape)
+    return stages[-1] if stages else shape.encoder_len
+
+
+def encoder_forward_flops(cfg: EncoderConfig, shape: PackingShape) -> tuple[float, float]:
+    """Forward (weight, attention) matmul FLOPs of the encoder backbone (projector excluded)."""
+    b, rows, n = cfg.backbone, shape.encoder_rows, shape.encoder_len
+    stages = encoder_stage_lens(cfg, shape)
+    w, a = block_matmul_flops(b, rows, n, n)
+    n_plain = b.n_layers - len(stages)
+    weights, attention = n_plain * w, n_plain * a
+    kv_len = n
+    for q_len in stages:
+        w, a = block_matmul_flops(b, rows, q_len, kv_len)
+        weights, attention = weights + w, attention + a
+        kv_len = q_len
+    return weights, attention
+
+
+def projector_forward_flops(cfg: EncoderConfig, shape: PackingShape, decoder_index: int = 0) -> float:
+    """Forward FLOPs of decoder `decoder_index`'s projector on the compressed table."""
+    p = cfg.projectors[decoder_index]
+    table_rows = shape.encoder_rows * encoder_output_len(cfg, shape) + 2
+    return float(2 * table_rows * (p.in_dim * p.hidden_dim + p.hidden_dim * p.out_dim))
+
+
+def decoder_forward_flops(cfg: BackboneConfig, shape: PackingShape) -> tuple[float, float]:
+    """Forward (weight, attention) matmul FLOPs of the decoder, output head in the weights."""
+    rows, t = shape.decoder_rows, shape.decoder_len
+    w, a = block_matmul_flops(cfg, rows, t, t)
+    head = 2 * rows * t * cfg.dim * cfg.vocab_size
+    return cfg.n_layers * w + head, cfg.n_layers * a
+
+
+def train_step_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, shape: PackingShape,
+                     decoder_index: int = 0, *, encoder_frozen: bool = False, grad_accum: int = 1
+                     ) -> dict[str, float]:
+    """Model FLOPs of one train step, by part (see the module docstring).
+
+    `grad_accum` micro-batches of `shape` make the step; `encoder_frozen` (only the decoder's head
+    trains) leaves the encoder its forward pass."""
+    if not 0 <= decoder_index < enc_cfg.n_decoders:
+        raise ValueError(f"decoder_index={decoder_index} but the encoder has {enc_cfg.n_decoders} projectors")
+    if grad_accum < 1:
+        raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
+    enc_w, enc_a = encoder_forward_flops(enc_cfg, shape)
+    dec_w, dec_a = decoder_forward_flops(dec_cfg, shape)
+    out = {
+        "encoder": grad_accum * (1 if encoder_frozen else 3) * (enc_w + enc_a),
+        "projector": grad_accum * 3 * projector_forward_flops(enc_cfg, shape, decoder_index),
+        "decoder": grad_accum * (2 * dec_w + 3 * dec_a),
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def mfu(flops_per_step: float, seconds_per_step: float, peak_flops_per_second: float) -> float:
+    """Model FLOPs utilisation: achieved FLOP/s over the peak (both for the same set of devices)."""
+    if seconds_per_step <= 0 or peak_flops_per_second <= 0:
+        raise ValueError(f"seconds_per_step={seconds_per_step} and peak_flops_per_second={peak_flops_per_second} "
+                         "must be positive")
+    return flops_per_step / seconds_per_step / peak_flops_per_second
+
+
+def measure_matmul_peak(dtype="float32", size: int | None = None, repeats: int = 5,
+                        min_seconds: float = 0.05) -> float:
+    """Measured peak FLOP/s of one device: a jitted [size, size] x [size, size] matmul.
+
+    The reference for MFU in `arc-jax bench train`. `size` defaults to 2048 on CPU and 8192 on
+    accelerators. After a warm-up (compilation) call, each of `repeats` timings dispatches enough
+    back-to-back matmuls to run at least `min_seconds` and blocks on the last one; the best
+    timing wins. The rate is that of the default matmul precision (TF32 for float32 on recent
+    NVIDIA GPUs unless jax_default_matmul_precision says otherwise), as the model's matmuls get.
+    """
+    dtype = jnp.dtype(dtype)
+    if size is None:
+        size = 2048 if jax.default_backend() == "cpu" else 8192
+    kx, ky = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (size, size), dtype)
+    y = jax.random.normal(ky, (size, size), dtype)
+    matmul = jax.jit(jnp.matmul)
+    matmul(x, y).block_until_ready()  # compile
+
+    start = time.perf_counter()
+    matmul(x, y).block_until_ready()
+    calls = max(1, math.ceil(min_seconds / max(time.perf_counter() - start, 1e-9)))
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            out = matmul(x, y)
+        out.block_until_ready()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return 2 * size**3 / best

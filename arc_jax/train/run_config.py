@@ -1,0 +1,260 @@
+"""A training config, checked and typed before anything is built or compiled.
+
+`parse_run_config(config)` turns the ml_collections ConfigDict of a config file into a RunConfig
+and raises ConfigError naming the field for anything it cannot run: an unknown field, a value of
+the wrong type, a mesh the devices cannot form, batch rows the mesh cannot split, a decoder whose
+width is not its projector's output. The data section (`config.data`) is checked by the input
+pipeline, which runs before the first compile too.
+
+Fields of a training config (see configs/tiny_cpu.py for a complete one):
+
+    seed, max_steps, checkpoint_every       ints (required)
+    keep_checkpoints = 3                    last checkpoints kept
+    max_bad_steps = 10                      consecutive non-finite steps before training stops
+    log_every = 10                          steps between metric lines / TensorBoard points
+    grad_accum = 1                          micro-batches (each of config.data.shape) per step
+    compute_dtype = "float32"               "bfloat16": matmuls in bf16, f32 master weights and loss
+    remat_policy = "none"                   per block: none | full | dots | dots_no_batch
+    attention_impl = "xla"                  xla | jax_nn (cuDNN on GPU) | splash (TPU)
+    init_encoder = ""                       start from this encoder (any format arc_jax reads,
+                                            or a trainer workdir); "" = random init
+    model.encoder                           EncoderConfig.from_dict input
+    model.decoders                          list, one entry per frozen decoder:
+        path                                converted decoder folder; "" = random weights, made
+                                            once and saved in <workdir>/decoder_<i> (tiny configs)
+        backbone                            BackboneConfig dict (required when path is "")
+        tokenizer                           the decoder's tokenizer file ("{data_dir}" allowed)
+        head = i                            encoder head (projector + special vectors) it reads
+        dtype = "bfloat16"                  storage of the frozen weights
+    trainable.encoder_layers = -1           train the last k encoder layers (-1: all, 0: none)
+    trainable.embedding = True              train the encoder's token embedding matrix
+    optimizer                               OptimizerConfig fields (max_steps from config.max_steps)
+    mesh_shape = [-1, 1, 1]                 (data, fsdp, tensor); -1 = the remaining devices
+    eval.sources = ""                       held-out data (config.data.sources syntax); "" = none
+    eval.every = 0, eval.batches = 2        evaluation loss per task every N steps on M batches
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from arc_jax.config_loading import ConfigError
+from arc_jax.config_loading import to_plain as _plain
+from arc_jax.model.config import BackboneConfig, EncoderConfig
+from arc_jax.model.stack import REMAT_POLICIES
+from arc_jax.train.optimizer import OptimizerConfig
+
+DTYPES = ("float32", "bfloat16")
+ATTENTION_IMPLS = ("xla", "jax_nn", "splash")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderSpec:
+    path: str
+    backbone: BackboneConfig | None
+    tokenizer: str
+    head: int
+    dtype: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainable:
+    encoder_layers: int = -1
+    embedding: bool = True
+
+    @property
+    def encoder_frozen(self) -> bool:
+        return self.encoder_layers == 0 and not self.embedding
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    sources: str = ""
+    every: int = 0
+    batches: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    seed: int
+    max_steps: int
+    checkpoint_every: int
+    encoder: EncoderConfig
+    decoders: tuple[DecoderSpec, ...]
+    optimizer: OptimizerConfig
+    trainable: Trainable = Trainable()
+    eval: EvalSpec = EvalSpec()
+    keep_checkpoints: int = 3
+    max_bad_steps: int = 10
+    log_every: int = 10
+    grad_accum: int = 1
+    compute_dtype: str = "float32"
+    remat_policy: str = "none"
+    attention_impl: str = "xla"
+    init_encoder: str = ""
+    mesh_shape: tuple[int, int, int] = (-1, 1, 1)
+
+    @property
+    def heads(self) -> tuple[int, ...]:
+        """The encoder heads this run trains (one per decoder)."""
+        return tuple(d.head for d in self.decoders)
+
+
+_TOP_LEVEL = {"seed": int, "max_steps": int, "checkpoint_every": int, "keep_checkpoints": int,
+              "max_bad_steps": int, "log_every": int, "grad_accum": int, "compute_dtype": str,
+              "remat_policy": str, "attention_impl": str, "init_encoder": str}
+_SECTIONS = {"model", "optimizer", "trainable", "eval", "mesh_shape", "data"}
+_DECODER_FIELDS = {"path": str, "backbone": (dict, type(None)), "tokenizer": str, "head": int, "dtype": str}
+
+
+def _typed(value, expected, name: str):
+    if isinstance(value, bool) and expected is not bool and bool not in (expected if isinstance(expected, tuple)
+                                                                          else (expected,)):
+        raise ConfigError(f"{name}={value!r}: expected {_type_name(expected)}")
+    if expected is float and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, expected):
+        raise ConfigError(f"{name}={value!r}: expected {_type_name(expected)}")
+    return value
+
+
+def _type_name(expected) -> str:
+    if isinstance(expected, tuple):
+        return " or ".join("None" if t is type(None) else t.__name__ for t in expected)
+    return expected.__name__
+
+
+def _dataclass_from(cls, fields: dict, name: str):
+    """cls(**fields) with unknown fields and wrong types reported by name."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise ConfigError(f"{name} has unknown field(s) {unknown}; known: {sorted(known)}")
+    defaults = cls()
+    for key, value in fields.items():
+        _typed(value, type(getattr(defaults, key)), f"{name}.{key}")
+    return cls(**{k: float(v) if isinstance(getattr(defaults, k), float) else v for k, v in fields.items()})
+
+
+def _model_config(cls, fields, name: str):
+    try:
+        return cls.from_dict(_plain(fields))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{name}: {e}") from None
+
+
+def _decoder(entry, index: int, n_heads: int) -> DecoderSpec:
+    name = f"config.model.decoders[{index}]"
+    fields = _plain(entry)
+    if not isinstance(fields, dict):
+        raise ConfigError(f"{name}: expected a dict of {sorted(_DECODER_FIELDS)}")
+    unknown = sorted(set(fields) - set(_DECODER_FIELDS))
+    if unknown:
+        raise ConfigError(f"{name} has unknown field(s) {unknown}; known: {sorted(_DECODER_FIELDS)}")
+    fields = {"path": "", "backbone": None, "head": index, "dtype": "bfloat16", **fields}
+    if "tokenizer" not in fields:
+        raise ConfigError(f"{name}.tokenizer is required")
+    for key, expected in _DECODER_FIELDS.items():
+        _typed(fields[key], expected, f"{name}.{key}")
+    if not fields["path"] and fields["backbone"] is None:
+        raise ConfigError(f"{name}: give a converted decoder (path) or a backbone to initialise randomly")
+    if fields["dtype"] not in DTYPES:
+        raise ConfigError(f"{name}.dtype={fields['dtype']!r}: expected one of {DTYPES}")
+    if not 0 <= fields["head"] < n_heads:
+        raise ConfigError(f"{name}.head={fields['head']}: the encoder has {n_heads} projector(s)")
+    backbone = None if fields["backbone"] is None else _model_config(BackboneConfig, fields["backbone"],
+                                                                     f"{name}.backbone")
+    return DecoderSpec(fields["path"], backbone, fields["tokenizer"], fields["head"], fields["dtype"])
+
+
+def parse_run_config(config: ml_collections.ConfigDict, device_count: int | None = None) -> RunConfig:
+    """The typed run of a training config; ConfigError (naming the field) for anything wrong."""
+    unknown = sorted(set(config.keys()) - set(_TOP_LEVEL) - _SECTIONS)
+    if unknown:
+        raise ConfigError(f"config has unknown field(s) {unknown}")
+    for key in ("seed", "max_steps", "checkpoint_every"):
+        if key not in config:
+            raise ConfigError(f"config.{key} is required")
+    top = {k: _typed(config[k], t, f"config.{k}") for k, t in _TOP_LEVEL.items() if k in config}
+    for key in ("max_steps", "checkpoint_every", "keep_checkpoints", "max_bad_steps", "log_every", "grad_accum"):
+        if key in top and top[key] < 1:
+            raise ConfigError(f"config.{key}={top[key]}: must be >= 1")
+    if top.get("compute_dtype", "float32") not in DTYPES:
+        raise ConfigError(f"config.compute_dtype={top['compute_dtype']!r}: expected one of {DTYPES}")
+    if top.get("remat_policy", "none") not in REMAT_POLICIES:
+        raise ConfigError(f"config.remat_policy={top['remat_policy']!r}: expected one of {sorted(REMAT_POLICIES)}")
+    if top.get("attention_impl", "xla") not in ATTENTION_IMPLS:
+        raise ConfigError(f"config.attention_impl={top['attention_impl']!r}: expected one of {ATTENTION_IMPLS}")
+
+    if "model" not in config or "encoder" not in config.model:
+        raise ConfigError("config.model.encoder is required")
+    model_unknown = sorted(set(config.model.keys()) - {"encoder", "decoders"})
+    if model_unknown:
+        raise ConfigError(f"config.model has unknown field(s) {model_unknown} (decoders go in config.model.decoders, "
+                          "a list)")
+    encoder = _model_config(EncoderConfig, config.model.encoder, "config.model.encoder")
+    entries = config.model.get("decoders")
+    if not isinstance(entries, (list, tuple)) or not entries:
+        raise ConfigError("config.model.decoders: expected a non-empty list of decoders")
+    decoders = tuple(_decoder(e, i, len(encoder.projectors)) for i, e in enumerate(entries))
+    heads = [d.head for d in decoders]
+    if len(set(heads)) != len(heads):
+        raise ConfigError(f"config.model.decoders: two decoders read the same encoder head ({heads})")
+    for i, d in enumerate(decoders):
+        out_dim = encoder.projectors[d.head].out_dim
+        if d.backbone is not None and d.backbone.dim != out_dim:
+            raise ConfigError(f"config.model.decoders[{i}].backbone.dim={d.backbone.dim} but its projector "
+                              f"(config.model.encoder.projectors[{d.head}].out_dim) gives {out_dim}")
+
+    optimizer = _dataclass_from(OptimizerConfig, {**_plain(config.get("optimizer", {})),
+                                                  "max_steps": top["max_steps"]}, "config.optimizer")
+    if not 0 < optimizer.warmup_steps < optimizer.max_steps:
+        raise ConfigError(f"config.optimizer.warmup_steps={optimizer.warmup_steps} must be in "
+                          f"(0, config.max_steps={optimizer.max_steps})")
+    trainable = _dataclass_from(Trainable, _plain(config.get("trainable", {})), "config.trainable")
+    n_layers = encoder.backbone.n_layers
+    if not -1 <= trainable.encoder_layers <= n_layers:
+        raise ConfigError(f"config.trainable.encoder_layers={trainable.encoder_layers}: expected -1 (all) or 0.."
+                          f"{n_layers} (the encoder's layers)")
+    eval_spec = _dataclass_from(EvalSpec, _plain(config.get("eval", {})), "config.eval")
+    mesh_shape = _mesh_shape(config, device_count)
+    run = RunConfig(encoder=encoder, decoders=decoders, optimizer=optimizer, trainable=trainable, eval=eval_spec,
+                    mesh_shape=mesh_shape, **top)
+    _check_batch_split(config, mesh_shape)
+    return run
+
+
+def _mesh_shape(config, device_count: int | None) -> tuple[int, int, int]:
+    shape = list(config.get("mesh_shape", [-1, 1, 1]))
+    name = f"config.mesh_shape={shape}"
+    if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        raise ConfigError(f"{name}: expected three ints (data, fsdp, tensor)")
+    if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+        raise ConfigError(f"{name}: sizes must be >= 1, with at most one -1")
+    if device_count is None:
+        import jax
+
+        device_count = jax.device_count()
+    known = 1
+    for s in shape:
+        known *= s if s != -1 else 1
+    if -1 in shape:
+        if device_count % known:
+            raise ConfigError(f"{name}: {known} does not divide the {device_count} devices")
+        shape[shape.index(-1)] = device_count // known
+    elif known != device_count:
+        raise ConfigError(f"{name} needs {known} devices; {device_count} are available")
+    return tuple(shape)
+
+
+def _check_batch_split(config, mesh_shape: tuple[int, int, int]) -> None:
+    """Batch rows are split over data x fsdp: each must divide them."""
+    split = mesh_shape[0] * mesh_shape[1]
+    shape = config.get("data", {}).get("shape", {})
+    for field in ("encoder_rows", "decoder_rows"):
+        rows = shape.get(field)
+        if rows is not None and rows % split:
+            raise ConfigError(f"config.data.shape.{field}={rows} is not divisible by data x fsdp = {split} "
+                              f"(config.mesh_shape resolved to {list(mesh_shape)})")
