@@ -76,6 +76,9 @@ def _convert(current, raw: str, name: str):
     elif isinstance(current, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+    elif isinstance(current, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+        value = type(current)(value) if ok else value
     else:
         ok = True
     if not ok:

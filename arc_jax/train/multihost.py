@@ -22,7 +22,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
     Explicit arguments (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID) win;
     otherwise JAX detects the cluster itself on multi-host TPU VMs and under SLURM (one task per
-    node or per GPU). A lone process initialises nothing."""
+    GPU: JAX gives each SLURM task the GPU of its SLURM_LOCALID). A lone process initialises nothing."""
     coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
     if num_processes is None and "JAX_NUM_PROCESSES" in os.environ:
         num_processes = int(os.environ["JAX_NUM_PROCESSES"])

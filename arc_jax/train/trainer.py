@@ -75,6 +75,8 @@ def _load_decoder(run: RunConfig, index: int, workdir: Path, template, mesh) -> 
             write_decoder(spec.backbone, jax.device_get(nn.unbox(params)), path, "arc_jax")
         _sync(f"decoder_{index}")
     cfg, params = read_decoder(path)
+    if cfg.rope_scaling is not None and (spec.backbone is None or spec.backbone.rope_scaling is None):
+        cfg = dataclasses.replace(cfg, rope_scaling=None)  # as the reference runs Llama 3.1 (SPEC §2)
     if spec.backbone is not None and cfg != spec.backbone:
         raise ValueError(f"{path}: holds a decoder of another shape than config.model.decoders[{index}].backbone")
     if cfg.dim != run.encoder.projectors[spec.head].out_dim:
@@ -104,9 +106,9 @@ def _initial_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
     from arc_jax.convert import read_encoder
 
     cfg, loaded = read_encoder(run.init_encoder)
-    if (cfg.backbone, cfg.compress_rates, cfg.pool_type, cfg.causal) != (
-            run.encoder.backbone, run.encoder.compress_rates, run.encoder.pool_type, run.encoder.causal):
-        raise ValueError(f"{run.init_encoder}: its encoder (backbone, compress_rates, pool_type, causal) differs from "
+    # The pooling factor has no parameters: ARC4 fine-tunes start from an ARC8 pretraining.
+    if (cfg.backbone, cfg.pool_type, cfg.causal) != (run.encoder.backbone, run.encoder.pool_type, run.encoder.causal):
+        raise ValueError(f"{run.init_encoder}: its encoder (backbone, pool_type, causal) differs from "
                          "config.model.encoder")
     flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
 

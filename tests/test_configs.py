@@ -1,0 +1,260 @@
+"""The training configs: each paper run loads, validates for 8 devices, and states the SPEC's numbers;
+a config mistake is reported before anything is built, naming the field."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import pytest
+
+from arc_jax.config_loading import ConfigError, load_config
+from arc_jax.model import presets
+from arc_jax.model.config import BackboneConfig, EncoderConfig
+from arc_jax.train.run_config import parse_run_config
+
+CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
+TINY = CONFIGS / "tiny_cpu.py"
+
+# File -> (kind, decoder presets in head order as the run loads them, pooling factor).
+PAPER_RUNS = {
+    "pretrain_arc8_llama3": ("pretrain", [presets.LLAMA_3_1_8B], 8),
+    "pretrain_arc8_mistral": ("pretrain", [presets.MISTRAL_7B_V03], 8),
+    "pretrain_arc8_multi": ("pretrain", [presets.LLAMA_3_1_8B, presets.MISTRAL_7B_V03], 8),
+    "finetune_arc4_llama3": ("finetune", [presets.LLAMA_3_1_8B], 4),
+    "finetune_arc8_llama3": ("finetune", [presets.LLAMA_3_1_8B], 8),
+    "finetune_arc4_mistral": ("finetune", [presets.MISTRAL_7B_V03], 4),
+    "finetune_arc8_mistral": ("finetune", [presets.MISTRAL_7B_V03], 8),
+    "finetune_arc4_multi": ("finetune", [presets.LLAMA_3_1_8B, presets.MISTRAL_7B_V03], 4),
+    "add_olmo": ("add_decoder", [presets.OLMO_7B], 4),
+    "long_context_pretrain_llama2chat": ("pretrain", [presets.LLAMA_2_7B], 8),
+    "long_context_finetune_llama2chat": ("long_context", [presets.LLAMA_2_7B], 8),
+}
+
+
+def _load(name: str, overrides=()):
+    return load_config(CONFIGS / f"{name}.py", overrides)
+
+
+def test_every_config_file_is_listed_here():
+    assert {p.stem for p in CONFIGS.glob("*.py")} == set(PAPER_RUNS) | {"tiny_cpu"}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RUNS))
+def test_paper_config_validates_for_8_devices(name):
+    config = _load(name)
+    run = parse_run_config(config, device_count=8)
+    assert isinstance(run.encoder, EncoderConfig)
+    assert run.mesh_shape == (1, 8, 1)  # FSDP over the 8 devices
+    assert run.init_encoder, "a paper run starts from Llama 3.2 3B or an earlier run, never from random weights"
+    for decoder in run.decoders:
+        assert decoder.path and decoder.tokenizer and decoder.dtype == "bfloat16"
+        assert isinstance(decoder.backbone, BackboneConfig)
+    assert (run.compute_dtype, run.grad_accum, run.optimizer.clip_norm) == ("bfloat16", 1, 1.0)
+    # Every data field the pipeline reads is set, and the rows split over 8 devices.
+    for field in ("dir", "sources", "strict", "task", "max_len", "continuation_prob", "chat_template",
+                  "max_passages", "encoder_tokenizer", "shape", "worker_count", "shards"):
+        assert field in config.data, field
+    shape = config.data.shape
+    assert shape.encoder_rows % 8 == 0 and shape.decoder_rows % 8 == 0
+
+
+def test_tiny_cpu_config_validates():
+    run = parse_run_config(load_config(TINY), device_count=1)
+    assert run.encoder.backbone.dim == 64
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RUNS))
+def test_encoder_and_decoders_are_the_released_architecture(name):
+    _, decoders, pooling_factor = PAPER_RUNS[name]
+    run = parse_run_config(_load(name), device_count=8)
+    enc = run.encoder
+    assert enc.backbone == BackboneConfig.from_dict(dict(presets.LLAMA_3_2_3B, n_layers=26))
+    assert (enc.n_truncated_layers, enc.pool_type, enc.causal, enc.n_memory_tokens) == (2, "mean", False, 0)
+    assert enc.compress_rates == (-pooling_factor,)
+    for decoder, preset in zip(run.decoders, decoders, strict=True):
+        assert decoder.backbone == BackboneConfig.from_dict(preset)
+        projector = enc.projectors[decoder.head]
+        assert (projector.in_dim, projector.hidden_dim, projector.out_dim) == (3072, 2048, preset["dim"])
+    long_context = name.startswith("long_context")
+    assert enc.rec_tok is enc.cont_tok is (not long_context)
+
+
+@pytest.mark.parametrize("name", [n for n, (kind, _, _) in PAPER_RUNS.items() if kind == "pretrain"])
+def test_pretraining_hyperparameters(name):
+    config = _load(name)
+    run = parse_run_config(config, device_count=8)
+    opt = run.optimizer
+    assert (opt.encoder_lr, opt.special_lr, opt.projector_lr) == (1e-5, 1e-5, 5e-5)
+    assert (opt.weight_decay, opt.warmup_steps, run.max_steps) == (0.1, 1000, 80_000)
+    assert run.trainable.encoder_layers == -1 and run.trainable.embedding
+    d = config.data
+    assert (d.task, d.max_len, d.continuation_prob) == ("pretrain", 256, 0.8)
+    assert d.chat_template is name.startswith("long_context")
+    # The paper's 128 samples of <= 256 compressed tokens fill the encoder rows exactly; the longest
+    # sample (prefix + continuation + pooled span + <Cont>) fits a decoder row.
+    assert d.shape.encoder_rows * d.shape.encoder_len == 128 * 256
+    assert d.shape.decoder_len >= 2 * 256 + 256 // 8 + 1
+    assert 128 * 392 <= 0.9 * d.shape.decoder_rows * d.shape.decoder_len  # ~392 slots a sample, at <= 90% fill
+    assert run.eval.sources and run.eval.every > 0
+
+
+@pytest.mark.parametrize("name", [n for n, (kind, _, _) in PAPER_RUNS.items() if kind == "finetune"])
+def test_finetuning_hyperparameters(name):
+    config = _load(name)
+    run = parse_run_config(config, device_count=8)
+    opt = run.optimizer
+    multi = len(run.decoders) > 1
+    assert (opt.encoder_lr, opt.projector_lr) == (2e-6, 3e-5)
+    assert opt.special_lr == (3e-5 if multi else 2e-6)
+    assert (opt.weight_decay, opt.warmup_steps) == (0.05, 50)
+    assert run.max_steps == (8000 if multi else 4000)
+    assert run.trainable.encoder_layers == -1 and run.trainable.embedding
+    assert (config.data.task, config.data.max_passages) == ("finetune", 4)
+    assert config.data.shape.encoder_len >= config.data.max_len  # a document is never cut by the packer
+    # Fine-tuning starts from the pretraining run of the same decoder(s), at PF 8.
+    pretrain = name.replace("finetune_arc4_", "pretrain_arc8_").replace("finetune_arc8_", "pretrain_arc8_")
+    assert run.init_encoder.endswith(f"/runs/{pretrain}")
+    assert [d.backbone for d in run.decoders] == [d.backbone for d in parse_run_config(_load(pretrain), 8).decoders]
+
+
+def test_add_olmo_trains_only_the_new_head():
+    run = parse_run_config(_load("add_olmo"), device_count=8)
+    assert run.trainable.encoder_frozen
+    assert len(run.encoder.projectors) == 3 and run.heads == (2,)
+    assert run.decoders[0].backbone.norm_type == "layernorm"
+    assert run.init_encoder.endswith("/runs/finetune_arc4_multi")
+    opt = run.optimizer
+    # The reference's finetuning_to_add_OLMo rates (the SPEC gives none).
+    assert (opt.special_lr, opt.projector_lr, opt.weight_decay, opt.warmup_steps, run.max_steps) == (
+        1e-4, 1e-4, 0.05, 100, 8000)
+
+
+def test_long_context_finetuning():
+    config = _load("long_context_finetune_llama2chat")
+    run = parse_run_config(config, device_count=8)
+    assert config.data.task == "long_context"
+    assert run.init_encoder.endswith("/runs/long_context_pretrain_llama2chat")
+    assert (run.optimizer.weight_decay, run.optimizer.warmup_steps) == (0.05, 50)
+    # A document of 32 chunks of 1024 tokens: one chunk per encoder row, 32 x 1024 / 8 vectors + text
+    # in one decoder row; 8 such documents a step.
+    shape = config.data.shape
+    assert shape.encoder_len == 1024 and shape.encoder_rows == 32 * 8
+    assert shape.decoder_len >= 32 * 1024 // 8 + 256
+
+
+def test_pooling_factor_is_one_override():
+    config = _load("pretrain_arc8_llama3", ["--config.model.encoder.compress_rates=[-4]"])
+    assert parse_run_config(config, device_count=8).encoder.pooling_factors == (4,)
+
+
+def test_paths_are_overridable():
+    config = _load("finetune_arc4_multi", ["--config.init_encoder=gs://bucket/run", "--config.model.decoders.1.path=/m",
+                                           "--config.data.dir=/elsewhere"])
+    run = parse_run_config(config, device_count=8)
+    assert (run.init_encoder, run.decoders[1].path) == ("gs://bucket/run", "/m")
+    assert config.data.sources.startswith("{data_dir}/")  # resolved against data.dir by the pipeline
+
+
+# The data sections feed the input pipeline: the tiny corpus laid out as the paper configs expect.
+
+@pytest.fixture(scope="module")
+def paper_root(tmp_path_factory) -> pathlib.Path:
+    from arc_jax.data.synthetic import build_tiny_data
+
+    root = tmp_path_factory.mktemp("arc_jax_root")
+    tiny = build_tiny_data(root / "tiny")
+    for name in ("Llama3.2-3B/tokenizer.model", "Llama3.1-8B/tokenizer.model", "Mistral-7B-v0.3/tokenizer.model.v3",
+                 "Llama2-7B-Chat/tokenizer.model", "OLMo-7B-hf/tokenizer.json"):
+        (root / "models" / name).parent.mkdir(parents=True)
+        shutil.copy(tiny["tokenizer"], root / "models" / name)
+    (root / "data/pretrain").mkdir(parents=True)
+    shutil.copy(tiny["pretrain"], root / "data/pretrain/crawl_train.jsonl")
+    shutil.copy(tiny["pretrain_eval"], root / "data/pretrain/crawl_eval.jsonl")
+    (root / "data/finetune").mkdir(parents=True)
+    for entry in _load("finetune_arc4_llama3").data.sources.split(","):
+        shutil.copy(tiny["qa_train"], root / "data/finetune" / pathlib.Path(entry.split(":")[0]).name)
+    (root / "data/long_context").mkdir(parents=True)
+    texts = [json.loads(line)["text"] for line in tiny["pretrain"].read_text().splitlines()]
+    with open(root / "data/long_context/train.jsonl", "w") as f:
+        for i in range(0, len(texts), 40):  # documents of ~10k tokens: several 1024-token chunks each
+            f.write(json.dumps({"text": "\n\n".join(texts[i: i + 40]), "instruction": "Who is described first?",
+                                "answer": "someone"}) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RUNS))
+def test_paper_config_data_section_makes_batches(name, paper_root):
+    from arc_jax.data.pipeline import build_batches
+
+    config = _load(name, [f"--config.data.dir={paper_root}", "--config.data.worker_count=0"])
+    for decoder in range(len(config.model.decoders)):
+        batches = build_batches(config, decoder=decoder, process_index=0, process_count=1)
+        batch, stats = next(batches)
+        assert stats.samples > 0 and not stats.counts["sample_too_long"]
+        assert batch.tokens.shape == (config.data.shape.decoder_rows, config.data.shape.decoder_len)
+    if config.eval.sources:
+        assert next(build_batches(config, sources=config.eval.sources, process_index=0, process_count=1))[1].samples
+
+
+# Mistakes in a config are reported, naming the field, before anything is built.
+
+def _tiny():
+    return load_config(TINY)
+
+
+def _error(config, device_count: int = 1) -> str:
+    with pytest.raises(ConfigError) as error:
+        parse_run_config(config, device_count=device_count)
+    return str(error.value)
+
+
+def test_unknown_top_level_field_is_named():
+    config = _tiny()
+    config.learning_rate = 1e-3
+    assert "learning_rate" in _error(config)
+
+
+def test_max_steps_of_the_wrong_type_is_named():
+    config = _tiny()
+    with config.ignore_type():
+        config.max_steps = "200"
+    assert "config.max_steps" in _error(config)
+    with pytest.raises(ConfigError, match="config.max_steps"):
+        load_config(TINY, ["--config.max_steps=many"])
+
+
+def test_impossible_mesh_is_named():
+    config = _tiny()
+    config.mesh_shape = [3, 1, 1]
+    assert "config.mesh_shape" in _error(config, device_count=8)
+
+
+def test_decoder_head_out_of_range_is_named():
+    config = _tiny()
+    config.model.decoders[0].head = 1
+    assert "config.model.decoders[0].head" in _error(config)
+
+
+def test_decoder_width_other_than_its_projector_is_named():
+    config = _tiny()
+    config.model.decoders[0].backbone.dim = 128
+    message = _error(config)
+    assert "config.model.decoders[0].backbone.dim" in message and "out_dim" in message
+
+
+def test_rows_the_mesh_cannot_split_are_named():
+    assert "config.data.shape.encoder_rows" in _error(_tiny(), device_count=8)  # 4 rows, 8 devices
+
+
+def test_optimizer_and_trainable_mistakes_are_named():
+    config = _tiny()
+    config.optimizer.warmup_steps = config.max_steps
+    assert "config.optimizer.warmup_steps" in _error(config)
+    config = _tiny()
+    config.trainable.encoder_layers = 3  # the tiny encoder has 2
+    assert "config.trainable.encoder_layers" in _error(config)
+    config = _tiny()
+    config.optimizer.lr = 1e-3
+    assert "config.optimizer has unknown field(s) ['lr']" in _error(config)

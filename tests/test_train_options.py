@@ -1,0 +1,179 @@
+"""The trainer's options on tiny models: several decoders, training only some encoder layers or only
+a new head, gradient accumulation, bf16 compute, and the stop after consecutive non-finite steps."""
+
+import dataclasses
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from arc_jax.cli import main
+from arc_jax.config_loading import load_config
+from arc_jax.data.pipeline import build_batches, global_compressed_index
+from arc_jax.data.packing import PackingShape, output_len
+from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
+from arc_jax.train.optimizer import OptimizerConfig
+from arc_jax.train.step import StepConfig, init_state, train_step
+from arc_jax.train.trainable import shared_mask
+from arc_jax.train.trainer import drawn_decoder
+
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
+OPT = OptimizerConfig(encoder_lr=1e-2, special_lr=1e-2, projector_lr=1e-2, weight_decay=0.1, warmup_steps=1,
+                      max_steps=10, initial_lr=1e-3, final_lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A two-head encoder (heads 0 and 1 project to the same decoder width), a decoder, batches."""
+    config = load_config(CONFIG, [f"--config.data.dir={tmp_path_factory.mktemp('data')}"])
+    enc_dict = config.model.encoder.to_dict()
+    enc_dict["projectors"] = enc_dict["projectors"] * 2
+    enc_cfg = EncoderConfig.from_dict(enc_dict)
+    dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
+    batches = build_batches(config)
+    batch_list = [next(batches)[0] for _ in range(3)]
+    encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
+    first = batch_list[0]
+    params = jax.device_get(nn.unbox(encoder.init(jax.random.key(0), first.encoder)["params"]))
+    dec_params = nn.unbox(decoder.init(jax.random.key(1), first.tokens, first.segment_ids, first.positions)["params"])
+    shape = PackingShape(**config.data.shape)
+    return config, encoder, decoder, params, dec_params, batch_list, shape
+
+
+def steps(tiny, n, *, head=0, frozen_groups=(), encoder_frozen=False, mask=None, encoder=None, batches=None,
+          grad_accum=1):
+    _, default_encoder, decoder, params, dec_params, batch_list, _ = tiny
+    cfg = StepConfig(encoder or default_encoder, decoder, head, OPT, encoder_frozen, grad_accum)
+    step = jax.jit(lambda s, d, b: train_step(s, d, b, cfg=cfg, mask=mask), donate_argnums=0)
+    state = init_state(jax.tree.map(jnp.array, params), frozen_groups)
+    for batch in (batches or batch_list)[:n]:
+        state, metrics = step(state, dec_params, batch)
+    return jax.device_get(state), jax.device_get(metrics)
+
+
+def same(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def test_a_step_for_one_decoder_leaves_the_other_head_and_its_moments_bit_identical(tiny):
+    params = tiny[3]
+    state, _ = steps(tiny, 2, head=0)
+    fresh = init_state(params)
+    assert same(state.params["decoder_1"], params["decoder_1"])
+    assert same(state.opt.adam["decoder_1"], jax.device_get(fresh.opt.adam["decoder_1"]))
+    assert not same(state.params["decoder_0"], params["decoder_0"])
+    assert not same(state.params["layers"], params["layers"])
+
+
+def test_training_the_last_layer_only_keeps_the_others_and_the_embedding(tiny):
+    params = tiny[3]
+    enc_cfg = tiny[1].cfg
+    assert enc_cfg.backbone.n_layers == 2  # one scanned layer, then the pooling layer
+    mask = shared_mask(params, enc_cfg, encoder_layers=1, embedding=False)
+    state, _ = steps(tiny, 2, mask=mask)
+    assert same(state.params["tok_embeddings"], params["tok_embeddings"])
+    assert same(state.params["layers"], params["layers"])
+    assert not same(state.params["pooling_layers_0"], params["pooling_layers_0"])
+    assert not same(state.params["decoder_0"], params["decoder_0"])
+    # A mask that trains everything is no mask at all.
+    assert shared_mask(params, enc_cfg, encoder_layers=-1, embedding=True) is None
+
+
+def test_a_frozen_encoder_trains_only_the_new_head_and_holds_no_encoder_moments(tiny):
+    params = tiny[3]
+    state, metrics = steps(tiny, 2, head=1, frozen_groups=("shared", "decoder_0"), encoder_frozen=True)
+    assert set(state.opt.adam) == {"decoder_1"}
+    shared = {k: v for k, v in params.items() if not k.startswith("decoder_")}
+    assert same({k: state.params[k] for k in shared}, shared)
+    assert same(state.params["decoder_0"], params["decoder_0"])
+    assert not same(state.params["decoder_1"], params["decoder_1"])
+    assert float(metrics["learning_rate/encoder"]) == 0.0
+
+
+def test_two_accumulated_micro_batches_equal_one_batch_twice_as_large(tiny):
+    _, _, _, _, _, batch_list, shape = tiny
+    a, b = batch_list[0], batch_list[1]
+    out_len = output_len(a.encoder, shape)
+    rows = shape.encoder_rows
+
+    def placed(batch, block):  # rows of block `block` of a batch with 2x the rows
+        index = global_compressed_index(batch.compressed_index, block * rows, rows, 2 * rows, out_len)
+        return batch._replace(compressed_index=index)
+
+    big = jax.tree.map(lambda x, y: np.concatenate([x, y]), placed(a, 0), placed(b, 1))
+    stacked = jax.tree.map(lambda x, y: np.stack([x, y]), a, b)
+    one, m1 = steps(tiny, 1, batches=[big])
+    accumulated, m2 = steps(tiny, 1, batches=[stacked], grad_accum=2)
+    np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-6)
+    np.testing.assert_allclose(float(m1["grad_norm"]), float(m2["grad_norm"]), rtol=1e-5)
+    # Adam's first moment is linear in the (clipped) gradient; its first update is ~ lr * sign(g),
+    # which float noise flips where g ~ 0, so compare the moments.
+    for group in one.opt.adam:
+        for x, y in zip(jax.tree.leaves(one.opt.adam[group].mu), jax.tree.leaves(accumulated.opt.adam[group].mu),
+                        strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5 * np.abs(x).max())
+    # The second micro-batch counts: a step on the first alone has another gradient.
+    _, m_first = steps(tiny, 1, batches=[a])
+    assert abs(float(m_first["grad_norm"]) - float(m2["grad_norm"])) > 1e-3 * float(m2["grad_norm"])
+
+
+def test_bfloat16_compute_tracks_float32(tiny):
+    encoder = tiny[1]
+    bf16 = dataclasses.replace(encoder, dtype=jnp.bfloat16)
+    state32, m32 = steps(tiny, 1)
+    state16, m16 = steps(tiny, 1, encoder=bf16)
+    assert {x.dtype for x in jax.tree.leaves(state16.params)} == {np.dtype(np.float32)}  # f32 master weights
+    assert abs(float(m16["loss"]) - float(m32["loss"])) < 2e-2
+    assert float(m16["loss"]) != float(m32["loss"])  # the compute really ran in bf16
+
+
+def test_decoders_are_drawn_uniformly_and_reproducibly():
+    draws = [drawn_decoder(0, s, 2) for s in range(1, 2001)]
+    assert draws == [drawn_decoder(0, s, 2) for s in range(1, 2001)]
+    assert 0.45 < np.mean(draws) < 0.55
+    assert draws != [drawn_decoder(1, s, 2) for s in range(1, 2001)]
+
+
+def two_decoder_args(tmp_path):
+    data = f"--config.data.dir={tmp_path / 'data'}"
+    config = load_config(CONFIG, [data])
+    second = config.model.decoders[0].to_dict()
+    second["head"] = 1
+    projectors = config.model.encoder.projectors * 2
+    return config, data, second, projectors
+
+
+def test_a_two_decoder_run_trains_both_heads(tmp_path):
+    from arc_jax.train.trainer import Trainer
+
+    config, _, second, projectors = two_decoder_args(tmp_path)
+    config.model.encoder.projectors = projectors
+    config.model.decoders = list(config.model.decoders) + [second]
+    config.max_steps, config.checkpoint_every, config.optimizer.warmup_steps = 6, 6, 1
+    config.eval.every = 3
+    trainer = Trainer(config, tmp_path / "run")
+    initial = jax.device_get(trainer.state.params)
+    summary = trainer.fit(log_every=3)
+    assert {drawn_decoder(config.seed, s, 2) for s in range(1, 7)} == {0, 1}
+    final = jax.device_get(trainer.state.params)
+    for head in ("decoder_0", "decoder_1"):
+        assert not same(final[head], initial[head])
+    assert (tmp_path / "run" / "decoder_1" / "arc_jax.json").is_file()  # each random decoder kept
+    assert "eval/decoder_1/loss" in summary and summary["final_step"] == 6
+
+
+def test_consecutive_non_finite_steps_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, capsys):
+    # A learning rate of 1e30 makes the first update blow the parameters up: every later step is
+    # non-finite, skipped and counted.
+    args = ["train", "--config", str(CONFIG), "--workdir", str(tmp_path / "run"), f"--config.data.dir={tmp_path}",
+            "--config.max_steps=20", "--config.checkpoint_every=1", "--config.optimizer.warmup_steps=1",
+            "--config.optimizer.initial_lr=1e29", "--config.optimizer.encoder_lr=1e30",
+            "--config.optimizer.projector_lr=1e30", "--config.max_bad_steps=3", "--config.eval.every=0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "3 consecutive steps had a non-finite loss" in err and "config.max_bad_steps" in err
+    saved = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and saved[-1] < 4  # steps 2 and 3 were skipped but kept; step 4 (the third) is not saved
