@@ -120,6 +120,17 @@ def _train(args):
     train(config, args.workdir, log_every=args.log_every)
 
 
+def _bench_train(args):
+    import json
+
+    from arc_jax.bench import main_train
+    from arc_jax.config_loading import load_config
+
+    result = main_train(load_config(args.config, args.overrides), args.steps, args.warmup)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arc-jax", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -195,6 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-processes", type=int, help="processes in a multi-process run ($JAX_NUM_PROCESSES)")
     p.add_argument("--process-id", type=int, help="this process's index ($JAX_PROCESS_ID)")
     p.set_defaults(func=_train)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", metavar="BENCH", required=True)
+    p = bench.add_parser("train", help="step time, tokens/s and MFU of a config's train step",
+                         description="Run warm steps of the config's train step (its own jit, shardings and "
+                                     "batches) and print step time, tokens/s and MFU against the measured "
+                                     "matmul peak of this backend. Override config fields with --config.a.b=value.")
+    p.add_argument("--config", required=True, help="config file (a Python file with get_config())")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first, compile included (default 2)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(func=_bench_train)
     return parser
 
 
@@ -202,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     args.overrides = [u for u in unknown if u.startswith("--config.")]
-    if len(args.overrides) != len(unknown) or (args.overrides and args.command not in ("data", "train")):
+    if len(args.overrides) != len(unknown) or (args.overrides and args.command not in ("data", "train", "bench")):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()

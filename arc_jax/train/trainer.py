@@ -61,18 +61,25 @@ def _encoder_module(run: RunConfig) -> ARCEncoder:
                       remat_policy=run.remat_policy)
 
 
-def _load_decoder(run: RunConfig, index: int, workdir: Path, template, mesh) -> FrozenDecoder:
-    """Decoder `index`: read from its path, or random (made once, saved in the workdir)."""
+def _load_decoder(run: RunConfig, index: int, workdir: Path | None, template, mesh) -> FrozenDecoder:
+    """Decoder `index`: read from its path, or random (made once and saved in the workdir; kept in
+    memory only when `workdir` is None, as the benchmark does)."""
     from arc_jax.convert import read_decoder, write_decoder
 
     spec = run.decoders[index]
-    path = Path(spec.path) if spec.path else workdir / f"decoder_{index}"
-    if not spec.path and not path.exists():
-        module = Decoder(spec.backbone)
+    path = Path(spec.path) if spec.path else None if workdir is None else workdir / f"decoder_{index}"
+    if path is None or (not spec.path and not path.exists()):
+        cfg = spec.backbone
+        module = _decoder_module(run, cfg, spec)
+        boxed = _decoder_shapes(module, template)
+        shardings = sharding.param_shardings(boxed, mesh)
+        params = jax.jit(lambda: jax.tree.map(lambda x: x.astype(spec.dtype), nn.unbox(module.init(
+            jax.random.key(run.seed + 1 + index), template.tokens, template.segment_ids, template.positions)[
+            "params"])), out_shardings=shardings)()
+        if path is None:
+            return FrozenDecoder(spec, module, params, shardings)
         if jax.process_index() == 0:
-            params = module.init(jax.random.key(run.seed + 1 + index), template.tokens, template.segment_ids,
-                                 template.positions)["params"]
-            write_decoder(spec.backbone, jax.device_get(nn.unbox(params)), path, "arc_jax")
+            write_decoder(cfg, jax.device_get(params), path, "arc_jax")
         _sync(f"decoder_{index}")
     cfg, params = read_decoder(path)
     if cfg.rope_scaling is not None and (spec.backbone is None or spec.backbone.rope_scaling is None):
@@ -81,13 +88,20 @@ def _load_decoder(run: RunConfig, index: int, workdir: Path, template, mesh) -> 
         raise ValueError(f"{path}: holds a decoder of another shape than config.model.decoders[{index}].backbone")
     if cfg.dim != run.encoder.projectors[spec.head].out_dim:
         raise ValueError(f"{path}: decoder width {cfg.dim} is not the output width of encoder head {spec.head}")
-    module = Decoder(cfg, dtype=jnp.dtype(run.compute_dtype), param_dtype=jnp.dtype(spec.dtype),
-                     attention_impl=run.attention_impl, remat_policy=run.remat_policy)
-    boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), template.tokens, template.segment_ids,
-                                               template.positions))["params"]
-    shardings = sharding.param_shardings(boxed, mesh)
+    module = _decoder_module(run, cfg, spec)
+    shardings = sharding.param_shardings(_decoder_shapes(module, template), mesh)
     params = jax.tree.map(lambda x: np.asarray(x).astype(spec.dtype), params)
     return FrozenDecoder(spec, module, jax.device_put(params, shardings), shardings)
+
+
+def _decoder_module(run: RunConfig, cfg, spec: DecoderSpec) -> Decoder:
+    return Decoder(cfg, dtype=jnp.dtype(run.compute_dtype), param_dtype=jnp.dtype(spec.dtype),
+                   attention_impl=run.attention_impl, remat_policy=run.remat_policy)
+
+
+def _decoder_shapes(module: Decoder, template):
+    return jax.eval_shape(lambda: module.init(jax.random.key(0), template.tokens, template.segment_ids,
+                                              template.positions))["params"]
 
 
 def _sync(name: str) -> None:
@@ -137,7 +151,12 @@ def _merge_states(states: list[dict]) -> dict:
 
 
 class Trainer:
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+    """A run of a config in a workdir: `fit()` trains (or resumes) to config.max_steps.
+
+    `keep_random_decoders=False` keeps random decoders in memory instead of saving them in the
+    workdir (the benchmark: a random 8B decoder is not worth 16 GB of disk)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, keep_random_decoders: bool = True):
         self.run = run = parse_run_config(config)  # every config error, before anything is built
         self.config, self.workdir = config, Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +173,8 @@ class Trainer:
         self.encoder = _encoder_module(run)
         boxed = jax.eval_shape(lambda: self.encoder.init(jax.random.key(0), template.encoder))["params"]
         p_sharding = sharding.param_shardings(boxed, self.mesh)
-        self.decoders = [_load_decoder(run, d, self.workdir, template, self.mesh) for d in range(len(run.decoders))]
+        kept = self.workdir if keep_random_decoders else None
+        self.decoders = [_load_decoder(run, d, kept, template, self.mesh) for d in range(len(run.decoders))]
 
         # State: fresh, or the latest checkpoint.
         groups = frozen_groups(run)

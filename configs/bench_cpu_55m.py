@@ -1,0 +1,31 @@
+"""A 55M-parameter Llama-shaped encoder + decoder for `arc-jax bench train` on CPU.
+
+tiny_cpu's data and schedule with model widths where matmuls dominate, as in real runs: encoder
+and decoder are 8 layers of width 512 (8 heads of 64, SwiGLU 1536), ~28M parameters each. Batches
+are 8 rows of 512 slots on each side. Not meant to be trained to convergence (its decoder is random).
+
+    arc-jax bench train --config configs/bench_cpu_55m.py
+"""
+
+import importlib.util
+from pathlib import Path
+
+
+def _tiny_cpu():
+    spec = importlib.util.spec_from_file_location("arc_jax_config_tiny_cpu", Path(__file__).with_name("tiny_cpu.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config():
+    config = _tiny_cpu()
+    dim = 512
+    backbone = {"dim": dim, "n_layers": 8, "n_heads": 8, "n_kv_heads": 8, "head_dim": 64, "hidden_dim": 1536}
+    config.model.encoder.backbone.update(backbone)
+    config.model.encoder.projectors = [{"in_dim": dim, "hidden_dim": dim, "out_dim": dim}]
+    config.model.decoders[0].backbone.update(backbone)
+    config.data.shape.update({"encoder_rows": 8, "encoder_len": 512, "decoder_rows": 8, "decoder_len": 512,
+                              "max_contexts_per_row": 8})
+    config.eval.every = 0
+    return config
