@@ -67,7 +67,7 @@ def read(path: Path, kind: str | None = None):
         if step is None:
             raise ConversionError(f"{path}: no {MARKER} and no trainer checkpoint (not an arc_jax checkpoint or workdir)")
         if kind == "decoder":
-            return read(path / "decoder_0", "decoder")
+            return _read_training_decoder(path, step)
         return _read_training_encoder(step)
     folder = path
     meta = _read_marker(folder)
@@ -89,6 +89,21 @@ def read(path: Path, kind: str | None = None):
     except Exception as e:  # Orbax raises many types for a damaged folder; report it in one line
         raise ConversionError(f"{params_dir}: cannot restore ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     return cfg, params
+
+
+def _read_training_decoder(workdir: Path, step: Path):
+    """The first decoder a run trained against: its random weights in the workdir, or the converted
+    decoder its config points to."""
+    if (workdir / "decoder_0").is_dir():
+        return read(workdir / "decoder_0", "decoder")
+    config_file = step / "config" / "metadata"
+    try:
+        source = json.loads(config_file.read_text())["model"]["decoders"][0]["path"]
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError) as e:
+        raise ConversionError(f"{config_file}: no model.decoders[0].path and no {workdir / 'decoder_0'} ({e})") from None
+    from arc_jax.convert import read_decoder
+
+    return read_decoder(source)
 
 
 def _read_training_encoder(step: Path):

@@ -60,3 +60,22 @@ def test_config_errors_stop_before_anything_runs(tmp_path, capsys):
     code = main(["train", "--config", str(CONFIG), "--workdir", str(tmp_path / "run"), "--config.max_steps=5"])
     assert code == 2 and "config.optimizer.warmup_steps=10" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_against_a_converted_decoder_reads_it_in_place(tmp_path):
+    import arc_jax
+    from arc_jax.train.trainer import train
+
+    first = load_config(CONFIG, [f"--config.data.dir={tmp_path / 'data'}", "--config.max_steps=2",
+                                 "--config.checkpoint_every=2", "--config.optimizer.warmup_steps=1",
+                                 "--config.eval.every=0"])
+    train(first, tmp_path / "first")
+    config = load_config(CONFIG, [f"--config.data.dir={tmp_path / 'data'}", "--config.max_steps=2",
+                                  "--config.checkpoint_every=2", "--config.optimizer.warmup_steps=1",
+                                  "--config.eval.every=0", f"--config.model.decoders.0.path={tmp_path / 'first'}"
+                                  "/decoder_0"])
+    train(config, tmp_path / "second")
+    assert not (tmp_path / "second" / "decoder_0").exists()  # not copied
+    a, b = arc_jax.load_decoder(tmp_path / "first"), arc_jax.load_decoder(tmp_path / "second")
+    assert all(np.array_equal(np.asarray(x), np.asarray(y))
+               for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True))
