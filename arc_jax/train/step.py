@@ -71,7 +71,9 @@ def loss_sums(params, decoder_params, batch: TrainBatch, encoder: ARCEncoder, de
 
 def metrics_from_sums(sums: dict) -> dict:
     n = jnp.maximum(sums["tokens"], 1.0)
-    metrics = {"loss": sums["ce"] / n, "accuracy": sums["correct"] / n, "loss_tokens": sums["tokens"]}
+    loss = sums["ce"] / n
+    metrics = {"loss": loss, "perplexity": jnp.exp(loss), "accuracy": sums["correct"] / n,
+               "loss_tokens": sums["tokens"]}
     for task in TASKS:
         metrics[f"loss/{task}"] = sums[f"ce/{task}"] / jnp.maximum(sums[f"tokens/{task}"], 1.0)
         metrics[f"tokens/{task}"] = sums[f"tokens/{task}"]

@@ -326,7 +326,8 @@ class Trainer:
                 writer.add_scalar(k, v, self.step)
         tasks = "  ".join(f"{k[5:]} {v:.3f}" for k, v in values.items()
                           if k.startswith("loss/") and values.get("tokens/" + k[5:], 0) > 0)
-        print(f"step {self.step:6d}  loss {values['loss']:.4f} ({tasks})  acc {values['accuracy']:.3f}  "
+        print(f"step {self.step:6d}  loss {values['loss']:.4f} ({tasks})  ppl {values['perplexity']:.1f}  "
+              f"acc {values['accuracy']:.3f}  "
               f"grad_norm {values['grad_norm']:.3f}  lr {values['learning_rate/encoder']:.2e}  "
               f"{values['step_seconds'] * 1e3:.0f} ms/step  {values['tokens_per_second']:,.0f} tok/s  "
               f"MFU {values['mfu']:.1%}  skipped {int(self.state.skipped)}", flush=True)
