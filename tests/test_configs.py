@@ -38,7 +38,7 @@ def _load(name: str, overrides=()):
 
 
 def test_every_config_file_is_listed_here():
-    assert {p.stem for p in CONFIGS.glob("*.py")} == set(PAPER_RUNS) | {"tiny_cpu"}
+    assert {p.stem for p in CONFIGS.glob("*.py")} == set(PAPER_RUNS) | {"tiny_cpu", "bench_cpu_55m"}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_RUNS))
@@ -63,6 +63,16 @@ def test_paper_config_validates_for_8_devices(name):
 def test_tiny_cpu_config_validates():
     run = parse_run_config(load_config(TINY), device_count=1)
     assert run.encoder.backbone.dim == 64
+
+
+def test_the_cpu_benchmark_model_has_55m_llama_shaped_parameters():
+    run = parse_run_config(_load("bench_cpu_55m"), device_count=1)
+    b = run.encoder.backbone
+    per_model = b.n_layers * (2 * b.dim * b.n_heads * b.head_dim + 2 * b.dim * b.n_kv_heads * b.head_dim
+                              + 3 * b.dim * b.hidden_dim) + b.vocab_size * b.dim
+    decoder = run.decoders[0].backbone
+    total = 2 * per_model + decoder.vocab_size * decoder.dim  # + the decoder's output head
+    assert 50e6 < total < 60e6 and decoder.dim == b.dim == 512
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_RUNS))
