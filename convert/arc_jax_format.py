@@ -116,7 +116,13 @@ def _read_training_encoder(step: Path):
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ConversionError(f"{config_file}: no usable model.encoder config ({e})") from None
     try:
-        state = ocp.StandardCheckpointer().restore((step / "state").resolve())
+        # As numpy: the run's shardings name its devices, which this process need not have.
+        import jax
+
+        checkpointer = ocp.PyTreeCheckpointer()
+        tree = checkpointer.metadata((step / "state").resolve()).item_metadata.tree
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        state = checkpointer.restore((step / "state").resolve(), args=ocp.args.PyTreeRestore(restore_args=as_numpy))
     except Exception as e:  # Orbax raises many types for a damaged folder; report it in one line
         raise ConversionError(f"{step / 'state'}: cannot restore ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     return cfg, state["params"]
@@ -136,7 +142,14 @@ def write(cfg, params, folder: Path) -> None:
             (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)))
         handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_ocdbt=False,
                                               save_concurrent_gb=_CONCURRENT_GB)
-        ocp.Checkpointer(handler).save(folder.resolve() / "params", args=ocp.args.PyTreeSave(params, save_args=save_args))
+        # Host-local arrays, written by this process alone: a trainer's process 0 writes its random
+        # decoder while the others wait, so Orbax must not hold a barrier with them.
+        import jax
+
+        me = jax.process_index()
+        alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+        ocp.Checkpointer(handler, multiprocessing_options=alone).save(
+            folder.resolve() / "params", args=ocp.args.PyTreeSave(params, save_args=save_args))
     advance(sum(a.nbytes for a in _leaves(params)))
     meta = {"format": "arc_jax", "format_version": FORMAT_VERSION, "kind": kind, "config": cfg.to_dict()}
     (folder / MARKER).write_text(json.dumps(meta, indent=2) + "\n")

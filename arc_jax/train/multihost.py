@@ -42,6 +42,16 @@ def global_batch(local, shardings):
     return jax.tree.map(jax.make_array_from_process_local_data, shardings, local)
 
 
+def process_allgather(tree):
+    """The global value of every array of `tree` as numpy, on every process (a collective: every
+    process must call it; one process: a plain device_get)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def gather_json(value) -> list:
     """`value` (anything JSON can hold) of every process, in process order."""
     if jax.process_count() == 1:

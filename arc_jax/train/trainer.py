@@ -78,8 +78,10 @@ def _load_decoder(run: RunConfig, index: int, workdir: Path | None, template, me
             "params"])), out_shardings=shardings)()
         if path is None:
             return FrozenDecoder(spec, module, params, shardings)
+        # Every process takes part: the shards may span processes (fsdp / tensor axes over hosts).
+        host = multihost.process_allgather(params)
         if jax.process_index() == 0:
-            write_decoder(cfg, jax.device_get(params), path, "arc_jax")
+            write_decoder(cfg, host, path, "arc_jax")
         _sync(f"decoder_{index}")
     cfg, params = read_decoder(path)
     if cfg.rope_scaling is not None and (spec.backbone is None or spec.backbone.rope_scaling is None):
