@@ -5,6 +5,7 @@ reads in place of the text's token embeddings.
 """
 
 from arc_jax.api import DecoderLM, Encoder, load_decoder, load_encoder
+from arc_jax.generate import ARCPipeline, Compressed
 
 __version__ = "0.1.0"
-__all__ = ["DecoderLM", "Encoder", "load_decoder", "load_encoder"]
+__all__ = ["ARCPipeline", "Compressed", "DecoderLM", "Encoder", "load_decoder", "load_encoder"]

@@ -6,6 +6,8 @@
     dec = arc_jax.load_decoder(path)
     dec.logits([tokens, block, tokens, ...]) -> [n_text, vocab]
 
+Generation (KV cache, batched, greedy or top-p) is arc_jax.ARCPipeline (arc_jax/generate.py).
+
 Both run the jitted Flax models. Inputs are packed on the host into a few shape buckets (powers
 of two) so repeated calls reuse compiled programs.
 """
@@ -79,6 +81,7 @@ class Encoder:
         self.dtype = _resolve_dtype(dtype, params)
         self.params = _cast(params, self.dtype)
         self.max_rows = max_rows
+        self.path: str | None = None  # the checkpoint folder, when loaded (tokenizers are looked for there)
         self.module = ARCEncoder(config, dtype=self.dtype, param_dtype=self.dtype, attention_impl=attention_impl)
         self._encode = jax.jit(functools.partial(self.module.apply, method=ARCEncoder.encode))
         self._compress = jax.jit(functools.partial(self.module.apply, method=ARCEncoder.compress),
@@ -147,6 +150,7 @@ class DecoderLM:
         self.config = config
         self.dtype = _resolve_dtype(dtype, params)
         self.params = _cast(params, self.dtype)
+        self.path: str | None = None  # the checkpoint folder, when loaded (tokenizers are looked for there)
         self.module = Decoder(config, dtype=self.dtype, param_dtype=self.dtype, attention_impl=attention_impl)
         self._logits = jax.jit(self.module.apply)
 
@@ -187,7 +191,9 @@ def load_encoder(path: str | os.PathLike, dtype=None, attention_impl: AttentionI
     from arc_jax.convert import read_encoder
 
     config, params = read_encoder(path)
-    return Encoder(config, params, dtype, attention_impl)
+    encoder = Encoder(config, params, dtype, attention_impl)
+    encoder.path = str(path)
+    return encoder
 
 
 def load_decoder(path: str | os.PathLike, dtype=None, attention_impl: AttentionImpl = "xla",
@@ -201,4 +207,6 @@ def load_decoder(path: str | os.PathLike, dtype=None, attention_impl: AttentionI
     config, params = read_decoder(path)
     if config.rope_scaling is not None and not keep_rope_scaling:
         config = dataclasses.replace(config, rope_scaling=None)
-    return DecoderLM(config, params, dtype, attention_impl)
+    decoder = DecoderLM(config, params, dtype, attention_impl)
+    decoder.path = str(path)
+    return decoder

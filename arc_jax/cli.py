@@ -16,6 +16,7 @@ Subcommands:
   roundtrip  generate a tiny random encoder and decoder, write and read every layout, check it
   data       check a training config's input pipeline (data check --config CONFIG)
   train      train an encoder: train --config CONFIG --workdir DIR [--config.a.b=value ...]
+  generate   answer a prompt with compressed context files (KV-cached decoding)
 """
 
 
@@ -131,6 +132,30 @@ def _bench_train(args):
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
 
+def _generate(args):
+    import arc_jax
+    from arc_jax.data.bad_records import DataError
+
+    texts = []
+    for path in args.context:
+        try:
+            texts.append(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: cannot read context file ({getattr(e, 'strerror', None) or e})") from None
+    dtype = None if args.dtype == "keep" else args.dtype
+    encoder = arc_jax.load_encoder(args.encoder, dtype=dtype)
+    decoder = arc_jax.load_decoder(args.decoder, dtype=dtype)
+    try:
+        pipe = arc_jax.ARCPipeline(encoder, decoder, args.decoder_index, args.encoder_tokenizer,
+                                   args.decoder_tokenizer)
+        # Each context's compressed block then a newline, in the order given, then the prompt.
+        prompt = [piece for block in pipe.compress(texts) for piece in (block, "\n")] + [args.prompt]
+        answer = pipe.generate([prompt], args.max_new_tokens, args.temperature, args.top_p, args.seed)[0]
+    except ValueError as e:  # inputs the models cannot take (empty context, wrong decoder index, ...)
+        raise DataError(str(e)) from None
+    print(answer)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arc-jax", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -206,6 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-processes", type=int, help="processes in a multi-process run ($JAX_NUM_PROCESSES)")
     p.add_argument("--process-id", type=int, help="this process's index ($JAX_PROCESS_ID)")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("generate", help="answer a prompt with compressed context files",
+                       description="Compress each --context file with the encoder, place the compressed blocks "
+                                   "before the prompt (BOS, block 1, newline, block 2, newline, ..., prompt text) "
+                                   "and print the decoder's answer: greedy at temperature 0, else top-p sampling; "
+                                   "it stops at the decoder tokenizer's EOS or after --max-new-tokens tokens. "
+                                   "Tokenizers default to the tokenizer file in each checkpoint folder.")
+    p.add_argument("--encoder", required=True, help="encoder checkpoint (any layout arc_jax reads)")
+    p.add_argument("--decoder", required=True, help="decoder checkpoint (any layout arc_jax reads)")
+    p.add_argument("--context", nargs="*", default=[], metavar="FILE", help="text files to compress, in order")
+    p.add_argument("--prompt", required=True,
+                   help="the text after the contexts (in bash, $'Question: ...\\nAnswer:' holds a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="default 64")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=0.8, help="nucleus kept when sampling (default 0.8)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--decoder-index", type=int, default=0, help="the encoder head of this decoder (default 0)")
+    p.add_argument("--encoder-tokenizer", help="tokenizer file or folder (default: in the encoder folder)")
+    p.add_argument("--decoder-tokenizer", help="tokenizer file or folder (default: in the decoder folder)")
+    p.add_argument("--dtype", choices=("keep", "float32", "bfloat16"), default="keep",
+                   help="compute dtype (default: the checkpoints')")
+    p.set_defaults(func=_generate)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", metavar="BENCH", required=True)
     p = bench.add_parser("train", help="step time, tokens/s and MFU of a config's train step",

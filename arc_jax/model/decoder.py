@@ -2,6 +2,9 @@
 
 Parameter tree: tok_embeddings/embedding [vocab, dim], layers/block/... (stacked),
 norm/scale [dim], output [dim, vocab].
+
+`__call__` is the training and scoring path; `cached_forward` is generation's prefill and decode
+step over a KV cache (arc_jax/model/kv_cache.py), with the same parameters.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import jax.numpy as jnp
 from arc_jax.model.attention import AttentionImpl
 from arc_jax.model.config import BackboneConfig
 from arc_jax.model.embedding import Embed
+from arc_jax.model.kv_cache import KVCache
 from arc_jax.model.layers import Norm
 from arc_jax.model.stack import LayerStack
 
@@ -30,16 +34,36 @@ class Decoder(nn.Module):
     attention_impl: AttentionImpl = "xla"
     remat_policy: str = "none"
 
-    @nn.compact
+    def setup(self):
+        c = self.cfg
+        self.tok_embeddings = Embed(c.vocab_size, c.dim, self.dtype, self.param_dtype)
+        self.layers = LayerStack(c, c.n_layers, True, self.dtype, self.param_dtype, self.attention_impl,
+                                 self.remat_policy)
+        self.norm = Norm(c.norm_type, c.norm_eps, self.param_dtype)
+        self.output = self.param("output", nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                                         ("embed", "vocab")),
+                                 (c.dim, c.vocab_size), self.param_dtype)
+
+    def _embed(self, tokens, compressed, compressed_index):
+        h = self.tok_embeddings(tokens)
+        return h if compressed is None else splice_compressed(h, compressed, compressed_index)
+
+    def _logits(self, h):
+        return jnp.einsum("...d,dv->...v", self.norm(h), self.output.astype(self.dtype),
+                          preferred_element_type=jnp.float32)
+
     def __call__(self, tokens, segment_ids, positions, compressed=None, compressed_index=None):
         """Float32 logits [rows, len, vocab]; slots holding compressed vectors are not meaningful."""
-        c = self.cfg
-        h = Embed(c.vocab_size, c.dim, self.dtype, self.param_dtype, name="tok_embeddings")(tokens)
-        if compressed is not None:
-            h = splice_compressed(h, compressed, compressed_index)
-        h = LayerStack(c, c.n_layers, True, self.dtype, self.param_dtype, self.attention_impl, self.remat_policy,
-                       name="layers")(h, segment_ids, positions)
-        h = Norm(c.norm_type, c.norm_eps, self.param_dtype, name="norm")(h)
-        output = self.param("output", nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "vocab")),
-                            (c.dim, c.vocab_size), self.param_dtype)
-        return jnp.einsum("btd,dv->btv", h, output.astype(self.dtype), preferred_element_type=jnp.float32)
+        return self._logits(self.layers(self._embed(tokens, compressed, compressed_index), segment_ids, positions))
+
+    def cached_forward(self, tokens, positions, cache: KVCache, logit_index, compressed=None, compressed_index=None):
+        """Generation: run `tokens` [rows, t] at `positions` [rows, t] through the KV cache.
+
+        Each row's positions are consecutive and name the cache slots written (see kv_cache.py): a
+        prefill passes positions 0..t-1 and a cache of t slots; a decode step passes one token per
+        row at that row's next position. Returns float32 logits [rows, vocab] at column
+        `logit_index` [rows] of `tokens` only (a prefill needs each prompt's last one), and the cache."""
+        h = self._embed(tokens, compressed, compressed_index)
+        h, cache = self.layers(h, jnp.ones_like(tokens), positions, cache)
+        last = jnp.take_along_axis(h, logit_index[:, None, None].astype(jnp.int32), axis=1)[:, 0]
+        return self._logits(last), cache

@@ -15,6 +15,7 @@ import numpy as np
 
 from arc_jax.model.attention import AttentionImpl, dot_product_attention
 from arc_jax.model.config import BackboneConfig, RopeScaling
+from arc_jax.model.kv_cache import KVCache
 
 Dtype = jnp.dtype
 
@@ -68,7 +69,10 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.
 
 
 class Attention(nn.Module):
-    """Grouped-query attention whose queries may come from a different (pooled) sequence."""
+    """Grouped-query attention whose queries may come from a different (pooled) sequence.
+
+    With a `cache` (generation, x_q is x_kv): the new keys and values are written at the slots of
+    their positions, the queries attend the whole cache causally, and (output, cache) is returned."""
 
     cfg: BackboneConfig
     causal: bool
@@ -77,7 +81,8 @@ class Attention(nn.Module):
     implementation: AttentionImpl = "xla"
 
     @nn.compact
-    def __call__(self, x_q, x_kv, q_segment_ids, kv_segment_ids, q_positions, kv_positions, same_sequence=False):
+    def __call__(self, x_q, x_kv, q_segment_ids, kv_segment_ids, q_positions, kv_positions, same_sequence=False,
+                 cache: KVCache | None = None):
         c = self.cfg
         wq = _param(self, "wq", (c.dim, c.n_heads, c.head_dim), ("embed", "heads", "head_dim"), self.param_dtype)
         wk = _param(self, "wk", (c.dim, c.n_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), self.param_dtype)
@@ -90,12 +95,28 @@ class Attention(nn.Module):
         inv_freq = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
         q = apply_rope(q, q_positions, inv_freq)
         k = apply_rope(k, kv_positions, inv_freq)
+        if cache is not None:
+            return self._attend_cache(q, k, v, q_positions, cache, cast(wo))
         out = dot_product_attention(
             q, k, v,
             q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
             q_positions=q_positions, kv_positions=kv_positions,
             causal=self.causal, implementation=self.implementation, same_sequence=same_sequence)
         return jnp.einsum("bthk,hkd->btd", out, cast(wo))
+
+    def _attend_cache(self, q, k, v, q_positions, cache: KVCache, wo):
+        cache = cache.write(k, v, q_positions[:, 0])
+        b, t = q_positions.shape
+        slots = jnp.broadcast_to(jnp.arange(cache.length, dtype=q_positions.dtype), (b, cache.length))
+        # A prefill fills the whole cache (the configured kernel applies); a decode step is one
+        # query against the cache, which the plain "xla" path does best.
+        prefill = t == cache.length
+        out = dot_product_attention(
+            q, cache.k.astype(q.dtype), cache.v.astype(q.dtype),
+            q_segment_ids=jnp.ones((b, t), jnp.int32), kv_segment_ids=jnp.ones((b, cache.length), jnp.int32),
+            q_positions=q_positions, kv_positions=slots, causal=True,
+            implementation=self.implementation if prefill else "xla", same_sequence=prefill)
+        return jnp.einsum("bthk,hkd->btd", out, wo), cache
 
 
 class FeedForward(nn.Module):
@@ -117,7 +138,8 @@ class FeedForward(nn.Module):
 
 class Block(nn.Module):
     """Pre-norm block. With `queries` given (a pooling layer), the residual stream is `queries`:
-    attention reads queries from norm(queries) and keys/values from norm(h)."""
+    attention reads queries from norm(queries) and keys/values from norm(h). With a `cache`
+    (generation), attention reads and extends it, and (h, cache) is returned."""
 
     cfg: BackboneConfig
     causal: bool
@@ -126,7 +148,8 @@ class Block(nn.Module):
     attention_impl: AttentionImpl = "xla"
 
     @nn.compact
-    def __call__(self, h, segment_ids, positions, queries=None, q_segment_ids=None, q_positions=None):
+    def __call__(self, h, segment_ids, positions, queries=None, q_segment_ids=None, q_positions=None,
+                 cache: KVCache | None = None):
         c = self.cfg
         attention_norm = Norm(c.norm_type, c.norm_eps, self.param_dtype, name="attention_norm")
         h_normed = attention_norm(h)
@@ -136,6 +159,11 @@ class Block(nn.Module):
         else:
             q_normed = attention_norm(queries)
         attention = Attention(c, self.causal, self.dtype, self.param_dtype, self.attention_impl, name="attention")
-        r = queries + attention(q_normed, h_normed, q_segment_ids, segment_ids, q_positions, positions, same_sequence)
+        attended = attention(q_normed, h_normed, q_segment_ids, segment_ids, q_positions, positions, same_sequence,
+                             cache=cache)
+        if cache is not None:
+            attended, cache = attended
+        r = queries + attended
         ffn_norm = Norm(c.norm_type, c.norm_eps, self.param_dtype, name="ffn_norm")
-        return r + FeedForward(c, self.dtype, self.param_dtype, name="feed_forward")(ffn_norm(r))
+        out = r + FeedForward(c, self.dtype, self.param_dtype, name="feed_forward")(ffn_norm(r))
+        return out if cache is None else (out, cache)

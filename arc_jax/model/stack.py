@@ -1,5 +1,6 @@
 """A stack of identical blocks run with `nn.scan`: one compiled layer, parameters stacked on a
-leading "layers" axis, optional rematerialisation per block."""
+leading "layers" axis, optional rematerialisation per block. In generation the KV cache is
+scanned along with the parameters: each layer reads and returns its [batch, slots, ...] slice."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 
 from arc_jax.model.attention import AttentionImpl
 from arc_jax.model.config import BackboneConfig
+from arc_jax.model.kv_cache import KVCache
 from arc_jax.model.layers import Block
 
 # Names accepted by `remat_policy`; "none" stores every activation, "full" recomputes the block.
@@ -27,6 +29,13 @@ class _ScanBlock(Block):
         return super().__call__(h, segment_ids, positions), None
 
 
+class _CachedScanBlock(Block):
+    """A Block reading and extending its layer's KV cache, with the `nn.scan` signature."""
+
+    def __call__(self, h, segment_ids, positions, cache):
+        return super().__call__(h, segment_ids, positions, cache=cache)
+
+
 class LayerStack(nn.Module):
     cfg: BackboneConfig
     n_layers: int
@@ -37,7 +46,14 @@ class LayerStack(nn.Module):
     remat_policy: str = "none"
 
     @nn.compact
-    def __call__(self, h, segment_ids, positions):
+    def __call__(self, h, segment_ids, positions, cache: KVCache | None = None):
+        """h after the stack; with a stacked `cache` [layers, ...], (h, updated cache)."""
+        if cache is not None:
+            scanned = nn.scan(_CachedScanBlock, variable_axes={"params": 0}, split_rngs={"params": True},
+                              in_axes=(nn.broadcast, nn.broadcast, 0), length=self.n_layers,
+                              metadata_params={nn.PARTITION_NAME: "layers"})
+            return scanned(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl, name="block")(
+                h, segment_ids, positions, cache)
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"unknown remat_policy {self.remat_policy!r}; choose from {sorted(REMAT_POLICIES)}")
         block_cls = _ScanBlock

@@ -1,0 +1,158 @@
+"""Batched generation on a decoder LLM: one jitted program per shape bucket that prefills the
+prompts (compressed blocks spliced in) into a KV cache, then decodes in a `jax.lax.while_loop`.
+
+    generate_ids(decoder, [[ids, block, ids], [ids]], max_new_tokens=32) -> [[id, ...], [id, ...]]
+
+Prompts are right-padded (kv_cache.py): each row keeps positions 0..L-1 exactly as in the
+uncached forward pass and decodes at its own next position. Shapes are bucketed to powers of two
+(rows, prompt length, cache length, output length, compressed-vector table), so prompts of
+other lengths and other `max_new_tokens` reuse compiled programs; temperature, top-p, the token
+budget and stop ids are traced values. The loop runs on the device without a host round trip per
+token and ends when every row has produced a stop token or the budget is spent.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from arc_jax.api import DecoderLM, _bucket, _check_ids
+from arc_jax.model.decoder import Decoder
+from arc_jax.model.inputs import pack_decoder_inputs
+from arc_jax.model.kv_cache import empty_cache
+from arc_jax.sampling import DEFAULT_TOP_P, sample_next
+
+Piece = Sequence[int] | np.ndarray
+_NO_TOKEN = -1  # output slots after a row has stopped
+
+
+def check_prompt(pieces: Sequence[Piece], decoder_dim: int, vocab_size: int, what: str) -> list:
+    """Token-id pieces (lists or 1-D int arrays) and compressed blocks (2-D float arrays [k, dim]),
+    validated; empty id pieces are dropped."""
+    out = []
+    for j, piece in enumerate(pieces):
+        if isinstance(piece, np.ndarray) and piece.ndim == 2 and np.issubdtype(piece.dtype, np.floating):
+            if piece.shape[1] != decoder_dim:
+                raise ValueError(f"{what} piece {j}: compressed block of width {piece.shape[1]}, "
+                                 f"the decoder's is {decoder_dim}")
+            if len(piece):
+                out.append(np.asarray(piece, np.float32))
+        elif isinstance(piece, np.ndarray) and (piece.ndim != 1 or not np.issubdtype(piece.dtype, np.integer)):
+            raise TypeError(f"{what} piece {j}: expected token ids (1-D ints) or a compressed block (2-D floats), "
+                            f"got a {piece.ndim}-D {piece.dtype} array")
+        elif len(piece):
+            out += _check_ids([piece], vocab_size, f"{what} piece {j}")
+    if not out:
+        raise ValueError(f"{what} holds no tokens or vectors")
+    return out
+
+
+def generate_ids(decoder: DecoderLM, prompts: Sequence[Sequence[Piece]], max_new_tokens: int = 64,
+                 temperature: float = 0.0, top_p: float = DEFAULT_TOP_P, seed: int = 0,
+                 stop_ids: Sequence[int] = (), vocab_limit: int | None = None, max_rows: int = 64) -> list[list[int]]:
+    """New token ids per prompt, the stop token that ended a row left out.
+
+    A prompt is token-id pieces and compressed blocks in order, read as they are (no BOS is
+    added). temperature 0 is greedy; otherwise tokens are drawn from the top-p nucleus of
+    softmax(logits / temperature) with keys derived from `seed` and the step. Only ids below
+    `vocab_limit` are generated (a tokenizer smaller than the embedding table has no others)."""
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    cfg = decoder.config
+    checked = [check_prompt(p, cfg.dim, cfg.vocab_size, f"prompt {i}") for i, p in enumerate(prompts)]
+    stops = [int(s) for s in stop_ids]
+    if any(not 0 <= s < cfg.vocab_size for s in stops):
+        raise ValueError(f"stop ids {stops} fall outside the vocabulary [0, {cfg.vocab_size})")
+    vocab_limit = cfg.vocab_size if vocab_limit is None else vocab_limit
+    if not 0 < vocab_limit <= cfg.vocab_size:
+        raise ValueError(f"vocab_limit must be in [1, {cfg.vocab_size}], got {vocab_limit}")
+    results: list[list[int]] = [[] for _ in checked]
+    if max_new_tokens == 0 or not checked:
+        return results
+    # Similar lengths share a chunk, so little of a chunk is padding.
+    lengths = [sum(len(p) for p in pieces) for pieces in checked]
+    order = sorted(range(len(checked)), key=lambda i: lengths[i])
+    stop_array = np.full(_bucket(len(stops), 4), _NO_TOKEN, np.int32)
+    stop_array[: len(stops)] = stops
+    for start in range(0, len(order), max_rows):
+        chunk = order[start: start + max_rows]
+        out = _run_chunk(decoder, [checked[i] for i in chunk], max(lengths[i] for i in chunk), max_new_tokens,
+                         temperature, top_p, seed + start, stop_array, vocab_limit)
+        for i, row in zip(chunk, out):
+            results[i] = _cut(row, stops)
+    return results
+
+
+def _cut(row: np.ndarray, stops: list[int]) -> list[int]:
+    tokens = []
+    for t in row.tolist():
+        if t == _NO_TOKEN or t in stops:
+            break
+        tokens.append(t)
+    return tokens
+
+
+def _run_chunk(decoder: DecoderLM, prompts: list[list], max_len: int, max_new_tokens: int, temperature: float,
+               top_p: float, seed: int, stop_array: np.ndarray, vocab_limit: int) -> np.ndarray:
+    rows = _bucket(len(prompts), 1)
+    prompt_len = _bucket(max_len)
+    # Padding rows: one token each, stopped from the start so they never hold the loop.
+    inputs, table, _ = pack_decoder_inputs(prompts + [[[0]]] * (rows - len(prompts)), row_len=prompt_len)
+    lengths = inputs.segment_ids.sum(axis=1).astype(np.int32)
+    if table is None:
+        table = np.zeros((0, decoder.config.dim), np.float32)
+    table = np.concatenate([table, np.zeros((_bucket(len(table), 8) - len(table), table.shape[1]), np.float32)])
+    out = _generate(
+        decoder.params, inputs.tokens, jnp.asarray(table, decoder.dtype), inputs.compressed_index, lengths,
+        np.arange(rows) >= len(prompts), stop_array, np.int32(max_new_tokens), np.float32(max(temperature, 1e-6)),
+        np.float32(top_p), np.int32(vocab_limit), jax.random.key(seed),
+        module=decoder.module, cache_len=_bucket(max_len + max_new_tokens), out_len=_bucket(max_new_tokens, 8),
+        greedy=temperature == 0)
+    return np.asarray(out)[: len(prompts)]
+
+
+@functools.partial(jax.jit, static_argnames=("module", "cache_len", "out_len", "greedy"))
+def _generate(params, tokens, compressed, compressed_index, lengths, done, stop_ids, max_new_tokens, temperature,
+              top_p, vocab_limit, key, *, module: Decoder, cache_len: int, out_len: int, greedy: bool):
+    """Token ids [rows, out_len] (_NO_TOKEN after a row stops, and past max_new_tokens)."""
+    rows, prompt_len = tokens.shape
+
+    def forward(tokens, positions, cache, logit_index, compressed=None, compressed_index=None):
+        return module.apply({"params": params}, tokens, positions, cache, logit_index, compressed, compressed_index,
+                            method=Decoder.cached_forward)
+
+    def choose(logits, step, done):
+        logits = jnp.where(jnp.arange(logits.shape[-1]) < vocab_limit, logits, -jnp.inf)
+        token = sample_next(logits, jax.random.fold_in(key, step), temperature, top_p, greedy)
+        token = jnp.where(done, _NO_TOKEN, token)
+        return token, done | jnp.isin(token, stop_ids)
+
+    positions = jnp.broadcast_to(jnp.arange(prompt_len, dtype=jnp.int32), (rows, prompt_len))
+    logits, cache = forward(tokens, positions, empty_cache(module.cfg, rows, prompt_len, module.dtype), lengths - 1,
+                            compressed, compressed_index)
+    cache = cache.grow(cache_len)
+    token, done = choose(logits, 0, done)
+    out = jnp.full((rows, out_len), _NO_TOKEN, jnp.int32).at[:, 0].set(token)
+
+    def keep_going(state):
+        step, _, _, _, done = state
+        return (step < max_new_tokens) & ~jnp.all(done)
+
+    def decode_step(state):
+        step, token, cache, out, done = state
+        # Token `step - 1` sits at position (and cache slot) length + step - 1 of its row.
+        logits, cache = forward(jnp.maximum(token, 0)[:, None], (lengths + step - 1)[:, None], cache,
+                                jnp.zeros(rows, jnp.int32))
+        token, done = choose(logits, step, done)
+        return step + 1, token, cache, out.at[:, step].set(token), done
+
+    _, _, _, out, _ = jax.lax.while_loop(keep_going, decode_step, (jnp.int32(1), token, cache, out, done))
+    return out

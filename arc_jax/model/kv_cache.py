@@ -1,0 +1,46 @@
+"""The decoder's key/value cache for generation: static shapes, one slot per position.
+
+Rows are right-padded: the token at RoPE position p of a row lives in slot p, so a row of
+prompt length L decodes its next token at position and slot L whatever the other rows' lengths.
+A query at position p attends slots 0..p (the causal rule on positions). Slots past a row's
+current position may hold padding from the prefill or nothing yet; causality never reads them,
+and the decode step at that position overwrites them before they are read.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from arc_jax.model.config import BackboneConfig
+
+
+class KVCache(NamedTuple):
+    """Keys and values after RoPE: [batch, slots, kv_heads, head_dim] for one layer, with a leading
+    [layers] axis for the whole stack (how `nn.scan` carries it through the layers)."""
+
+    k: jax.Array
+    v: jax.Array
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[-3]
+
+    def write(self, k: jax.Array, v: jax.Array, starts: jax.Array) -> KVCache:
+        """One layer: put k, v [batch, t, kv_heads, head_dim] in slots starts[b] .. starts[b] + t - 1."""
+        put = jax.vmap(lambda cache, new, start: jax.lax.dynamic_update_slice_in_dim(cache, new, start, axis=0))
+        return KVCache(put(self.k, k.astype(self.k.dtype), starts), put(self.v, v.astype(self.v.dtype), starts))
+
+    def grow(self, length: int) -> KVCache:
+        """The same cache with empty slots appended up to `length` (after a prefill, before decoding)."""
+        pad = [(0, 0)] * self.k.ndim
+        pad[-3] = (0, length - self.length)
+        return KVCache(jnp.pad(self.k, pad), jnp.pad(self.v, pad))
+
+
+def empty_cache(cfg: BackboneConfig, batch: int, length: int, dtype=jnp.float32) -> KVCache:
+    """Zeros for the whole stack: [n_layers, batch, length, n_kv_heads, head_dim]."""
+    shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))

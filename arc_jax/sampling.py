@@ -1,0 +1,35 @@
+"""Choosing the next token from logits: greedy, or temperature with nucleus (top-p) sampling.
+
+Top-p follows the reference (mistral-style `sample_top_p`): sort the probabilities, keep each
+token whose cumulative probability *before* it is <= top_p (so the most probable token is always
+kept and the kept set is the smallest one reaching top_p), renormalise, draw.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+DEFAULT_TOP_P = 0.8  # the reference's evaluation setting
+
+
+def top_p_mask(probs: jax.Array, top_p: float | jax.Array) -> jax.Array:
+    """Bool [..., vocab]: the nucleus of each distribution in `probs` [..., vocab].
+
+    Tokens tied with the least probable kept token are kept too (the reference breaks such ties by
+    sort order)."""
+    descending = -jnp.sort(-probs, axis=-1)
+    before = jnp.cumsum(descending, axis=-1) - descending
+    threshold = jnp.min(jnp.where(before <= top_p, descending, jnp.inf), axis=-1, keepdims=True)
+    return probs >= threshold
+
+
+def sample_next(logits: jax.Array, key: jax.Array, temperature: float | jax.Array, top_p: float | jax.Array,
+                greedy: bool) -> jax.Array:
+    """Int32 token ids [...] from float logits [..., vocab]: argmax when `greedy` (a static
+    choice), else a draw from softmax(logits / temperature) restricted to its top-p nucleus."""
+    if greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    scaled = logits.astype(jnp.float32) / temperature
+    keep = top_p_mask(jax.nn.softmax(scaled, axis=-1), top_p)
+    return jax.random.categorical(key, jnp.where(keep, scaled, -jnp.inf), axis=-1).astype(jnp.int32)
