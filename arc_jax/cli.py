@@ -17,6 +17,8 @@ Subcommands:
   data       check a training config's input pipeline (data check --config CONFIG)
   train      train an encoder: train --config CONFIG --workdir DIR [--config.a.b=value ...]
   generate   answer a prompt with compressed context files (KV-cached decoding)
+  eval       score closed-book, open-book and compressed contexts on jsonl benchmarks
+  bench      train: step time, tokens/s and MFU of a config's train step
 """
 
 
@@ -156,6 +158,27 @@ def _generate(args):
     print(answer)
 
 
+def _eval(args):
+    import arc_jax
+    from arc_jax.data.bad_records import DataError
+    from arc_jax.evaluation.harness import evaluate, markdown_table, parse_benchmark
+
+    dtype = None if args.dtype == "keep" else args.dtype
+    try:
+        benchmarks = [parse_benchmark(spec) for spec in args.data]
+        pipe = arc_jax.ARCPipeline(arc_jax.load_encoder(args.encoder, dtype=dtype),
+                                   arc_jax.load_decoder(args.decoder, dtype=dtype), args.decoder_index,
+                                   args.encoder_tokenizer, args.decoder_tokenizer)
+        results = evaluate(pipe, benchmarks, args.modes.split(","), args.out, shots=args.shots,
+                           max_examples=args.max_examples, batch_size=args.batch_size,
+                           max_new_tokens=args.max_new_tokens, seed=args.seed, max_passages=args.max_passages)
+    except ValueError as e:  # bad options or inputs the models cannot take: one line, no traceback
+        raise DataError(str(e)) from None
+    out = Path(args.out)
+    print(markdown_table(results), end="")
+    print(f"written: {out / 'results.json'}, {out / 'results.md'}, {out / 'predictions'}/")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arc-jax", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -253,6 +276,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("keep", "float32", "bfloat16"), default="keep",
                    help="compute dtype (default: the checkpoints')")
     p.set_defaults(func=_generate)
+
+    p = sub.add_parser("eval", help="score closed-book, open-book and compressed contexts on jsonl benchmarks",
+                       description="Evaluate an encoder + decoder on jsonl benchmarks (reference format): "
+                                   "5-shot QA (EM, F1), translation (BLEU), summarisation (ROUGE-L) with the "
+                                   "prompt 'Document: <C>\\nQuestion: q\\nAnswer: a\\n\\n...', and zero-shot long "
+                                   "context (F1, ROUGE-L) in the Llama 2 Chat template, each in the given modes: "
+                                   "closed_book (no document), open_book (its text), compressed (ARC encoder), "
+                                   "truncated (its text cut to the compressed length). Greedy decoding; the answer "
+                                   "is the first generated line. Writes results.json, results.md and "
+                                   "predictions/ to --out and prints the table.")
+    p.add_argument("--encoder", required=True, help="encoder checkpoint (any layout arc_jax reads)")
+    p.add_argument("--decoder", required=True, help="decoder checkpoint (any layout arc_jax reads)")
+    p.add_argument("--data", required=True, nargs="+", metavar="FILE[:KIND]",
+                   help="benchmark files; KIND is qa (default), translation[:LANGUAGE], summarization or "
+                        "long_context")
+    p.add_argument("--modes", default="closed_book,open_book,compressed",
+                   help="comma-separated, of closed_book, open_book, compressed, truncated "
+                        "(default closed_book,open_book,compressed)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--shots", type=int, default=5,
+                   help="in-context examples, drawn once and never evaluated (default 5)")
+    p.add_argument("--max-examples", type=int, help="evaluate at most this many records per benchmark")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per generation call (default 8)")
+    p.add_argument("--max-new-tokens", type=int,
+                   help="default per kind: qa 32, translation and summarization 128, long_context 64")
+    p.add_argument("--seed", type=int, default=0, help="draws the shots and the evaluated subset (default 0)")
+    p.add_argument("--max-passages", type=int, default=1, help="QA passages joined into a document (default 1)")
+    p.add_argument("--decoder-index", type=int, default=0, help="the encoder head of this decoder (default 0)")
+    p.add_argument("--encoder-tokenizer", help="tokenizer file or folder (default: in the encoder folder)")
+    p.add_argument("--decoder-tokenizer", help="tokenizer file or folder (default: in the decoder folder)")
+    p.add_argument("--dtype", choices=("keep", "float32", "bfloat16"), default="keep",
+                   help="compute dtype (default: the checkpoints')")
+    p.set_defaults(func=_eval)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", metavar="BENCH", required=True)
     p = bench.add_parser("train", help="step time, tokens/s and MFU of a config's train step",

@@ -1,0 +1,515 @@
+"""The evaluation harness behind `arc-jax eval`: few-shot QA, translation and summarisation
+(SPEC §5-6), and Llama 2 Chat long-context QA, each read four ways.
+
+    pipe = arc_jax.ARCPipeline(encoder=enc, decoder=dec, decoder_index=0)
+    evaluate(pipe, ["nq.jsonl:qa", "flores_es.jsonl:translation:Spanish"],
+             modes=("closed_book", "open_book", "compressed"), out_dir="eval_out")
+
+Few-shot prompt (fixed shots drawn once per benchmark with `seed`, held out of the evaluated
+records; a shot's answer is its first one):
+
+    Document: <C>\\nQuestion: q\\nAnswer: a\\n\\nDocument: <C>\\nQuestion: q\\nAnswer:
+
+Modes say what stands for each document <C> (the shots' ones included):
+- closed_book: nothing; the "Document: <C>\\n" line is dropped.
+- open_book:   the document's text ("Document: text\\nQuestion: ..."), the prompt tokenised whole.
+- compressed:  the document compressed by the ARC encoder (with <Cont> when the encoder has it).
+  Text pieces are tokenised one by one, exactly as the fine-tuning task lays them out
+  (arc_jax/data/tasks.py few_shot): "Document:", <C>, "\\nQuestion: q\\nAnswer:", " a", "\\n\\nDocument:", ...
+- truncated:   the document's text cut to as many decoder tokens as its compressed block has
+  vectors (a baseline with the same prefill budget), tokenised as open_book.
+Long context (zero-shot, no special vectors) mirrors tasks.long_context:
+"[INST] Text:\\n\\n<C...C> {instruction} [/INST]", the document cut into <= 32 chunks of 1024
+encoder tokens, each compressed on its own.
+
+The reference's evaluation script writes "Document: " (a space) before a compressed block; the
+compressed prompt here follows arc_jax's fine-tuning layout, which has none. Every prompt starts
+with the decoder's BOS. Generation is greedy; the answer is the generated
+text up to its first newline, stripped (decoding stops at EOS or at a token that starts a new line).
+
+Metrics (metrics.py, in percent): QA EM and F1, translation BLEU, summarisation ROUGE-L, long
+context F1 and ROUGE-L. Per benchmark and mode the results also hold n, the compression ratio (the
+evaluated document's decoder tokens over the decoder slots it takes: compressed vectors with <Cont>,
+or truncated tokens; mean over records) and the mean prefill length (decoder slots per prompt, BOS
+and vectors included). Written to out_dir: results.json, results.md and predictions/*.jsonl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from arc_jax.data.bad_records import DataError
+from arc_jax.data.sources import _field_problem, parse_record
+from arc_jax.evaluation.metrics import score
+
+MODES = ("closed_book", "open_book", "compressed", "truncated")
+KINDS = ("qa", "translation", "summarization", "long_context")
+METRICS_BY_KIND = {"qa": ("em", "f1"), "translation": ("bleu",), "summarization": ("rougeL",),
+                   "long_context": ("f1", "rougeL")}
+DEFAULT_MAX_NEW_TOKENS = {"qa": 32, "translation": 128, "summarization": 128, "long_context": 64}
+METRIC_NAMES = {"em": "EM", "f1": "F1", "bleu": "BLEU", "rougeL": "ROUGE-L"}
+
+TRANSLATION_QUESTION = "Translate the previous document into {language}."
+SUMMARY_QUESTION = "Summarize the previous document."  # our wording: SPEC §6 gives none
+CHAT_HEAD, CHAT_TAIL = "[INST] Text:\n\n", " {instruction} [/INST]"
+
+# Field names accepted per role, first present wins (reference jsonl and common variants).
+_DOCUMENT_FIELDS = {"qa": ("passages", "passage"), "translation": ("passage", "text", "source"),
+                    "summarization": ("passage", "passages", "text", "article", "document"),
+                    "long_context": ("passage", "passages", "text", "context", "document")}
+_ANSWER_FIELDS = {"qa": ("answers", "answer"), "translation": ("answer", "answers", "translation", "target"),
+                  "summarization": ("summary", "answer", "answers", "highlights"),
+                  "long_context": ("answers", "answer")}
+_QUESTION_FIELDS = {"qa": ("question",), "translation": (), "summarization": ("question", "instruction"),
+                    "long_context": ("instruction", "question")}
+
+
+# --- Benchmarks and their records ----------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """One evaluation file: its kind, a name for the results, and (translation) the target language
+    when the records do not name it."""
+
+    path: str
+    kind: str = "qa"
+    name: str = ""
+    language: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown benchmark kind {self.kind!r}; known: {', '.join(KINDS)}")
+        if not self.name:
+            object.__setattr__(self, "name", Path(self.path).stem)
+
+
+def parse_benchmark(spec: str) -> Benchmark:
+    """`FILE`, `FILE:KIND` or `FILE:translation:LANGUAGE` (the command line's --data)."""
+    head, _, last = spec.rpartition(":")
+    if head and last in KINDS:
+        return Benchmark(head, last)
+    path, _, kind = head.rpartition(":")
+    if path and kind == "translation":
+        return Benchmark(path, kind, f"{Path(path).stem}-{last}", language=last)
+    if head and not Path(spec).exists():
+        raise ValueError(f"--data {spec!r}: unknown benchmark kind {last!r}; known: {', '.join(KINDS)} "
+                         "(FILE, FILE:KIND or FILE:translation:LANGUAGE)")
+    return Benchmark(spec)
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One evaluation record: the question (or instruction), its reference answers, its document
+    (None when the record has none: closed book only), and its 1-based line in the file."""
+
+    question: str
+    answers: tuple[str, ...]
+    document: str | None
+    line: int
+
+
+def _texts(record: dict, names: Sequence[str], role: str, required: bool, types=(str, list)) -> list[str] | None:
+    """The stripped strings of the first present field of `names`, or None; raises ValueError(reason)."""
+    name = next((n for n in names if n in record), None)
+    if name is None:
+        if required:
+            alternatives = " or ".join(f"'{n}'" for n in names)
+            raise ValueError(f"missing field {alternatives} ({role})")
+        return None
+    if reason := _field_problem(record, name, types):
+        raise ValueError(reason)
+    values = record[name]
+    return [v.strip() for v in ([values] if isinstance(values, str) else values)]
+
+
+def example_from_record(record: dict, bench: Benchmark, line: int, need_document: bool,
+                        max_passages: int = 1) -> Example:
+    """An Example from one parsed record; ValueError(reason) when the record cannot make one."""
+    kind = bench.kind
+    answers = _texts(record, _ANSWER_FIELDS[kind], "the reference answers", True)
+    passages = _texts(record, _DOCUMENT_FIELDS[kind], "the document", need_document)
+    document = "\n".join(passages[:max_passages]) if passages else None
+    question = _texts(record, _QUESTION_FIELDS[kind], "the question", kind in ("qa", "long_context"), str)
+    if kind == "translation":
+        language = record.get("language", bench.language)
+        if not isinstance(language, str) or not language.strip():
+            raise ValueError("no target language: give the record a 'language' field or the benchmark one "
+                             "(--data FILE:translation:LANGUAGE)")
+        question = [TRANSLATION_QUESTION.format(language=language.strip())]
+    elif kind == "summarization" and question is None:
+        question = [SUMMARY_QUESTION]
+    return Example(question[0], tuple(answers), document, line)
+
+
+def load_examples(bench: Benchmark, need_document: bool = True, max_passages: int = 1) -> list[Example]:
+    """Every record of a jsonl benchmark file. A bad record raises DataError naming path:line, as
+    the training data pipeline reports them (sources.parse_record's reasons); so does an empty file."""
+    path = Path(bench.path)
+    try:
+        raw_lines = path.read_bytes().split(b"\n")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
+    examples = []
+    for number, raw in enumerate(raw_lines, 1):
+        if not raw.strip():
+            continue
+        record, reason = parse_record(raw.rstrip(b"\r"), {}, max_record_bytes=len(raw))  # books are long
+        if reason is None:
+            try:
+                examples.append(example_from_record(record, bench, number, need_document, max_passages))
+                continue
+            except ValueError as e:
+                reason = str(e)
+        raise DataError(f"{path}:{number}: {reason} (an evaluation record must be valid: fix or remove it)")
+    if not examples:
+        raise DataError(f"{path}: empty file (no records)")
+    return examples
+
+
+def split_shots(n_examples: int, shots: int, seed: int, max_examples: int | None) -> tuple[list[int], list[int]]:
+    """(shot indices, evaluated indices): `shots` records drawn once with `seed` serve as the fixed
+    in-context examples and are never evaluated; the evaluated ones are up to `max_examples` of
+    the rest, drawn with the same permutation, in file order."""
+    if shots < 0:
+        raise ValueError(f"shots must be >= 0, got {shots}")
+    if n_examples <= shots:
+        raise DataError(f"{n_examples} record(s) but {shots} shot(s): need at least one record beyond the shots")
+    order = np.random.default_rng(seed).permutation(n_examples).tolist()
+    rest = order[shots:]
+    if max_examples is not None:
+        rest = rest[:max_examples]
+    return order[:shots], sorted(rest)
+
+
+# --- Prompt templates ----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    """Where a document goes in a prompt template. `example` indexes the benchmark's examples (whose
+    compressed blocks are cached under it); `sep` joins it to the text before it when read as text."""
+
+    text: str
+    example: int
+    sep: str = " "
+
+
+Piece = str | Document
+
+
+def few_shot_template(shots: Sequence[tuple[int, Example]], target: tuple[int, Example],
+                      with_documents: bool) -> list[Piece]:
+    """The SPEC §5 prompt as pieces, split where the fine-tuning task splits it: per example
+    ["Document:" or "\\n\\nDocument:", <doc>, "\\nQuestion: q\\nAnswer:", " a" (shots only)], or
+    without documents ["Question: q\\nAnswer:", " a", "\\n\\nQuestion: ...", ...]."""
+    pieces: list[Piece] = []
+    for i, (index, ex) in enumerate([*shots, target]):
+        gap = "" if i == 0 else "\n\n"
+        if with_documents:
+            pieces += [f"{gap}Document:", Document(ex.document, index), f"\nQuestion: {ex.question}\nAnswer:"]
+        else:
+            pieces.append(f"{gap}Question: {ex.question}\nAnswer:")
+        if i < len(shots):
+            pieces.append(f" {ex.answers[0]}")
+    return pieces
+
+
+def long_context_template(target: tuple[int, Example], with_documents: bool) -> list[Piece]:
+    """tasks.long_context's prompt: "[INST] Text:\\n\\n<C...C> {instruction} [/INST]"; without
+    documents "[INST] {instruction} [/INST]"."""
+    index, ex = target
+    if not with_documents:
+        return [f"[INST] {ex.question} [/INST]"]
+    return [CHAT_HEAD, Document(ex.document, index, sep=""), CHAT_TAIL.format(instruction=ex.question)]
+
+
+def render_text(pieces: Iterable[Piece], document_text: Callable[[Document], str] = lambda d: d.text) -> str:
+    """The prompt as one string, each document read as `document_text(document)`."""
+    return "".join(p if isinstance(p, str) else p.sep + document_text(p) for p in pieces)
+
+
+def truncate_to_tokens(text: str, n: int, tokenizer) -> str:
+    """`text` cut to its first n tokens of `tokenizer` (decoded back to text)."""
+    ids = tokenizer.encode(text)
+    return text if len(ids) <= n else tokenizer.decode(ids[:n])
+
+
+def n_slots(blocks: Sequence[np.ndarray]) -> int:
+    """Decoder slots a compressed document takes (its vectors, special vectors included)."""
+    return sum(len(b) for b in blocks)
+
+
+@dataclasses.dataclass
+class Prompt:
+    """A prompt as `generate_ids` reads it (token-id lists and 2-D vector blocks), its length in
+    decoder slots, and the evaluated document's decoder tokens and slots (for the ratio)."""
+
+    pieces: list
+    prefill: int
+    document_tokens: int | None = None
+    document_slots: int | None = None
+
+
+def realize(pieces: Sequence[Piece], mode: str, tokenizer, blocks: Mapping[int, Sequence[np.ndarray]],
+            target: int) -> Prompt:
+    """The token-level prompt of a template in `mode`. `blocks[i]` holds the compressed blocks of
+    example i's document (compressed and truncated modes); `target` is the evaluated example."""
+    bos = [[tokenizer.bos_id]] if tokenizer.bos_id is not None else []
+    documents = [p for p in pieces if isinstance(p, Document)]
+    target_docs = [d for d in documents if d.example == target]
+    doc_tokens = len(tokenizer.encode(target_docs[0].text)) if target_docs else None
+    if mode == "compressed":  # text pieces tokenised one by one, as the training tasks do
+        out = list(bos)
+        for p in pieces:
+            out += [tokenizer.encode(p)] if isinstance(p, str) else list(blocks[p.example])
+        slots = n_slots(blocks[target]) if target_docs else None
+    elif mode in ("open_book", "closed_book", "truncated"):
+        if mode == "closed_book" and documents:
+            raise ValueError("a closed-book prompt holds no document")
+        cut = {}
+        if mode == "truncated":
+            cut = {d.example: truncate_to_tokens(d.text, n_slots(blocks[d.example]), tokenizer) for d in documents}
+        out = bos + [tokenizer.encode(render_text(pieces, lambda d: cut.get(d.example, d.text)))]
+        slots = len(tokenizer.encode(cut[target])) if mode == "truncated" and target_docs else doc_tokens
+    else:
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    return Prompt(out, sum(len(p) for p in out), doc_tokens, slots)
+
+
+def first_line(text: str) -> str:
+    """The answer in generated text: up to its first newline, stripped."""
+    return text.split("\n", 1)[0].strip()
+
+
+def newline_stop_ids(tokenizer) -> list[int]:
+    """EOS and every token whose text starts a new line: what comes after one is never part of the
+    answer, so decoding may stop there (the token itself is left out, as the cut would drop it)."""
+    ids = [tokenizer.eos_id]
+    for i in range(tokenizer.vocab_size):
+        try:
+            if tokenizer.decode([i]).startswith("\n"):
+                ids.append(i)
+        except Exception:  # noqa: BLE001 - ids a tokenizer cannot decode alone (specials, byte pieces)
+            continue
+    return sorted(set(ids))
+
+
+# --- Compression ---------------------------------------------------------------------------------
+
+def compress_documents(pipe, texts: Sequence[str]) -> list[list[np.ndarray]]:
+    """Few-shot documents: one block each, what `ARCPipeline.compress` gives (with <Cont>)."""
+    return [[np.asarray(c.vectors)] for c in pipe.compress(list(texts))] if texts else []
+
+
+def long_context_chunks(text: str, tokenizer, chunk_len: int, max_chunks: int) -> list[list[int]]:
+    """tasks.long_context's chunks: encoder ids cut at max_chunks * chunk_len, in chunk_len pieces."""
+    ids = tokenizer.encode(text)[: chunk_len * max_chunks]
+    return [ids[i: i + chunk_len] for i in range(0, len(ids), chunk_len)]
+
+
+def covered_text(text: str, tokenizer, chunk_len: int, max_chunks: int) -> str:
+    """The part of a long document the chunks hold (all of it unless it is longer than the chunks)."""
+    ids = tokenizer.encode(text)
+    return text if len(ids) <= chunk_len * max_chunks else tokenizer.decode(ids[: chunk_len * max_chunks])
+
+
+def compress_long_documents(pipe, texts: Sequence[str], chunk_len: int, max_chunks: int) -> list[list[np.ndarray]]:
+    """Long documents: each chunk compressed on its own, without special vectors (as trained)."""
+    chunks = [long_context_chunks(t, pipe.encoder_tokenizer, chunk_len, max_chunks) for t in texts]
+    flat = [c for doc in chunks for c in doc]
+    blocks = pipe.encoder.compress(flat, decoder=pipe.decoder_index) if flat else []
+    if pipe.encoder.config.cont_tok:  # compress appends <Cont>; long-context samples have none
+        blocks = [b[:-1] for b in blocks]
+    out, start = [], 0
+    for doc in chunks:
+        out.append([np.asarray(b) for b in blocks[start: start + len(doc)]])
+        start += len(doc)
+    return out
+
+
+# --- The evaluation loop -------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _ModeRun:
+    predictions: list[str] = dataclasses.field(default_factory=list)
+    prefill: list[int] = dataclasses.field(default_factory=list)
+    ratios: list[float] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+
+def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] = ("closed_book", "open_book",
+             "compressed"), out_dir: str | Path | None = None, *, shots: int = 5, max_examples: int | None = None,
+             batch_size: int = 8, max_new_tokens: int | None = None, seed: int = 0, max_passages: int = 1,
+             chunk_len: int = 1024, max_chunks: int = 32, progress: bool = True) -> dict:
+    """Evaluate `pipe` (an ARCPipeline) on each benchmark in each mode; returns the results dict
+    (also written to out_dir as results.json, results.md and predictions/, after each benchmark).
+
+    max_new_tokens None takes the kind's default (QA 32, translation and summaries 128, long
+    context 64). Long-context benchmarks are zero-shot. All files are read and checked first."""
+    modes = list(dict.fromkeys(modes))
+    if not modes or any(m not in MODES for m in modes):
+        raise ValueError(f"modes {modes} must be some of {', '.join(MODES)}")
+    if batch_size < 1 or (max_examples is not None and max_examples < 1):
+        raise ValueError(f"batch_size ({batch_size}) and max_examples ({max_examples}) must be >= 1")
+    benches = _unique_names([parse_benchmark(b) if isinstance(b, str) else b for b in benchmarks])
+    if not benches:
+        raise ValueError("no benchmark to evaluate")
+    need_document = any(m != "closed_book" for m in modes)
+    loaded = [(b, load_examples(b, need_document, max_passages)) for b in benches]
+    splits = [split_shots(len(ex), 0 if b.kind == "long_context" else shots, seed, max_examples) for b, ex in loaded]
+
+    tokenizer = pipe.decoder_tokenizer
+    vocab_limit = min(tokenizer.vocab_size, pipe.decoder.config.vocab_size)  # as ARCPipeline.generate
+    stop_ids = [i for i in newline_stop_ids(tokenizer) if i < vocab_limit]
+    results = {"settings": {"modes": modes, "shots": shots, "seed": seed, "max_examples": max_examples,
+                            "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+                            "max_passages": max_passages, "chunk_len": chunk_len, "max_chunks": max_chunks,
+                            "decoder_index": getattr(pipe, "decoder_index", None)},
+               "benchmarks": {}}
+    for (bench, examples), (shot_ids, eval_ids) in zip(loaded, splits):
+        decoding = _Decoding(tokenizer, max_new_tokens or DEFAULT_MAX_NEW_TOKENS[bench.kind], stop_ids, vocab_limit)
+        results["benchmarks"][bench.name] = _evaluate_one(pipe, bench, examples, shot_ids, eval_ids, modes, decoding,
+                                                          batch_size, chunk_len, max_chunks, progress, out_dir)
+        if out_dir is not None:
+            write_results(results, out_dir)
+    return results
+
+
+def _unique_names(benches: list[Benchmark]) -> list[Benchmark]:
+    seen: dict[str, int] = {}
+    out = []
+    for b in benches:
+        seen[b.name] = seen.get(b.name, 0) + 1
+        out.append(b if seen[b.name] == 1 else dataclasses.replace(b, name=f"{b.name}-{seen[b.name]}"))
+    return out
+
+
+class _Decoding(NamedTuple):
+    tokenizer: object
+    max_new_tokens: int
+    stop_ids: list[int]
+    vocab_limit: int
+
+
+def _evaluate_one(pipe, bench: Benchmark, examples: list[Example], shot_ids: list[int], eval_ids: list[int],
+                  modes: list[str], decoding: _Decoding, batch_size: int, chunk_len: int, max_chunks: int,
+                  progress: bool, out_dir) -> dict:
+    from tqdm import tqdm
+
+    tokenizer = decoding.tokenizer
+    long = bench.kind == "long_context"
+    if long:  # every mode reads what the chunks hold
+        examples = list(examples)
+        for i in eval_ids:
+            if examples[i].document:
+                text = covered_text(examples[i].document, pipe.encoder_tokenizer, chunk_len, max_chunks)
+                examples[i] = dataclasses.replace(examples[i], document=text)
+
+    def compress(indices):
+        texts = [examples[i].document for i in indices]
+        blocks = (compress_long_documents(pipe, texts, chunk_len, max_chunks) if long
+                  else compress_documents(pipe, texts))
+        return dict(zip(indices, blocks))
+
+    needs_blocks = any(m in ("compressed", "truncated") for m in modes)
+    shot_blocks = compress(shot_ids) if needs_blocks else {}
+    shots = [(i, examples[i]) for i in shot_ids]
+    runs = {m: _ModeRun() for m in modes}
+    bar = tqdm(total=len(eval_ids) * len(modes), desc=bench.name, unit="prompt", disable=not progress)
+    for start in range(0, len(eval_ids), batch_size):
+        batch = eval_ids[start: start + batch_size]
+        blocks = {**shot_blocks, **(compress(batch) if needs_blocks else {})}
+        for mode in modes:
+            bar.set_postfix(mode=mode)
+            prompts = []
+            for i in batch:
+                template = (long_context_template((i, examples[i]), mode != "closed_book") if long
+                            else few_shot_template(shots, (i, examples[i]), mode != "closed_book"))
+                prompts.append(realize(template, mode, tokenizer, blocks, i))
+            began = time.perf_counter()
+            out = pipe.generate_ids([p.pieces for p in prompts], decoding.max_new_tokens, 0.0,
+                                    stop_ids=decoding.stop_ids, vocab_limit=decoding.vocab_limit)
+            run = runs[mode]
+            run.seconds += time.perf_counter() - began
+            run.predictions += [first_line(tokenizer.decode(ids)) for ids in out]
+            run.prefill += [p.prefill for p in prompts]
+            run.ratios += [p.document_tokens / p.document_slots for p in prompts if p.document_slots]
+            bar.update(len(batch))
+    bar.close()
+
+    answers = [examples[i].answers for i in eval_ids]
+    result = {"kind": bench.kind, "path": str(bench.path), "n": len(eval_ids),
+              "shot_lines": [examples[i].line for i in shot_ids], "max_new_tokens": decoding.max_new_tokens,
+              "modes": {}}
+    if bench.language:
+        result["language"] = bench.language
+    for mode, run in runs.items():
+        result["modes"][mode] = {
+            "metrics": {m: score(m, run.predictions, answers) for m in METRICS_BY_KIND[bench.kind]},
+            "n": len(run.predictions),
+            "compression_ratio": float(np.mean(run.ratios)) if run.ratios else None,
+            "prefill_tokens": float(np.mean(run.prefill)),
+            "seconds": run.seconds,
+        }
+        if out_dir is not None:
+            _write_predictions(Path(out_dir) / "predictions" / f"{_file_name(bench.name)}.{mode}.jsonl",
+                               [examples[i] for i in eval_ids], run.predictions)
+    return result
+
+
+def _file_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _write_predictions(path: Path, examples: list[Example], predictions: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for ex, pred in zip(examples, predictions):
+            f.write(json.dumps({"line": ex.line, "question": ex.question, "prediction": pred,
+                                "answers": list(ex.answers)}, ensure_ascii=False) + "\n")
+
+
+# --- Reports -------------------------------------------------------------------------------------
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def markdown_table(results: dict) -> str:
+    """One row per benchmark and mode: metric values, n, compression ratio, mean prefill tokens;
+    then, with several benchmarks, the mean of each benchmark's main metric per mode."""
+    benches = results["benchmarks"]
+    metrics = [m for m in METRIC_NAMES if any(m in METRICS_BY_KIND[b["kind"]] for b in benches.values())]
+    header = ["benchmark", "kind", "mode", *(METRIC_NAMES[m] for m in metrics), "n", "ratio", "prefill tokens"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, bench in benches.items():
+        for mode, r in bench["modes"].items():
+            cells = [name, bench["kind"], mode, *(_number(r["metrics"].get(m)) for m in metrics), str(r["n"]),
+                     _number(r["compression_ratio"]), _number(r["prefill_tokens"], 1)]
+            lines.append("| " + " | ".join(cells) + " |")
+    if len(benches) > 1:
+        lines += ["", "Mean of the main metric (" + ", ".join(
+            f"{k}: {METRIC_NAMES[METRICS_BY_KIND[k][0]]}" for k in KINDS
+            if any(b["kind"] == k for b in benches.values())) + "):", "",
+            "| mode | mean | benchmarks |", "|---|---|---|"]
+        modes = list(dict.fromkeys(m for b in benches.values() for m in b["modes"]))
+        for mode in modes:
+            values = [b["modes"][mode]["metrics"][METRICS_BY_KIND[b["kind"]][0]] for b in benches.values()
+                      if mode in b["modes"]]
+            lines.append(f"| {mode} | {_number(float(np.mean(values)))} | {len(values)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict, out_dir: str | Path) -> None:
+    """results.json and results.md in out_dir (created)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(markdown_table(results), encoding="utf-8")
