@@ -5,7 +5,7 @@ train (SPEC section 5, "New decoder"; the paper's OLMo experiment).
 
 Pooling factor 4 on the few-shot fine-tuning mixture, as the encoder was fine-tuned. The SPEC gives
 no rates for this run: these are the reference's finetuning_to_add_OLMo yaml: AdamW (weight decay
-0.05, betas 0.9 / 0.95), one-cycle schedule warming up for 100 steps to 1e-4 (projector and special
+0.05, betas 0.9 / 0.999), one-cycle schedule warming up for 100 steps to 1e-4 (projector and special
 vectors), 8000 steps of 64 samples (8 per GPU on 8 GPUs).
 
     arc-jax convert ROOT/models/OLMo-7B-hf ROOT/decoders/olmo-7b --dtype bfloat16

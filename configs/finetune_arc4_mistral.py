@@ -5,7 +5,7 @@ Pooling has no parameters, so an encoder pretrained at PF 8 is fine-tuned at PF 
 reference's finetuning_ARC4_* configs do (start from a higher PF, never a lower one). Samples are
 interleaved few-shot QA / translation / summarisation: "Document: <C>\\nQuestion: q\\nAnswer: a\\n\\n...",
 every document (1-4 passages) compressed, loss on the last answer only. AdamW (weight decay 0.05,
-betas 0.9 / 0.95), one-cycle schedule warming up for 50 steps to 2e-6 (encoder, <Rec>, <Cont>) and
+betas 0.9 / 0.999), one-cycle schedule warming up for 50 steps to 2e-6 (encoder, <Rec>, <Cont>) and
 3e-5 (projector), 4000 steps of 64 samples (8 per GPU on 8 GPUs).
 
     arc-jax train --config configs/finetune_arc4_mistral.py --workdir ROOT/runs/finetune_arc4_mistral

@@ -4,7 +4,7 @@ Table 1).
 
 Samples are interleaved few-shot QA / translation / summarisation: "Document: <C>\\nQuestion: q\\n
 Answer: a\\n\\n...", every document (1-4 passages) compressed, loss on the last answer only. AdamW (weight decay 0.05,
-betas 0.9 / 0.95), one-cycle schedule warming up for 50 steps to 2e-6 (encoder, <Rec>, <Cont>) and
+betas 0.9 / 0.999), one-cycle schedule warming up for 50 steps to 2e-6 (encoder, <Rec>, <Cont>) and
 3e-5 (projector), 4000 steps of 64 samples (8 per GPU on 8 GPUs).
 
     arc-jax train --config configs/finetune_arc8_llama3.py --workdir ROOT/runs/finetune_arc8_llama3

@@ -6,7 +6,7 @@ A record {"text", "instruction", "answer"} becomes one sample: the document cut 
 of 1024 encoder tokens, each compressed on its own (8x: <= 4096 vectors), the compressed chunks
 concatenated inside "[INST] Text:\n\n<C...C> {instruction} [/INST] {answer}", loss on the answer;
 no <Rec>/<Cont>. The SPEC gives no rates for this stage: the other fine-tunes' are used, AdamW
-(weight decay 0.05, betas 0.9 / 0.95), one-cycle schedule warming up for 50 steps to 2e-6 (encoder)
+(weight decay 0.05, betas 0.9 / 0.999), one-cycle schedule warming up for 50 steps to 2e-6 (encoder)
 and 3e-5 (projector), 4000 steps of 8 to ~20 samples (8 documents of 32k tokens, more when shorter).
 
     arc-jax train --config configs/long_context_finetune_llama2chat.py \

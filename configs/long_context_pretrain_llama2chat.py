@@ -5,7 +5,7 @@ paper's context-extension experiment). Stage 1 of 2: long_context_finetune_llama
 The pretraining tasks inside the Llama 2 Chat template ("[INST] Text:\n\n<C> Repeat the text above
 exactly. [/INST]..." / "... Continue the text above. [/INST]..."), otherwise as the released
 encoders: reconstruction / continuation on a web crawl (continuation probability 0.8), AdamW
-(weight decay 0.1, betas 0.9 / 0.95), one-cycle schedule warming up for 1000 steps to 1e-5
+(weight decay 0.1, betas 0.9 / 0.999), one-cycle schedule warming up for 1000 steps to 1e-5
 (encoder) and 5e-5 (projector), 80k steps of 128 samples (16 per GPU on 8 GPUs).
 
 Before the first run (ROOT below; every path is an override away, see configs/README.md):

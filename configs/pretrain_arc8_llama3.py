@@ -2,7 +2,7 @@
 frozen Llama 3.1 8B (SPEC section 5; the released ARC8_Encoder_Llama).
 
 Reconstruction / continuation on a web crawl (continuation probability 0.8), AdamW (weight decay
-0.1, betas 0.9 / 0.95), one-cycle schedule warming up for 1000 steps to 1e-5 (encoder, <Rec>,
+0.1, betas 0.9 / 0.999), one-cycle schedule warming up for 1000 steps to 1e-5 (encoder, <Rec>,
 <Cont>) and 5e-5 (projector), 80k steps of 128 samples (16 per GPU on 8 GPUs, ~2.6B tokens).
 
 Before the first run (ROOT below; every path is an override away, see configs/README.md):

@@ -38,7 +38,8 @@ def _load(name: str, overrides=()):
 
 
 def test_every_config_file_is_listed_here():
-    assert {p.stem for p in CONFIGS.glob("*.py")} == set(PAPER_RUNS) | {"tiny_cpu", "bench_cpu_55m"}
+    assert {p.stem for p in CONFIGS.glob("*.py")} == set(PAPER_RUNS) | {"tiny_cpu", "bench_cpu_55m",
+                                                                  "bench_gpu_real_shapes"}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_RUNS))
@@ -268,3 +269,12 @@ def test_optimizer_and_trainable_mistakes_are_named():
     config = _tiny()
     config.optimizer.lr = 1e-3
     assert "config.optimizer has unknown field(s) ['lr']" in _error(config)
+
+
+def test_the_gpu_benchmark_has_the_papers_shapes_and_needs_no_files():
+    config = _load("bench_gpu_real_shapes")
+    run = parse_run_config(config, device_count=1)
+    assert run.encoder.backbone.n_layers == 26 and run.encoder.pooling_factors == (8,)
+    assert run.decoders[0].backbone == BackboneConfig.from_dict(presets.LLAMA_3_1_8B)
+    assert run.compute_dtype == "bfloat16" and not run.init_encoder and not run.decoders[0].path
+    assert config.data.generate == "tiny_corpus"
