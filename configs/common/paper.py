@@ -1,0 +1,161 @@
+"""The paper's two training recipes (SPEC section 5), shared by the run files in configs/.
+
+Not a config itself (it sits in a subfolder, out of tests/test_configs.py's list of configs). arc_jax
+loads a config file by path, so a config imports only installed modules: a run file takes its recipe
+with `run_path(Path(__file__).parent / "common" / "paper.py")["pretraining"]` (or "finetuning"),
+calls it for its decoder(s), pooling factor and starting point, and then sets only what its run
+changes. Every field is described in arc_jax/train/run_config.py; configs/README.md tables the runs.
+"""
+
+import ml_collections
+
+from arc_jax.model import presets
+
+# Root of models, data and runs (the layout is in configs/README.md). "{data_dir}" (= config.data.dir)
+# is substituted in data/eval sources and tokenizer paths only: --config.data.dir moves those;
+# init_encoder and the decoders' path are overridden one by one (--config.init_encoder=...,
+# --config.model.decoders.0.path=...).
+ROOT = "/data/arc_jax"
+
+# The frozen decoders, by the name of their converted weights ROOT/decoders/<name> (`arc-jax convert
+# ROOT/models/<download> ROOT/decoders/<name> --dtype bfloat16`): their shape and their tokenizer
+# under ROOT/models.
+DECODERS = {
+    "llama3.1-8b": (presets.LLAMA_3_1_8B, "Llama3.1-8B/tokenizer.model"),
+    "mistral-7b-v0.3": (presets.MISTRAL_7B_V03, "Mistral-7B-v0.3/tokenizer.model.v3"),
+    "llama2-7b-chat": (presets.LLAMA_2_7B, "Llama2-7B-Chat/tokenizer.model"),
+    "olmo-7b": (presets.OLMO_7B, "OLMo-7B-hf/tokenizer.json"),  # allenai/OLMo-7B-hf
+}
+
+# The paper's fine-tuning mixture (the ARC_finetuning dataset): file:weight:shots, shots being the
+# in-context examples drawn from the same file before the question that carries the loss.
+FINETUNE_MIXTURE = (
+    "adversarialqa.jsonl:8:5", "freebaseqa.jsonl:27:5", "asqa.jsonl:1:5", "msmarco.jsonl:9:5", "sciq.jsonl:3:5",
+    "drop.jsonl:20:5", "low_res_short_translation.jsonl:3.5:5", "low_res_mid_translation.jsonl:0.5:2",
+    "short_translation.jsonl:6:5", "dialogsum.jsonl:2.5:3", "samsum.jsonl:2.5:4", "wikisum.jsonl:5:5",
+    "parasci.jsonl:12:5")
+
+
+def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str) -> ml_collections.ConfigDict:
+    """Pretraining: reconstruction / continuation on a web crawl (continuation probability 0.8),
+    AdamW (weight decay 0.1, betas 0.9 / 0.999), one-cycle schedule warming up for 1000 steps to 1e-5
+    (encoder, <Rec>, <Cont>) and 5e-5 (projector), 80k steps of 128 samples (16 per GPU on 8 GPUs,
+    ~2.6B tokens). Everything trains: all 26 encoder layers and the token embedding matrix.
+
+    `decoders`: names in DECODERS, decoders[i] served by encoder head i; with several, each step draws
+    one uniformly and updates the shared encoder and that decoder's projector and <Rec>/<Cont>.
+    `init_encoder`: under ROOT, e.g. "encoders/fresh_1head" (`arc-jax convert ... --fresh-encoder`:
+    Llama 3.2 3B truncated to 26 layers, fresh <Rec>/<Cont> (ones) and projectors (Kaiming uniform))."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.max_steps = 80_000  # SPEC: 80k (~2.6B tokens); the reference repository's yaml says 100k
+    config.checkpoint_every = 1000
+    config.keep_checkpoints = 3
+    config.max_bad_steps = 10
+    config.log_every = 50
+    config.grad_accum = 1  # config.data.shape already holds all the samples of a step
+    config.compute_dtype = "bfloat16"  # bf16 matmuls; float32 master weights, Adam moments and loss
+    # Full rematerialisation: a block keeps only its input for the backward pass, so the activations of
+    # 26 + 32 layers fit beside the weights. "dots_no_batch" (keep the weight matmuls' outputs) saves
+    # the recomputation when memory allows (fewer rows per device, or a bigger accelerator).
+    config.remat_policy = "full"
+    config.attention_impl = "jax_nn"  # cuDNN flash attention on GPU; use "splash" on TPU, "xla" on CPU
+    config.init_encoder = f"{ROOT}/{init_encoder}"  # any encoder format arc_jax reads, or a run's workdir
+
+    config.model = ml_collections.ConfigDict()
+    config.model.encoder = ml_collections.ConfigDict(presets.arc_encoder(
+        pooling_factor, len(decoders), [DECODERS[name][0]["dim"] for name in decoders]))
+    config.model.decoders = [_decoder(name, head) for head, name in enumerate(decoders)]
+    config.trainable = ml_collections.ConfigDict({"encoder_layers": -1, "embedding": True})
+
+    # arc_jax.train.optimizer.OptimizerConfig (max_steps comes from config.max_steps). initial_lr and
+    # final_lr set torch OneCycleLR's div_factor = encoder_lr / initial_lr and final_div_factor =
+    # encoder_lr / final_lr, as the reference's yaml does (1e-20, 1e-10): warm-up from ~0, anneal to ~0.
+    config.optimizer = ml_collections.ConfigDict({
+        "encoder_lr": 1e-5, "special_lr": 1e-5, "projector_lr": 5e-5, "weight_decay": 0.1, "warmup_steps": 1000,
+        "initial_lr": 1e-20, "final_lr": 1e-10, "clip_norm": 1.0, "b1": 0.9, "b2": 0.999, "eps": 1e-8})
+    # (data, fsdp, tensor). FSDP over every device: the trainable encoder (3.0B parameters) in float32
+    # with its gradient and Adam moments (~48 GB) plus the bf16 decoder(s) (Llama 2 7B ~13 GB, Mistral
+    # 7B ~15 GB, Llama 3.1 8B ~16 GB, the last two together ~31 GB) do not fit replicated on an 80 GB
+    # GPU; sharded 8 ways they take ~8-10 GB a GPU. Several nodes: [n_nodes, -1, 1] (data parallel
+    # across nodes, FSDP within one).
+    config.mesh_shape = [1, -1, 1]
+
+    config.data = ml_collections.ConfigDict()
+    config.data.dir = ROOT
+    config.data.sources = "{data_dir}/data/pretrain/crawl_train.jsonl"  # {"text": ...} per line; path[:weight],...
+    config.data.strict = False  # bad records are counted and reported, not fatal
+    config.data.task = "pretrain"
+    config.data.max_len = 256  # prefix / compressed span / continuation, in decoder tokens
+    config.data.continuation_prob = 0.8
+    config.data.chat_template = False  # pretraining inside the Llama 2 Chat template (long context)
+    config.data.max_passages = 1  # fine-tuning only
+    config.data.encoder_tokenizer = "{data_dir}/models/Llama3.2-3B/tokenizer.model"
+    # arc_jax.data.packing.PackingShape, sized for the paper's 128 samples a step on long documents.
+    # Encoder: a sample compresses <= 256 tokens, so 32 rows x 1024 = 128 x 256 slots (4 full contexts
+    # a row, up to 8 shorter ones). Decoder: continuation (80%) takes prefix (0..256, mean 128) +
+    # continuation (256) + 32 pooled vectors (PF 8) + <Cont> = ~417 slots (<= 545), reconstruction 256
+    # + 32 + <Rec> = 289, ~392 on average: 128 samples fill ~88% of 32 rows x 1792 (a packing
+    # simulation of long documents gives exactly 128 samples a step at 87-90% decoder fill). Shorter
+    # documents make more, smaller samples per step (about the same tokens). 8 GPUs: 4 + 4 rows each;
+    # the rows divide 8, 16 and 32 devices. `arc-jax data check --config ...` reports the real numbers
+    # on your data. PF 4 (compress_rates [-4]) adds 32 vectors a sample: use decoder_len 2048 to keep
+    # 128 samples. With several decoders, a step's batch is tokenised for the decoder drawn for it.
+    config.data.shape = ml_collections.ConfigDict({
+        "encoder_rows": 32, "encoder_len": 1024, "decoder_rows": 32, "decoder_len": 1792, "max_contexts_per_row": 8})
+    config.data.worker_count = 4  # grain worker processes per host (tokenisation); 0 = in the main process
+    config.data.shards = 0  # one data shard per process
+
+    # Evaluation loss per task on a held-out slice of the crawl.
+    config.eval = ml_collections.ConfigDict({
+        "sources": "{data_dir}/data/pretrain/crawl_eval.jsonl", "every": 1000, "batches": 4})
+    return config
+
+
+def finetuning(decoders: list[str], pooling_factor: int, init_encoder: str,
+               shape: dict[str, int]) -> ml_collections.ConfigDict:
+    """Fine-tuning on few-shot context compression ("ARC4" / "ARC8" of Table 1): pretraining() with
+    the fine-tuning task, rates and length. Samples are interleaved few-shot QA / translation /
+    summarisation: "Document: <C>\\nQuestion: q\\nAnswer: a\\n\\n...", every document (1-4 passages)
+    compressed, loss on the last answer only. AdamW (weight decay 0.05, betas 0.9 / 0.999), one-cycle
+    schedule warming up for 50 steps to 2e-6 (encoder, <Rec>, <Cont>) and 3e-5 (projector), 4000
+    steps of ~64 samples (8 per GPU on 8 GPUs); no held-out evaluation, as the reference's runs.
+
+    `init_encoder`: under ROOT, the earlier run's workdir (e.g. "runs/pretrain_arc8_llama3": its latest
+    checkpoint). `shape`: the run's config.data.shape, sized for its pooling factor and data.max_len."""
+    config = pretraining(decoders, pooling_factor, init_encoder)
+    config.max_steps = 4000  # SPEC: 4k-8k; the reference fine-tunes one-decoder encoders for 4000 steps
+    config.checkpoint_every = 500
+    config.log_every = 10
+    # initial_lr / final_lr as the reference's fine-tuning yaml (div factors encoder_lr / 1e-20 and
+    # encoder_lr / 1e-8).
+    config.optimizer.update({"encoder_lr": 2e-6, "special_lr": 2e-6, "projector_lr": 3e-5, "weight_decay": 0.05,
+                             "warmup_steps": 50, "final_lr": 1e-8})
+
+    config.data.sources = ",".join(f"{{data_dir}}/data/finetune/{entry}" for entry in FINETUNE_MIXTURE)
+    config.data.task = "finetune"
+    config.data.max_len = 2048  # encoder tokens kept of a document (the reference's seq_len 2048)
+    config.data.continuation_prob = 0.0  # pretraining only
+    config.data.max_passages = 4  # up to 4 passages of a record compressed jointly as one document
+    # For ~64 samples a step (8 a GPU, as the reference's batch 8 per rank on 8 GPUs). A sample is up to
+    # 6 examples (5 shots + the question), each a document of 1-4 passages around "Document:", question
+    # and answer text: ~2000 encoder tokens and ~550 (PF 8) or ~800 (PF 4) decoder slots a sample,
+    # estimated on this mixture (measure yours with `arc-jax data check`). encoder_len >= data.max_len
+    # (a document is never cut) and a decoder row holds the longest sample, 6 documents of data.max_len.
+    config.data.shape = ml_collections.ConfigDict(shape)
+
+    # No held-out evaluation, as the reference's fine-tuning runs; to add one, e.g.
+    # --config.eval.sources={data_dir}/data/finetune_eval/nq.jsonl:1:5 --config.eval.every=500
+    config.eval = ml_collections.ConfigDict({"sources": "", "every": 0, "batches": 4})
+    return config
+
+
+def _decoder(name: str, head: int) -> ml_collections.ConfigDict:
+    backbone, tokenizer = DECODERS[name]
+    return ml_collections.ConfigDict({
+        "path": f"{ROOT}/decoders/{name}",  # converted with `arc-jax convert` (any format arc_jax reads)
+        "backbone": dict(backbone),  # the expected shape: checked against projector `head` here
+        "tokenizer": f"{{data_dir}}/models/{tokenizer}",
+        "head": head,
+        "dtype": "bfloat16",
+    })
