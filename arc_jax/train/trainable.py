@@ -31,7 +31,7 @@ def shared_mask(params: dict, cfg: EncoderConfig, encoder_layers: int, embedding
             return np.float32(k > 0)
         if leaf_path == "layers":
             flags = (np.arange(n_scanned) >= first_trained).astype(np.float32)
-            return flags.reshape((n_scanned,) + (1,) * (np.ndim(leaf) - 1))
+            return flags.reshape((n_scanned,) + (1,) * (len(leaf.shape) - 1))
         if leaf_path.startswith("pooling_layers_"):
             return np.float32(n_scanned + int(leaf_path.rsplit("_", 1)[1]) >= first_trained)
         raise ValueError(f"unexpected encoder parameter group {leaf_path!r}")

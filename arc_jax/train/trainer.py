@@ -181,17 +181,20 @@ class Trainer:
         # State: fresh, or the latest checkpoint.
         groups = frozen_groups(run)
         self.state_sharding = sharding.train_state_shardings(p_sharding, self.mesh, groups)
-        params = _initial_encoder(run, self.encoder, template, p_sharding)
-        self.state = jax.jit(lambda p: init_state(p, groups), out_shardings=self.state_sharding)(params)
-        self.mask = shared_mask(params, run.encoder, run.trainable.encoder_layers, run.trainable.embedding)
+        make_state = jax.jit(lambda p: init_state(p, groups), out_shardings=self.state_sharding)
+        self.mask = shared_mask(nn.unbox(boxed), run.encoder, run.trainable.encoder_layers, run.trainable.embedding)
         self.checkpoints = TrainCheckpoints(self.workdir, keep=run.keep_checkpoints)
-        self.step = 0
-        if self.checkpoints.latest_step is not None:
-            self.step = self.checkpoints.latest_step
-            self.state, data_states, _ = self.checkpoints.restore(abstract_like(self.state), self.step)
+        self.step = self.checkpoints.latest_step or 0
+        if self.step:  # resume: no initialisation (nor init_encoder read) to throw away
+            abstract = abstract_like(jax.eval_shape(make_state, nn.unbox(boxed)))
+            abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+                                    self.state_sharding)
+            self.state, data_states, _ = self.checkpoints.restore(abstract, self.step)
             for d, feed in enumerate(self.feeds):
                 feed.set_state(data_states[str(d)])
             print(f"resumed from step {self.step} in {self.workdir}", flush=True)
+        else:
+            self.state = make_state(_initial_encoder(run, self.encoder, template, p_sharding))
 
         # One jitted step per decoder.
         micro = sharding.batch_sharding(template, self.mesh, micro_batches=run.grad_accum > 1)
@@ -201,6 +204,8 @@ class Trainer:
                                                       encoder_frozen=run.trainable.encoder_frozen,
                                                       grad_accum=run.grad_accum)["total"] for dec in self.decoders]
         self.eval_batches = self._eval_batches()
+        self.eval_fns = [jax.jit(functools.partial(loss_sums, encoder=self.encoder, decoder=dec.module,
+                                                   decoder_index=dec.spec.head)) for dec in self.decoders]
 
     def _jit_step(self, d: int):
         run, dec = self.run, self.decoders[d]
@@ -231,12 +236,10 @@ class Trainer:
         rows = sharding.batch_sharding(self.eval_batches[0][0], self.mesh) if self.eval_batches else None
         results = {}
         for d, batches in enumerate(self.eval_batches):
-            dec = self.decoders[d]
-            fn = jax.jit(functools.partial(loss_sums, encoder=self.encoder, decoder=dec.module,
-                                           decoder_index=dec.spec.head))
             total = None
             for batch in batches:
-                sums = fn(self.state.params, dec.params, multihost.global_batch(batch, rows))
+                sums = self.eval_fns[d](self.state.params, self.decoders[d].params,
+                                        multihost.global_batch(batch, rows))
                 total = sums if total is None else jax.tree.map(jnp.add, total, sums)
             prefix = "eval/" if len(self.eval_batches) == 1 else f"eval/decoder_{d}/"
             for k, v in jax.device_get(metrics_from_sums(total)).items():
