@@ -27,16 +27,28 @@ from arc_jax.model.attention import AttentionImpl
 from arc_jax.model.config import BackboneConfig, EncoderConfig
 from arc_jax.model.decoder import Decoder
 from arc_jax.model.encoder import ARCEncoder
-from arc_jax.model.inputs import pack_decoder_inputs, pack_encoder_inputs, pack_rows_first_fit
+from arc_jax.model.inputs import pack_decoder_inputs, pack_encoder_inputs, pack_rows_first_fit, round_up
 from arc_jax.model.pooling import pooled_row_lengths
 
 Task = Literal["continuation", "reconstruction"]
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def _bucket(n: int, minimum: int = 16) -> int:
-    """Smallest power of two >= n (and >= minimum): few distinct shapes, few compilations."""
-    return max(minimum, 1 << (max(n, 1) - 1).bit_length())
+def _bucket(n: int, minimum: int = 16, per_octave: int = 1) -> int:
+    """Smallest power of two >= n (and >= minimum): few distinct shapes, few compilations. With
+    per_octave > 1, the smallest of `per_octave` evenly spaced lengths in n's octave (multiples of
+    `minimum`): less padding, more programs (1057 -> 2048, or 1152 with per_octave=8)."""
+    power = max(minimum, 1 << (max(n, 1) - 1).bit_length())
+    step = max(minimum, power // (2 * per_octave))
+    return -(-max(n, 1) // step) * step
+
+
+def _stage_lens(cfg: EncoderConfig, row_len: int, texts_per_row: int) -> list[int]:
+    """Encoder row lengths after each pooling layer: the bound for texts_per_row rounded up to a
+    power of two, each a multiple of 8. One program per (row length, texts-per-row bucket), and a
+    single text of 1024 tokens pooled by 4 keeps 264 slots, not 512."""
+    bounds = pooled_row_lengths(row_len, cfg.pooling_factors, _bucket(texts_per_row, 1))
+    return [round_up(n, 8) for n in bounds]
 
 
 def _resolve_dtype(dtype, params) -> jnp.dtype:
@@ -99,14 +111,11 @@ class Encoder:
             chunk += [[]] * (_bucket(len(chunk), 1) - len(chunk))  # empty rows pad to a bucket
             inputs, layout = pack_encoder_inputs(
                 [[texts[i] for i in row] for row in chunk], self.config, row_len=row_len,
-                stage_lens=self._stage_lens(row_len, max((len(r) for r in chunk), default=1)))
+                stage_lens=_stage_lens(self.config, row_len, max((len(r) for r in chunk), default=1)))
             outputs = fn(inputs)
             for i, place in zip((i for row in chunk for i in row), layout):
                 results[i] = outputs, place
         return results
-
-    def _stage_lens(self, row_len: int, texts_per_row: int) -> list[int]:
-        return [_bucket(n, 8) for n in pooled_row_lengths(row_len, self.config.pooling_factors, texts_per_row)]
 
     def encode(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """Raw encoder output per text: [m_i, enc_dim] float32 (m_i = pooled length)."""

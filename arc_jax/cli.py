@@ -18,7 +18,8 @@ Subcommands:
   train      train an encoder: train --config CONFIG --workdir DIR [--config.a.b=value ...]
   generate   answer a prompt with compressed context files (KV-cached decoding)
   eval       score closed-book, open-book and compressed contexts on jsonl benchmarks
-  bench      train: step time, tokens/s and MFU of a config's train step
+  bench      train: step time, tokens/s and MFU of a config's train step;
+             inference: time and FLOPs of compressed vs full-context answering
 """
 
 
@@ -132,6 +133,13 @@ def _bench_train(args):
     result = main_train(load_config(args.config, args.overrides), args.steps, args.warmup)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def _bench_inference(args):
+    from arc_jax.inference_bench import main_inference
+
+    main_inference(args.encoder_preset, args.decoder_preset, args.pooling, args.context_lens, args.new_tokens,
+                   args.prompt_len, args.dtype, args.repeats, args.buckets_per_octave, args.out)
 
 
 def _generate(args):
@@ -320,6 +328,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first, compile included (default 2)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=_bench_train)
+    p = bench.add_parser("inference", help="time and FLOPs of compressed vs full-context answering",
+                         description="For each context length and generated-token count, answer one question "
+                                     "(batch 1, --prompt-len tokens after the context) with the full context in the "
+                                     "decoder's prompt and with the context compressed by the encoder; report "
+                                     "analytic forward FLOPs and measured time of both (compile excluded, median of "
+                                     "--repeats) and their ratios. Random weights of the preset shapes; the default "
+                                     "'scaled' models run on a CPU in a few minutes. Writes inference_bench.md, "
+                                     ".json and .png (with matplotlib) to --out.")
+    p.add_argument("--out", default="arc_jax_runs/bench_inference", help="output folder")
+    p.add_argument("--encoder-preset", default="scaled", choices=("scaled", "tiny", "llama3.2-3b"),
+                   help="llama3.2-3b: the released ARC encoder's shapes (default scaled)")
+    p.add_argument("--decoder-preset", default="scaled",
+                   choices=("scaled", "tiny", "llama3.1-8b", "mistral-7b", "llama2-7b", "olmo-7b"))
+    p.add_argument("--pooling", type=int, default=4, help="pooling factor PF (default 4)")
+    p.add_argument("--context-lens", type=int, nargs="+",
+                   help="context lengths in tokens (default 256 .. 4096 on CPU, 256 .. 16384 elsewhere)")
+    p.add_argument("--new-tokens", type=int, nargs="+", default=[1, 100], help="tokens generated (default 1 100)")
+    p.add_argument("--prompt-len", type=int, default=32, help="question tokens after the context (default 32)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), help="default float32 on CPU, bfloat16 elsewhere")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per pipeline, the median kept (default 3)")
+    p.add_argument("--buckets-per-octave", type=int, default=64,
+                   help="decoder prompt/cache length buckets per octave (default 64: at most 1/64 padding; "
+                        "1 = generate's default powers of two)")
+    p.set_defaults(func=_bench_inference)
     return parser
 
 
