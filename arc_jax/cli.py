@@ -142,8 +142,27 @@ def _bench_inference(args):
                    args.prompt_len, args.dtype, args.repeats, args.buckets_per_octave, args.out)
 
 
-def _generate(args):
+def _pipeline(args):
+    """The ARCPipeline of the model options `_add_model_arguments` declares."""
     import arc_jax
+
+    dtype = None if args.dtype == "keep" else args.dtype
+    return arc_jax.ARCPipeline(arc_jax.load_encoder(args.encoder, dtype=dtype),
+                               arc_jax.load_decoder(args.decoder, dtype=dtype), args.decoder_index,
+                               args.encoder_tokenizer, args.decoder_tokenizer)
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", required=True, help="encoder checkpoint (any layout arc_jax reads)")
+    p.add_argument("--decoder", required=True, help="decoder checkpoint (any layout arc_jax reads)")
+    p.add_argument("--decoder-index", type=int, default=0, help="the encoder head of this decoder (default 0)")
+    p.add_argument("--encoder-tokenizer", help="tokenizer file or folder (default: in the encoder folder)")
+    p.add_argument("--decoder-tokenizer", help="tokenizer file or folder (default: in the decoder folder)")
+    p.add_argument("--dtype", choices=("keep", "float32", "bfloat16"), default="keep",
+                   help="compute dtype (default: the checkpoints')")
+
+
+def _generate(args):
     from arc_jax.data.bad_records import DataError
 
     texts = []
@@ -152,12 +171,8 @@ def _generate(args):
             texts.append(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: cannot read context file ({getattr(e, 'strerror', None) or e})") from None
-    dtype = None if args.dtype == "keep" else args.dtype
-    encoder = arc_jax.load_encoder(args.encoder, dtype=dtype)
-    decoder = arc_jax.load_decoder(args.decoder, dtype=dtype)
     try:
-        pipe = arc_jax.ARCPipeline(encoder, decoder, args.decoder_index, args.encoder_tokenizer,
-                                   args.decoder_tokenizer)
+        pipe = _pipeline(args)
         # Each context's compressed block then a newline, in the order given, then the prompt.
         prompt = [piece for block in pipe.compress(texts) for piece in (block, "\n")] + [args.prompt]
         answer = pipe.generate([prompt], args.max_new_tokens, args.temperature, args.top_p, args.seed)[0]
@@ -167,16 +182,12 @@ def _generate(args):
 
 
 def _eval(args):
-    import arc_jax
     from arc_jax.data.bad_records import DataError
     from arc_jax.evaluation.harness import evaluate, markdown_table, parse_benchmark
 
-    dtype = None if args.dtype == "keep" else args.dtype
     try:
         benchmarks = [parse_benchmark(spec) for spec in args.data]
-        pipe = arc_jax.ARCPipeline(arc_jax.load_encoder(args.encoder, dtype=dtype),
-                                   arc_jax.load_decoder(args.decoder, dtype=dtype), args.decoder_index,
-                                   args.encoder_tokenizer, args.decoder_tokenizer)
+        pipe = _pipeline(args)
         results = evaluate(pipe, benchmarks, args.modes.split(","), args.out, shots=args.shots,
                            max_examples=args.max_examples, batch_size=args.batch_size,
                            max_new_tokens=args.max_new_tokens, seed=args.seed, max_passages=args.max_passages)
@@ -269,8 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and print the decoder's answer: greedy at temperature 0, else top-p sampling; "
                                    "it stops at the decoder tokenizer's EOS or after --max-new-tokens tokens. "
                                    "Tokenizers default to the tokenizer file in each checkpoint folder.")
-    p.add_argument("--encoder", required=True, help="encoder checkpoint (any layout arc_jax reads)")
-    p.add_argument("--decoder", required=True, help="decoder checkpoint (any layout arc_jax reads)")
+    _add_model_arguments(p)
     p.add_argument("--context", nargs="*", default=[], metavar="FILE", help="text files to compress, in order")
     p.add_argument("--prompt", required=True,
                    help="the text after the contexts (in bash, $'Question: ...\\nAnswer:' holds a newline)")
@@ -278,11 +288,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=0.8, help="nucleus kept when sampling (default 0.8)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--decoder-index", type=int, default=0, help="the encoder head of this decoder (default 0)")
-    p.add_argument("--encoder-tokenizer", help="tokenizer file or folder (default: in the encoder folder)")
-    p.add_argument("--decoder-tokenizer", help="tokenizer file or folder (default: in the decoder folder)")
-    p.add_argument("--dtype", choices=("keep", "float32", "bfloat16"), default="keep",
-                   help="compute dtype (default: the checkpoints')")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("eval", help="score closed-book, open-book and compressed contexts on jsonl benchmarks",
@@ -294,8 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "truncated (its text cut to the compressed length). Greedy decoding; the answer "
                                    "is the first generated line. Writes results.json, results.md and "
                                    "predictions/ to --out and prints the table.")
-    p.add_argument("--encoder", required=True, help="encoder checkpoint (any layout arc_jax reads)")
-    p.add_argument("--decoder", required=True, help="decoder checkpoint (any layout arc_jax reads)")
+    _add_model_arguments(p)
     p.add_argument("--data", required=True, nargs="+", metavar="FILE[:KIND]",
                    help="benchmark files; KIND is qa (default), translation[:LANGUAGE], summarization or "
                         "long_context")
@@ -311,11 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default per kind: qa 32, translation and summarization 128, long_context 64")
     p.add_argument("--seed", type=int, default=0, help="draws the shots and the evaluated subset (default 0)")
     p.add_argument("--max-passages", type=int, default=1, help="QA passages joined into a document (default 1)")
-    p.add_argument("--decoder-index", type=int, default=0, help="the encoder head of this decoder (default 0)")
-    p.add_argument("--encoder-tokenizer", help="tokenizer file or folder (default: in the encoder folder)")
-    p.add_argument("--decoder-tokenizer", help="tokenizer file or folder (default: in the decoder folder)")
-    p.add_argument("--dtype", choices=("keep", "float32", "bfloat16"), default="keep",
-                   help="compute dtype (default: the checkpoints')")
     p.set_defaults(func=_eval)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", metavar="BENCH", required=True)
