@@ -110,12 +110,14 @@ _DECODER_FIELDS = {"path": str, "backbone": (dict, type(None)), "tokenizer": str
 
 
 def _typed(value, expected, name: str):
-    if isinstance(value, bool) and expected is not bool and bool not in (expected if isinstance(expected, tuple)
-                                                                          else (expected,)):
+    """`value` if it is of the `expected` type(s) (an int where a float is expected becomes one; a
+    bool is not an int here), else ConfigError naming the field."""
+    allowed = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool) and bool not in allowed:
         raise ConfigError(f"{name}={value!r}: expected {_type_name(expected)}")
-    if expected is float and isinstance(value, int):
+    if float in allowed and isinstance(value, int):
         return float(value)
-    if not isinstance(value, expected):
+    if not isinstance(value, allowed):
         raise ConfigError(f"{name}={value!r}: expected {_type_name(expected)}")
     return value
 
