@@ -142,17 +142,25 @@ def write(cfg, params, folder: Path) -> None:
             (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)))
         handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_ocdbt=False,
                                               save_concurrent_gb=_CONCURRENT_GB)
-        # Host-local arrays, written by this process alone: a trainer's process 0 writes its random
-        # decoder while the others wait, so Orbax must not hold a barrier with them.
-        import jax
-
-        me = jax.process_index()
-        alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
-        ocp.Checkpointer(handler, multiprocessing_options=alone).save(
+        ocp.Checkpointer(handler, multiprocessing_options=_this_process_alone()).save(
             folder.resolve() / "params", args=ocp.args.PyTreeSave(params, save_args=save_args))
     advance(sum(a.nbytes for a in _leaves(params)))
     meta = {"format": "arc_jax", "format_version": FORMAT_VERSION, "kind": kind, "config": cfg.to_dict()}
     (folder / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _this_process_alone():
+    """Host-local arrays are written by this process alone: in a multi-process run (a trainer's
+    process 0 writing its random decoder while the others wait) Orbax must not hold a barrier with
+    the others. Asking JAX for the process index only then: it would start JAX's backend (~100 MB)
+    in a plain conversion."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    if not jax.distributed.is_initialized():
+        return ocp.options.MultiprocessingOptions()
+    me = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
 
 
 @contextlib.contextmanager
