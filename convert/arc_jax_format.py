@@ -152,8 +152,8 @@ def write(cfg, params, folder: Path) -> None:
 def _this_process_alone():
     """Host-local arrays are written by this process alone: in a multi-process run (a trainer's
     process 0 writing its random decoder while the others wait) Orbax must not hold a barrier with
-    the others. Asking JAX for the process index only then: it would start JAX's backend (~100 MB)
-    in a plain conversion."""
+    the others. (Orbax itself asks JAX for the process index, which starts JAX's CPU backend,
+    ~100 MB, in any save.)"""
     import jax
     import orbax.checkpoint as ocp
 
