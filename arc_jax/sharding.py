@@ -34,22 +34,30 @@ DEFAULT_RULES: tuple[tuple[str, str | None], ...] = (
 )
 
 
+def resolve_mesh_shape(shape: Sequence[int], device_count: int) -> tuple[int, int, int]:
+    """(data, fsdp, tensor) sizes for `device_count` devices; one entry may be -1 for "the rest".
+    ValueError for a shape the devices cannot form."""
+    shape = list(shape)
+    if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        raise ValueError(f"mesh shape {shape}: expected three ints (data, fsdp, tensor)")
+    if shape.count(-1) > 1:
+        raise ValueError(f"mesh shape {shape}: at most one axis may be -1")
+    if any(s == 0 or s < -1 for s in shape):
+        raise ValueError(f"mesh shape {shape}: sizes must be >= 1 (or -1 for the remaining devices)")
+    known = int(np.prod([s for s in shape if s != -1]))
+    if -1 in shape:
+        if device_count % known:
+            raise ValueError(f"mesh shape {shape}: {known} does not divide the {device_count} devices")
+        shape[shape.index(-1)] = device_count // known
+    elif known != device_count:
+        raise ValueError(f"mesh shape {shape} needs {known} devices; {device_count} are available")
+    return tuple(shape)
+
+
 def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
     """A (data, fsdp, tensor) mesh; one entry may be -1 for "the remaining devices"."""
     devices = np.asarray(jax.devices() if devices is None else devices)
-    shape = list(shape)
-    if len(shape) != 3:
-        raise ValueError(f"mesh shape needs 3 sizes (data, fsdp, tensor), got {shape}")
-    if shape.count(-1) > 1:
-        raise ValueError(f"mesh shape {shape}: at most one axis may be -1")
-    known = int(np.prod([s for s in shape if s != -1]))
-    if -1 in shape:
-        if devices.size % known:
-            raise ValueError(f"mesh shape {shape} does not divide {devices.size} devices")
-        shape[shape.index(-1)] = devices.size // known
-    if int(np.prod(shape)) != devices.size:
-        raise ValueError(f"mesh shape {shape} needs {int(np.prod(shape))} devices, {devices.size} are available")
-    return Mesh(devices.reshape(shape), MESH_AXES)
+    return Mesh(devices.reshape(resolve_mesh_shape(shape, devices.size)), MESH_AXES)
 
 
 def param_shardings(boxed_params, mesh: Mesh, rules=DEFAULT_RULES):

@@ -229,26 +229,17 @@ def parse_run_config(config: ml_collections.ConfigDict, device_count: int | None
 
 
 def _mesh_shape(config, device_count: int | None) -> tuple[int, int, int]:
-    shape = list(config.get("mesh_shape", [-1, 1, 1]))
-    name = f"config.mesh_shape={shape}"
-    if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
-        raise ConfigError(f"{name}: expected three ints (data, fsdp, tensor)")
-    if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
-        raise ConfigError(f"{name}: sizes must be >= 1, with at most one -1")
+    from arc_jax.sharding import resolve_mesh_shape
+
     if device_count is None:
         import jax
 
         device_count = jax.device_count()
-    known = 1
-    for s in shape:
-        known *= s if s != -1 else 1
-    if -1 in shape:
-        if device_count % known:
-            raise ConfigError(f"{name}: {known} does not divide the {device_count} devices")
-        shape[shape.index(-1)] = device_count // known
-    elif known != device_count:
-        raise ConfigError(f"{name} needs {known} devices; {device_count} are available")
-    return tuple(shape)
+    shape = config.get("mesh_shape", [-1, 1, 1])
+    try:
+        return resolve_mesh_shape(shape, device_count)
+    except ValueError as e:
+        raise ConfigError(f"config.mesh_shape={list(shape)}: {e}") from None
 
 
 def _check_batch_split(config, mesh_shape: tuple[int, int, int]) -> None:
