@@ -1,0 +1,327 @@
+"""Train a small decoder LM from scratch (the CPU demo's frozen decoder, issue 6 step 2).
+
+Training text, re-drawn every epoch with the run's seed:
+- each pretraining document as BOS + text + EOS (pretrain.jsonl, {"text"});
+- few-shot open-book QA episodes from qa_train.jsonl, laid out exactly as the evaluation
+  harness's open_book prompt (arc_jax/evaluation/harness.py few_shot_template + realize): BOS +
+  "Document: {passage}\\nQuestion: {q}\\nAnswer: {a}\\n\\nDocument: ...\\nAnswer: {a}" + EOS,
+  `shots + 1` records per episode, tokenised whole.
+
+Sequences are packed first-fit into rows of `seq_len` slots (segment ids 1.., positions restart
+at 0 per sequence, padding is segment 0); the loss is next-token cross-entropy inside a segment
+only. In QA episodes the answer tokens (and the final EOS) carry weight 1 and every other token
+`qa_prompt_weight` (0: answers only, 1: every token alike). Documents carry weight 1 everywhere.
+
+The optimiser is arc_jax.train.optimizer (torch-style AdamW, one-cycle, global-norm clipping): the
+decoder tree is its "shared" group (`encoder_lr` is the decoder's max rate), with an empty head.
+Checkpoints (arc_jax.train.checkpoint.TrainCheckpoints) under workdir/checkpoints allow resuming;
+the final decoder is written to workdir/decoder in arc_jax format (arc_jax.load_decoder reads it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from arc_jax.data.tokenizers import load_tokenizer
+from arc_jax.model.config import BackboneConfig
+from arc_jax.model.decoder import Decoder
+from arc_jax.model.inputs import pack_rows_first_fit
+from arc_jax.train import optimizer as opt
+from arc_jax.train.checkpoint import TrainCheckpoints, abstract_like
+
+log = logging.getLogger(__name__)
+
+HEAD = "decoder_0"  # the optimiser's (empty) head group: the decoder is its "shared" group
+
+
+# --- Data ------------------------------------------------------------------------------------------
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def episode_pieces(records: list[dict]) -> list[tuple[str, bool]]:
+    """(text, is_answer) pieces of one open-book episode, as the harness renders its prompt."""
+    pieces = []
+    for i, r in enumerate(records):
+        gap = "" if i == 0 else "\n\n"
+        pieces.append((f"{gap}Document: {r['passages'][0].strip()}\nQuestion: {r['question'].strip()}\nAnswer:", False))
+        pieces.append((" " + r["answer"][0].strip(), True))
+    return pieces
+
+
+def counterfactual(record: dict, value: str) -> dict:
+    """The record with its answer replaced by `value` everywhere it stands in the passage (whole
+    words, with a/an fixed), so that only reading the document gives the answer: the model cannot
+    answer a training person's question from memorised facts."""
+    old = record["answer"][0].strip()
+    passage = record["passages"][0]
+
+    def article(m):
+        return ("an " if value[0].lower() in "aeiou" else "a ") if m.group(1) else ""
+
+    new = re.sub(rf"\b(an? )?{re.escape(old)}\b", lambda m: article(m) + value, passage)
+    return {**record, "answer": [value], "passages": [new]}
+
+
+def encode_episode(records: list[dict], tokenizer, prompt_weight: float = 0.0) -> tuple[list[int], list[float]]:
+    """BOS + the whole episode tokenised at once + EOS, and per-token loss weights (weight of the
+    token as a *target*): 1 on answers, `prompt_weight` elsewhere. Answer spans are found by
+    tokenising prefixes; when a prefix does not tokenise to a prefix of the whole (it should not
+    happen at a space), the episode falls back to weight 1 on every token."""
+    pieces = episode_pieces(records)
+    text = "".join(p for p, _ in pieces)
+    ids = [tokenizer.bos_id] + tokenizer.encode(text) + [tokenizer.eos_id]
+    if prompt_weight == 1.0:
+        return ids, [1.0] * len(ids)
+    weights = [float(prompt_weight)] * len(ids)
+    prefix = ""
+    for piece, is_answer in pieces:
+        start = 1 + len(tokenizer.encode(prefix)) if prefix else 1
+        prefix += piece
+        end = 1 + len(tokenizer.encode(prefix))
+        if is_answer:
+            if ids[1:end] != tokenizer.encode(prefix):
+                return ids, [1.0] * len(ids)
+            for k in range(start, end):
+                weights[k] = 1.0
+    weights[-1] = 1.0  # the EOS after the last answer
+    return ids, weights
+
+
+@dataclasses.dataclass
+class LMData:
+    """Deterministic epochs of packed rows. Batch `index` of epoch `epoch` depends only on (seed,
+    epoch, index), so the state {"epoch", "index"} is all a resume needs."""
+
+    documents: list[list[int]]
+    qa: list[dict]
+    tokenizer: Any
+    seed: int
+    seq_len: int
+    rows: int
+    shots: int = 5
+    qa_episodes_per_epoch: int = 0  # 0: len(qa) // (shots + 1)
+    prompt_weight: float = 0.0
+    counterfactual_prob: float = 0.0  # chance a QA record's answer is swapped for another person's
+
+    def epoch_rows(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        seqs: list[tuple[list[int], list[float]]] = [(d[: self.seq_len], [1.0] * min(len(d), self.seq_len))
+                                                     for d in self.documents]
+        k = self.shots + 1
+        n_episodes = self.qa_episodes_per_epoch or len(self.qa) // k
+        order = np.concatenate([rng.permutation(len(self.qa)) for _ in range(-(-n_episodes * k // len(self.qa)))])
+        pools: dict[str, list[str]] = {}
+        for r in self.qa:
+            pools.setdefault(r.get("attribute", ""), []).append(r["answer"][0].strip())
+        for e in range(n_episodes):
+            records = [self.qa[i] for i in order[e * k:(e + 1) * k]]
+            if self.counterfactual_prob:
+                records = [counterfactual(r, pools[r.get("attribute", "")][rng.integers(len(pools[r.get("attribute", "")]))])
+                           if rng.random() < self.counterfactual_prob else r for r in records]
+            ids, w = encode_episode(records, self.tokenizer, self.prompt_weight)
+            seqs.append((ids[: self.seq_len], w[: self.seq_len]))
+        seqs = [seqs[i] for i in rng.permutation(len(seqs))]
+        packed = pack_rows_first_fit([len(s) for s, _ in seqs], self.seq_len)
+        packed = [packed[i] for i in rng.permutation(len(packed))]
+        n = len(packed)
+        tokens = np.zeros((n, self.seq_len), np.int32)
+        segments = np.zeros((n, self.seq_len), np.int32)
+        positions = np.zeros((n, self.seq_len), np.int32)
+        weights = np.zeros((n, self.seq_len), np.float32)
+        for r, members in enumerate(packed):
+            at = 0
+            for s, i in enumerate(members, 1):
+                ids, w = seqs[i]
+                tokens[r, at:at + len(ids)] = ids
+                segments[r, at:at + len(ids)] = s
+                positions[r, at:at + len(ids)] = np.arange(len(ids))
+                weights[r, at:at + len(ids)] = w
+                at += len(ids)
+        return tokens, segments, positions, weights
+
+    def batches(self, state: dict) -> Iterator[tuple[dict, dict]]:
+        """Yields (batch, state after it) forever from `state`; an epoch's last partial batch is dropped."""
+        epoch, index = state["epoch"], state["index"]
+        while True:
+            arrays = self.epoch_rows(epoch)
+            n_batches = len(arrays[0]) // self.rows
+            if n_batches == 0:
+                raise ValueError(f"an epoch packs {len(arrays[0])} rows, fewer than a batch of {self.rows}")
+            while index < n_batches:
+                sl = slice(index * self.rows, (index + 1) * self.rows)
+                batch = dict(zip(("tokens", "segment_ids", "positions", "weights"), (a[sl] for a in arrays)))
+                index += 1
+                yield batch, {"epoch": epoch, "index": index}
+            epoch, index = epoch + 1, 0
+
+
+# --- Model and step --------------------------------------------------------------------------------
+
+def lm_loss(params, module: Decoder, batch) -> tuple[jax.Array, jax.Array]:
+    """Mean next-token cross-entropy within segments, weighted by the target tokens' weights."""
+    tokens, seg = batch["tokens"], batch["segment_ids"]
+    logits = module.apply({"params": params}, tokens, seg, batch["positions"])[:, :-1]
+    targets = tokens[:, 1:]
+    mask = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] > 0)
+    w = batch["weights"][:, 1:] * mask
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], axis=-1)[..., 0]
+    total = jnp.maximum(w.sum(), 1.0)
+    return (nll * w).sum() / total, w.sum()
+
+
+def make_train_step(module: Decoder, ocfg: opt.OptimizerConfig):
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def step(state, batch):
+        def loss_fn(p):
+            return lm_loss(p["shared"], module, batch)
+
+        (loss, n_tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            {"shared": state["params"], HEAD: {}})
+        tree = {**state["params"], HEAD: {}}
+        grad_tree = {**grads["shared"], HEAD: {}}
+        new, opt_state, gnorm = opt.update(grad_tree, state["opt"], tree, 0, ocfg)
+        new.pop(HEAD)
+        return {"params": new, "opt": opt_state}, {"loss": loss, "grad_norm": gnorm, "tokens": n_tokens}
+
+    return step
+
+
+def backbone_from_config(config) -> BackboneConfig:
+    return BackboneConfig.from_dict(dict(config.model))
+
+
+def optimizer_config(config) -> opt.OptimizerConfig:
+    o = config.optimizer
+    return opt.OptimizerConfig(encoder_lr=o.lr, special_lr=o.lr, projector_lr=o.lr, weight_decay=o.weight_decay,
+                               warmup_steps=min(o.warmup_steps, max(1, config.max_steps // 2)), max_steps=config.max_steps, initial_lr=o.initial_lr,
+                               final_lr=o.final_lr, clip_norm=o.clip_norm)
+
+
+def prepare_data(config) -> Path:
+    data_dir = Path(config.data.dir).expanduser()
+    if config.data.generate == "tiny_corpus":
+        from arc_jax.data.synthetic import build_tiny_data
+        build_tiny_data(data_dir, **dict(config.data.corpus))
+    return data_dir
+
+
+def build_data(config, data_dir: Path, tokenizer) -> LMData:
+    docs = [tokenizer.encode(r["text"], bos=True, eos=True) for r in _read_jsonl(data_dir / "pretrain.jsonl")]
+    qa = _read_jsonl(data_dir / "qa_train.jsonl")
+    return LMData(docs, qa, tokenizer, config.seed, config.data.seq_len, config.data.rows, config.data.shots,
+                  config.data.qa_episodes_per_epoch, config.data.qa_prompt_weight,
+                  config.data.get("counterfactual_prob", 0.0))
+
+
+def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int | None = None) -> dict:
+    """Train the decoder of `config` (configs/demo_decoder.py) in `workdir`; returns a summary.
+
+    Without `resume` an existing workdir/checkpoints is an error (a run reuses nothing silently).
+    `stop_step` ends the run early (checkpointed there, the schedule still that of max_steps): a
+    preempted run, as the resume test makes one."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_dir = prepare_data(config)
+    tokenizer = load_tokenizer(data_dir / "tokenizer.model")
+    cfg = backbone_from_config(config)
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} pieces but the model vocab_size is {cfg.vocab_size}")
+    data = build_data(config, data_dir, tokenizer)
+    ocfg = optimizer_config(config)
+    module = Decoder(cfg)
+    template = jnp.zeros((1, 8), jnp.int32)
+    params = jax.jit(lambda: nn.unbox(module.init(jax.random.key(config.seed), template, template, template)
+                                      ["params"]))()
+    state = {"params": params, "opt": opt.init({**params, HEAD: {}})}
+    data_state = {"epoch": 0, "index": 0}
+    ckpts = TrainCheckpoints(workdir, keep=config.keep_checkpoints, save_every=config.checkpoint_every)
+    if ckpts.latest_step is not None:
+        if not resume:
+            ckpts.close()
+            raise FileExistsError(f"{workdir}/checkpoints exists: pass resume=True or use another workdir")
+        state, data_state, _ = ckpts.restore(abstract_like(state))
+    start = int(state["opt"].step)
+    step_fn = make_train_step(module, ocfg)
+    n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    log.info("decoder LM: %s params, %s, rows %dx%d, steps %d..%d", f"{n_params:,}", cfg, data.rows, data.seq_len,
+             start, config.max_steps)
+    batches = data.batches(data_state)
+    t0, t_interval, history = time.time(), time.time(), []
+    first_losses = []
+    end = config.max_steps if stop_step is None else min(stop_step, config.max_steps)
+    for step in range(start, end):
+        batch, data_state = next(batches)
+        state, metrics = step_fn(state, batch)
+        if len(first_losses) < 5:
+            first_losses.append(float(metrics["loss"]))
+        if (step + 1) % config.log_every == 0 or step + 1 == end:
+            m = jax.device_get(metrics)
+            now = time.time()
+            lr = float(ocfg.unit_schedule()(step)) * ocfg.encoder_lr
+            log.info("step %d loss %.4f grad_norm %.3f lr %.2e (%.2fs/step)", step + 1, m["loss"], m["grad_norm"], lr,
+                     (now - t_interval) / config.log_every)
+            history.append({"step": step + 1, "loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]), "lr": lr,
+                            "time": now - t0})
+            t_interval = now
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.max_steps:
+            ckpts.save(step + 1, state, data_state, config.to_dict() if hasattr(config, "to_dict") else {},
+                       force=step + 1 == end)
+    ckpts.wait()
+    ckpts.close()
+    seconds = time.time() - t0
+    from arc_jax.convert import write_decoder
+    out = write_decoder(cfg, jax.device_get(state["params"]), workdir / "decoder", "arc_jax", overwrite=True)
+    summary = {"steps": end, "start_step": start, "params": int(n_params), "seconds": round(seconds, 1),
+               "first_loss": first_losses[0] if first_losses else None,
+               "final_loss": history[-1]["loss"] if history else None, "decoder": str(out), "data_state": data_state,
+               "history": history}
+    (workdir / "lm_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    log.info("decoder LM done: %d steps in %.1fs, loss %s -> %s, written to %s", end - start, seconds,
+             summary["first_loss"], summary["final_loss"], out)
+    return summary
+
+
+# --- Evaluation with the harness ------------------------------------------------------------------
+
+def tiny_random_encoder(decoder_dim: int, vocab_size: int, seed: int = 0):
+    """A small random arc_jax.Encoder whose head feeds a decoder of width `decoder_dim` (closed and
+    open book never run it; ARCPipeline needs one)."""
+    from arc_jax.api import Encoder
+    from arc_jax.model.config import EncoderConfig, ProjectorConfig
+    from arc_jax.model.encoder import ARCEncoder
+    from arc_jax.model.inputs import pack_encoder_inputs
+
+    backbone = BackboneConfig(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, hidden_dim=64,
+                              vocab_size=vocab_size)
+    ecfg = EncoderConfig(backbone, (ProjectorConfig(32, 32, decoder_dim),), compress_rates=(-4,))
+    inputs, _ = pack_encoder_inputs([[[1, 2, 3, 4]]], ecfg)
+    params = jax.device_get(nn.unbox(ARCEncoder(ecfg).init(jax.random.key(seed), inputs)["params"]))
+    return Encoder(ecfg, params)
+
+
+def evaluate_lm(decoder_path: str | Path, data_dir: str | Path, out_dir: str | Path, modes=("closed_book", "open_book"),
+                max_examples: int | None = None, **kwargs) -> dict:
+    """The harness's results for decoder_path on data_dir/qa_eval.jsonl (held-out people)."""
+    import arc_jax
+    from arc_jax.evaluation.harness import evaluate
+
+    data_dir = Path(data_dir)
+    dec = arc_jax.load_decoder(decoder_path)
+    enc = tiny_random_encoder(dec.config.dim, dec.config.vocab_size)
+    tok = data_dir / "tokenizer.model"
+    pipe = arc_jax.ARCPipeline(enc, dec, 0, encoder_tokenizer=tok, decoder_tokenizer=tok)
+    return evaluate(pipe, [str(data_dir / "qa_eval.jsonl")], list(modes), out_dir, max_examples=max_examples, **kwargs)

@@ -1,0 +1,97 @@
+"""arc_jax.train.lm: the demo's decoder LM trained from scratch (a few steps of a tiny config)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import arc_jax
+from arc_jax.data.tokenizers import load_tokenizer
+from arc_jax.train import lm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "configs"))
+import demo_decoder  # noqa: E402
+
+
+def tiny_config(data_dir, max_steps=12):
+    config = demo_decoder.get_config()
+    config.max_steps = max_steps
+    config.log_every = 2
+    config.checkpoint_every = 6
+    config.data.dir = str(data_dir)
+    config.data.corpus.n_entities = 40
+    config.data.corpus.held_out = 8
+    config.data.corpus.pretrain_copies = 1
+    config.data.corpus.vocab_size = 512  # a FieldReference: the model's vocab follows
+    config.data.seq_len = 768
+    config.data.rows = 2
+    config.data.qa_episodes_per_epoch = 4
+    config.model.update({"dim": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "head_dim": 16,
+                         "hidden_dim": 64})
+    config.optimizer.lr = 1e-2
+    config.optimizer.warmup_steps = 2
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    config = tiny_config(root / "data")
+    return config, root / "run", lm.train_lm(config, root / "run")
+
+
+def test_episode_matches_the_harness_open_book_prompt(trained):
+    from arc_jax.evaluation.harness import Example, few_shot_template, realize
+    config, _, _ = trained
+    data_dir = Path(config.data.dir)
+    tok = load_tokenizer(data_dir / "tokenizer.model")
+    records = lm._read_jsonl(data_dir / "qa_train.jsonl")[:6]
+    ids, weights = lm.encode_episode(records, tok, prompt_weight=0.0)
+    examples = [Example(r["question"], tuple(r["answer"]), r["passages"][0], i) for i, r in enumerate(records)]
+    prompt = few_shot_template(list(enumerate(examples[:5])), (5, examples[5]), True)
+    pieces = realize(prompt, "open_book", tok, {}, 5).pieces
+    prompt_ids = [t for piece in pieces for t in piece]
+    answer = tok.encode(" " + records[5]["answer"][0])
+    assert ids[:len(prompt_ids)] == prompt_ids  # byte for byte the evaluation prompt
+    assert ids[len(prompt_ids):] == answer + [tok.eos_id]
+    assert weights[len(prompt_ids):] == [1.0] * (len(answer) + 1)  # the target answer carries loss
+    assert 0 < sum(weights) < len(weights) / 4  # answers only
+
+
+def test_packed_rows_keep_segments_apart(trained):
+    config, _, _ = trained
+    data_dir = Path(config.data.dir)
+    data = lm.build_data(config, data_dir, load_tokenizer(data_dir / "tokenizer.model"))
+    tokens, seg, pos, w = data.epoch_rows(0)
+    assert tokens.shape[1] == config.data.seq_len and (tokens[seg == 0] == 0).all() and (w[seg == 0] == 0).all()
+    for row_seg, row_pos in zip(seg, pos):
+        for s in set(row_seg.tolist()) - {0}:
+            np.testing.assert_array_equal(row_pos[row_seg == s], np.arange((row_seg == s).sum()))
+    again = data.epoch_rows(0)
+    assert all((a == b).all() for a, b in zip((tokens, seg, pos, w), again))  # deterministic
+
+
+def test_training_lowers_the_loss_and_writes_a_loadable_decoder(trained):
+    config, workdir, summary = trained
+    assert summary["final_loss"] < summary["first_loss"] - 0.5
+    assert (workdir / "checkpoints" / str(config.max_steps)).is_dir()
+    dec = arc_jax.load_decoder(workdir / "decoder")
+    assert dec.config == lm.backbone_from_config(config)
+    assert np.isfinite(dec.logits([[1, 5, 9]])).all()
+
+
+def test_resume_continues_from_the_checkpoint(trained, tmp_path):
+    config, workdir, summary = trained
+    with pytest.raises(FileExistsError):
+        lm.train_lm(config, workdir)
+    # A run stopped at step 6 then resumed to 12 ends with the same weights as the straight run.
+    first = lm.train_lm(tiny_config(config.data.dir), tmp_path / "run", stop_step=6)
+    assert first["steps"] == 6
+    resumed = lm.train_lm(tiny_config(config.data.dir), tmp_path / "run", resume=True)
+    assert resumed["start_step"] == 6
+    a = arc_jax.load_decoder(workdir / "decoder").params
+    b = arc_jax.load_decoder(tmp_path / "run" / "decoder").params
+    import jax
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
