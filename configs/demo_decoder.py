@@ -1,10 +1,20 @@
-"""The CPU demo's decoder LM, trained from scratch by arc_jax.train.lm.train_lm (issue 6, step 2).
+"""The CPU demo's decoder LM, trained from scratch by arc_jax.train.lm.train_lm (issue 6, stage 2).
 
 Data: the synthetic people corpus (arc_jax.data.synthetic.build_tiny_data(data.dir, **data.corpus),
-generated on first use when data.generate == "tiny_corpus"). Training text: pretraining documents
-and `shots`+1-record open-book QA episodes in the harness's exact prompt format, packed into
-`rows` x `seq_len` batches (an episode is ~620 tokens with 5 shots, at most ~790: seq_len 768 truncates a rare few).
-`model` is BackboneConfig.from_dict input; its vocab_size must cover the tokenizer's.
+generated on first use when data.generate == "tiny_corpus"). Training text, packed into `rows` x
+`seq_len` batches:
+- the corpus's pretraining documents (about the training people) at loss weight `document_weight`;
+- open-book QA episodes in the evaluation harness's exact 5-shot prompt format ("Document: ...\\n
+  Question: ...\\nAnswer: ..."), with 0..5 shots, about `fresh_people` new random people every
+  epoch whose documents state 1..6 of their attributes: answers cannot be memorised, only read;
+  loss on the answers only (`qa_prompt_weight` 0: the documents' random names, towns and numbers
+  are noise to a model that must learn to look things up).
+Found by the sizing runs in notes/lm_experiments.md: a learning rate of 1e-2 or 5e-3, or loss on
+every QA token, or the corpus's own 240 training people, left the model guessing by answer type
+(open-book EM 3-8%); this recipe reads the document.
+
+`model` is BackboneConfig.from_dict input; its vocab_size must cover the tokenizer's. `demo` holds
+what the ARC stages take from this file (configs/demo_arc_pretrain.py).
 """
 
 import ml_collections
@@ -13,10 +23,15 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
-    config.max_steps = 800
+    config.max_steps = 1500
     config.log_every = 100
-    config.checkpoint_every = 400
+    config.checkpoint_every = 500
     config.keep_checkpoints = 2
+    # Held-out open-book answers, teacher forced (greedy exact match without the stop rule), every
+    # probe_every steps on probe_examples 5-shot episodes about the held-out people.
+    config.probe_every = 250
+    config.probe_examples = 60
+    config.probe_shots = 1
 
     vocab_size = ml_collections.FieldReference(1024)
     config.model = ml_collections.ConfigDict({
@@ -26,20 +41,28 @@ def get_config() -> ml_collections.ConfigDict:
 
     # arc_jax.train.optimizer.OptimizerConfig: lr is the decoder's max rate (one-cycle).
     config.optimizer = ml_collections.ConfigDict({
-        "lr": 5e-3, "weight_decay": 0.1, "warmup_steps": 80, "initial_lr": 3e-4, "final_lr": 3e-5,
-        "clip_norm": 1.0})
+        "lr": 3e-3, "weight_decay": 0.1, "warmup_steps": 80, "initial_lr": 3e-4, "final_lr": 3e-6,
+        "clip_norm": 1.0, "b1": 0.9, "b2": 0.95})
 
     config.data = ml_collections.ConfigDict()
     config.data.dir = "~/.cache/arc_jax/tiny_cpu"
     config.data.generate = "tiny_corpus"
     config.data.corpus = ml_collections.ConfigDict({
         "seed": 0, "n_entities": 300, "held_out": 60, "pretrain_copies": 2, "vocab_size": vocab_size})
-    config.data.seq_len = 768
-    config.data.rows = 2
-    config.data.shots = 5
-    config.data.qa_episodes_per_epoch = 0  # 0: every qa_train record once per epoch
-    # Chance a training QA record's answer is swapped (in the passage too) for another person's
-    # value of the same attribute: answering from memorised facts then fails, reading works.
-    config.data.counterfactual_prob = 1.0
-    config.data.qa_prompt_weight = 0.1  # loss weight of QA prompt tokens (answers: 1); 1.0 = every token
+    config.data.seq_len = 256  # a 1-shot episode is ~100-200 tokens
+    config.data.rows = 6
+    config.data.shots = 1
+    config.data.min_shots = 1
+    config.data.zero_shot_prob = 0.7
+    config.data.qa_episodes_per_epoch = 0  # 0: every QA record once per epoch
+    config.data.fresh_people = 600
+    config.data.min_attributes = 1
+    config.data.curriculum = ()
+    config.data.counterfactual_prob = 0.0
+    config.data.document_weight = 0.1
+    config.data.qa_prompt_weight = 0.0  # loss weight of QA prompt tokens (answers: 1)
+
+    # Read by configs/demo_arc_pretrain.py: the encoder is this model's layers minus the last
+    # `truncated_layers`, with a projector of `projector_hidden`.
+    config.demo = ml_collections.ConfigDict({"truncated_layers": 0, "projector_hidden": 256})
     return config

@@ -38,8 +38,16 @@ def _load(name: str, overrides=()):
 
 
 def test_every_config_file_is_listed_here():
-    assert {p.stem for p in CONFIGS.glob("*.py")} == set(PAPER_RUNS) | {"tiny_cpu", "bench_cpu_55m",
-                                                                  "bench_gpu_real_shapes"}
+    assert {p.stem for p in CONFIGS.glob("*.py")} == set(PAPER_RUNS) | {
+        "tiny_cpu", "bench_cpu_55m", "bench_gpu_real_shapes", "demo_decoder", "demo_arc_pretrain", "demo_arc_finetune"}
+
+
+@pytest.mark.parametrize("name", ["demo_arc_pretrain", "demo_arc_finetune"])
+def test_demo_arc_configs_validate_and_match_the_demo_decoder(name):
+    decoder = _load("demo_decoder").model
+    run = parse_run_config(_load(name), device_count=1)
+    assert run.decoders[0].backbone.dim == decoder.dim == run.encoder.projectors[0].out_dim
+    assert run.encoder.backbone.vocab_size == decoder.vocab_size
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_RUNS))

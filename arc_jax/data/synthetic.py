@@ -154,11 +154,11 @@ def generate_people(n: int, rng: random.Random) -> list[Person]:
     return people
 
 
-def render_document(person: Person, rng: random.Random) -> str:
-    """A few sentences stating every attribute of the person, in random order and phrasing."""
+def render_document(person: Person, rng: random.Random, attributes: Sequence[str] = ATTRIBUTES) -> str:
+    """A few sentences stating the person's `attributes` (all by default), in random order and phrasing."""
     values = dataclasses.asdict(person) | {"a_profession": _with_article(person.profession),
                                            "a_pet": _with_article(person.pet)}
-    templates = [rng.choice(FACT_TEMPLATES[a]) for a in ATTRIBUTES]
+    templates = [rng.choice(FACT_TEMPLATES[a]) for a in attributes]
     if rng.random() < 0.5:  # a sentence without facts, so position alone does not locate a fact
         templates.append(rng.choice(FILLER_TEMPLATES))
     rng.shuffle(templates)
@@ -168,6 +168,21 @@ def render_document(person: Person, rng: random.Random) -> str:
         sentence = template.format(ref=ref, **values)
         sentences.append(sentence[0].upper() + sentence[1:])
     return " ".join(sentences)
+
+
+def qa_records(people: Sequence[Person], rng: random.Random,
+               attributes: Sequence[Sequence[str]] | None = None) -> list[dict]:
+    """One QA record per (person, attribute), every record of a person on one rendering of its
+    document; `attributes[i]`: the attributes person i's document states (default: all)."""
+    records = []
+    for i, person in enumerate(people):
+        stated = ATTRIBUTES if attributes is None else attributes[i]
+        passage = render_document(person, rng, stated)
+        for attribute in stated:
+            question = rng.choice(_questions(person, attribute))
+            records.append({"question": question, "answer": [person.answer(attribute)], "passages": [passage],
+                            "entity": person.name, "attribute": attribute})
+    return records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,17 +206,7 @@ def generate_corpus(seed: int = 0, n_entities: int = DEFAULT_N_ENTITIES, held_ou
     people = generate_people(n_entities, rng)
     train_people, held_out_people = people[:-held_out], people[-held_out:]
 
-    def qa(group: list[Person]) -> list[dict]:
-        records = []
-        for person in group:
-            passage = render_document(person, rng)
-            for attribute in ATTRIBUTES:
-                question = rng.choice(_questions(person, attribute))
-                records.append({"question": question, "answer": [person.answer(attribute)], "passages": [passage],
-                                "entity": person.name, "attribute": attribute})
-        return records
-
-    qa_train, qa_eval = qa(train_people), qa(held_out_people)
+    qa_train, qa_eval = qa_records(train_people, rng), qa_records(held_out_people, rng)
     pretrain = []
     for _ in range(pretrain_copies):  # each copy states every training person's facts once, in new words
         order = list(train_people)

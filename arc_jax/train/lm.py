@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import json
 import logging
+import random
 import re
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from arc_jax.data import synthetic
 from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.model.config import BackboneConfig
 from arc_jax.model.decoder import Decoder
@@ -113,22 +115,42 @@ class LMData:
     seq_len: int
     rows: int
     shots: int = 5
+    min_shots: int | None = None  # episodes draw their shot count in [min_shots, shots]; None: shots
+    zero_shot_prob: float = 0.0  # share of episodes with no shot (short ones: more answers a batch)
     qa_episodes_per_epoch: int = 0  # 0: len(qa) // (shots + 1)
     prompt_weight: float = 0.0
+    document_weight: float = 1.0  # loss weight of pretraining documents' tokens
+    # > 0: every epoch's QA episodes are about this many new random people (drawn from (seed, epoch),
+    # their name words distinct from `reserved_names`) instead of `qa`: nothing to memorise, only to read.
+    fresh_people: int = 0
+    reserved_names: frozenset = frozenset()
+    # With fresh people: a person's document states a random number (>= min_attributes) of their
+    # attributes (shorter documents, fewer distractors); None: all of them.
+    min_attributes: int | None = None
+    # With fresh people: attributes in the order they enter the episodes, `curriculum_start` of them
+    # from the start and one more every `curriculum_epochs` epochs (empty: all from the start).
+    curriculum: tuple = ()
+    curriculum_start: int = 2
+    curriculum_epochs: int = 1
     counterfactual_prob: float = 0.0  # chance a QA record's answer is swapped for another person's
 
     def epoch_rows(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
-        seqs: list[tuple[list[int], list[float]]] = [(d[: self.seq_len], [1.0] * min(len(d), self.seq_len))
-                                                     for d in self.documents]
+        seqs: list[tuple[list[int], list[float]]] = [
+            (d[: self.seq_len], [self.document_weight] * min(len(d), self.seq_len))
+            for d in (self.documents if self.document_weight else [])]
         k = self.shots + 1
-        n_episodes = self.qa_episodes_per_epoch or len(self.qa) // k
-        order = np.concatenate([rng.permutation(len(self.qa)) for _ in range(-(-n_episodes * k // len(self.qa)))])
+        qa = self.fresh_qa(epoch) if self.fresh_people else self.qa
+        n_episodes = self.qa_episodes_per_epoch or len(qa) // k
+        order = np.concatenate([rng.permutation(len(qa)) for _ in range(-(-n_episodes * k // len(qa)))])
         pools: dict[str, list[str]] = {}
-        for r in self.qa:
+        for r in qa:
             pools.setdefault(r.get("attribute", ""), []).append(r["answer"][0].strip())
+        low = self.shots if self.min_shots is None else self.min_shots
         for e in range(n_episodes):
-            records = [self.qa[i] for i in order[e * k:(e + 1) * k]]
+            records = [qa[i] for i in order[e * k:(e + 1) * k]]
+            n_shots = 0 if rng.random() < self.zero_shot_prob else int(rng.integers(low, self.shots + 1))
+            records = records[k - 1 - n_shots:]
             if self.counterfactual_prob:
                 records = [counterfactual(r, pools[r.get("attribute", "")][rng.integers(len(pools[r.get("attribute", "")]))])
                            if rng.random() < self.counterfactual_prob else r for r in records]
@@ -152,6 +174,20 @@ class LMData:
                 weights[r, at:at + len(ids)] = w
                 at += len(ids)
         return tokens, segments, positions, weights
+
+    def fresh_qa(self, epoch: int) -> list[dict]:
+        rng = random.Random(f"arc_jax lm fresh people {self.seed} {epoch}")
+        people = []
+        while len(people) < self.fresh_people:
+            people += [p for p in synthetic.generate_people(self.fresh_people - len(people), rng)
+                       if not {p.first_name, p.last_name} & self.reserved_names]
+        pool = self.curriculum[: self.curriculum_start + epoch // self.curriculum_epochs] if self.curriculum else None
+        if self.min_attributes is None and pool is None:
+            return synthetic.qa_records(people, rng)
+        pool = list(pool or synthetic.ATTRIBUTES)
+        low = min(self.min_attributes or len(pool), len(pool))
+        attributes = [rng.sample(pool, rng.randint(low, len(pool))) for _ in people]
+        return synthetic.qa_records(people, rng, attributes)
 
     def batches(self, state: dict) -> Iterator[tuple[dict, dict]]:
         """Yields (batch, state after it) forever from `state`; an epoch's last partial batch is dropped."""
@@ -208,7 +244,7 @@ def optimizer_config(config) -> opt.OptimizerConfig:
     o = config.optimizer
     return opt.OptimizerConfig(encoder_lr=o.lr, special_lr=o.lr, projector_lr=o.lr, weight_decay=o.weight_decay,
                                warmup_steps=min(o.warmup_steps, max(1, config.max_steps // 2)), max_steps=config.max_steps, initial_lr=o.initial_lr,
-                               final_lr=o.final_lr, clip_norm=o.clip_norm)
+                               final_lr=o.final_lr, clip_norm=o.clip_norm, b1=o.get("b1", 0.9), b2=o.get("b2", 0.999))
 
 
 def prepare_data(config) -> Path:
@@ -222,9 +258,49 @@ def prepare_data(config) -> Path:
 def build_data(config, data_dir: Path, tokenizer) -> LMData:
     docs = [tokenizer.encode(r["text"], bos=True, eos=True) for r in _read_jsonl(data_dir / "pretrain.jsonl")]
     qa = _read_jsonl(data_dir / "qa_train.jsonl")
-    return LMData(docs, qa, tokenizer, config.seed, config.data.seq_len, config.data.rows, config.data.shots,
-                  config.data.qa_episodes_per_epoch, config.data.qa_prompt_weight,
-                  config.data.get("counterfactual_prob", 0.0))
+    reserved = frozenset(w for name in ("qa_train.jsonl", "qa_eval.jsonl") for r in _read_jsonl(data_dir / name)
+                         for w in r["entity"].split())
+    d = config.data
+    return LMData(docs, qa, tokenizer, config.seed, d.seq_len, d.rows, shots=d.shots, min_shots=d.get("min_shots"),
+                  zero_shot_prob=d.get("zero_shot_prob", 0.0),
+                  qa_episodes_per_epoch=d.qa_episodes_per_epoch, prompt_weight=d.qa_prompt_weight,
+                  document_weight=d.get("document_weight", 1.0), counterfactual_prob=d.get("counterfactual_prob", 0.0),
+                  fresh_people=d.get("fresh_people", 0), reserved_names=reserved,
+                  min_attributes=d.get("min_attributes"), curriculum=tuple(d.get("curriculum", ())),
+                  curriculum_start=d.get("curriculum_start", 2), curriculum_epochs=d.get("curriculum_epochs", 1))
+
+
+def answer_probe(records: list[dict], tokenizer, shots: int, n: int, seed: int = 0) -> dict:
+    """Open-book episodes over held-out `records` (each record is the target once, with `shots`
+    other records of the set as shots), as arrays for `answer_accuracy`: the target answer's tokens
+    (EOS excluded) are marked in "target"."""
+    rng = np.random.default_rng(seed)
+    n = min(n, len(records))
+    episodes = []
+    for t in rng.permutation(len(records))[:n]:
+        others = [i for i in rng.permutation(len(records)) if i != t][:shots]
+        ids, _ = encode_episode([records[i] for i in others] + [records[t]], tokenizer)
+        episodes.append((ids[:-1], len(tokenizer.encode(" " + records[t]["answer"][0].strip()))))  # EOS dropped
+    seq_len = -(-max(len(ids) for ids, _ in episodes) // 128) * 128
+    tokens = np.zeros((n, seq_len), np.int32)
+    segments = np.zeros((n, seq_len), np.int32)
+    target = np.zeros((n, seq_len), bool)
+    for row, (ids, answer_len) in enumerate(episodes):
+        tokens[row, :len(ids)] = ids
+        segments[row, :len(ids)] = 1
+        target[row, len(ids) - answer_len:len(ids)] = True
+    return {"tokens": tokens, "segment_ids": segments, "positions": np.broadcast_to(np.arange(seq_len), tokens.shape),
+            "target": target}
+
+
+def answer_accuracy(params, module: Decoder, probe: dict) -> tuple[jax.Array, jax.Array]:
+    """(share of probe episodes whose every answer token is the argmax, teacher forced; share of
+    answer tokens that are): greedy exact match without the stop rule, in one forward pass."""
+    logits = module.apply({"params": params}, probe["tokens"], probe["segment_ids"], probe["positions"])[:, :-1]
+    hit = logits.argmax(-1) == probe["tokens"][:, 1:]
+    target = probe["target"][:, 1:]
+    episode = jnp.all(hit | ~target, axis=1)
+    return episode.mean(), (hit & target).sum() / target.sum()
 
 
 def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int | None = None) -> dict:
@@ -259,7 +335,15 @@ def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int |
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     log.info("decoder LM: %s params, %s, rows %dx%d, steps %d..%d", f"{n_params:,}", cfg, data.rows, data.seq_len,
              start, config.max_steps)
+    probe_every = config.get("probe_every", 0)
+    if probe_every:
+        probe = answer_probe(_read_jsonl(data_dir / "qa_eval.jsonl"), tokenizer, config.get("probe_shots", 5),
+                             config.get("probe_examples", 120), config.seed)
+        probe_fn = jax.jit(functools.partial(answer_accuracy, module=module, probe=probe))
     batches = data.batches(data_state)
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(workdir / "tensorboard"))
     t0, t_interval, history = time.time(), time.time(), []
     first_losses = []
     end = config.max_steps if stop_step is None else min(stop_step, config.max_steps)
@@ -274,20 +358,30 @@ def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int |
             lr = float(ocfg.unit_schedule()(step)) * ocfg.encoder_lr
             log.info("step %d loss %.4f grad_norm %.3f lr %.2e (%.2fs/step)", step + 1, m["loss"], m["grad_norm"], lr,
                      (now - t_interval) / config.log_every)
+            for name, value in (("loss", m["loss"]), ("grad_norm", m["grad_norm"]), ("learning_rate", lr)):
+                writer.add_scalar(name, float(value), step + 1)
             history.append({"step": step + 1, "loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]), "lr": lr,
                             "time": now - t0})
             t_interval = now
+        if probe_every and ((step + 1) % probe_every == 0 or step + 1 == end):
+            em, token_acc = jax.device_get(probe_fn(state["params"]))
+            log.info("step %d held-out open-book answers: exact %.1f%%, tokens %.1f%% (teacher forced)", step + 1,
+                     100 * em, 100 * token_acc)
+            writer.add_scalar("probe/open_book_exact", float(em), step + 1)
+            writer.add_scalar("probe/open_book_token_accuracy", float(token_acc), step + 1)
+            history.append({"step": step + 1, "probe_exact": float(em), "probe_token_acc": float(token_acc)})
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.max_steps:
             ckpts.save(step + 1, state, data_state, config.to_dict() if hasattr(config, "to_dict") else {},
                        force=step + 1 == end)
     ckpts.wait()
     ckpts.close()
+    writer.close()
     seconds = time.time() - t0
     from arc_jax.convert import write_decoder
     out = write_decoder(cfg, jax.device_get(state["params"]), workdir / "decoder", "arc_jax", overwrite=True)
     summary = {"steps": end, "start_step": start, "params": int(n_params), "seconds": round(seconds, 1),
                "first_loss": first_losses[0] if first_losses else None,
-               "final_loss": history[-1]["loss"] if history else None, "decoder": str(out), "data_state": data_state,
+               "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None), "decoder": str(out), "data_state": data_state,
                "history": history}
     (workdir / "lm_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     log.info("decoder LM done: %d steps in %.1fs, loss %s -> %s, written to %s", end - start, seconds,

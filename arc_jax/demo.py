@@ -1,0 +1,264 @@
+"""`arc-jax demo`: the paper's experiment in miniature, end to end on a CPU (issue 6).
+
+    arc-jax demo [--workdir arc_jax_demo] [--resume] [--smoke]
+
+Stages, each through the code a real run uses (config files in configs/, the input pipeline, the
+trainer, Orbax checkpoints, the evaluation harness):
+
+1. data      the synthetic people corpus and its sentencepiece tokenizer (arc_jax.data.synthetic),
+             60 held-out people whose facts exist only in their evaluation documents;
+2. decoder   a small decoder LM trained from scratch (configs/demo_decoder.py, arc_jax.train.lm),
+             then frozen: it learns to read a document and answer 5-shot open-book questions;
+3. encoder   an ARC encoder made from the decoder's first layers (`convert.fresh`: the paper makes
+             its encoder from a truncated Llama), pretrained with reconstruction + continuation
+             against the frozen decoder (configs/demo_arc_pretrain.py), then fine-tuned on 5-shot
+             QA with compressed documents at pooling factor 4, and 8 (configs/demo_arc_finetune.py);
+4. eval      the harness on the held-out people: closed book, open book (full document text), and
+             each ARC encoder's compressed documents: exact match, compression ratio, prefill;
+5. report    results.json / results.md / demo.png (training curves, EM bars) in the workdir.
+
+A run reuses nothing: without --resume an earlier demo in the workdir is deleted first (a folder
+that is not a demo's is refused). With --resume every stage continues from its checkpoints and a
+finished stage is kept. --smoke shrinks every stage to a few steps of tiny models (the test suite's
+version: it checks the artefacts, not the numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+MARKER = "demo.json"
+MODES = ("closed_book", "open_book")
+SHOTS = 1  # in-context examples of the evaluation prompt (see configs/demo_decoder.py for why not 5)
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+# --smoke: a few steps of tiny models in every stage (seconds, not minutes).
+SMOKE_DECODER = ["max_steps=6", "log_every=2", "checkpoint_every=6", "probe_every=3", "probe_examples=8", "data.seq_len=256",
+                 "data.corpus.n_entities=40", "data.corpus.held_out=8", "data.corpus.pretrain_copies=1",
+                 "data.corpus.vocab_size=512", "data.fresh_people=20", "model.dim=32", "model.n_heads=2",
+                 "model.n_kv_heads=2", "model.head_dim=16", "model.hidden_dim=64"]
+SMOKE_ARC = ["max_steps=4", "log_every=2", "checkpoint_every=4", "optimizer.warmup_steps=2"]
+
+
+def _load(name: str, overrides: list[str]):
+    from arc_jax.config_loading import load_config
+
+    path = CONFIGS / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the demo's config files come with the arc_jax repository "
+                                "(install it with `pip install -e .` from a clone)")
+    return load_config(path, [f"--config.{o}" for o in overrides])
+
+
+def _arc_config(name: str, dec_config, overrides: list[str]):
+    """An ARC stage's config whose encoder and decoder shapes are those of the decoder the demo
+    trained (`dec_config`, overrides included): the encoder is made from that decoder's layers."""
+    from arc_jax.config_loading import to_plain
+
+    config = _load(name, overrides)
+    backbone = to_plain(dec_config.model)
+    config.model.decoders[0].backbone = dict(backbone)
+    config.model.encoder.backbone = {**backbone, "n_layers": backbone["n_layers"] - dec_config.demo.truncated_layers}
+    config.model.encoder.n_truncated_layers = dec_config.demo.truncated_layers
+    config.model.encoder.projectors = [{"in_dim": backbone["dim"], "hidden_dim": dec_config.demo.projector_hidden,
+                                        "out_dim": backbone["dim"]}]
+    config.data.corpus = to_plain(dec_config.data.corpus)
+    return config
+
+
+def _show_progress_logs() -> None:
+    """arc_jax's progress log lines (the decoder LM's) on stdout, once."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("arc_jax")
+    if not any(getattr(h, "arc_jax_demo", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.arc_jax_demo = True
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _prepare_workdir(workdir: Path, resume: bool) -> None:
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / MARKER).exists():
+            raise FileExistsError(f"{workdir} exists, is not empty and holds no {MARKER}: not a demo's folder; "
+                                  "choose another --workdir")
+        if not resume:
+            shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text(json.dumps({"started": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+
+
+class _Clock:
+    """Wall time per stage, printed as each ends."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say, self.seconds, self.t0 = say, {}, time.time()
+
+    def stage(self, name: str, fn, *args, **kwargs):
+        self.say(f"== {name} ==")
+        t = time.time()
+        out = fn(*args, **kwargs)
+        self.seconds[name] = round(time.time() - t, 1)
+        self.say(f"== {name}: {self.seconds[name]:.0f} s ==")
+        return out
+
+
+def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smoke: bool = False,
+             pooling_factors: tuple[int, ...] = (4, 8), max_examples: int | None = None, shots: int = SHOTS,
+             say: Callable[[str], None] = print) -> dict:
+    """Run (or resume) the demo in `workdir`; returns the results written to results.json."""
+    import arc_jax
+    from arc_jax.data.synthetic import build_tiny_data
+    from arc_jax.train import lm
+    from arc_jax.train.trainer import Trainer
+
+    workdir = Path(workdir).expanduser().resolve()
+    _prepare_workdir(workdir, resume)
+    _show_progress_logs()
+    clock = _Clock(say)
+    data_dir = workdir / "data"
+    common = [f"data.dir={data_dir}"]
+
+    # 1. Data.
+    dec_config = _load("demo_decoder.py", common + (SMOKE_DECODER if smoke else []))
+    paths = clock.stage("data", build_tiny_data, data_dir, **dict(dec_config.data.corpus))
+    say(f"corpus and tokenizer in {data_dir}")
+
+    # 2. The decoder LM.
+    lm_dir = workdir / "decoder_lm"
+    lm_summary = clock.stage("decoder", lm.train_lm, dec_config, lm_dir, resume=resume)
+    decoder_path = lm_dir / "decoder"
+
+    # 3. The encoder: made from the decoder, pretrained, fine-tuned per pooling factor.
+    fresh_path = workdir / "encoder_init"
+    clock.stage("encoder init", _fresh_encoder, decoder_path, fresh_path, dec_config)
+    arc = SMOKE_ARC if smoke else []
+    decoder_overrides = [f"model.decoders.0.path={decoder_path}"]
+    pre_config = _arc_config("demo_arc_pretrain.py", dec_config,
+                             common + decoder_overrides + [f"init_encoder={fresh_path}"] + arc)
+    pre_dir = workdir / "arc_pretrain"
+    pre_summary = clock.stage("pretrain", lambda: Trainer(pre_config, pre_dir).fit())
+    tuned = {}
+    for pf in pooling_factors:
+        ft_config = _arc_config("demo_arc_finetune.py", dec_config, common + decoder_overrides + arc + [
+            f"init_encoder={pre_dir}", f"model.encoder.compress_rates=[-{pf}]"])
+        tuned[pf] = workdir / f"arc{pf}"
+        clock.stage(f"fine-tune ARC{pf}", lambda c=ft_config, d=tuned[pf]: Trainer(c, d).fit())
+
+    # 4. Evaluation on the held-out people.
+    tokenizer = paths["tokenizer"]
+    decoder = arc_jax.load_decoder(decoder_path)
+    bench = f"{paths['qa_eval']}:qa"
+    results = {}
+
+    def evaluate(name, encoder, modes):
+        from arc_jax.evaluation.harness import evaluate as harness_evaluate
+
+        pipe = arc_jax.ARCPipeline(encoder, decoder, 0, encoder_tokenizer=tokenizer, decoder_tokenizer=tokenizer)
+        out = harness_evaluate(pipe, [bench], modes, workdir / "eval" / name, shots=shots,
+                               max_examples=max_examples, progress=True)
+        return next(iter(out["benchmarks"].values()))["modes"]
+
+    def evaluate_all():
+        first = arc_jax.load_encoder(tuned[pooling_factors[0]])
+        for mode, r in evaluate("text", first, list(MODES)).items():
+            results[mode] = r
+        for pf in pooling_factors:
+            results[f"arc{pf}"] = evaluate(f"arc{pf}", arc_jax.load_encoder(tuned[pf]), ["compressed"])["compressed"]
+
+    clock.stage("evaluation", evaluate_all)
+
+    # 5. Report.
+    table = {name: {"em": r["metrics"]["em"], "f1": r["metrics"]["f1"], "compression_ratio": r["compression_ratio"],
+                    "prefill_tokens": r["prefill_tokens"], "n": r["n"]} for name, r in results.items()}
+    report = {**table, "settings": {"smoke": smoke, "pooling_factors": list(pooling_factors), "shots": shots,
+                                    "max_examples": max_examples, "seconds": clock.seconds,
+                                    "total_seconds": round(time.time() - clock.t0, 1),
+                                    "decoder_params": lm_summary["params"]}}
+    (workdir / "results.json").write_text(json.dumps(report, indent=1) + "\n")
+    markdown = results_markdown(table)
+    (workdir / "results.md").write_text(markdown)
+    histories = {"decoder LM": _tensorboard_curve(lm_dir),
+                 "ARC pretraining": _tensorboard_curve(pre_dir), **{
+                     f"ARC{pf} fine-tuning": _tensorboard_curve(tuned[pf]) for pf in pooling_factors}}
+    plot_path = plot_demo(histories, table, workdir / "demo.png")
+    say("\n" + markdown)
+    say(f"total {report['settings']['total_seconds']:.0f} s (" + ", ".join(
+        f"{k} {v:.0f} s" for k, v in clock.seconds.items()) + ")")
+    say(f"results: {workdir / 'results.json'} and results.md; plot: {plot_path}; predictions: {workdir / 'eval'}; "
+        f"TensorBoard: tensorboard --logdir {workdir}; models: {decoder_path}, " + ", ".join(
+            str(tuned[pf]) for pf in pooling_factors))
+    del pre_summary
+    return report
+
+
+def _fresh_encoder(decoder_path: Path, out: Path, dec_config) -> None:
+    """The encoder's starting point: the decoder's first layers (all but `demo.truncated_layers`),
+    fresh <Rec>/<Cont> and projector, written in arc_jax format (the trainer's init_encoder)."""
+    from arc_jax.convert import write_encoder
+    from arc_jax.convert.fresh import fresh_encoder
+
+    demo = dec_config.demo
+    cfg, params = fresh_encoder(decoder_path, n_truncated_layers=demo.truncated_layers, compress_rates=(-4,),
+                                out_dims=(dec_config.model.dim,), hidden_dim=demo.projector_hidden, seed=0)
+    write_encoder(cfg, params, out, "arc_jax", overwrite=True)
+
+
+def _tensorboard_curve(run_dir: Path, tag: str = "loss") -> list[dict]:
+    """(step, value) points of one scalar from a run's TensorBoard logs."""
+    from tensorboardX.proto import event_pb2  # tensorboardX writes, and can read back, the event protos
+    import struct
+
+    points = []
+    for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12: at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                if value.tag == tag:
+                    points.append({"step": int(event.step), tag: float(value.simple_value)})
+    return points
+
+
+def results_markdown(table: dict) -> str:
+    rows = ["| mode | EM % | F1 % | compression ratio | decoder prefill tokens | n |", "|---|---|---|---|---|---|"]
+    for name, r in table.items():
+        ratio = "-" if r["compression_ratio"] is None else f"{r['compression_ratio']:.2f}"
+        rows.append(f"| {name} | {r['em']:.1f} | {r['f1']:.1f} | {ratio} | {r['prefill_tokens']:.1f} | {r['n']} |")
+    return "\n".join(rows) + "\n"
+
+
+def plot_demo(histories: dict[str, list[dict]], table: dict, path: Path) -> Path:
+    """Training loss of every stage and the EM of every mode, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, points in histories.items():
+        points = [p for p in points if "loss" in p]
+        if points:
+            axes[0].plot([p["step"] for p in points], [p["loss"] for p in points], label=name)
+    axes[0].set(xlabel="step", ylabel="training loss (nats / token)", title="Training", yscale="log")
+    axes[0].legend()
+    names = list(table)
+    bars = axes[1].bar(names, [table[n]["em"] for n in names], color="tab:blue")
+    for bar, n in zip(bars, names):
+        axes[1].annotate(f"{table[n]['em']:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                         ha="center", va="bottom")
+    axes[1].set(ylabel="exact match (%)", title="Held-out people, 5-shot QA", ylim=(0, 105))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,86 @@
+"""The CPU demo's ARC pretraining (issue 6, stage 3; `arc-jax demo` runs it): reconstruction and
+continuation on the synthetic corpus's documents, against the frozen decoder LM the demo trained
+(configs/demo_decoder.py), at pooling factor 4.
+
+`arc-jax demo` fills in the paths: data.dir (the demo's corpus), model.decoders.0.path (its trained
+decoder) and init_encoder (the encoder it made from that decoder's layers, `convert.fresh`, as the
+paper makes its encoder from a truncated Llama). Run by hand:
+
+    arc-jax train --config configs/demo_arc_pretrain.py --workdir DEMO/arc_pretrain \\
+        --config.data.dir=DEMO/data --config.model.decoders.0.path=DEMO/decoder_lm/decoder \\
+        --config.init_encoder=DEMO/encoder_init
+
+Shapes follow configs/demo_decoder.py's model (128 wide, 2 layers, vocabulary 1024); every field
+is described in arc_jax/train/run_config.py.
+"""
+
+from pathlib import Path
+from runpy import run_path
+
+import ml_collections
+
+decoder_config = run_path(str(Path(__file__).parent / "demo_decoder.py"))["get_config"]
+
+
+def get_config() -> ml_collections.ConfigDict:
+    lm = decoder_config()
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.max_steps = 300
+    config.checkpoint_every = 100
+    config.keep_checkpoints = 2
+    config.max_bad_steps = 10
+    config.log_every = 25
+    config.grad_accum = 1
+    config.compute_dtype = "float32"
+    config.remat_policy = "none"
+    config.attention_impl = "xla"
+    config.init_encoder = ""  # set by the demo: the encoder made from the decoder's layers
+
+    # The encoder is the decoder's first layers (all but demo.truncated_layers), as `convert.fresh`
+    # makes it; the decoder is the demo's trained LM.
+    backbone = dict(lm.model)
+    backbone["vocab_size"] = lm.data.corpus.get_ref("vocab_size")
+    dim = backbone["dim"]
+    config.model = ml_collections.ConfigDict()
+    config.model.encoder = ml_collections.ConfigDict({
+        "backbone": {**backbone, "n_layers": backbone["n_layers"] - lm.demo.truncated_layers},
+        "projectors": [{"in_dim": dim, "hidden_dim": lm.demo.projector_hidden, "out_dim": dim}],
+        "n_truncated_layers": lm.demo.truncated_layers,
+        "compress_rates": [-4],
+        "pool_type": "mean",
+        "causal": False,
+        "n_memory_tokens": 0,
+        "rec_tok": True,
+        "cont_tok": True,
+    })
+    config.model.decoders = [ml_collections.ConfigDict({
+        "path": "",  # set by the demo: DEMO/decoder_lm/decoder
+        "backbone": dict(backbone),
+        "tokenizer": "{data_dir}/tokenizer.model",
+        "head": 0,
+        "dtype": "float32",
+    })]
+    config.trainable = ml_collections.ConfigDict({"encoder_layers": -1, "embedding": True})
+    config.optimizer = ml_collections.ConfigDict({
+        "encoder_lr": 1e-3, "special_lr": 1e-3, "projector_lr": 2e-3, "weight_decay": 0.1, "warmup_steps": 30,
+        "initial_lr": 1e-5, "final_lr": 1e-5, "clip_norm": 1.0, "b1": 0.9, "b2": 0.95, "eps": 1e-8})
+    config.mesh_shape = [-1, 1, 1]
+
+    config.data = ml_collections.ConfigDict()
+    config.data.dir = lm.data.dir
+    config.data.generate = "tiny_corpus"
+    config.data.corpus = lm.data.corpus
+    config.data.sources = "{data_dir}/pretrain.jsonl"
+    config.data.strict = False
+    config.data.task = "pretrain"
+    config.data.max_len = 64
+    config.data.continuation_prob = 0.5
+    config.data.chat_template = False
+    config.data.encoder_tokenizer = "{data_dir}/tokenizer.model"
+    config.data.shape = ml_collections.ConfigDict({
+        "encoder_rows": 8, "encoder_len": 128, "decoder_rows": 8, "decoder_len": 224, "max_contexts_per_row": 4})
+    config.data.worker_count = 0
+    config.data.shards = 0
+    config.eval = ml_collections.ConfigDict({"sources": "{data_dir}/pretrain_eval.jsonl", "every": 100, "batches": 2})
+    return config

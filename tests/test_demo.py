@@ -1,0 +1,66 @@
+"""`arc-jax demo --smoke`: every stage of the CPU demo runs (a few steps of tiny models) through the
+real code paths, and leaves well-formed artefacts. The full-size demo is not part of the suite."""
+
+import json
+
+import pytest
+
+from arc_jax.cli import main
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", "--smoke", "--workdir", str(workdir), "--max-examples", "6"]) == 0
+    return workdir
+
+
+def test_results_hold_every_mode_with_well_formed_metrics(demo):
+    results = json.loads((demo / "results.json").read_text())
+    assert {"closed_book", "open_book", "arc4", "arc8"} <= set(results)
+    for mode in ("closed_book", "open_book", "arc4", "arc8"):
+        r = results[mode]
+        assert 0.0 <= r["em"] <= 100.0 and r["n"] == 6
+        assert r["prefill_tokens"] > 0
+    assert results["closed_book"]["compression_ratio"] is None
+    assert results["open_book"]["compression_ratio"] == pytest.approx(1.0)
+    # Compressed documents take fewer decoder slots: about 4x and 8x fewer (plus <Cont> and rounding up).
+    assert 2.5 < results["arc4"]["compression_ratio"] < 4.01
+    assert 5.0 < results["arc8"]["compression_ratio"] < 8.01
+    assert results["arc8"]["prefill_tokens"] < results["arc4"]["prefill_tokens"] < results["open_book"]["prefill_tokens"]
+    assert results["closed_book"]["prefill_tokens"] < results["arc8"]["prefill_tokens"]
+
+
+def test_artefacts_exist(demo):
+    assert (demo / "results.md").read_text().count("\n") == 6  # header, rule, 4 modes
+    assert (demo / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for stage in ("decoder_lm", "arc_pretrain", "arc4", "arc8"):
+        assert list((demo / stage / "tensorboard").glob("events.out.tfevents.*")), stage
+    assert (demo / "decoder_lm" / "decoder").is_dir()
+    for mode in ("text", "arc4", "arc8"):
+        assert (demo / "eval" / mode / "results.json").exists()
+
+
+def test_a_second_run_starts_over_unless_resumed(tmp_path):
+    from arc_jax.demo import MARKER, _prepare_workdir
+
+    workdir = tmp_path / "run"
+    _prepare_workdir(workdir, resume=False)
+    assert (workdir / MARKER).exists()
+    (workdir / "decoder_lm").mkdir()
+    (workdir / "decoder_lm" / "checkpoint").write_text("x")
+    _prepare_workdir(workdir, resume=True)
+    assert (workdir / "decoder_lm" / "checkpoint").exists()  # --resume keeps every stage's state
+    _prepare_workdir(workdir, resume=False)
+    assert not (workdir / "decoder_lm").exists() and (workdir / MARKER).exists()  # a new run reuses nothing
+
+
+def test_refuses_a_folder_that_is_not_a_demo(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    from arc_jax.demo import _prepare_workdir
+
+    with pytest.raises(FileExistsError, match="not a demo"):
+        _prepare_workdir(tmp_path, resume=False)
+    with pytest.raises(FileExistsError, match="not a demo"):
+        _prepare_workdir(tmp_path, resume=True)
+    assert (tmp_path / "precious.txt").exists()
