@@ -6,15 +6,18 @@ Stages, each through the code a real run uses (config files in configs/, the inp
 trainer, Orbax checkpoints, the evaluation harness):
 
 1. data      the synthetic people corpus and its sentencepiece tokenizer (arc_jax.data.synthetic),
-             60 held-out people whose facts exist only in their evaluation documents;
-2. decoder   a small decoder LM trained from scratch (configs/demo_decoder.py, arc_jax.train.lm),
-             then frozen: it learns to read a document and answer 5-shot open-book questions;
-3. encoder   an ARC encoder made from the decoder's first layers (`convert.fresh`: the paper makes
-             its encoder from a truncated Llama), pretrained with reconstruction + continuation
-             against the frozen decoder (configs/demo_arc_pretrain.py), then fine-tuned on 5-shot
-             QA with compressed documents at pooling factor 4, and 8 (configs/demo_arc_finetune.py);
-4. eval      the harness on the held-out people: closed book, open book (full document text), and
-             each ARC encoder's compressed documents: exact match, compression ratio, prefill;
+             60 held-out people whose facts exist only in their evaluation documents, and
+             documents + QA about 1500 other new people for the encoder stages;
+2. decoder   a small decoder LM trained from scratch (configs/demo_decoder.py, arc_jax.train.lm)
+             on the corpus's documents and on open-book QA in the harness's "Document/Question/
+             Answer" few-shot format, then frozen;
+3. encoder   an ARC encoder made from the decoder's layers (`convert.fresh`: the paper makes its
+             encoder from a truncated Llama), pretrained with reconstruction + continuation
+             against the frozen decoder (configs/demo_arc_pretrain.py), then fine-tuned on QA
+             with compressed documents at pooling factor 4, and 8 (configs/demo_arc_finetune.py);
+4. eval      the harness on the held-out people (one-shot prompts): closed book, open book (full
+             document text), and each ARC encoder's compressed documents: exact match,
+             compression ratio, decoder prefill tokens;
 5. report    results.json / results.md / demo.png (training curves, EM bars) in the workdir.
 
 A run reuses nothing: without --resume an earlier demo in the workdir is deleted first (a folder
@@ -33,13 +36,15 @@ from typing import Callable
 
 MARKER = "demo.json"
 MODES = ("closed_book", "open_book")
-SHOTS = 1  # in-context examples of the evaluation prompt (see configs/demo_decoder.py for why not 5)
+# In-context examples of the evaluation prompt: the decoder is trained on 0- and 1-shot episodes
+# (5-shot ones are ~4x longer and did not train in the time: notes/lm_experiments.md).
+SHOTS = 1
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 # --smoke: a few steps of tiny models in every stage (seconds, not minutes).
 SMOKE_DECODER = ["max_steps=6", "log_every=2", "checkpoint_every=6", "probe_every=3", "probe_examples=8", "data.seq_len=256",
                  "data.corpus.n_entities=40", "data.corpus.held_out=8", "data.corpus.pretrain_copies=1",
-                 "data.corpus.vocab_size=512", "data.fresh_people=20", "model.dim=32", "model.n_heads=2",
+                 "data.corpus.vocab_size=512", "data.fresh_people=20", "demo.encoder_people=40", "model.dim=32", "model.n_heads=2",
                  "model.n_kv_heads=2", "model.head_dim=16", "model.hidden_dim=64"]
 SMOKE_ARC = ["max_steps=4", "log_every=2", "checkpoint_every=4", "optimizer.warmup_steps=2"]
 
@@ -82,6 +87,7 @@ def _show_progress_logs() -> None:
         handler.arc_jax_demo = True
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False  # not twice when another library configured the root logger
 
 
 def _prepare_workdir(workdir: Path, resume: bool) -> None:
@@ -115,7 +121,7 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
              say: Callable[[str], None] = print) -> dict:
     """Run (or resume) the demo in `workdir`; returns the results written to results.json."""
     import arc_jax
-    from arc_jax.data.synthetic import build_tiny_data
+    from arc_jax.data.synthetic import build_tiny_data, write_fresh_people
     from arc_jax.train import lm
     from arc_jax.train.trainer import Trainer
 
@@ -128,7 +134,11 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
 
     # 1. Data.
     dec_config = _load("demo_decoder.py", common + (SMOKE_DECODER if smoke else []))
-    paths = clock.stage("data", build_tiny_data, data_dir, **dict(dec_config.data.corpus))
+    def data():
+        paths = build_tiny_data(data_dir, **dict(dec_config.data.corpus))
+        return paths | write_fresh_people(data_dir, dec_config.demo.encoder_people)
+
+    paths = clock.stage("data", data)
     say(f"corpus and tokenizer in {data_dir}")
 
     # 2. The decoder LM.

@@ -27,6 +27,8 @@ def tiny_config(data_dir, max_steps=12):
     config.data.seq_len = 768
     config.data.rows = 2
     config.data.qa_episodes_per_epoch = 4
+    config.data.fresh_people = 20
+    config.probe_examples = 8
     config.model.update({"dim": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 1, "head_dim": 16,
                          "hidden_dim": 64})
     config.optimizer.lr = 1e-2
@@ -57,6 +59,42 @@ def test_episode_matches_the_harness_open_book_prompt(trained):
     assert ids[len(prompt_ids):] == answer + [tok.eos_id]
     assert weights[len(prompt_ids):] == [1.0] * (len(answer) + 1)  # the target answer carries loss
     assert 0 < sum(weights) < len(weights) / 4  # answers only
+
+
+def test_question_lines_can_carry_their_own_weight(trained):
+    config, _, _ = trained
+    data_dir = Path(config.data.dir)
+    tok = load_tokenizer(data_dir / "tokenizer.model")
+    record = lm._read_jsonl(data_dir / "qa_train.jsonl")[0]
+    ids, weights = lm.encode_episode([record], tok, prompt_weight=0.0, question_weight=1.0)
+    question = tok.decode([i for i, w in zip(ids[:-1], weights[:-1]) if w == 1.0])
+    assert question == f"\nQuestion: {record['question']}\nAnswer: {record['answer'][0]}"
+    assert tok.decode([i for i, w in zip(ids, weights) if w == 0.0]).endswith(record["passages"][0])
+
+
+def test_fresh_people_are_new_and_reproducible(trained):
+    config, _, _ = trained
+    data_dir = Path(config.data.dir)
+    data = lm.build_data(config, data_dir, load_tokenizer(data_dir / "tokenizer.model"))
+    corpus_names = {w for name in ("qa_train.jsonl", "qa_eval.jsonl") for r in lm._read_jsonl(data_dir / name)
+                    for w in r["entity"].split()}
+    fresh = data.fresh_qa(3)
+    assert len({r["entity"] for r in fresh}) == config.data.fresh_people
+    assert not {w for r in fresh for w in r["entity"].split()} & corpus_names
+    assert fresh == data.fresh_qa(3) and fresh != data.fresh_qa(4)
+    assert all(r["answer"][0] in r["passages"][0] for r in fresh)  # every answer is in its document
+
+
+def test_the_probe_targets_exactly_the_answer_tokens(trained):
+    config, _, _ = trained
+    data_dir = Path(config.data.dir)
+    tok = load_tokenizer(data_dir / "tokenizer.model")
+    records = lm._read_jsonl(data_dir / "qa_eval.jsonl")
+    probe = lm.answer_probe(records, tok, shots=2, n=5)
+    answers = {" " + r["answer"][0] for r in records}
+    for tokens, target in zip(probe["tokens"], probe["target"]):
+        assert tok.decode(tokens[target].tolist()) in answers
+        assert tok.decode(tokens[: np.flatnonzero(target)[0]].tolist()).endswith("\nAnswer:")
 
 
 def test_packed_rows_keep_segments_apart(trained):

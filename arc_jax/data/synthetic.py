@@ -154,6 +154,16 @@ def generate_people(n: int, rng: random.Random) -> list[Person]:
     return people
 
 
+def new_people(n: int, rng: random.Random, reserved: set[str] | frozenset[str]) -> list[Person]:
+    """n people (name words all distinct) none of whose name words is in `reserved`."""
+    extra = n // 10 + 10
+    while True:
+        people = [p for p in generate_people(n + extra, rng) if not {p.first_name, p.last_name} & reserved]
+        if len(people) >= n:
+            return people[:n]
+        extra *= 2
+
+
 def render_document(person: Person, rng: random.Random, attributes: Sequence[str] = ATTRIBUTES) -> str:
     """A few sentences stating the person's `attributes` (all by default), in random order and phrasing."""
     values = dataclasses.asdict(person) | {"a_profession": _with_article(person.profession),
@@ -355,3 +365,20 @@ def build_tiny_data(folder: str | os.PathLike, seed: int = 0, n_entities: int = 
     paths of `write_tiny_corpus` plus "tokenizer"."""
     paths = write_tiny_corpus(folder, seed, n_entities, held_out, pretrain_copies)
     return paths | {"tokenizer": tiny_tokenizer(folder, vocab_size)}
+
+
+def write_fresh_people(folder: str | os.PathLike, n_people: int, seed: int = 0) -> dict[str, pathlib.Path]:
+    """Documents and QA records about `n_people` new people (none of the corpus's in `folder`:
+    their name words differ from every corpus person's), for training on facts no model has seen:
+    folder/fresh_documents.jsonl ({"text"}: one person's document each) and folder/fresh_qa.jsonl
+    (records as qa_train.jsonl, on the same documents). Rewritten on every call (deterministic)."""
+    folder = pathlib.Path(folder).expanduser()
+    reserved = {w for name in (QA_TRAIN_FILE, QA_EVAL_FILE) for line in (folder / name).read_text("utf-8").splitlines()
+                if line.strip() for w in json.loads(line)["entity"].split()}
+    rng = random.Random(f"arc_jax fresh people {GENERATOR_VERSION} {seed}")
+    records = qa_records(new_people(n_people, rng, reserved), rng)
+    documents = list({r["passages"][0]: None for r in records})
+    paths = {"documents": folder / "fresh_documents.jsonl", "qa": folder / "fresh_qa.jsonl"}
+    _write_atomic(paths["documents"], _jsonl_bytes({"text": d} for d in documents))
+    _write_atomic(paths["qa"], _jsonl_bytes(records))
+    return paths

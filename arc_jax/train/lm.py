@@ -54,13 +54,15 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def episode_pieces(records: list[dict]) -> list[tuple[str, bool]]:
-    """(text, is_answer) pieces of one open-book episode, as the harness renders its prompt."""
+def episode_pieces(records: list[dict]) -> list[tuple[str, str]]:
+    """(text, kind) pieces of one open-book episode, as the harness renders its prompt; kind is
+    "document" ("Document: ..."), "question" ("\\nQuestion: ...\\nAnswer:") or "answer"."""
     pieces = []
     for i, r in enumerate(records):
         gap = "" if i == 0 else "\n\n"
-        pieces.append((f"{gap}Document: {r['passages'][0].strip()}\nQuestion: {r['question'].strip()}\nAnswer:", False))
-        pieces.append((" " + r["answer"][0].strip(), True))
+        pieces.append((f"{gap}Document: {r['passages'][0].strip()}", "document"))
+        pieces.append((f"\nQuestion: {r['question'].strip()}\nAnswer:", "question"))
+        pieces.append((" " + r["answer"][0].strip(), "answer"))
     return pieces
 
 
@@ -78,27 +80,31 @@ def counterfactual(record: dict, value: str) -> dict:
     return {**record, "answer": [value], "passages": [new]}
 
 
-def encode_episode(records: list[dict], tokenizer, prompt_weight: float = 0.0) -> tuple[list[int], list[float]]:
+def encode_episode(records: list[dict], tokenizer, prompt_weight: float = 0.0,
+                   question_weight: float | None = None) -> tuple[list[int], list[float]]:
     """BOS + the whole episode tokenised at once + EOS, and per-token loss weights (weight of the
-    token as a *target*): 1 on answers, `prompt_weight` elsewhere. Answer spans are found by
-    tokenising prefixes; when a prefix does not tokenise to a prefix of the whole (it should not
-    happen at a space), the episode falls back to weight 1 on every token."""
+    token as a *target*): 1 on answers, `question_weight` (default `prompt_weight`) on the
+    question lines (they repeat the document's name: a copy), `prompt_weight` on the documents.
+    Spans are found by tokenising prefixes; when an answer's prefix does not tokenise to a prefix of
+    the whole (it should not happen at a space), the episode falls back to weight 1 on every token."""
     pieces = episode_pieces(records)
     text = "".join(p for p, _ in pieces)
     ids = [tokenizer.bos_id] + tokenizer.encode(text) + [tokenizer.eos_id]
-    if prompt_weight == 1.0:
+    question_weight = prompt_weight if question_weight is None else question_weight
+    if prompt_weight == question_weight == 1.0:
         return ids, [1.0] * len(ids)
     weights = [float(prompt_weight)] * len(ids)
-    prefix = ""
-    for piece, is_answer in pieces:
-        start = 1 + len(tokenizer.encode(prefix)) if prefix else 1
+    piece_weight = {"document": prompt_weight, "question": question_weight, "answer": 1.0}
+    prefix, start = "", 1
+    for piece, kind in pieces:
         prefix += piece
-        end = 1 + len(tokenizer.encode(prefix))
-        if is_answer:
-            if ids[1:end] != tokenizer.encode(prefix):
-                return ids, [1.0] * len(ids)
-            for k in range(start, end):
-                weights[k] = 1.0
+        encoded = tokenizer.encode(prefix)
+        end = 1 + len(encoded)
+        if kind == "answer" and ids[1:end] != encoded:
+            return ids, [1.0] * len(ids)
+        for k in range(start, end):
+            weights[k] = float(piece_weight[kind])
+        start = end
     weights[-1] = 1.0  # the EOS after the last answer
     return ids, weights
 
@@ -119,6 +125,7 @@ class LMData:
     zero_shot_prob: float = 0.0  # share of episodes with no shot (short ones: more answers a batch)
     qa_episodes_per_epoch: int = 0  # 0: len(qa) // (shots + 1)
     prompt_weight: float = 0.0
+    question_weight: float | None = None  # QA question lines' weight (None: prompt_weight)
     document_weight: float = 1.0  # loss weight of pretraining documents' tokens
     # > 0: every epoch's QA episodes are about this many new random people (drawn from (seed, epoch),
     # their name words distinct from `reserved_names`) instead of `qa`: nothing to memorise, only to read.
@@ -154,7 +161,7 @@ class LMData:
             if self.counterfactual_prob:
                 records = [counterfactual(r, pools[r.get("attribute", "")][rng.integers(len(pools[r.get("attribute", "")]))])
                            if rng.random() < self.counterfactual_prob else r for r in records]
-            ids, w = encode_episode(records, self.tokenizer, self.prompt_weight)
+            ids, w = encode_episode(records, self.tokenizer, self.prompt_weight, self.question_weight)
             seqs.append((ids[: self.seq_len], w[: self.seq_len]))
         seqs = [seqs[i] for i in rng.permutation(len(seqs))]
         packed = pack_rows_first_fit([len(s) for s, _ in seqs], self.seq_len)
@@ -177,10 +184,7 @@ class LMData:
 
     def fresh_qa(self, epoch: int) -> list[dict]:
         rng = random.Random(f"arc_jax lm fresh people {self.seed} {epoch}")
-        people = []
-        while len(people) < self.fresh_people:
-            people += [p for p in synthetic.generate_people(self.fresh_people - len(people), rng)
-                       if not {p.first_name, p.last_name} & self.reserved_names]
+        people = synthetic.new_people(self.fresh_people, rng, self.reserved_names)
         pool = self.curriculum[: self.curriculum_start + epoch // self.curriculum_epochs] if self.curriculum else None
         if self.min_attributes is None and pool is None:
             return synthetic.qa_records(people, rng)
@@ -264,6 +268,7 @@ def build_data(config, data_dir: Path, tokenizer) -> LMData:
     return LMData(docs, qa, tokenizer, config.seed, d.seq_len, d.rows, shots=d.shots, min_shots=d.get("min_shots"),
                   zero_shot_prob=d.get("zero_shot_prob", 0.0),
                   qa_episodes_per_epoch=d.qa_episodes_per_epoch, prompt_weight=d.qa_prompt_weight,
+                  question_weight=d.get("qa_question_weight"),
                   document_weight=d.get("document_weight", 1.0), counterfactual_prob=d.get("counterfactual_prob", 0.0),
                   fresh_people=d.get("fresh_people", 0), reserved_names=reserved,
                   min_attributes=d.get("min_attributes"), curriculum=tuple(d.get("curriculum", ())),
