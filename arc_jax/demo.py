@@ -42,10 +42,10 @@ SHOTS = 1
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 # --smoke: a few steps of tiny models in every stage (seconds, not minutes).
-SMOKE_DECODER = ["max_steps=6", "log_every=2", "checkpoint_every=6", "probe_every=3", "probe_examples=8", "data.seq_len=256",
+SMOKE_DECODER = ["max_steps=6", "log_every=2", "checkpoint_every=6", "probe_every=3", "probe_examples=8",
                  "data.corpus.n_entities=40", "data.corpus.held_out=8", "data.corpus.pretrain_copies=1",
-                 "data.corpus.vocab_size=512", "data.fresh_people=20", "demo.encoder_people=40", "model.dim=32", "model.n_heads=2",
-                 "model.n_kv_heads=2", "model.head_dim=16", "model.hidden_dim=64"]
+                 "data.corpus.vocab_size=512", "data.fresh_people=20", "demo.encoder_people=40", "model.dim=32",
+                 "model.n_heads=2", "model.n_kv_heads=2", "model.head_dim=16", "model.hidden_dim=64"]
 SMOKE_ARC = ["max_steps=4", "log_every=2", "checkpoint_every=4", "optimizer.warmup_steps=2"]
 
 
@@ -119,7 +119,8 @@ class _Clock:
 def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smoke: bool = False,
              pooling_factors: tuple[int, ...] = (4, 8), max_examples: int | None = None, shots: int = SHOTS,
              say: Callable[[str], None] = print) -> dict:
-    """Run (or resume) the demo in `workdir`; returns the results written to results.json."""
+    """Run (or resume) the demo in `workdir`; returns what results.json holds (mode -> em in percent,
+    f1, compression_ratio, prefill_tokens, n). Settings and stage times go to workdir/demo.json."""
     import arc_jax
     from arc_jax.data.synthetic import build_tiny_data, write_fresh_people
     from arc_jax.train import lm
@@ -134,6 +135,7 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
 
     # 1. Data.
     dec_config = _load("demo_decoder.py", common + (SMOKE_DECODER if smoke else []))
+
     def data():
         paths = build_tiny_data(data_dir, **dict(dec_config.data.corpus))
         return paths | write_fresh_people(data_dir, dec_config.demo.encoder_people)
@@ -154,7 +156,7 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
     pre_config = _arc_config("demo_arc_pretrain.py", dec_config,
                              common + decoder_overrides + [f"init_encoder={fresh_path}"] + arc)
     pre_dir = workdir / "arc_pretrain"
-    pre_summary = clock.stage("pretrain", lambda: Trainer(pre_config, pre_dir).fit())
+    clock.stage("pretrain", lambda: Trainer(pre_config, pre_dir).fit())
     tuned = {}
     for pf in pooling_factors:
         ft_config = _arc_config("demo_arc_finetune.py", dec_config, common + decoder_overrides + arc + [
@@ -188,11 +190,12 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
     # 5. Report.
     table = {name: {"em": r["metrics"]["em"], "f1": r["metrics"]["f1"], "compression_ratio": r["compression_ratio"],
                     "prefill_tokens": r["prefill_tokens"], "n": r["n"]} for name, r in results.items()}
-    report = {**table, "settings": {"smoke": smoke, "pooling_factors": list(pooling_factors), "shots": shots,
-                                    "max_examples": max_examples, "seconds": clock.seconds,
-                                    "total_seconds": round(time.time() - clock.t0, 1),
-                                    "decoder_params": lm_summary["params"]}}
-    (workdir / "results.json").write_text(json.dumps(report, indent=1) + "\n")
+    settings = {"smoke": smoke, "pooling_factors": list(pooling_factors), "shots": shots,
+                "max_examples": max_examples, "seconds": clock.seconds, "total_seconds": round(time.time() - clock.t0, 1),
+                "decoder_params": lm_summary["params"]}
+    (workdir / "results.json").write_text(json.dumps(table, indent=1) + "\n")  # mode -> metrics, nothing else
+    marker = json.loads((workdir / MARKER).read_text())
+    (workdir / MARKER).write_text(json.dumps({**marker, **settings}, indent=1) + "\n")
     markdown = results_markdown(table)
     (workdir / "results.md").write_text(markdown)
     histories = {"decoder LM": _tensorboard_curve(lm_dir),
@@ -200,13 +203,12 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
                      f"ARC{pf} fine-tuning": _tensorboard_curve(tuned[pf]) for pf in pooling_factors}}
     plot_path = plot_demo(histories, table, workdir / "demo.png")
     say("\n" + markdown)
-    say(f"total {report['settings']['total_seconds']:.0f} s (" + ", ".join(
+    say(f"total {settings['total_seconds']:.0f} s (" + ", ".join(
         f"{k} {v:.0f} s" for k, v in clock.seconds.items()) + ")")
     say(f"results: {workdir / 'results.json'} and results.md; plot: {plot_path}; predictions: {workdir / 'eval'}; "
         f"TensorBoard: tensorboard --logdir {workdir}; models: {decoder_path}, " + ", ".join(
             str(tuned[pf]) for pf in pooling_factors))
-    del pre_summary
-    return report
+    return table
 
 
 def _fresh_encoder(decoder_path: Path, out: Path, dec_config) -> None:

@@ -17,7 +17,7 @@ def demo(tmp_path_factory):
 
 def test_results_hold_every_mode_with_well_formed_metrics(demo):
     results = json.loads((demo / "results.json").read_text())
-    assert {"closed_book", "open_book", "arc4", "arc8"} <= set(results)
+    assert set(results) == {"closed_book", "open_book", "arc4", "arc8"}
     for mode in ("closed_book", "open_book", "arc4", "arc8"):
         r = results[mode]
         assert 0.0 <= r["em"] <= 100.0 and r["n"] == 6
@@ -37,6 +37,8 @@ def test_artefacts_exist(demo):
     for stage in ("decoder_lm", "arc_pretrain", "arc4", "arc8"):
         assert list((demo / stage / "tensorboard").glob("events.out.tfevents.*")), stage
     assert (demo / "decoder_lm" / "decoder").is_dir()
+    settings = json.loads((demo / "demo.json").read_text())
+    assert settings["smoke"] and set(settings["seconds"]) >= {"decoder", "pretrain", "evaluation"}
     for mode in ("text", "arc4", "arc8"):
         assert (demo / "eval" / mode / "results.json").exists()
 
