@@ -201,7 +201,7 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
     histories = {"decoder LM": _tensorboard_curve(lm_dir),
                  "ARC pretraining": _tensorboard_curve(pre_dir), **{
                      f"ARC{pf} fine-tuning": _tensorboard_curve(tuned[pf]) for pf in pooling_factors}}
-    plot_path = plot_demo(histories, table, workdir / "demo.png")
+    plot_path = plot_demo(histories, table, workdir / "demo.png", shots)
     say("\n" + markdown)
     say(f"total {settings['total_seconds']:.0f} s (" + ", ".join(
         f"{k} {v:.0f} s" for k, v in clock.seconds.items()) + ")")
@@ -250,7 +250,7 @@ def results_markdown(table: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def plot_demo(histories: dict[str, list[dict]], table: dict, path: Path) -> Path:
+def plot_demo(histories: dict[str, list[dict]], table: dict, path: Path, shots: int) -> Path:
     """Training loss of every stage and the EM of every mode, in one PNG."""
     import matplotlib
 
@@ -269,7 +269,7 @@ def plot_demo(histories: dict[str, list[dict]], table: dict, path: Path) -> Path
     for bar, n in zip(bars, names):
         axes[1].annotate(f"{table[n]['em']:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                          ha="center", va="bottom")
-    axes[1].set(ylabel="exact match (%)", title="Held-out people, 5-shot QA", ylim=(0, 105))
+    axes[1].set(ylabel="exact match (%)", title=f"Held-out people, {shots}-shot QA", ylim=(0, 105))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
