@@ -367,16 +367,23 @@ def build_tiny_data(folder: str | os.PathLike, seed: int = 0, n_entities: int = 
     return paths | {"tokenizer": tiny_tokenizer(folder, vocab_size)}
 
 
+def corpus_name_words(folder: str | os.PathLike) -> frozenset[str]:
+    """Every word of every person's name in the corpus written in `folder` (training and held-out
+    people): new people must use none of them."""
+    folder = pathlib.Path(folder).expanduser()
+    return frozenset(w for name in (QA_TRAIN_FILE, QA_EVAL_FILE)
+                     for line in (folder / name).read_text("utf-8").splitlines() if line.strip()
+                     for w in json.loads(line)["entity"].split())
+
+
 def write_fresh_people(folder: str | os.PathLike, n_people: int, seed: int = 0) -> dict[str, pathlib.Path]:
     """Documents and QA records about `n_people` new people (none of the corpus's in `folder`:
     their name words differ from every corpus person's), for training on facts no model has seen:
     folder/fresh_documents.jsonl ({"text"}: one person's document each) and folder/fresh_qa.jsonl
     (records as qa_train.jsonl, on the same documents). Rewritten on every call (deterministic)."""
     folder = pathlib.Path(folder).expanduser()
-    reserved = {w for name in (QA_TRAIN_FILE, QA_EVAL_FILE) for line in (folder / name).read_text("utf-8").splitlines()
-                if line.strip() for w in json.loads(line)["entity"].split()}
     rng = random.Random(f"arc_jax fresh people {GENERATOR_VERSION} {seed}")
-    records = qa_records(new_people(n_people, rng, reserved), rng)
+    records = qa_records(new_people(n_people, rng, corpus_name_words(folder)), rng)
     documents = list({r["passages"][0]: None for r in records})
     paths = {"documents": folder / "fresh_documents.jsonl", "qa": folder / "fresh_qa.jsonl"}
     _write_atomic(paths["documents"], _jsonl_bytes({"text": d} for d in documents))

@@ -1,16 +1,19 @@
 """Train a small decoder LM from scratch (the CPU demo's frozen decoder, issue 6 step 2).
 
 Training text, re-drawn every epoch with the run's seed:
-- each pretraining document as BOS + text + EOS (pretrain.jsonl, {"text"});
-- few-shot open-book QA episodes from qa_train.jsonl, laid out exactly as the evaluation
-  harness's open_book prompt (arc_jax/evaluation/harness.py few_shot_template + realize): BOS +
-  "Document: {passage}\\nQuestion: {q}\\nAnswer: {a}\\n\\nDocument: ...\\nAnswer: {a}" + EOS,
-  `shots + 1` records per episode, tokenised whole.
+- each pretraining document as BOS + text + EOS (pretrain.jsonl, {"text"}), at loss weight
+  `document_weight` (0: left out);
+- open-book QA episodes laid out exactly as the evaluation harness's open_book prompt
+  (arc_jax/evaluation/harness.py few_shot_template + realize): BOS + "Document: {passage}\nQuestion:
+  {q}\nAnswer: {a}\n\nDocument: ...\nAnswer: {a}" + EOS, tokenised whole, with `min_shots`..`shots`
+  shots (none with probability `zero_shot_prob`), from qa_train.jsonl or, with `fresh_people`, about
+  new random people drawn every epoch (synthetic.new_people: nothing to memorise).
 
 Sequences are packed first-fit into rows of `seq_len` slots (segment ids 1.., positions restart
 at 0 per sequence, padding is segment 0); the loss is next-token cross-entropy inside a segment
-only. In QA episodes the answer tokens (and the final EOS) carry weight 1 and every other token
-`qa_prompt_weight` (0: answers only, 1: every token alike). Documents carry weight 1 everywhere.
+only. In QA episodes the answer tokens (and the final EOS) carry weight 1, the question lines
+`qa_question_weight` and the documents `qa_prompt_weight` (0: answers only). A held-out probe
+(`answer_probe`, `answer_accuracy`) measures teacher-forced open-book exact match every `probe_every` steps.
 
 The optimiser is arc_jax.train.optimizer (torch-style AdamW, one-cycle, global-norm clipping): the
 decoder tree is its "shared" group (`encoder_lr` is the decoder's max rate), with an empty head.
@@ -262,15 +265,14 @@ def prepare_data(config) -> Path:
 def build_data(config, data_dir: Path, tokenizer) -> LMData:
     docs = [tokenizer.encode(r["text"], bos=True, eos=True) for r in _read_jsonl(data_dir / "pretrain.jsonl")]
     qa = _read_jsonl(data_dir / "qa_train.jsonl")
-    reserved = frozenset(w for name in ("qa_train.jsonl", "qa_eval.jsonl") for r in _read_jsonl(data_dir / name)
-                         for w in r["entity"].split())
     d = config.data
     return LMData(docs, qa, tokenizer, config.seed, d.seq_len, d.rows, shots=d.shots, min_shots=d.get("min_shots"),
                   zero_shot_prob=d.get("zero_shot_prob", 0.0),
                   qa_episodes_per_epoch=d.qa_episodes_per_epoch, prompt_weight=d.qa_prompt_weight,
                   question_weight=d.get("qa_question_weight"),
                   document_weight=d.get("document_weight", 1.0), counterfactual_prob=d.get("counterfactual_prob", 0.0),
-                  fresh_people=d.get("fresh_people", 0), reserved_names=reserved,
+                  fresh_people=d.get("fresh_people", 0),
+                  reserved_names=synthetic.corpus_name_words(data_dir) if d.get("fresh_people", 0) else frozenset(),
                   min_attributes=d.get("min_attributes"), curriculum=tuple(d.get("curriculum", ())),
                   curriculum_start=d.get("curriculum_start", 2), curriculum_epochs=d.get("curriculum_epochs", 1))
 
