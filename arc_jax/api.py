@@ -43,6 +43,17 @@ def _bucket(n: int, minimum: int = 16, per_octave: int = 1) -> int:
     return -(-max(n, 1) // step) * step
 
 
+def _device_table(table: np.ndarray | None, dim: int, dtype) -> jax.Array:
+    """Compressed vectors [n, dim] for the decoder: zero rows appended up to a multiple of 8 (few
+    program shapes), on the device in `dtype` (cast there: numpy's bfloat16 conversion of a long
+    context's vectors takes longer than the decoder's prefill)."""
+    n = 0 if table is None else len(table)
+    padded = np.zeros((_bucket(n, 8), dim), np.float32)
+    if n:
+        padded[:n] = table
+    return jnp.asarray(padded).astype(dtype)
+
+
 def _stage_lens(cfg: EncoderConfig, row_len: int, texts_per_row: int) -> list[int]:
     """Encoder row lengths after each pooling layer: the bound for texts_per_row rounded up to a
     power of two, each a multiple of 8. One program per (row length, texts-per-row bucket), and a
@@ -121,7 +132,7 @@ class Encoder:
         """Raw encoder output per text: [m_i, enc_dim] float32 (m_i = pooled length)."""
         def run(inputs):
             h, _ = self._encode({"params": self.params}, inputs)
-            return np.asarray(h, np.float32)
+            return np.asarray(h.astype(jnp.float32))
 
         return [out[p.row, p.start: p.start + p.length] for out, p in self._run(ids, run, "ids")]
 
@@ -137,7 +148,9 @@ class Encoder:
 
         def run(inputs):
             h, special = self._compress({"params": self.params}, inputs, decoder=decoder)
-            return np.asarray(h, np.float32), np.asarray(special, np.float32)[special_row: special_row + 1]
+            # float32 on the device: numpy's conversion from bfloat16 is slow for long contexts.
+            h, special = np.asarray(h.astype(jnp.float32)), np.asarray(special.astype(jnp.float32))
+            return h, special[special_row: special_row + 1]
 
         out = []
         for (h, special), p in self._run(ids, run, "ids"):
@@ -179,11 +192,8 @@ class DecoderLM:
         if n == 0:
             raise ValueError("segments hold no tokens or vectors")
         inputs, table, text_mask = pack_decoder_inputs([pieces], row_len=_bucket(n))
-        if table is None:
-            table = np.zeros((1, self.config.dim), np.float32)
-        table = np.concatenate([table, np.zeros((_bucket(len(table), 8) - len(table), table.shape[1]), table.dtype)])
         logits = self._logits({"params": self.params}, inputs.tokens, inputs.segment_ids, inputs.positions,
-                              jnp.asarray(table, self.dtype), inputs.compressed_index)
+                              _device_table(table, self.config.dim, self.dtype), inputs.compressed_index)
         return np.asarray(logits[0])[text_mask[0]]
 
     def save(self, out: str | os.PathLike, format: str = "arc_jax", overwrite: bool = False, **options):

@@ -150,7 +150,7 @@ def _bench_inference(args):
     from arc_jax.inference_bench import main_inference
 
     main_inference(args.encoder_preset, args.decoder_preset, args.pooling, args.context_lens, args.new_tokens,
-                   args.prompt_len, args.dtype, args.repeats, args.buckets_per_octave, args.out)
+                   args.prompt_len, args.dtype, args.repeats, args.buckets_per_octave, args.out, args.attention)
 
 
 def _pipeline(args):
@@ -373,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--buckets-per-octave", type=int, default=64,
                    help="decoder prompt/cache length buckets per octave (default 64: at most 1/64 padding; "
                         "1 = generate's default powers of two)")
+    p.add_argument("--attention", choices=("xla", "jax_nn", "splash"),
+                   help="attention implementation of both models (default jax_nn on GPU: cuDNN flash attention; "
+                        "xla elsewhere)")
     p.set_defaults(func=_bench_inference)
     return parser
 

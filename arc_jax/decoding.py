@@ -1,5 +1,5 @@
-"""Batched generation on a decoder LLM: one jitted program per shape bucket that prefills the
-prompts (compressed blocks spliced in) into a KV cache, then decodes in a `jax.lax.while_loop`.
+"""Batched generation on a decoder LLM: per shape bucket, one jitted program prefills the prompts
+(compressed blocks spliced in) into a KV cache, another decodes in a `jax.lax.while_loop`.
 
     generate_ids(decoder, [[ids, block, ids], [ids]], max_new_tokens=32) -> [[id, ...], [id, ...]]
 
@@ -14,16 +14,16 @@ token and ends when every row has produced a stop token or the budget is spent.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arc_jax.api import DecoderLM, _bucket, _check_ids
-from arc_jax.model.decoder import Decoder
+from arc_jax.api import DecoderLM, _bucket, _check_ids, _device_table
+from arc_jax.model.decoder import Decoder, unstack_layers
 from arc_jax.model.inputs import pack_decoder_inputs
-from arc_jax.model.kv_cache import empty_cache
+from arc_jax.model.kv_cache import KVCache, empty_cache
 from arc_jax.sampling import DEFAULT_TOP_P, sample_next
 
 Piece = Sequence[int] | np.ndarray
@@ -111,6 +111,16 @@ def generation_lengths(prompt_len: int, max_new_tokens: int, per_octave: int = 1
     return _bucket(prompt_len, per_octave=per_octave), _bucket(prompt_len + max_new_tokens, per_octave=per_octave)
 
 
+class _Sampling(NamedTuple):
+    """Runtime values of token choice (traced: changing them compiles nothing)."""
+
+    stop_ids: jax.Array
+    temperature: jax.Array
+    top_p: jax.Array
+    vocab_limit: jax.Array
+    key: jax.Array
+
+
 def _run_chunk(decoder: DecoderLM, prompts: list[list], max_len: int, max_new_tokens: int, temperature: float,
                top_p: float, seed: int, stop_array: np.ndarray, vocab_limit: int, per_octave: int) -> np.ndarray:
     rows = _bucket(len(prompts), 1)
@@ -118,39 +128,54 @@ def _run_chunk(decoder: DecoderLM, prompts: list[list], max_len: int, max_new_to
     # Padding rows: one token each, stopped from the start so they never hold the loop.
     inputs, table, _ = pack_decoder_inputs(prompts + [[[0]]] * (rows - len(prompts)), row_len=prompt_len)
     lengths = inputs.segment_ids.sum(axis=1).astype(np.int32)
-    if table is None:
-        table = np.zeros((0, decoder.config.dim), np.float32)
-    table = np.concatenate([table, np.zeros((_bucket(len(table), 8) - len(table), table.shape[1]), np.float32)])
-    out = _generate(
-        decoder.params, inputs.tokens, jnp.asarray(table, decoder.dtype), inputs.compressed_index, lengths,
-        np.arange(rows) >= len(prompts), stop_array, np.int32(max_new_tokens), np.float32(max(temperature, 1e-6)),
-        np.float32(top_p), np.int32(vocab_limit), jax.random.key(seed),
-        module=decoder.module, cache_len=cache_len, out_len=_bucket(max_new_tokens, 8),
-        greedy=temperature == 0)
+    sampling = _Sampling(stop_array, np.float32(max(temperature, 1e-6)), np.float32(top_p), np.int32(vocab_limit),
+                         jax.random.key(seed))
+    greedy = temperature == 0
+    compressed = _device_table(table, decoder.config.dim, decoder.dtype)
+    token, done, cache = _prefill(decoder.params, inputs.tokens, compressed, inputs.compressed_index, lengths,
+                                  np.arange(rows) >= len(prompts), sampling, module=decoder.module, greedy=greedy)
+    if max_new_tokens == 1:  # the prefill's logits gave it: no decode program
+        return np.asarray(token)[: len(prompts), None]
+    out = _decode(decoder.params, cache, token, done, lengths, np.int32(max_new_tokens), sampling,
+                  module=decoder.module, cache_len=cache_len, out_len=_bucket(max_new_tokens, 8), greedy=greedy)
     return np.asarray(out)[: len(prompts)]
 
 
-@functools.partial(jax.jit, static_argnames=("module", "cache_len", "out_len", "greedy"))
-def _generate(params, tokens, compressed, compressed_index, lengths, done, stop_ids, max_new_tokens, temperature,
-              top_p, vocab_limit, key, *, module: Decoder, cache_len: int, out_len: int, greedy: bool):
-    """Token ids [rows, out_len] (_NO_TOKEN after a row stops, and past max_new_tokens)."""
+def _choose(logits, step, done, sampling: _Sampling, greedy: bool):
+    """Next token per row (_NO_TOKEN where a row is done) and the updated done mask."""
+    logits = jnp.where(jnp.arange(logits.shape[-1]) < sampling.vocab_limit, logits, -jnp.inf)
+    token = sample_next(logits, jax.random.fold_in(sampling.key, step), sampling.temperature, sampling.top_p, greedy)
+    token = jnp.where(done, _NO_TOKEN, token)
+    return token, done | jnp.isin(token, sampling.stop_ids)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "greedy"))
+def _prefill(params, tokens, compressed, compressed_index, lengths, done, sampling: _Sampling, *, module: Decoder,
+             greedy: bool):
+    """The prompts through the scanned layers (one compiled layer: the matmuls dwarf slicing each
+    layer's weights out of the stack): each row's first new token, the done mask, and the stacked
+    KV cache of the prompt positions. Its program depends on the prompt shape only."""
     rows, prompt_len = tokens.shape
-
-    def forward(tokens, positions, cache, logit_index, compressed=None, compressed_index=None):
-        return module.apply({"params": params}, tokens, positions, cache, logit_index, compressed, compressed_index,
-                            method=Decoder.cached_forward)
-
-    def choose(logits, step, done):
-        logits = jnp.where(jnp.arange(logits.shape[-1]) < vocab_limit, logits, -jnp.inf)
-        token = sample_next(logits, jax.random.fold_in(key, step), temperature, top_p, greedy)
-        token = jnp.where(done, _NO_TOKEN, token)
-        return token, done | jnp.isin(token, stop_ids)
-
     positions = jnp.broadcast_to(jnp.arange(prompt_len, dtype=jnp.int32), (rows, prompt_len))
-    logits, cache = forward(tokens, positions, empty_cache(module.cfg, rows, prompt_len, module.dtype), lengths - 1,
-                            compressed, compressed_index)
-    cache = cache.grow(cache_len)
-    token, done = choose(logits, 0, done)
+    logits, cache = module.apply({"params": params}, tokens, positions,
+                                 empty_cache(module.cfg, rows, prompt_len, module.dtype), lengths - 1, compressed,
+                                 compressed_index, method=Decoder.cached_forward)
+    token, done = _choose(logits, 0, done, sampling, greedy)
+    return token, done, cache
+
+
+@functools.partial(jax.jit, static_argnames=("module", "cache_len", "out_len", "greedy"))
+def _decode(params, prompt_cache: KVCache, token, done, lengths, max_new_tokens, sampling: _Sampling, *,
+            module: Decoder, cache_len: int, out_len: int, greedy: bool):
+    """Token ids [rows, out_len] from the prefill's first token on (_NO_TOKEN after a row stops,
+    and past max_new_tokens), decoded in a while loop on the device.
+
+    The step runs the unrolled layers: each layer's weights are sliced out of the stack once
+    here, not at every token, and each layer's cache is its own buffer, updated in place
+    (arc_jax/model/stack.py)."""
+    rows = token.shape[0]
+    unrolled = module.clone(scan_layers=False)
+    unrolled_params = unstack_layers(params, module.cfg.n_layers)
     out = jnp.full((rows, out_len), _NO_TOKEN, jnp.int32).at[:, 0].set(token)
 
     def keep_going(state):
@@ -158,12 +183,13 @@ def _generate(params, tokens, compressed, compressed_index, lengths, done, stop_
         return (step < max_new_tokens) & ~jnp.all(done)
 
     def decode_step(state):
-        step, token, cache, out, done = state
+        step, token, caches, out, done = state
         # Token `step - 1` sits at position (and cache slot) length + step - 1 of its row.
-        logits, cache = forward(jnp.maximum(token, 0)[:, None], (lengths + step - 1)[:, None], cache,
-                                jnp.zeros(rows, jnp.int32))
-        token, done = choose(logits, step, done)
-        return step + 1, token, cache, out.at[:, step].set(token), done
+        logits, caches = unrolled.apply({"params": unrolled_params}, jnp.maximum(token, 0)[:, None],
+                                        (lengths + step - 1)[:, None], caches, jnp.zeros(rows, jnp.int32),
+                                        method=Decoder.cached_forward)
+        token, done = _choose(logits, step, done, sampling, greedy)
+        return step + 1, token, caches, out.at[:, step].set(token), done
 
-    _, _, _, out, _ = jax.lax.while_loop(keep_going, decode_step, (jnp.int32(1), token, cache, out, done))
-    return out
+    state = (jnp.int32(1), token, prompt_cache.per_layer(cache_len), out, done)
+    return jax.lax.while_loop(keep_going, decode_step, state)[3]

@@ -7,7 +7,9 @@ Two pipelines answer one question about a context of n tokens (the RAG setting, 
                 prefills [BOS, those vectors, question], then decodes.
 
 Both run the library's own code (`Encoder.compress`, `decoding.generate_ids` with no stop ids, so
-exactly N tokens come out) on random weights of the chosen shapes. Compilation is excluded (one
+exactly N tokens come out) on random weights of the chosen shapes, with one attention
+implementation for both models (default "jax_nn" on a GPU, i.e. cuDNN flash attention, and
+"xla" elsewhere). Compilation is excluded (one
 warm-up call per shape); a pipeline's time is the median of a few repeats, each ending with the
 result on the host.
 
@@ -168,8 +170,8 @@ def inference_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, context_len
 # Timing
 
 
-def random_models(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, dtype="float32",
-                  seed: int = 0) -> tuple[Encoder, DecoderLM]:
+def random_models(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, dtype="float32", seed: int = 0,
+                  attention: str = "xla") -> tuple[Encoder, DecoderLM]:
     """An encoder and a decoder with random weights, initialised on the device in `dtype`."""
     dtype = jnp.dtype(dtype)
     k_enc, k_dec = jax.random.split(jax.random.key(seed))
@@ -179,7 +181,7 @@ def random_models(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, dtype="float3
     tokens = jnp.ones((1, 8), jnp.int32)
     enc_params = nn.unbox(jax.jit(lambda k: encoder.init(k, inputs))(k_enc)["params"])
     dec_params = nn.unbox(jax.jit(lambda k: decoder.init(k, tokens, tokens, tokens))(k_dec)["params"])
-    return Encoder(enc_cfg, enc_params, dtype), DecoderLM(dec_cfg, dec_params, dtype)
+    return Encoder(enc_cfg, enc_params, dtype, attention), DecoderLM(dec_cfg, dec_params, dtype, attention)
 
 
 def time_case(encoder: Encoder, decoder: DecoderLM, context: list[int], question: list[int], new_tokens: int,
@@ -214,13 +216,14 @@ def time_case(encoder: Encoder, decoder: DecoderLM, context: list[int], question
 
 def bench_inference(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, context_lens: Sequence[int] | None = None,
                     new_tokens: Sequence[int] = (1, 100), prompt_len: int = 32, dtype: str | None = None,
-                    repeats: int = 3, buckets_per_octave: int = 64, seed: int = 0,
+                    repeats: int = 3, buckets_per_octave: int = 64, seed: int = 0, attention: str | None = None,
                     log: Callable[[str], None] = print) -> dict:
     """Time and count both pipelines at every (context length, new tokens); one row each."""
     on_cpu = jax.default_backend() == "cpu"
     context_lens = list(context_lens or (CPU_CONTEXT_LENS if on_cpu else ACCELERATOR_CONTEXT_LENS))
     dtype = dtype or ("float32" if on_cpu else "bfloat16")
-    encoder, decoder = random_models(enc_cfg, dec_cfg, dtype, seed)
+    attention = attention or ("jax_nn" if jax.default_backend() == "gpu" else "xla")
+    encoder, decoder = random_models(enc_cfg, dec_cfg, dtype, seed, attention)
     rng = np.random.default_rng(seed)
     vocab = min(enc_cfg.backbone.vocab_size, dec_cfg.vocab_size)  # one tokenizer for both, as in the paper
     question = rng.integers(2, vocab, prompt_len).tolist()
@@ -244,8 +247,10 @@ def bench_inference(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, context_len
     _add_decode_step_times(rows)
     return {
         "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind, "dtype": dtype,
+        "attention": attention,
         "repeats": repeats, "buckets_per_octave": buckets_per_octave, "encoder": enc_cfg.to_dict(),
         "decoder": dec_cfg.to_dict(), "pooling_factors": list(enc_cfg.pooling_factors), "rows": rows,
+        "decoder_weight_bytes": sum(x.nbytes for x in jax.tree.leaves(decoder.params)),
     }
 
 
@@ -278,7 +283,14 @@ def markdown_table(result: dict) -> str:
             f"{f['speedup']:.2f} ({e['speedup']:.2f}) | {r['full_seconds'] * 1e3:,.1f} | "
             f"{r['compressed_seconds'] * 1e3:,.1f} ({r['compress_seconds'] * 1e3:,.1f}) | {step} | "
             f"{r['measured_speedup']:.2f} | {r['efficiency']:.2f} |")
-    return head + "\n".join(lines) + "\n"
+    table = head + "\n".join(lines) + "\n"
+    steps = [s for r in result["rows"] if "decode_step_seconds" in r for s in r["decode_step_seconds"].values()]
+    if steps and "decoder_weight_bytes" in result and min(steps) > 0:
+        # A decode step reads every decoder weight once: at batch 1 it is bound by memory, not FLOPs.
+        gb = result["decoder_weight_bytes"] / 1e9
+        table += (f"\nDecoder weights: {gb:.2f} GB; a decode step reads them at {gb / max(steps):.0f} to "
+                  f"{gb / min(steps):.0f} GB/s.\n")
+    return table
 
 
 def plot(result: dict, path: str | Path) -> None:
@@ -313,7 +325,7 @@ def plot(result: dict, path: str | Path) -> None:
     axes[1].set_yscale("log")
     pf = "/".join(str(k) for k in result["pooling_factors"])
     fig.suptitle(f"compressed (PF {pf}) vs full context, {result['backend']} ({result['device_kind']}), "
-                 f"{result['dtype']}, batch 1")
+                 f"{result['dtype']}, {result.get('attention', 'xla')} attention, batch 1")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -337,10 +349,10 @@ def write_outputs(result: dict, out: str | Path) -> list[Path]:
 def main_inference(encoder_preset: str = "scaled", decoder_preset: str = "scaled", pooling: int = 4,
                    context_lens: Sequence[int] | None = None, new_tokens: Sequence[int] = (1, 100),
                    prompt_len: int = 32, dtype: str | None = None, repeats: int = 3, buckets_per_octave: int = 64,
-                   out: str | Path = "arc_jax_runs/bench_inference") -> dict:
+                   out: str | Path = "arc_jax_runs/bench_inference", attention: str | None = None) -> dict:
     enc_cfg, dec_cfg = bench_configs(encoder_preset, decoder_preset, pooling)
     result = bench_inference(enc_cfg, dec_cfg, context_lens, new_tokens, prompt_len, dtype, repeats,
-                             buckets_per_octave)
+                             buckets_per_octave, attention=attention)
     result |= {"encoder_preset": encoder_preset, "decoder_preset": decoder_preset}
     print(markdown_table(result), end="")
     print("written: " + ", ".join(str(p) for p in write_outputs(result, out)))

@@ -17,6 +17,7 @@ from arc_jax.cli import main
 from arc_jax.data.bad_records import DataError
 from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.model import ARCEncoder, Decoder, pack_decoder_inputs, pack_encoder_inputs
+from arc_jax.model.decoder import unstack_layers
 from arc_jax.model.kv_cache import empty_cache
 from arc_jax.roundtrip import tiny_configs
 from arc_jax.sampling import sample_next, top_p_mask
@@ -93,30 +94,44 @@ def greedy_reference(dec, prompt, n):
 
 
 def test_cached_forward_gives_the_uncached_logits(models):
-    # Prefill two right-padded rows of different lengths, then decode 3 tokens each.
+    # Prefill two right-padded rows of different lengths (scanned layers, stacked cache), then
+    # decode 3 tokens each (unrolled layers, one cache per layer), as generation does.
     _, dec = models
-    variables = {"params": dec.params}
-    cached_forward = jax.jit(functools.partial(dec.module.apply, method=Decoder.cached_forward))
+    unrolled = dec.module.clone(scan_layers=False)
+    prefill = jax.jit(functools.partial(dec.module.apply, method=Decoder.cached_forward))
+    decode = jax.jit(functools.partial(unrolled.apply, method=Decoder.cached_forward))
+    unrolled_variables = {"params": unstack_layers(dec.params, dec.config.n_layers)}
     seqs = [ids(20, 6), ids(21, 11)]
     tokens = np.zeros((2, 16), np.int32)
     for r, s in enumerate(seqs):
         tokens[r, : len(s)] = s
     positions = np.broadcast_to(np.arange(16, dtype=np.int32), (2, 16))
     lengths = np.array([len(s) for s in seqs], np.int32)
-    logits, cache = cached_forward(variables, tokens, positions, empty_cache(dec.config, 2, 16), lengths - 1)
-    cache = cache.grow(32)
+    logits, cache = prefill({"params": dec.params}, tokens, positions, empty_cache(dec.config, 2, 16), lengths - 1)
+    cache = cache.per_layer(32)
     for step in range(4):
         for r, s in enumerate(seqs):
             np.testing.assert_allclose(np.asarray(logits[r]), dec.logits([s])[-1], atol=1e-5, rtol=1e-5)
         new = np.array([[ids(30 + step, 1)[0]], [ids(40 + step, 1)[0]]], np.int32)
         at = (lengths + step)[:, None]
         if step == 3:  # a token at the wrong position (a gap after the prompt) gives other logits
-            wrong, _ = cached_forward(variables, new, at + 1, cache, np.zeros(2, np.int32))
-        logits, cache = cached_forward(variables, new, at, cache, np.zeros(2, np.int32))
+            wrong, _ = decode(unrolled_variables, new, at + 1, cache, np.zeros(2, np.int32))
+        logits, cache = decode(unrolled_variables, new, at, cache, np.zeros(2, np.int32))
         seqs = [s + [int(t)] for s, t in zip(seqs, new[:, 0])]
     for r, s in enumerate(seqs):
         np.testing.assert_allclose(np.asarray(logits[r]), dec.logits([s])[-1], atol=1e-5, rtol=1e-5)
         assert np.abs(np.asarray(wrong[r]) - np.asarray(logits[r])).max() > 1e-2
+
+
+def test_unrolled_layout_gives_the_scanned_logits(models):
+    _, dec = models
+    rows = np.stack([ids(50, 12), ids(51, 12)]).astype(np.int32)
+    segments = np.ones_like(rows)
+    positions = np.broadcast_to(np.arange(12, dtype=np.int32), rows.shape)
+    scanned = dec.module.apply({"params": dec.params}, rows, segments, positions)
+    unrolled = dec.module.clone(scan_layers=False).apply(
+        {"params": unstack_layers(dec.params, dec.config.n_layers)}, rows, segments, positions)
+    np.testing.assert_allclose(np.asarray(unrolled), np.asarray(scanned), atol=1e-5, rtol=1e-5)
 
 
 def test_greedy_generation_equals_argmax_of_the_full_forward_pass(models, prompts):
@@ -146,11 +161,14 @@ def _greedy_with_gap(dec, prompt, n, gap):
 
 def test_other_lengths_in_the_same_buckets_compile_nothing(models, prompts):
     _, dec = models
-    decoding.generate_ids(dec, prompts, max_new_tokens=N_NEW)
-    compiled = decoding._generate._cache_size()
+    full = decoding.generate_ids(dec, prompts, max_new_tokens=N_NEW)
+    compiled = decoding._prefill._cache_size(), decoding._decode._cache_size()
     # 3 rows pad to the same 4, and the cache still holds the longest prompt + 5 new tokens.
     decoding.generate_ids(dec, prompts[:3], max_new_tokens=N_NEW - 3)
-    assert decoding._generate._cache_size() == compiled
+    assert (decoding._prefill._cache_size(), decoding._decode._cache_size()) == compiled
+    # One new token comes from the prefill alone: no decode program, the same first tokens.
+    assert decoding.generate_ids(dec, prompts, max_new_tokens=1) == [row[:1] for row in full]
+    assert (decoding._prefill._cache_size(), decoding._decode._cache_size()) == compiled
 
 
 def test_sampling_is_reproducible_and_differs_from_greedy(models, prompts):

@@ -9,8 +9,9 @@ Masking is described by segment ids and positions, never by a dense mask from th
 
 Implementations:
 - "xla": plain einsum + float32 softmax; the reference path, used by the CPU tests.
-- "jax_nn": `jax.nn.dot_product_attention`, which picks cuDNN flash attention on GPU when the
-  shapes and dtypes allow it, and XLA elsewhere.
+- "jax_nn": `jax.nn.dot_product_attention` with cuDNN's fused flash attention on a GPU for
+  bfloat16/float16 inputs (the mask becomes its additive bias; a causal prompt needs none), and
+  its XLA implementation elsewhere (jax's own default is XLA everywhere, so it is asked by name).
 - "splash": the Pallas splash-attention kernel for TPU (run by the Pallas interpreter elsewhere,
   which is how the CPU tests check it). It masks by segment ids and absolute index, which equals
   the position rule only when queries and keys are the same packed sequence; pooled-query layers
@@ -53,8 +54,27 @@ def _xla_attention(q, k, v, mask):
     return out.reshape(b, t, h, d)
 
 
+def _use_cudnn(q) -> bool:
+    return jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+
+
 def _jax_nn_attention(q, k, v, mask):
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None])
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None],
+                                        implementation="cudnn" if _use_cudnn(q) else "xla")
+
+
+def causal_prompt_attention(q, k, v, implementation: AttentionImpl = "xla") -> jax.Array:
+    """Causal attention of rows that each hold one sequence from position 0 (generation's
+    prefill; right padding attends only what precedes it and is never attended). The same as
+    `dot_product_attention` with one segment and positions 0..t-1, without building a mask
+    where the kernel knows causality (cuDNN)."""
+    b, t = q.shape[:2]
+    if implementation == "jax_nn" and _use_cudnn(q):
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+    ones, positions = jnp.ones((b, t), jnp.int32), jnp.broadcast_to(jnp.arange(t), (b, t))
+    return dot_product_attention(q, k, v, q_segment_ids=ones, kv_segment_ids=ones, q_positions=positions,
+                                 kv_positions=positions, causal=True, implementation=implementation,
+                                 same_sequence=True)
 
 
 def _splash_attention(q, k, v, segment_ids, causal: bool):

@@ -4,7 +4,9 @@ Parameter tree: tok_embeddings/embedding [vocab, dim], layers/block/... (stacked
 norm/scale [dim], output [dim, vocab].
 
 `__call__` is the training and scoring path; `cached_forward` is generation's prefill and decode
-step over a KV cache (arc_jax/model/kv_cache.py), with the same parameters.
+step over a KV cache (arc_jax/model/kv_cache.py). Generation prefills with the scanned layers and
+decodes with the unrolled layout (`scan_layers=False`: layers/block_0/..., see
+arc_jax/model/stack.py), whose parameters `unstack_layers` makes from the scanned ones.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from arc_jax.model.embedding import Embed
 from arc_jax.model.kv_cache import KVCache
 from arc_jax.model.layers import Norm
 from arc_jax.model.stack import LayerStack
+from arc_jax.model.stack import unstack_layers as _unstack_stack
 
 
 def splice_compressed(embeddings: jax.Array, compressed: jax.Array, compressed_index: jax.Array) -> jax.Array:
@@ -33,12 +36,13 @@ class Decoder(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     attention_impl: AttentionImpl = "xla"
     remat_policy: str = "none"
+    scan_layers: bool = True
 
     def setup(self):
         c = self.cfg
         self.tok_embeddings = Embed(c.vocab_size, c.dim, self.dtype, self.param_dtype)
         self.layers = LayerStack(c, c.n_layers, True, self.dtype, self.param_dtype, self.attention_impl,
-                                 self.remat_policy)
+                                 self.remat_policy, self.scan_layers)
         self.norm = Norm(c.norm_type, c.norm_eps, self.param_dtype)
         self.output = self.param("output", nn.with_logical_partitioning(nn.initializers.lecun_normal(),
                                                                          ("embed", "vocab")),
@@ -56,14 +60,22 @@ class Decoder(nn.Module):
         """Float32 logits [rows, len, vocab]; slots holding compressed vectors are not meaningful."""
         return self._logits(self.layers(self._embed(tokens, compressed, compressed_index), segment_ids, positions))
 
-    def cached_forward(self, tokens, positions, cache: KVCache, logit_index, compressed=None, compressed_index=None):
-        """Generation: run `tokens` [rows, t] at `positions` [rows, t] through the KV cache.
+    def cached_forward(self, tokens, positions, cache: KVCache | tuple[KVCache, ...], logit_index, compressed=None,
+                       compressed_index=None):
+        """Generation: run `tokens` [rows, t] at `positions` [rows, t] through the KV cache (stacked
+        when the layers are scanned, one per layer when unrolled: see kv_cache.py).
 
-        Each row's positions are consecutive and name the cache slots written (see kv_cache.py): a
-        prefill passes positions 0..t-1 and a cache of t slots; a decode step passes one token per
-        row at that row's next position. Returns float32 logits [rows, vocab] at column
-        `logit_index` [rows] of `tokens` only (a prefill needs each prompt's last one), and the cache."""
+        Each row's positions are consecutive and name the cache slots written. A prefill (t > 1)
+        passes positions 0..t-1 and starts the cache (of any length >= t); a decode step passes
+        one token per row at that row's next position. Returns float32 logits [rows, vocab] at
+        column `logit_index` [rows] of `tokens` only (a prefill needs each prompt's last one), and
+        the updated cache."""
         h = self._embed(tokens, compressed, compressed_index)
         h, cache = self.layers(h, jnp.ones_like(tokens), positions, cache)
         last = jnp.take_along_axis(h, logit_index[:, None, None].astype(jnp.int32), axis=1)[:, 0]
         return self._logits(last), cache
+
+
+def unstack_layers(params: dict, n_layers: int) -> dict:
+    """A Decoder's parameters in the scanned layout, turned into the unrolled one."""
+    return params | {"layers": _unstack_stack(params["layers"], n_layers)}

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arc_jax.model.attention import AttentionImpl, dot_product_attention
+from arc_jax.model.attention import AttentionImpl, causal_prompt_attention, dot_product_attention
 from arc_jax.model.config import BackboneConfig, RopeScaling
 from arc_jax.model.kv_cache import KVCache
 
@@ -72,7 +72,9 @@ class Attention(nn.Module):
     """Grouped-query attention whose queries may come from a different (pooled) sequence.
 
     With a `cache` (generation, x_q is x_kv): the new keys and values are written at the slots of
-    their positions, the queries attend the whole cache causally, and (output, cache) is returned."""
+    their positions and (output, cache) is returned. Several tokens are a prefill, which starts
+    the cache at position 0 and attends itself; one token per row is a decode step, which attends
+    the cache causally."""
 
     cfg: BackboneConfig
     causal: bool
@@ -107,15 +109,18 @@ class Attention(nn.Module):
     def _attend_cache(self, q, k, v, q_positions, cache: KVCache, wo):
         cache = cache.write(k, v, q_positions[:, 0])
         b, t = q_positions.shape
-        slots = jnp.broadcast_to(jnp.arange(cache.length, dtype=q_positions.dtype), (b, cache.length))
-        # A prefill fills the whole cache (the configured kernel applies); a decode step is one
-        # query against the cache, which the plain "xla" path does best.
-        prefill = t == cache.length
-        out = dot_product_attention(
-            q, cache.k.astype(q.dtype), cache.v.astype(q.dtype),
-            q_segment_ids=jnp.ones((b, t), jnp.int32), kv_segment_ids=jnp.ones((b, cache.length), jnp.int32),
-            q_positions=q_positions, kv_positions=slots, causal=True,
-            implementation=self.implementation if prefill else "xla", same_sequence=prefill)
+        ones = lambda n: jnp.ones((b, n), jnp.int32)
+        if t > 1:
+            # A prefill starts the cache at position 0: the prompt attends its own keys (the
+            # configured kernel applies), which are also the cache's only valid slots.
+            out = causal_prompt_attention(q, k, v, self.implementation)
+        else:
+            # A decode step: one query against the whole cache, which the plain "xla" path does best.
+            slots = jnp.broadcast_to(jnp.arange(cache.length, dtype=q_positions.dtype), (b, cache.length))
+            out = dot_product_attention(
+                q, cache.k.astype(q.dtype), cache.v.astype(q.dtype), q_segment_ids=ones(1),
+                kv_segment_ids=ones(cache.length), q_positions=q_positions, kv_positions=slots, causal=True,
+                implementation="xla")
         return jnp.einsum("bthk,hkd->btd", out, wo), cache
 
 

@@ -1,6 +1,20 @@
-"""A stack of identical blocks run with `nn.scan`: one compiled layer, parameters stacked on a
-leading "layers" axis, optional rematerialisation per block. In generation the KV cache is
-scanned along with the parameters: each layer reads and returns its [batch, slots, ...] slice."""
+"""A stack of identical blocks, in one of two layouts of the same parameters.
+
+Scanned (`scan_layers=True`: training, scoring, generation's prefill): `nn.scan` runs one compiled
+layer, parameters stacked on a leading "layers" axis under `block`, optional rematerialisation
+per block; a stacked KV cache is scanned along, each layer reading and returning its slice.
+
+Unrolled (`scan_layers=False`: generation's decode step): a Python loop over blocks `block_0` ..
+`block_{n-1}`, each with its own parameters and its own KV cache buffer. A scanned decode step
+slices every layer's weights out of the stacked arrays at every token (XLA copies the slice
+before each matmul) and returns a new stacked cache; unrolled, the weights are read where they
+lie and the caches are updated in place. `unstack_layers` makes its parameters from the scanned
+ones (a copy, made once per generation call). Its program grows with the depth (a 32-layer
+decode loop compiles in ~4 s on a GPU, ~20 s on a CPU). The prefill stays scanned: its weight
+copies cost little next to its matmuls (Llama 3.1 8B on an H200: 17 vs 10 ms at 288 tokens, 93
+vs 90 ms at 4128), and unrolling it would need the unstacked weights kept beside the stacked
+ones or copied at every call.
+"""
 
 from __future__ import annotations
 
@@ -43,11 +57,25 @@ class LayerStack(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
     attention_impl: AttentionImpl = "xla"
-    remat_policy: str = "none"
+    remat_policy: str = "none"  # scanned layout only
+    scan_layers: bool = True
 
     @nn.compact
-    def __call__(self, h, segment_ids, positions, cache: KVCache | None = None):
-        """h after the stack; with a stacked `cache` [layers, ...], (h, updated cache)."""
+    def __call__(self, h, segment_ids, positions, cache: KVCache | tuple[KVCache, ...] | None = None):
+        """h after the stack; with a KV cache (stacked [layers, ...] when scanned, one per layer
+        when unrolled), (h, updated cache)."""
+        if not self.scan_layers:
+            blocks = [Block(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl, name=f"block_{i}")
+                      for i in range(self.n_layers)]
+            if cache is None:
+                for block in blocks:
+                    h = block(h, segment_ids, positions)
+                return h
+            updated = []
+            for block, layer_cache in zip(blocks, cache, strict=True):
+                h, layer_cache = block(h, segment_ids, positions, cache=layer_cache)
+                updated.append(layer_cache)
+            return h, tuple(updated)
         if cache is not None:
             scanned = nn.scan(_CachedScanBlock, variable_axes={"params": 0}, split_rngs={"params": True},
                               in_axes=(nn.broadcast, nn.broadcast, 0), length=self.n_layers,
@@ -70,3 +98,9 @@ class LayerStack(nn.Module):
         h, _ = scanned(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl, name="block")(
             h, segment_ids, positions)
         return h
+
+
+def unstack_layers(stack_params: dict, n_layers: int) -> dict:
+    """A LayerStack's scanned parameters ({"block": arrays with a leading layers axis}) in the
+    unrolled layout ({"block_0": ..., "block_1": ...}): slices of the same arrays."""
+    return {f"block_{i}": jax.tree.map(lambda x, i=i: x[i], stack_params["block"]) for i in range(n_layers)}

@@ -15,7 +15,7 @@ Fields of a training config (see configs/tiny_cpu.py for a complete one):
     grad_accum = 1                          micro-batches (each of config.data.shape) per step
     compute_dtype = "float32"               "bfloat16": matmuls in bf16, f32 master weights and loss
     remat_policy = "none"                   per block: none | full | dots | dots_no_batch
-    attention_impl = "xla"                  xla | jax_nn (cuDNN on GPU) | splash (TPU)
+    attention_impl = "xla"                  xla | jax_nn (cuDNN on GPU in bf16) | splash (TPU)
     init_encoder = ""                       start from this encoder (any format arc_jax reads,
                                             or a trainer workdir); "" = random init
     model.encoder                           EncoderConfig.from_dict input

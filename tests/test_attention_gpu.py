@@ -1,0 +1,77 @@
+"""cuDNN flash attention ("jax_nn" on a GPU in bfloat16) against the plain XLA path in float32.
+
+Runs only where JAX has a GPU (skipped on the CPU CI); `launch/gpu_bench.sh` environments run it
+with `python -m pytest tests/test_attention_gpu.py`. Each check also asserts that the compiled
+program really calls cuDNN's fused attention, so a silent fallback to XLA cannot pass.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from arc_jax.model.attention import causal_prompt_attention, dot_product_attention
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU (cuDNN)")
+BF16_ATOL = 3e-2  # bf16 inputs and outputs, float32 accumulation
+
+
+def _qkv(rng, b, t, s, heads=8, kv_heads=2, d=64):
+    def draw(n, h):
+        return rng.normal(size=(b, n, h, d)).astype(np.float32)
+    return draw(t, heads), draw(s, kv_heads), draw(s, kv_heads)
+
+
+def _calls_cudnn(fn, *args) -> bool:
+    return "cudnn" in jax.jit(fn).lower(*args).compile().as_text().lower()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_packed_segments_match_xla(causal):
+    rng = np.random.default_rng(0)
+    t = 256
+    q, k, v = _qkv(rng, 2, t, t)
+    seg = np.ones((2, t), np.int32)
+    seg[0, 100:], seg[0, 200:], seg[1, 180:] = 2, 0, 0
+    pos = np.concatenate([np.arange(100), np.arange(100), np.zeros(56)]).astype(np.int32)
+    pos = np.stack([pos, np.where(np.arange(t) < 180, np.arange(t), 0)]).astype(np.int32)
+    kw = dict(q_segment_ids=seg, kv_segment_ids=seg, q_positions=pos, kv_positions=pos, causal=causal)
+
+    def fused(q, k, v):
+        return dot_product_attention(q, k, v, implementation="jax_nn", **kw)
+
+    bf16 = [jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)]
+    assert _calls_cudnn(fused, *bf16)
+    got = np.asarray(fused(*bf16), np.float32)
+    want = np.asarray(dot_product_attention(q, k, v, implementation="xla", **kw))
+    real = seg > 0
+    np.testing.assert_allclose(got[real], want[real], atol=BF16_ATOL)
+
+
+def test_pooled_queries_match_xla():
+    # A pooling layer: 64 queries (positions 0..63) against 256 keys, bidirectional.
+    rng = np.random.default_rng(1)
+    q, k, v = _qkv(rng, 1, 64, 256)
+    kw = dict(q_segment_ids=np.ones((1, 64), np.int32), kv_segment_ids=np.ones((1, 256), np.int32),
+              q_positions=np.arange(64)[None], kv_positions=np.arange(256)[None], causal=False)
+
+    def fused(q, k, v):
+        return dot_product_attention(q, k, v, implementation="jax_nn", **kw)
+
+    bf16 = [jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)]
+    assert _calls_cudnn(fused, *bf16)
+    np.testing.assert_allclose(np.asarray(fused(*bf16), np.float32),
+                               np.asarray(dot_product_attention(q, k, v, implementation="xla", **kw)), atol=BF16_ATOL)
+
+
+def test_causal_prompt_matches_xla():
+    rng = np.random.default_rng(2)
+    q, k, v = _qkv(rng, 2, 320, 320, heads=32, kv_heads=8, d=128)
+    bf16 = [jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)]
+
+    def fused(q, k, v):
+        return causal_prompt_attention(q, k, v, "jax_nn")
+
+    assert _calls_cudnn(fused, *bf16)
+    np.testing.assert_allclose(np.asarray(fused(*bf16), np.float32),
+                               np.asarray(causal_prompt_attention(q, k, v, "xla")), atol=BF16_ATOL)
