@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The accelerator figures in the README, on one GPU of >= 80 GB, random weights, no download:
+#   1. `arc-jax bench inference` at the released shapes: the Llama 3.2 3B ARC encoder (PF 4)
+#      and a Llama 3.1 8B decoder in bfloat16, full context vs compressed context, 1 and 100
+#      generated tokens;
+#   2. `arc-jax bench train --config configs/bench_gpu_real_shapes.py`: MFU of the pretraining
+#      step at the paper's shapes.
+#
+#   bash launch/gpu_bench.sh [OUT]          (default arc_jax_runs/gpu_bench)
+#
+# Variables: CONTEXT_LENS (default "1024 4096 16384"), NEW_TOKENS ("1 100"), REPEATS (3),
+# TRAIN_STEPS (5), ATTENTION (jax_nn: cuDNN flash attention), PYTHON (python3), INFERENCE_TIMEOUT / TRAIN_TIMEOUT (seconds per part, default none).
+set -uo pipefail
+py=${PYTHON:-python3}
+out=${1:-arc_jax_runs/gpu_bench}
+mkdir -p "$out/inference"
+"$py" - <<'PY' 2>&1 | tee "$out/environment.txt"
+import importlib.metadata as md
+import jax
+print(", ".join(f"{p} {md.version(p)}" for p in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain")))
+print(jax.devices())
+PY
+status=0
+timeout "${INFERENCE_TIMEOUT:-0}" "$py" -m arc_jax bench inference --encoder-preset llama3.2-3b \
+  --decoder-preset llama3.1-8b --pooling 4 --context-lens ${CONTEXT_LENS:-1024 4096 16384} \
+  --new-tokens ${NEW_TOKENS:-1 100} --repeats "${REPEATS:-3}" --attention "${ATTENTION:-jax_nn}" \
+  --out "$out/inference" 2>&1 \
+  | tee "$out/inference.log" || status=1
+timeout "${TRAIN_TIMEOUT:-0}" "$py" -m arc_jax bench train --config configs/bench_gpu_real_shapes.py \
+  --config.attention_impl="${ATTENTION:-jax_nn}" --steps "${TRAIN_STEPS:-5}" --json "$out/train.json" 2>&1 | tee "$out/train.log" || status=1
+exit $status
