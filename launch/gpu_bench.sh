@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # The accelerator figures in the README, on one GPU of >= 80 GB, random weights, no download:
+#   0. tests/test_attention_gpu.py on the GPU (cuDNN attention against the XLA path), when pytest
+#      is installed (tests/conftest.py defaults JAX to the CPU, so JAX_PLATFORMS=cuda is set);
 #   1. `arc-jax bench inference` at the released shapes: the Llama 3.2 3B ARC encoder (PF 4)
 #      and a Llama 3.1 8B decoder in bfloat16, full context vs compressed context, 1 and 100
 #      generated tokens;
@@ -21,6 +23,10 @@ print(", ".join(f"{p} {md.version(p)}" for p in ("jax", "jaxlib", "flax", "optax
 print(jax.devices())
 PY
 status=0
+if "$py" -c "import pytest" 2>/dev/null; then
+  JAX_PLATFORMS=cuda "$py" -m pytest -p no:cacheprovider -n 0 -q tests/test_attention_gpu.py 2>&1 \
+    | tee "$out/gpu_tests.log" || status=1
+fi
 timeout "${INFERENCE_TIMEOUT:-0}" "$py" -m arc_jax bench inference --encoder-preset llama3.2-3b \
   --decoder-preset llama3.1-8b --pooling 4 --context-lens ${CONTEXT_LENS:-1024 4096 16384} \
   --new-tokens ${NEW_TOKENS:-1 100} --repeats "${REPEATS:-3}" --attention "${ATTENTION:-jax_nn}" \

@@ -1,7 +1,8 @@
 """cuDNN flash attention ("jax_nn" on a GPU in bfloat16) against the plain XLA path in float32.
 
-Runs only where JAX has a GPU (skipped on the CPU CI); `launch/gpu_bench.sh` environments run it
-with `python -m pytest tests/test_attention_gpu.py`. Each check also asserts that the compiled
+Runs only where JAX uses a GPU, so skipped on the CPU CI and by default everywhere (conftest.py
+sets JAX_PLATFORMS=cpu unless it is set): `JAX_PLATFORMS=cuda python -m pytest -n 0
+tests/test_attention_gpu.py` (launch/gpu_bench.sh does). Each check also asserts that the compiled
 program really calls cuDNN's fused attention, so a silent fallback to XLA cannot pass.
 """
 
