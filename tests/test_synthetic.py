@@ -177,6 +177,35 @@ def test_tokenizer_is_cached_and_retrained_when_its_inputs_change(tmp_path):
         synthetic.tiny_tokenizer(tmp_path, vocab_size=200)  # fewer than the 256 byte pieces
 
 
+def test_split_digits_off_merges_numbers_and_is_part_of_the_cache_key(tmp_path):
+    """split_digits=False: BPE may merge digits, so years and heights become one or two pieces;
+    the default splits every digit. The option is in tokenizer_params.json
+    only when off (default manifests stay as they were) and changing it retrains the tokenizer."""
+    paths = synthetic.write_tiny_corpus(tmp_path)  # the default corpus: numbers frequent enough to merge
+    numbers = sorted({r["answer"][0] for r in read_jsonl(paths["qa_eval"])
+                      if r["attribute"] in ("birth_year", "height")})
+    tok_path = synthetic.tiny_tokenizer(tmp_path, vocab_size=1024)
+    params = json.loads((tmp_path / synthetic.TOKENIZER_MANIFEST_FILE).read_text())["params"]
+    assert "split_digits" not in params
+    split = load_tokenizer(tok_path)
+    for number in numbers:  # "▁" then one piece a digit
+        assert len(split.encode(" " + number)) == 1 + len(number), number
+    default_model = tok_path.read_bytes()
+
+    synthetic.tiny_tokenizer(tmp_path, vocab_size=2048, split_digits=False)
+    assert json.loads((tmp_path / synthetic.TOKENIZER_MANIFEST_FILE).read_text())["params"]["split_digits"] is False
+    merged = load_tokenizer(tok_path)
+    for number in numbers:  # held-out people's years and heights: one or two pieces, "▁" joined to digits
+        ids = merged.encode(" " + number)
+        assert len(ids) <= 2 and merged.decode(ids) == " " + number, number
+        assert merged.decode(ids[:1]) not in (" ", " 1", " 2"), number
+
+    synthetic.tiny_tokenizer(tmp_path, vocab_size=2048)  # the same size, digits split again: retrained
+    assert all(len(load_tokenizer(tok_path).encode(" " + n)) == 1 + len(n) for n in numbers)
+    synthetic.tiny_tokenizer(tmp_path, vocab_size=1024)  # the default again: retrained, the same bytes
+    assert tok_path.read_bytes() == default_model
+
+
 UNICODE_TEXTS = ["Emoji 🙂🚀 and 🦜, CJK 東京, Ελληνικά, café naïve", "  two  spaces\tand\n\nnewlines  ", "",
                  "<s> </s> <pad> <unk> are text here", "\x00\x7f control bytes"]
 

@@ -9,7 +9,9 @@ anywhere else. Used by `configs/tiny_cpu.py` and by the CPU demo.
     folder/qa_eval.jsonl     "entity", "attribute"}: one record per (person, attribute)
     folder/corpus.json      the generation parameters and the files' sha256 (reuse check)
     folder/tokenizer.model  sentencepiece BPE with byte fallback, trained on the training files
-                            (its parameters and hashes in tokenizer_params.json)
+                            (its parameters and hashes in tokenizer_params.json); digits are single
+                            pieces unless split_digits=False (years and heights then become one or two
+                            pieces; tried for the CPU demo: notes/lm_experiments.md)
 
 Held-out people (the last `held_out` generated) appear only in qa_eval.jsonl. Files are written
 under a temporary name and renamed, and reused while corpus.json matches the parameters and hashes.
@@ -318,8 +320,9 @@ def _training_lines(folder: pathlib.Path) -> list[str]:
     return lines
 
 
-def train_tokenizer_model(lines: Sequence[str], vocab_size: int) -> bytes:
-    """A serialized sentencepiece BPE model: byte fallback (any text round-trips), digits split,
+def train_tokenizer_model(lines: Sequence[str], vocab_size: int, split_digits: bool = True) -> bytes:
+    """A serialized sentencepiece BPE model: byte fallback (any text round-trips), digits split into
+    single pieces (`split_digits`; False lets BPE merge them: " 1922" may be one piece),
     identity normalisation and no dummy prefix (decode(encode(a) + encode(b)) == a + b).
     unk 0, bos 1 (<s>), eos 2 (</s>), pad 3 (<pad>). One thread and a fixed seed: same bytes every time."""
     import sentencepiece
@@ -329,7 +332,7 @@ def train_tokenizer_model(lines: Sequence[str], vocab_size: int) -> bytes:
     try:
         sentencepiece.SentencePieceTrainer.train(
             sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type="bpe",
-            byte_fallback=True, split_digits=True, character_coverage=1.0, normalization_rule_name="identity",
+            byte_fallback=True, split_digits=split_digits, character_coverage=1.0, normalization_rule_name="identity",
             remove_extra_whitespaces=False, add_dummy_prefix=False, allow_whitespace_only_pieces=True,
             unk_id=0, bos_id=1, eos_id=2, pad_id=3, num_threads=1, input_sentence_size=0,
             shuffle_input_sentence=False, minloglevel=2)
@@ -338,19 +341,22 @@ def train_tokenizer_model(lines: Sequence[str], vocab_size: int) -> bytes:
     return model.getvalue()
 
 
-def tiny_tokenizer(folder: str | os.PathLike, vocab_size: int = DEFAULT_VOCAB_SIZE) -> pathlib.Path:
+def tiny_tokenizer(folder: str | os.PathLike, vocab_size: int = DEFAULT_VOCAB_SIZE,
+                   split_digits: bool = True) -> pathlib.Path:
     """folder/tokenizer.model trained on the corpus written there by `write_tiny_corpus`; trained once
-    and reused while tokenizer_params.json matches vocab_size and the corpus hashes."""
+    and reused while tokenizer_params.json matches vocab_size, split_digits and the corpus hashes."""
     folder = pathlib.Path(folder).expanduser()
     corpus = _read_json(folder / MANIFEST_FILE)
     if not corpus or not _files_match(folder, corpus.get("sha256", {})):
         raise DataError(f"{folder}: no complete synthetic corpus here; run write_tiny_corpus({str(folder)!r}) first")
     path, manifest_path = folder / TOKENIZER_FILE, folder / TOKENIZER_MANIFEST_FILE
     params = {"tokenizer_version": TOKENIZER_VERSION, "vocab_size": vocab_size, "corpus_sha256": corpus["sha256"]}
+    if not split_digits:  # recorded only when not the default: default tokenizers keep their manifest
+        params["split_digits"] = False
     manifest = _read_json(manifest_path)
     if manifest and manifest.get("params") == params and _files_match(folder, manifest.get("sha256", {})):
         return path
-    model = train_tokenizer_model(_training_lines(folder), vocab_size)
+    model = train_tokenizer_model(_training_lines(folder), vocab_size, split_digits)
     manifest_path.unlink(missing_ok=True)
     _write_atomic(path, model)
     _write_atomic(manifest_path, (json.dumps({"params": params, "sha256": {TOKENIZER_FILE: _sha256(model)}},
@@ -360,11 +366,11 @@ def tiny_tokenizer(folder: str | os.PathLike, vocab_size: int = DEFAULT_VOCAB_SI
 
 def build_tiny_data(folder: str | os.PathLike, seed: int = 0, n_entities: int = DEFAULT_N_ENTITIES,
                     held_out: int = DEFAULT_HELD_OUT, pretrain_copies: int = DEFAULT_PRETRAIN_COPIES,
-                    vocab_size: int = DEFAULT_VOCAB_SIZE) -> dict[str, pathlib.Path]:
+                    vocab_size: int = DEFAULT_VOCAB_SIZE, split_digits: bool = True) -> dict[str, pathlib.Path]:
     """Corpus and tokenizer in `folder` (what `config.data.generate = "tiny_corpus"` asks for): the
     paths of `write_tiny_corpus` plus "tokenizer"."""
     paths = write_tiny_corpus(folder, seed, n_entities, held_out, pretrain_copies)
-    return paths | {"tokenizer": tiny_tokenizer(folder, vocab_size)}
+    return paths | {"tokenizer": tiny_tokenizer(folder, vocab_size, split_digits)}
 
 
 def corpus_name_words(folder: str | os.PathLike) -> frozenset[str]:
