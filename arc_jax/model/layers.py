@@ -109,7 +109,6 @@ class Attention(nn.Module):
     def _attend_cache(self, q, k, v, q_positions, cache: KVCache, wo):
         cache = cache.write(k, v, q_positions[:, 0])
         b, t = q_positions.shape
-        ones = lambda n: jnp.ones((b, n), jnp.int32)
         if t > 1:
             # A prefill starts the cache at position 0: the prompt attends its own keys (the
             # configured kernel applies), which are also the cache's only valid slots.
@@ -118,9 +117,9 @@ class Attention(nn.Module):
             # A decode step: one query against the whole cache, which the plain "xla" path does best.
             slots = jnp.broadcast_to(jnp.arange(cache.length, dtype=q_positions.dtype), (b, cache.length))
             out = dot_product_attention(
-                q, cache.k.astype(q.dtype), cache.v.astype(q.dtype), q_segment_ids=ones(1),
-                kv_segment_ids=ones(cache.length), q_positions=q_positions, kv_positions=slots, causal=True,
-                implementation="xla")
+                q, cache.k.astype(q.dtype), cache.v.astype(q.dtype), q_segment_ids=jnp.ones((b, 1), jnp.int32),
+                kv_segment_ids=jnp.ones((b, cache.length), jnp.int32), q_positions=q_positions, kv_positions=slots,
+                causal=True, implementation="xla")
         return jnp.einsum("bthk,hkd->btd", out, wo), cache
 
 
