@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every = 500
     config.keep_checkpoints = 2
     # Held-out open-book answers, teacher forced (greedy exact match without the stop rule), every
-    # probe_every steps on probe_examples 5-shot episodes about the held-out people.
+    # probe_every steps on probe_examples probe_shots-shot episodes about the held-out people.
     config.probe_every = 500
     config.probe_examples = 60
     config.probe_shots = 1
