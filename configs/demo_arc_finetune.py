@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = pretrain_config()
     # ARC4 EM by fine-tuning steps (notes/lm_experiments.md): 300 -> 450: 22.3 -> 25.1 (session 4);
     # against the 2e-3 decoder 450 / 600 / 800: 35.4 / 42.9 / 45.7 (session 5; 800 would not fit 15 minutes).
+    # `arc-jax demo` sets the steps per pooling factor from configs/demo_decoder.py's demo.finetune_steps.
     config.max_steps = 600
     config.checkpoint_every = 300
     config.init_encoder = ""  # set by the demo: DEMO/arc_pretrain
