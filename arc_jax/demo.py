@@ -14,7 +14,8 @@ trainer, Orbax checkpoints, the evaluation harness):
 3. encoder   an ARC encoder made from the decoder's layers (`convert.fresh`: the paper makes its
              encoder from a truncated Llama), pretrained with reconstruction + continuation
              against the frozen decoder (configs/demo_arc_pretrain.py), then fine-tuned on QA
-             with compressed documents at pooling factor 4, and 8 (configs/demo_arc_finetune.py);
+             with compressed documents at pooling factor 4 (and 8 with --pooling-factors 4 8;
+             configs/demo_arc_finetune.py);
 4. eval      the harness on the held-out people (one-shot prompts): closed book, open book (full
              document text), and each ARC encoder's compressed documents: exact match,
              compression ratio, decoder prefill tokens;
@@ -117,7 +118,7 @@ class _Clock:
 
 
 def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smoke: bool = False,
-             pooling_factors: tuple[int, ...] = (4, 8), max_examples: int | None = None, shots: int = SHOTS,
+             pooling_factors: tuple[int, ...] = (4,), max_examples: int | None = None, shots: int = SHOTS,
              say: Callable[[str], None] = print) -> dict:
     """Run (or resume) the demo in `workdir`; returns what results.json holds (mode -> em in percent,
     f1, compression_ratio, prefill_tokens, n). Settings and stage times go to workdir/demo.json."""

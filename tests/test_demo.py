@@ -11,7 +11,7 @@ from arc_jax.cli import main
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo") / "run"
-    assert main(["demo", "--smoke", "--workdir", str(workdir), "--max-examples", "6"]) == 0
+    assert main(["demo", "--smoke", "--workdir", str(workdir), "--max-examples", "6", "--pooling-factors", "4", "8"]) == 0
     return workdir
 
 
