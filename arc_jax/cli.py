@@ -10,7 +10,7 @@ from pathlib import Path
 _DESCRIPTION = """arc_jax: train, convert and run ARC-Encoder context compressors in JAX.
 
 Subcommands:
-  demo       the paper in miniature on CPU (~15 min): synthetic corpus, decoder LM trained from
+  demo       the paper in miniature on CPU (~12 min): synthetic corpus, decoder LM trained from
              scratch, ARC4/ARC8 encoders pretrained and fine-tuned, closed/open/compressed QA
   convert    read an encoder or decoder in any supported layout, write an arc_jax checkpoint
              (or build a fresh encoder from a Llama backbone to start pretraining)
@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the paper in miniature on CPU: train a decoder and ARC encoders, evaluate",
                        description="Generate a synthetic corpus, train a small decoder LM from scratch, pretrain "
                                    "and fine-tune ARC encoders against it, and evaluate closed-book, open-book "
-                                   "and compressed QA on held-out people (~15 min on 2 CPU cores).")
+                                   "and compressed QA on held-out people (~12 min on 2 CPU cores).")
     p.add_argument("--workdir", default="arc_jax_demo", help="where everything is written (default arc_jax_demo)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --workdir")
     p.add_argument("--smoke", action="store_true", help="a few steps of tiny models in every stage (seconds)")
