@@ -11,7 +11,7 @@ _DESCRIPTION = """arc_jax: train, convert and run ARC-Encoder context compressor
 
 Subcommands:
   demo       the paper in miniature on CPU (~12 min): synthetic corpus, decoder LM trained from
-             scratch, ARC4/ARC8 encoders pretrained and fine-tuned, closed/open/compressed QA
+             scratch, ARC4 encoder (ARC8 optional) pretrained and fine-tuned, closed/open/compressed QA
   convert    read an encoder or decoder in any supported layout, write an arc_jax checkpoint
              (or build a fresh encoder from a Llama backbone to start pretraining)
   export     write an encoder or decoder in a released / reference / Hugging Face / Meta layout
