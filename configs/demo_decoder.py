@@ -74,8 +74,9 @@ def get_config() -> ml_collections.ConfigDict:
     # `truncated_layers`, with a projector of `projector_hidden`.
     # `encoder_people`: the new people whose documents and QA the ARC stages train on
     # (arc_jax.data.synthetic.write_fresh_people).
-    # `finetune_steps`: fine-tuning steps by pooling factor (others: configs/demo_arc_finetune.py's);
-    # ARC8 (`--pooling-factors 4 8`) gets fewer: with 600 each the README command passed 15 minutes.
+    # `finetune_steps`: fine-tuning steps of the pooling factors that do not take
+    # configs/demo_arc_finetune.py's max_steps; ARC8 (`--pooling-factors 4 8`) gets fewer: with 600
+    # each the README command passed 15 minutes.
     config.demo = ml_collections.ConfigDict({"truncated_layers": 0, "projector_hidden": 256, "encoder_people": 1500,
-                                             "finetune_steps": {"4": 600, "8": 450}})
+                                             "finetune_steps": {"8": 450}})
     return config
