@@ -10,7 +10,7 @@ paper makes its encoder from a truncated Llama). Run by hand:
         --config.data.dir=DEMO/data --config.model.decoders.0.path=DEMO/decoder_lm/decoder \\
         --config.init_encoder=DEMO/encoder_init
 
-Shapes follow configs/demo_decoder.py's model (128 wide, 2 layers, vocabulary 1024); every field
+Shapes follow configs/demo_decoder.py's model (128 wide, 2 layers, vocabulary 1536); every field
 is described in arc_jax/train/run_config.py.
 """
 
