@@ -19,10 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
     config = pretrain_config()
     # ARC4 EM by fine-tuning steps (notes/lm_experiments.md): 300 -> 450: 22.3 -> 25.1 (session 4);
     # against the 2e-3 decoder 450 / 600 / 800: 35.4 / 42.9 / 45.7 (session 5); against the one-piece-answer
-    # decoder 600 / 1000: 49.9 / 61.0 (session 6), 1100 fits the 15 minutes with a 1400-step decoder.
+    # decoder 600 / 1000: 49.9 / 61.0 (session 6).
     # `arc-jax demo` sets the steps per pooling factor from configs/demo_decoder.py's demo.finetune_steps.
-    config.max_steps = 1100
-    config.checkpoint_every = 550
+    config.max_steps = 1000
+    config.checkpoint_every = 500
     config.init_encoder = ""  # set by the demo: DEMO/arc_pretrain
     config.optimizer.update({"encoder_lr": 1e-3, "special_lr": 1e-3, "projector_lr": 2e-3, "warmup_steps": 20})
     # path:weight:shots. QA about the new people of the pretraining documents, zero-shot (short
