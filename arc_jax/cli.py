@@ -10,7 +10,7 @@ from pathlib import Path
 _DESCRIPTION = """arc_jax: train, convert and run ARC-Encoder context compressors in JAX.
 
 Subcommands:
-  demo       the paper in miniature on CPU (~12 min): synthetic corpus, decoder LM trained from
+  demo       the paper in miniature on CPU (~13 min): synthetic corpus, decoder LM trained from
              scratch, ARC4 encoder (ARC8 optional) pretrained and fine-tuned, closed/open/compressed QA
   convert    read an encoder or decoder in any supported layout, write an arc_jax checkpoint
              (or build a fresh encoder from a Llama backbone to start pretraining)
@@ -261,12 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the paper in miniature on CPU: train a decoder and ARC encoders, evaluate",
                        description="Generate a synthetic corpus, train a small decoder LM from scratch, pretrain "
                                    "and fine-tune ARC encoders against it, and evaluate closed-book, open-book "
-                                   "and compressed QA on held-out people (~12 min on 2 CPU cores).")
+                                   "and compressed QA on held-out people (~13 min on 2 CPU cores).")
     p.add_argument("--workdir", default="arc_jax_demo", help="where everything is written (default arc_jax_demo)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --workdir")
     p.add_argument("--smoke", action="store_true", help="a few steps of tiny models in every stage (seconds)")
     p.add_argument("--pooling-factors", type=int, nargs="+", default=[4],
-                   help="ARC encoders to train (default 4; `4 8` adds ARC8, ~2.5 more minutes)")
+                   help="ARC encoders to train (default 4; `4 8` adds ARC8, ~4 more minutes)")
     p.add_argument("--max-examples", type=int, default=None, help="evaluate at most this many held-out questions")
     p.add_argument("--shots", type=int, default=None, help="in-context examples in the evaluation prompts")
     p.set_defaults(func=_demo)
