@@ -178,8 +178,8 @@ def test_tokenizer_is_cached_and_retrained_when_its_inputs_change(tmp_path):
 
 
 def test_split_digits_off_merges_numbers_and_is_part_of_the_cache_key(tmp_path):
-    """split_digits=False: BPE may merge digits, so years and heights become one or two pieces;
-    the default splits every digit. The option is in tokenizer_params.json
+    """split_digits=False: BPE may merge digits, so every year and height becomes one piece (at
+    vocabulary 2048); the default splits every digit. The option is in tokenizer_params.json
     only when off (default manifests stay as they were) and changing it retrains the tokenizer."""
     paths = synthetic.write_tiny_corpus(tmp_path)  # the default corpus: numbers frequent enough to merge
     numbers = sorted({r["answer"][0] for r in read_jsonl(paths["qa_eval"])
