@@ -160,9 +160,7 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
     clock.stage("pretrain", lambda: Trainer(pre_config, pre_dir).fit())
     tuned = {}
     for pf in pooling_factors:
-        steps = dec_config.demo.get("finetune_steps", {}).get(str(pf))
-        schedule = [f"max_steps={steps}", f"checkpoint_every={steps // 2}"] if steps else []
-        ft_config = _arc_config("demo_arc_finetune.py", dec_config, common + decoder_overrides + schedule + arc + [
+        ft_config = _arc_config("demo_arc_finetune.py", dec_config, common + decoder_overrides + arc + [
             f"init_encoder={pre_dir}", f"model.encoder.compress_rates=[-{pf}]"])
         tuned[pf] = workdir / f"arc{pf}"
         clock.stage(f"fine-tune ARC{pf}", lambda c=ft_config, d=tuned[pf]: Trainer(c, d).fit())

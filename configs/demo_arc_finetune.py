@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     # against the 2e-3 decoder 450 / 600 / 800: 35.4 / 42.9 / 45.7 (session 5); against the one-piece-answer
     # decoder 600 / 1000: 49.9 / 61.0 (session 6; 51.0 at 1000 with the 1800-step decoder). 850 keeps the
     # README command ~10% under 15 minutes (with 1000: 14 min 11 s in a fresh clone).
-    # `arc-jax demo` sets the steps per pooling factor from configs/demo_decoder.py's demo.finetune_steps.
+    # Every pooling factor (ARC4, and ARC8 with `arc-jax demo --pooling-factors 4 8`) takes these steps.
     config.max_steps = 850
     config.checkpoint_every = 425
     config.init_encoder = ""  # set by the demo: DEMO/arc_pretrain

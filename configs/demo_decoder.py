@@ -77,8 +77,5 @@ def get_config() -> ml_collections.ConfigDict:
     # `truncated_layers`, with a projector of `projector_hidden`.
     # `encoder_people`: the new people whose documents and QA the ARC stages train on
     # (arc_jax.data.synthetic.write_fresh_people).
-    # `finetune_steps`: {"8": steps} gives a pooling factor other fine-tuning steps than
-    # configs/demo_arc_finetune.py's max_steps (empty: ARC8, `--pooling-factors 4 8`, takes ARC4's).
-    config.demo = ml_collections.ConfigDict({"truncated_layers": 0, "projector_hidden": 256, "encoder_people": 1500,
-                                             "finetune_steps": {}})
+    config.demo = ml_collections.ConfigDict({"truncated_layers": 0, "projector_hidden": 256, "encoder_people": 1500})
     return config
