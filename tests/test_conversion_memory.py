@@ -1,6 +1,10 @@
 """Conversions stream: writing any decoder layout needs little memory beyond the parameters
 (so an 8B bf16 model converts on a 24 GB machine). A writer that copies the whole tree, as
-Orbax's defaults and a plain torch.save do, adds at least the model's size."""
+Orbax's defaults and a plain torch.save do, adds at least the model's size.
+
+Measured on the 569 MB model below (peak RssAnon above the loaded parameters, 2-core CI machine):
+arc_jax 126-132 MB (300-350 MB with the 64 MB Orbax chunks used before, which failed a 0.6x bar
+once under load), meta 160 MB, hf 68 MB; the bar is half the model."""
 
 import subprocess
 import sys
@@ -53,4 +57,4 @@ def test_writing_needs_a_fraction_of_the_model_in_extra_memory(big_decoder, tmp_
     out = subprocess.run([sys.executable, str(PROBE), str(src), str(tmp_path / fmt), fmt],
                          capture_output=True, text=True, check=True)
     extra = int(out.stdout.strip().splitlines()[-1])
-    assert extra < 0.6 * model_bytes, f"{fmt}: {extra / 1e6:.0f} MB extra for a {model_bytes / 1e6:.0f} MB model"
+    assert extra < 0.5 * model_bytes, f"{fmt}: {extra / 1e6:.0f} MB extra for a {model_bytes / 1e6:.0f} MB model"
