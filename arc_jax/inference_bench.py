@@ -13,14 +13,18 @@ implementation for both models (default "jax_nn" on a GPU, i.e. cuDNN flash atte
 warm-up call per shape); a pipeline's time is the median of a few repeats, each ending with the
 result on the host.
 
-FLOPs follow arc_jax/train/flops.py (matmuls only, 2abc, attention dense over [q x kv]) and are
-counted twice:
+FLOPs follow arc_jax/train/flops.py (matmuls only, 2abc per [a, b] x [b, c]) and are counted
+twice:
 
-    useful    on the actual lengths: prompts as long as they are; decode step s (1..N-1) runs one
-              token through the decoder, its attention reading the prompt and the s tokens so far;
-    executed  on the shapes the library runs: the encoder row padded to a power of two, its
-              pooled stages to a multiple of 8, the decoder prompt and KV cache to their length
-              buckets (`decoding.generation_lengths`), every decode step attending the whole cache.
+    useful    on the actual lengths, attention over the (query, key) pairs the masks allow: the
+              encoder's bidirectional layers every pair, a causal prefill of L positions the
+              L(L+1)/2 of its triangle (position i attends i keys, as MaxText and FlashAttention
+              count causal attention), decode step s (1..N-1) the prompt and the s tokens so far.
+              So N new tokens after L prompt positions cost exactly a prefill of L + N - 1;
+    executed  on the shapes the library runs, attention dense over [q x kv] as the "xla" path
+              computes it: the encoder row padded to a power of two, its pooled stages to a
+              multiple of 8, the decoder prompt and KV cache to their length buckets
+              (`decoding.generation_lengths`), every decode step attending the whole cache.
 
 Decoder lengths are bucketed 64 to an octave here (multiples of 16 up to 2048 positions, 32 up to
 4096, 64 up to 8192: at most 15 positions or 1/64 of the length are padding), not to powers of two as `generate_ids` does by default: a context of
@@ -105,9 +109,14 @@ def _encoder_flops(cfg: EncoderConfig, n: int, stage_lens: Sequence[int]) -> flo
     return total
 
 
-def _prefill_flops(cfg: BackboneConfig, length: int) -> float:
-    """A prefill of `length` positions; logits at the last prompt position only."""
-    return cfg.n_layers * sum(block_matmul_flops(cfg, 1, length, length)) + 2 * cfg.dim * cfg.vocab_size
+def _prefill_flops(cfg: BackboneConfig, length: int, causal: bool = True) -> float:
+    """A prefill of `length` positions; logits at the last prompt position only. Its attention is
+    the causal triangle, position i attending i keys (`causal`), or the dense square the "xla"
+    path computes."""
+    weights, attention = block_matmul_flops(cfg, 1, length, length)
+    if causal:
+        attention = block_matmul_flops(cfg, 1, 1, 1)[1] * length * (length + 1) / 2
+    return cfg.n_layers * (weights + attention) + 2 * cfg.dim * cfg.vocab_size
 
 
 def _decode_flops(cfg: BackboneConfig, prompt_len: int, new_tokens: int, cache_len: int | None) -> float:
@@ -154,7 +163,8 @@ def inference_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, context_len
     def decoder(length):
         prefill_len, cache_len = generation_lengths(length, new_tokens, buckets_per_octave) if executed else (
             length, None)
-        return _prefill_flops(dec_cfg, prefill_len), _decode_flops(dec_cfg, length, new_tokens, cache_len)
+        return (_prefill_flops(dec_cfg, prefill_len, causal=not executed),
+                _decode_flops(dec_cfg, length, new_tokens, cache_len))
 
     out = {"encoder": _encoder_flops(enc_cfg, row_len, stages),
            "projector": float(2 * projected * (p.in_dim * p.hidden_dim + p.hidden_dim * p.out_dim))}
