@@ -81,7 +81,7 @@ def fresh_encoder_from_decoder(
     if n_scan:
         tree["layers"] = {"block": jax.tree.map(lambda w: np.asarray(w)[:n_scan], stacked)}
     for j in range(len(cfg.compress_rates)):
-        tree[f"pooling_layers_{j}"] = jax.tree.map(lambda w: np.asarray(w)[n_scan + j], stacked)
+        tree[f"pooling_layers_{j}"] = jax.tree.map(lambda w, j=j: np.asarray(w)[n_scan + j], stacked)
 
     rng = np.random.default_rng(seed)
     if n_memory_tokens:

@@ -92,7 +92,7 @@ def _run(cfg, params, rows, positions=None):
 
 
 def _per_text(array, layout):
-    return [array[l.row, l.start:l.start + l.length] for l in layout]
+    return [array[p.row, p.start:p.start + p.length] for p in layout]
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -124,7 +124,7 @@ def test_packing_several_texts_per_row_changes_nothing(name, tmp_root):
     texts = _texts(seed=3)
     alone, _, alone_layout = _run(cfg, params, [[t] for t in texts])
     packed, _, packed_layout = _run(cfg, params, [texts[:3], texts[3:5], texts[5:]])
-    assert len({l.row for l in packed_layout}) == 3
+    assert len({p.row for p in packed_layout}) == 3
     for a, b in zip(_per_text(alone, alone_layout), _per_text(packed, packed_layout)):
         np.testing.assert_allclose(b, a, atol=1e-5, rtol=0)
 
@@ -164,7 +164,7 @@ def test_memory_tokens_keep_only_their_final_states(tmp_root):
     _, _, cfg, params = _case("memory_tokens", tmp_root)
     texts = _texts()
     h, _, layout = _run(cfg, params, [[t] for t in texts])
-    assert all(l.length == cfg.n_memory_tokens for l in layout)
+    assert all(p.length == cfg.n_memory_tokens for p in layout)
     # The memory tokens read the text: two texts give two different sets of states.
     a, b = _per_text(h, layout)[:2]
     assert np.abs(a - b).max() > 1e-2

@@ -48,7 +48,7 @@ def torch_reference(params, grads_per_step, cfg):
 def test_single_decoder_steps_match_torch_adamw_one_cycle_and_clipping():
     rng = np.random.default_rng(0)
     params = tree(rng)
-    grads = [jax.tree.map(lambda x: (rng.normal(size=x.shape) * s).astype(np.float32), params)
+    grads = [jax.tree.map(lambda x, s=s: (rng.normal(size=x.shape) * s).astype(np.float32), params)
              for s in (0.1, 3.0, 0.5, 2.0, 0.05, 1.0)]  # some above the clip norm, some below
     expected = torch_reference(params, grads, CFG)
     state, p = optimizer.init(params), params

@@ -68,7 +68,7 @@ def _join(parts: dict[str, Any]) -> dict:
 def max_learning_rates(params: dict, cfg: OptimizerConfig) -> dict:
     """A tree like params holding each parameter's max learning rate."""
     def head_rates(head):
-        return {k: jax.tree.map(lambda _: cfg.special_lr if k in SPECIAL else cfg.projector_lr, v)
+        return {k: jax.tree.map(lambda _, k=k: cfg.special_lr if k in SPECIAL else cfg.projector_lr, v)
                 for k, v in head.items()}
 
     return {k: head_rates(v) if k.startswith("decoder_") else jax.tree.map(lambda _: cfg.encoder_lr, v)
