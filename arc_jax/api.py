@@ -15,7 +15,6 @@ of two) so repeated calls reuse compiled programs.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from typing import Literal, Sequence
 
@@ -106,12 +105,16 @@ class Encoder:
         self.max_rows = max_rows
         self.path: str | None = None  # the checkpoint folder, when loaded (tokenizers are looked for there)
         self.module = ARCEncoder(config, dtype=self.dtype, param_dtype=self.dtype, attention_impl=attention_impl)
-        self._encode = jax.jit(functools.partial(self.module.apply, method=ARCEncoder.encode))
-        self._compress = jax.jit(functools.partial(self.module.apply, method=ARCEncoder.compress),
-                                 static_argnames="decoder")
+        # Per chunk of rows: a chunk whose rows each hold one text masks attention by lengths.
+        modules = {False: self.module, True: self.module.clone(one_text_per_row=True)}
+        self._encode = jax.jit(lambda params, inputs, one_text_per_row: modules[one_text_per_row].apply(
+            params, inputs, method=ARCEncoder.encode), static_argnames="one_text_per_row")
+        self._compress = jax.jit(lambda params, inputs, decoder, one_text_per_row: modules[one_text_per_row].apply(
+            params, inputs, decoder, method=ARCEncoder.compress), static_argnames=("decoder", "one_text_per_row"))
 
     def _run(self, ids, fn, what: str):
-        """Pack texts into rows, run `fn(inputs)` per chunk of rows, cut per-text outputs."""
+        """Pack texts into rows, run `fn(inputs, one_text_per_row)` per chunk of rows, cut per-text
+        outputs."""
         texts = _check_ids(ids, self.config.backbone.vocab_size, what)
         results: list[np.ndarray | None] = [None] * len(texts)
         extra = self.config.n_memory_tokens
@@ -123,15 +126,15 @@ class Encoder:
             inputs, layout = pack_encoder_inputs(
                 [[texts[i] for i in row] for row in chunk], self.config, row_len=row_len,
                 stage_lens=_stage_lens(self.config, row_len, max((len(r) for r in chunk), default=1)))
-            outputs = fn(inputs)
+            outputs = fn(inputs, all(len(row) <= 1 for row in chunk))
             for i, place in zip((i for row in chunk for i in row), layout):
                 results[i] = outputs, place
         return results
 
     def encode(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """Raw encoder output per text: [m_i, enc_dim] float32 (m_i = pooled length)."""
-        def run(inputs):
-            h, _ = self._encode({"params": self.params}, inputs)
+        def run(inputs, one_text_per_row):
+            h, _ = self._encode({"params": self.params}, inputs, one_text_per_row=one_text_per_row)
             return np.asarray(h.astype(jnp.float32))
 
         return [out[p.row, p.start: p.start + p.length] for out, p in self._run(ids, run, "ids")]
@@ -146,8 +149,9 @@ class Encoder:
         has_special = self.config.rec_tok if task == "reconstruction" else self.config.cont_tok
         special_row = 0 if task == "reconstruction" else 1
 
-        def run(inputs):
-            h, special = self._compress({"params": self.params}, inputs, decoder=decoder)
+        def run(inputs, one_text_per_row):
+            h, special = self._compress({"params": self.params}, inputs, decoder=decoder,
+                                        one_text_per_row=one_text_per_row)
             # float32 on the device: numpy's conversion from bfloat16 is slow for long contexts.
             h, special = np.asarray(h.astype(jnp.float32)), np.asarray(special.astype(jnp.float32))
             return h, special[special_row: special_row + 1]

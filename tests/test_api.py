@@ -161,3 +161,26 @@ def test_splash_attention_models_match_the_reference_path(models):
     dec_splash = arc_jax.DecoderLM(dec.config, dec.params, attention_impl="splash")
     pieces = [texts[0][:40], enc.compress(texts[1:])[0], texts[0][40:]]
     np.testing.assert_allclose(dec_splash.logits(pieces), dec.logits(pieces), atol=1e-4, rtol=1e-5)
+
+
+def test_compress_masks_rows_of_one_text_by_lengths(models, monkeypatch):
+    """With "jax_nn", calls whose rows each hold one text attend by lengths (no dense bias on
+    cuDNN), calls that pack several texts in a row by segments; both equal the "xla" path."""
+    from arc_jax.model import attention
+
+    enc, _ = models
+    by_lengths = []
+    real = attention._jax_nn_attention_by_lengths
+    monkeypatch.setattr(attention, "_jax_nn_attention_by_lengths",
+                        lambda q, k, *a: by_lengths.append((q.shape[1], k.shape[1])) or real(q, k, *a))
+    rng = np.random.default_rng(6)
+    one_per_row = [rng.integers(1, 256, n).tolist() for n in (40, 35, 30)]  # no two fit a 64-slot row
+    packed = [rng.integers(1, 256, n).tolist() for n in (40, 20, 3)]
+    for texts, expect_lengths in ((one_per_row, True), (packed, False)):
+        by_lengths.clear()
+        fused = arc_jax.Encoder(enc.config, enc.params, attention_impl="jax_nn")  # traced afresh
+        for a, b in zip(fused.compress(texts), enc.compress(texts), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+        # Both kinds of layer (64 slots attending 64; a pooling layer's 24 query slots attending 64)
+        # attend by lengths, or none does.
+        assert set(by_lengths) == ({(64, 64), (24, 64)} if expect_lengths else set()), (texts, by_lengths)

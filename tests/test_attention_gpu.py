@@ -65,6 +65,29 @@ def test_pooled_queries_match_xla():
                                np.asarray(dot_product_attention(q, k, v, implementation="xla", **kw)), atol=BF16_ATOL)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("t", [256, 64])  # a plain encoder layer; a pooling layer's queries
+def test_one_text_per_row_lengths_match_xla(causal, t):
+    # Rows of one text each (256 slots: texts of 256, 190 and 0 tokens), masked by lengths.
+    rng = np.random.default_rng(3)
+    q, k, v = _qkv(rng, 3, t, 256)
+    kv_seg = (np.arange(256)[None] < np.array([[256], [190], [0]])).astype(np.int32)
+    q_seg = (np.arange(t)[None] < np.array([[t], [(190 * t) // 256], [0]])).astype(np.int32)
+    kw = dict(q_segment_ids=q_seg, kv_segment_ids=kv_seg, q_positions=np.where(q_seg, np.arange(t), 0),
+              kv_positions=np.where(kv_seg, np.arange(256), 0), causal=causal)
+
+    def fused(q, k, v):
+        return dot_product_attention(q, k, v, implementation="jax_nn", one_text_per_row=True, **kw)
+
+    bf16 = [jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)]
+    assert _calls_cudnn(fused, *bf16)
+    got = np.asarray(fused(*bf16), np.float32)
+    want = np.asarray(dot_product_attention(q, k, v, implementation="xla", **kw))
+    assert np.isfinite(got).all()
+    real = q_seg > 0
+    np.testing.assert_allclose(got[real], want[real], atol=BF16_ATOL)
+
+
 def test_causal_prompt_matches_xla():
     rng = np.random.default_rng(2)
     q, k, v = _qkv(rng, 2, 320, 320, heads=32, kv_heads=8, d=128)

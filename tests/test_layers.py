@@ -52,6 +52,44 @@ def test_attention_implementations_agree_and_padding_stays_finite(causal):
         np.testing.assert_allclose(xla[0, 3], np.repeat(v[0, 3], 2, axis=0), atol=1e-6)
 
 
+def _one_text_rows(lengths, width):
+    seg = np.array([[1] * n + [0] * (width - n) for n in lengths], np.int32)
+    return seg, np.where(seg > 0, np.arange(width), 0).astype(np.int32)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("q_lengths,t", [((5, 2, 0), 6), ((3, 1, 0), 4)])  # itself; pooled queries
+def test_one_text_per_row_attends_by_lengths_like_the_segment_masks(monkeypatch, causal, q_lengths, t):
+    """Rows holding one text each, padded at their end (an empty padding row too): "jax_nn" then
+    passes two lengths per row instead of a boolean mask (which cuDNN would turn into a dense
+    bias); the result equals the segment-mask path on every real query."""
+    import jax
+
+    from arc_jax.model import attention
+
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(3, t, 4, 8)).astype(np.float32)
+    k, v = (rng.normal(size=(3, 6, 2, 8)).astype(np.float32) for _ in range(2))
+    q_seg, q_pos = _one_text_rows(q_lengths, t)
+    kv_seg, kv_pos = _one_text_rows((5, 2, 0), 6)
+    kw = dict(q_segment_ids=q_seg, kv_segment_ids=kv_seg, q_positions=q_pos, kv_positions=kv_pos, causal=causal)
+    calls = []
+    real_attention = jax.nn.dot_product_attention
+    monkeypatch.setattr(attention.jax.nn, "dot_product_attention",
+                        lambda *a, **k: calls.append(k) or real_attention(*a, **k))
+    by_lengths = np.asarray(dot_product_attention(q, k, v, implementation="jax_nn", one_text_per_row=True, **kw))
+    (call,) = calls
+    assert call.get("mask") is None and call["key_value_seq_lengths"].tolist() == [5, 2, 1]  # 0 -> 1: no NaN
+    assert call["query_seq_lengths"].tolist() == [max(n, 1) for n in q_lengths]
+    assert np.isfinite(by_lengths).all()
+    by_segments = np.asarray(dot_product_attention(q, k, v, implementation="xla", **kw))
+    real = q_seg > 0
+    np.testing.assert_allclose(by_lengths[real], by_segments[real], atol=1e-6)
+    # Other implementations ignore the hint: their masks already cost nothing extra.
+    np.testing.assert_array_equal(
+        np.asarray(dot_product_attention(q, k, v, implementation="xla", one_text_per_row=True, **kw)), by_segments)
+
+
 def _packed_rows(t):
     seg = np.ones((2, t), np.int32)
     seg[0, 50:], seg[0, 120:], seg[1, 100:] = 2, 0, 0

@@ -10,8 +10,9 @@ Masking is described by segment ids and positions, never by a dense mask from th
 Implementations:
 - "xla": plain einsum + float32 softmax; the reference path, used by the CPU tests.
 - "jax_nn": `jax.nn.dot_product_attention` with cuDNN's fused flash attention on a GPU for
-  bfloat16/float16 inputs (the mask becomes its additive bias; a causal prompt needs none), and
-  its XLA implementation elsewhere (jax's own default is XLA everywhere, so it is asked by name).
+  bfloat16/float16 inputs (the mask becomes its additive bias; a causal prompt needs none, and
+  rows holding one text each pass their lengths instead), and its XLA implementation elsewhere
+  (jax's own default is XLA everywhere, so it is asked by name).
 - "splash": the Pallas splash-attention kernel for TPU (run by the Pallas interpreter elsewhere,
   which is how the CPU tests check it). It masks by segment ids and absolute index, which equals
   the position rule only when queries and keys are the same packed sequence; pooled-query layers
@@ -61,6 +62,17 @@ def _use_cudnn(q) -> bool:
 def _jax_nn_attention(q, k, v, mask):
     return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None],
                                         implementation="cudnn" if _use_cudnn(q) else "xla")
+
+
+def _jax_nn_attention_by_lengths(q, k, v, q_segment_ids, kv_segment_ids, causal: bool):
+    """Rows holding one sequence each at their start: the mask is each row's query and key counts,
+    which cuDNN applies inside the kernel (a boolean mask becomes a dense [rows, 1, q, kv] bias
+    that every head reads). An empty row keeps one key so that it stays finite; its output, like
+    every padding query's, is never read."""
+    q_lengths = jnp.maximum(jnp.sum(q_segment_ids != 0, axis=1, dtype=jnp.int32), 1)
+    kv_lengths = jnp.maximum(jnp.sum(kv_segment_ids != 0, axis=1, dtype=jnp.int32), 1)
+    return jax.nn.dot_product_attention(q, k, v, query_seq_lengths=q_lengths, key_value_seq_lengths=kv_lengths,
+                                        is_causal=causal, implementation="cudnn" if _use_cudnn(q) else "xla")
 
 
 def causal_prompt_attention(q, k, v, implementation: AttentionImpl = "xla") -> jax.Array:
@@ -115,12 +127,17 @@ def dot_product_attention(
     causal: bool,
     implementation: AttentionImpl = "xla",
     same_sequence: bool = False,
+    one_text_per_row: bool = False,
 ) -> jax.Array:
     """Grouped-query attention. q [b, t, heads, d]; k, v [b, s, kv_heads, d] -> [b, t, heads, d].
 
-    `same_sequence`: queries and keys are the same packed sequence (not pooled queries)."""
+    `same_sequence`: queries and keys are the same packed sequence (not pooled queries).
+    `one_text_per_row`: every row holds at most one text, from slot 0, padding after it (segment
+    ids 1 then 0): "jax_nn" then masks by lengths. Positions must run 0, 1, ... on both sides."""
     if implementation not in _IMPLEMENTATIONS:
         raise ValueError(f"unknown attention implementation {implementation!r}; choose from {sorted(_IMPLEMENTATIONS)}")
+    if one_text_per_row and implementation == "jax_nn":
+        return _jax_nn_attention_by_lengths(q, k, v, q_segment_ids, kv_segment_ids, causal)
     if implementation == "splash":
         if same_sequence and q.shape[1] % SPLASH_BLOCK == 0:
             return _splash_attention(q, k, v, q_segment_ids, causal)

@@ -84,6 +84,8 @@ class ARCEncoder(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     attention_impl: AttentionImpl = "xla"
     remat_policy: str = "none"
+    # Every row holds at most one text (Encoder.compress knows per call): masks become lengths.
+    one_text_per_row: bool = False
 
     def setup(self):
         cfg, b = self.cfg, self.cfg.backbone
@@ -91,9 +93,10 @@ class ARCEncoder(nn.Module):
         self.tok_embeddings = Embed(b.vocab_size, b.dim, self.dtype, self.param_dtype)
         if b.n_layers > n_pool:
             self.layers = LayerStack(b, b.n_layers - n_pool, cfg.causal, self.dtype, self.param_dtype,
-                                     self.attention_impl, self.remat_policy)
+                                     self.attention_impl, self.remat_policy, one_text_per_row=self.one_text_per_row)
         self.pooling_layers = [
-            Block(b, cfg.causal, self.dtype, self.param_dtype, self.attention_impl) for _ in range(n_pool)]
+            Block(b, cfg.causal, self.dtype, self.param_dtype, self.attention_impl, self.one_text_per_row)
+            for _ in range(n_pool)]
         if cfg.n_memory_tokens:
             self.memory_tokens = self.param(
                 "memory_tokens", nn.with_logical_partitioning(nn.initializers.ones, (None, "embed")),  # as the reference

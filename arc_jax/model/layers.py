@@ -81,6 +81,7 @@ class Attention(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     implementation: AttentionImpl = "xla"
+    one_text_per_row: bool = False  # see attention.dot_product_attention
 
     @nn.compact
     def __call__(self, x_q, x_kv, q_segment_ids, kv_segment_ids, q_positions, kv_positions, same_sequence=False,
@@ -103,7 +104,8 @@ class Attention(nn.Module):
             q, k, v,
             q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
             q_positions=q_positions, kv_positions=kv_positions,
-            causal=self.causal, implementation=self.implementation, same_sequence=same_sequence)
+            causal=self.causal, implementation=self.implementation, same_sequence=same_sequence,
+            one_text_per_row=self.one_text_per_row)
         return jnp.einsum("bthk,hkd->btd", out, cast(wo))
 
     def _attend_cache(self, q, k, v, q_positions, cache: KVCache, wo):
@@ -150,6 +152,7 @@ class Block(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     attention_impl: AttentionImpl = "xla"
+    one_text_per_row: bool = False  # see attention.dot_product_attention
 
     @nn.compact
     def __call__(self, h, segment_ids, positions, queries=None, q_segment_ids=None, q_positions=None,
@@ -162,7 +165,8 @@ class Block(nn.Module):
             queries, q_normed, q_segment_ids, q_positions = h, h_normed, segment_ids, positions
         else:
             q_normed = attention_norm(queries)
-        attention = Attention(c, self.causal, self.dtype, self.param_dtype, self.attention_impl, name="attention")
+        attention = Attention(c, self.causal, self.dtype, self.param_dtype, self.attention_impl,
+                              one_text_per_row=self.one_text_per_row, name="attention")
         attended = attention(q_normed, h_normed, q_segment_ids, segment_ids, q_positions, positions, same_sequence,
                              cache=cache)
         if cache is not None:

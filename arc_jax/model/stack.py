@@ -59,14 +59,15 @@ class LayerStack(nn.Module):
     attention_impl: AttentionImpl = "xla"
     remat_policy: str = "none"  # scanned layout only
     scan_layers: bool = True
+    one_text_per_row: bool = False  # see attention.dot_product_attention
 
     @nn.compact
     def __call__(self, h, segment_ids, positions, cache: KVCache | tuple[KVCache, ...] | None = None):
         """h after the stack; with a KV cache (stacked [layers, ...] when scanned, one per layer
         when unrolled), (h, updated cache)."""
         if not self.scan_layers:
-            blocks = [Block(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl, name=f"block_{i}")
-                      for i in range(self.n_layers)]
+            blocks = [Block(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl,
+                            self.one_text_per_row, name=f"block_{i}") for i in range(self.n_layers)]
             if cache is None:
                 for block in blocks:
                     h = block(h, segment_ids, positions)
@@ -80,8 +81,8 @@ class LayerStack(nn.Module):
             scanned = nn.scan(_CachedScanBlock, variable_axes={"params": 0}, split_rngs={"params": True},
                               in_axes=(nn.broadcast, nn.broadcast, 0), length=self.n_layers,
                               metadata_params={nn.PARTITION_NAME: "layers"})
-            return scanned(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl, name="block")(
-                h, segment_ids, positions, cache)
+            return scanned(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl,
+                           self.one_text_per_row, name="block")(h, segment_ids, positions, cache)
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"unknown remat_policy {self.remat_policy!r}; choose from {sorted(REMAT_POLICIES)}")
         block_cls = _ScanBlock
@@ -95,8 +96,8 @@ class LayerStack(nn.Module):
             length=self.n_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )
-        h, _ = scanned(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl, name="block")(
-            h, segment_ids, positions)
+        h, _ = scanned(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl,
+                       self.one_text_per_row, name="block")(h, segment_ids, positions)
         return h
 
 
