@@ -20,7 +20,8 @@ twice:
               encoder's bidirectional layers every pair, a causal prefill of L positions the
               L(L+1)/2 of its triangle (position i attends i keys, as MaxText and FlashAttention
               count causal attention), decode step s (1..N-1) the prompt and the s tokens so far.
-              So N new tokens after L prompt positions cost exactly a prefill of L + N - 1;
+              So N new tokens after L prompt positions cost exactly a prefill of L + N - 1
+              positions plus N - 1 more output-head rows;
     executed  on the shapes the library runs, attention dense over [q x kv] as the "xla" path
               computes it: the encoder row padded to a power of two, its pooled stages to a
               multiple of 8, the decoder prompt and KV cache to their length buckets
