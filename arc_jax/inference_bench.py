@@ -177,6 +177,14 @@ def inference_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, context_len
     return out
 
 
+def row_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, row: dict, buckets_per_octave: int) -> dict:
+    """The "flops" (useful) and "executed_flops" of a result row (context_len, prompt_len,
+    new_tokens); notes/recount_flops.py recounts stored results with it."""
+    args = (enc_cfg, dec_cfg, row["context_len"], row["prompt_len"], row["new_tokens"])
+    return {"flops": inference_flops(*args),
+            "executed_flops": inference_flops(*args, executed=True, buckets_per_octave=buckets_per_octave)}
+
+
 # ---------------------------------------------------------------------------------------------
 # Timing
 
@@ -245,9 +253,7 @@ def bench_inference(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, context_len
             start = time.perf_counter()
             row = {"context_len": n, "new_tokens": new, "prompt_len": prompt_len}
             row["full_len"], row["compressed_len"] = prompt_lengths(enc_cfg, n, prompt_len)
-            row["flops"] = inference_flops(enc_cfg, dec_cfg, n, prompt_len, new)
-            row["executed_flops"] = inference_flops(enc_cfg, dec_cfg, n, prompt_len, new, executed=True,
-                                                    buckets_per_octave=buckets_per_octave)
+            row |= row_flops(enc_cfg, dec_cfg, row, buckets_per_octave)
             row |= time_case(encoder, decoder, context, question, new, repeats, buckets_per_octave)
             row["measured_speedup"] = row["full_seconds"] / row["compressed_seconds"]
             row["efficiency"] = row["measured_speedup"] / row["flops"]["speedup"]

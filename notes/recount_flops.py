@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from arc_jax.inference_bench import inference_flops, markdown_table, plot
+from arc_jax.inference_bench import markdown_table, plot, row_flops
 from arc_jax.model import BackboneConfig, EncoderConfig
 
 
@@ -19,9 +19,7 @@ def recount(result: dict) -> dict:
     enc_cfg = EncoderConfig.from_dict(result["encoder"])
     dec_cfg = BackboneConfig.from_dict(result["decoder"])
     for row in result["rows"]:
-        args = (enc_cfg, dec_cfg, row["context_len"], row["prompt_len"], row["new_tokens"])
-        row["flops"] = inference_flops(*args)
-        row["executed_flops"] = inference_flops(*args, executed=True, buckets_per_octave=result["buckets_per_octave"])
+        row |= row_flops(enc_cfg, dec_cfg, row, result["buckets_per_octave"])
         row["efficiency"] = row["measured_speedup"] / row["flops"]["speedup"]
     return result
 
