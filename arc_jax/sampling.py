@@ -16,12 +16,14 @@ DEFAULT_TOP_P = 0.8  # the reference's evaluation setting
 def top_p_mask(probs: jax.Array, top_p: float | jax.Array) -> jax.Array:
     """Bool [..., vocab]: the nucleus of each distribution in `probs` [..., vocab].
 
-    Tokens tied with the least probable kept token are kept too (the reference breaks such ties by
-    sort order)."""
-    descending = -jnp.sort(-probs, axis=-1)
-    before = jnp.cumsum(descending, axis=-1) - descending
-    threshold = jnp.min(jnp.where(before <= top_p, descending, jnp.inf), axis=-1, keepdims=True)
-    return probs >= threshold
+    Decided in sorted order and scattered back by index, never by comparing probabilities again:
+    on a GPU, XLA may compute `probs` twice in two fusions that round differently, and a value
+    test then dropped a kept token (seen on an H100). Ties are broken by sort order, lower token id
+    first, as the reference's sort does."""
+    order = jnp.argsort(-probs, axis=-1, stable=True)
+    descending = jnp.take_along_axis(probs, order, axis=-1)
+    kept_in_order = jnp.cumsum(descending, axis=-1) - descending <= top_p
+    return jnp.take_along_axis(kept_in_order, jnp.argsort(order, axis=-1), axis=-1)
 
 
 def sample_next(logits: jax.Array, key: jax.Array, temperature: float | jax.Array, top_p: float | jax.Array,

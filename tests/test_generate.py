@@ -196,6 +196,15 @@ def test_top_p_keeps_only_the_nucleus():
     assert (cold == 1).mean() > 0.8
 
 
+def test_top_p_breaks_ties_by_sort_order():
+    # The kept set is the smallest one reaching top_p, even among equal probabilities: four tokens
+    # at 0.25 with top_p 0.3 keep two (0 and 0.25 come before them), the lower ids.
+    probs = jnp.full((1, 4), 0.25)
+    assert top_p_mask(probs, 0.3).tolist() == [[True, True, False, False]]
+    probs = jnp.array([[0.2, 0.4, 0.2, 0.2]])
+    assert top_p_mask(probs, 0.5).tolist() == [[True, True, False, False]]
+
+
 def test_a_stop_token_ends_its_row_early(models, prompts):
     _, dec = models
     free = decoding.generate_ids(dec, prompts, max_new_tokens=N_NEW)
