@@ -19,11 +19,11 @@ def top_p_mask(probs: jax.Array, top_p: float | jax.Array) -> jax.Array:
     Decided in sorted order and scattered back by index, never by comparing probabilities again:
     on a GPU, XLA may compute `probs` twice in two fusions that round differently, and a value
     test then dropped a kept token (seen on an H100). Ties are broken by sort order, lower token id
-    first, as the reference's sort does."""
+    first (the reference keeps whichever tied tokens its sort puts first)."""
     order = jnp.argsort(-probs, axis=-1, stable=True)
     descending = jnp.take_along_axis(probs, order, axis=-1)
     kept_in_order = jnp.cumsum(descending, axis=-1) - descending <= top_p
-    return jnp.take_along_axis(kept_in_order, jnp.argsort(order, axis=-1), axis=-1)
+    return jnp.put_along_axis(jnp.zeros_like(kept_in_order), order, kept_in_order, axis=-1, inplace=False)
 
 
 def sample_next(logits: jax.Array, key: jax.Array, temperature: float | jax.Array, top_p: float | jax.Array,
