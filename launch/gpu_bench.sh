@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The accelerator figures in the README, on one GPU of >= 80 GB, random weights, no download:
-#   0. tests/test_attention_gpu.py on the GPU (cuDNN attention against the XLA path), when pytest
-#      is installed (tests/conftest.py defaults JAX to the CPU, so JAX_PLATFORMS=cuda is set);
+#   0. when pytest is installed, GPU_TESTS on the GPU (tests/conftest.py defaults JAX to the CPU,
+#      so JAX_PLATFORMS=cuda is set): the cuDNN attention tests against the XLA path, and the
+#      generation, API, decoder-parity and evaluation tests, which found a GPU-only top-p bug;
 #   1. `arc-jax bench inference` at the released shapes: the Llama 3.2 3B ARC encoder (PF 4)
 #      and a Llama 3.1 8B decoder in bfloat16, full context vs compressed context, 1 and 100
 #      generated tokens;
@@ -10,8 +11,9 @@
 #
 #   bash launch/gpu_bench.sh [OUT]          (default arc_jax_runs/gpu_bench)
 #
-# Variables: CONTEXT_LENS (default "1024 4096 16384"), NEW_TOKENS ("1 100"), REPEATS (3),
-# TRAIN_STEPS (5), ATTENTION (jax_nn: cuDNN flash attention), PYTHON (python3), INFERENCE_TIMEOUT / TRAIN_TIMEOUT (seconds per part, default none).
+# Variables: GPU_TESTS (default: the five test files of step 0), CONTEXT_LENS ("1024 4096 16384"),
+# NEW_TOKENS ("1 100"), REPEATS (3), TRAIN_STEPS (5), ATTENTION (jax_nn: cuDNN flash attention),
+# PYTHON (python3), INFERENCE_TIMEOUT / TRAIN_TIMEOUT (seconds per part, default none).
 set -uo pipefail
 py=${PYTHON:-python3}
 out=${1:-arc_jax_runs/gpu_bench}
@@ -24,7 +26,8 @@ print(jax.devices())
 PY
 status=0
 if "$py" -c "import pytest" 2>/dev/null; then
-  JAX_PLATFORMS=cuda "$py" -m pytest -p no:cacheprovider -n 0 -q tests/test_attention_gpu.py 2>&1 \
+  JAX_PLATFORMS=cuda "$py" -m pytest -p no:cacheprovider -n 0 -q ${GPU_TESTS:-tests/test_attention_gpu.py \
+    tests/test_generate.py tests/test_api.py tests/test_decoder_parity.py tests/test_eval_harness.py} 2>&1 \
     | tee "$out/gpu_tests.log" || status=1
 fi
 timeout "${INFERENCE_TIMEOUT:-0}" "$py" -m arc_jax bench inference --encoder-preset llama3.2-3b \
