@@ -4,8 +4,8 @@ An ARC encoder turns a text into x-times fewer continuous vectors that a frozen 
 reads in place of the text's token embeddings.
 """
 
-from arc_jax.api import DecoderLM, Encoder, load_decoder, load_encoder
-from arc_jax.generate import ARCPipeline, Compressed
+from arc_jax.inference.api import DecoderLM, Encoder, load_decoder, load_encoder
+from arc_jax.inference.generate import ARCPipeline, Compressed
 
 __version__ = "0.1.0"
 __all__ = ["ARCPipeline", "Compressed", "DecoderLM", "Encoder", "load_decoder", "load_encoder"]

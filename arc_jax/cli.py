@@ -102,14 +102,14 @@ def _convert(args):
 
 
 def _roundtrip(args):
-    from arc_jax.roundtrip import run_roundtrip
+    from arc_jax.tools.roundtrip import run_roundtrip
 
     ok = run_roundtrip(Path(args.workdir), seed=args.seed)
     return 0 if ok else 1
 
 
 def _demo(args):
-    from arc_jax.demo import SHOTS, run_demo
+    from arc_jax.demo.run import SHOTS, run_demo
 
     if args.shots is None:
         args.shots = SHOTS
@@ -138,7 +138,7 @@ def _train(args):
 def _bench_train(args):
     import json
 
-    from arc_jax.bench import main_train
+    from arc_jax.tools.bench_train import main_train
     from arc_jax.config_loading import load_config
 
     result = main_train(load_config(args.config, args.overrides), args.steps, args.warmup)
@@ -147,7 +147,7 @@ def _bench_train(args):
 
 
 def _bench_inference(args):
-    from arc_jax.inference_bench import main_inference
+    from arc_jax.tools.bench_inference import main_inference
 
     main_inference(args.encoder_preset, args.decoder_preset, args.pooling, args.context_lens, args.new_tokens,
                    args.prompt_len, args.dtype, args.repeats, args.buckets_per_octave, args.out, args.attention)

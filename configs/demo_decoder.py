@@ -1,6 +1,6 @@
-"""The CPU demo's decoder LM, trained from scratch by arc_jax.train.lm.train_lm (issue 6, stage 2).
+"""The CPU demo's decoder LM, trained from scratch by arc_jax.demo.decoder_lm.train_lm (issue 6, stage 2).
 
-Data: the synthetic people corpus (arc_jax.data.synthetic.build_tiny_data(data.dir, **data.corpus),
+Data: the synthetic people corpus (arc_jax.demo.synthetic.build_tiny_data(data.dir, **data.corpus),
 generated on first use when data.generate == "tiny_corpus"). Training text, packed into `rows` x
 `seq_len` batches:
 - the corpus's pretraining documents (about the training people) at loss weight `document_weight`;
@@ -76,6 +76,6 @@ def get_config() -> ml_collections.ConfigDict:
     # Read by configs/demo_arc_pretrain.py: the encoder is this model's layers minus the last
     # `truncated_layers`, with a projector of `projector_hidden`.
     # `encoder_people`: the new people whose documents and QA the ARC stages train on
-    # (arc_jax.data.synthetic.write_fresh_people).
+    # (arc_jax.demo.synthetic.write_fresh_people).
     config.demo = ml_collections.ConfigDict({"truncated_layers": 0, "projector_hidden": 256, "encoder_people": 1500})
     return config

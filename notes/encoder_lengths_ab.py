@@ -14,7 +14,7 @@ import time
 import jax
 import numpy as np
 
-from arc_jax.inference_bench import bench_configs, random_models
+from arc_jax.tools.bench_inference import bench_configs, random_models
 
 REPEATS = 5
 

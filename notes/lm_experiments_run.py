@@ -2,7 +2,7 @@ import sys, json, time, logging, shutil, os
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 sys.path.insert(0, "/work/main/configs")
 import demo_decoder
-from arc_jax.train.lm import train_lm, evaluate_lm
+from arc_jax.demo.decoder_lm import train_lm, evaluate_lm
 name = sys.argv[1]
 cfg = demo_decoder.get_config()
 cfg.data.dir = "/tmp/lm_proto/data"  # usage: python notes/lm_experiments_run.py NAME field=python_literal ...

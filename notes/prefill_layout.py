@@ -1,7 +1,7 @@
 """Prefill time of the decoder, scanned layers (what generation runs) vs unrolled layers (no per-layer weight slicing)."""
 import functools, statistics, sys, time
 import jax, jax.numpy as jnp, numpy as np
-from arc_jax.inference_bench import bench_configs, random_models
+from arc_jax.tools.bench_inference import bench_configs, random_models
 from arc_jax.model import Decoder
 from arc_jax.model.decoder import unstack_layers
 from arc_jax.model.kv_cache import empty_cache

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from arc_jax.inference_bench import markdown_table, plot, row_flops
+from arc_jax.tools.bench_inference import markdown_table, plot, row_flops
 from arc_jax.model import BackboneConfig, EncoderConfig
 
 

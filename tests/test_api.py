@@ -9,7 +9,7 @@ import pytest
 import arc_jax
 from arc_jax.model import ARCEncoder, EncoderConfig, pack_encoder_inputs
 from arc_jax.model.inputs import splice_segments
-from arc_jax.roundtrip import random_params, tiny_configs
+from arc_jax.tools.roundtrip import random_params, tiny_configs
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ def test_console_script_is_installed():
 
 
 def test_convert_then_export_encoder(tmp_path, capsys):
-    from arc_jax.api import Encoder
-    from arc_jax.roundtrip import random_params, tiny_configs
+    from arc_jax.inference.api import Encoder
+    from arc_jax.tools.roundtrip import random_params, tiny_configs
 
     enc_cfg, dec_cfg = tiny_configs()
     enc_params, _ = random_params(enc_cfg, dec_cfg, seed=0)
@@ -58,8 +58,8 @@ def test_convert_fresh_encoder_from_a_decoder_backbone(tmp_path, capsys):
     import numpy as np
 
     import arc_jax
-    from arc_jax.api import DecoderLM
-    from arc_jax.roundtrip import random_params, tiny_configs
+    from arc_jax.inference.api import DecoderLM
+    from arc_jax.tools.roundtrip import random_params, tiny_configs
 
     enc_cfg, dec_cfg = tiny_configs()
     _, dec_params = random_params(enc_cfg, dec_cfg, seed=0)

@@ -180,7 +180,7 @@ def test_paths_are_overridable():
 
 @pytest.fixture(scope="module")
 def paper_root(tmp_path_factory) -> pathlib.Path:
-    from arc_jax.data.synthetic import build_tiny_data
+    from arc_jax.demo.synthetic import build_tiny_data
 
     root = tmp_path_factory.mktemp("arc_jax_root")
     tiny = build_tiny_data(root / "tiny")

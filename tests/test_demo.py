@@ -44,7 +44,7 @@ def test_artefacts_exist(demo):
 
 
 def test_a_second_run_starts_over_unless_resumed(tmp_path):
-    from arc_jax.demo import MARKER, _prepare_workdir
+    from arc_jax.demo.run import MARKER, _prepare_workdir
 
     workdir = tmp_path / "run"
     _prepare_workdir(workdir, resume=False)
@@ -59,7 +59,7 @@ def test_a_second_run_starts_over_unless_resumed(tmp_path):
 
 def test_refuses_a_folder_that_is_not_a_demo(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
-    from arc_jax.demo import _prepare_workdir
+    from arc_jax.demo.run import _prepare_workdir
 
     with pytest.raises(FileExistsError, match="not a demo"):
         _prepare_workdir(tmp_path, resume=False)

@@ -12,15 +12,15 @@ import pytest
 
 import arc_jax
 import arc_jax.cli
-from arc_jax.data import synthetic
+from arc_jax.demo import synthetic
 from arc_jax.data.bad_records import DataError
 from arc_jax.data.tasks import QARecord, few_shot, long_context
 from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.evaluation import harness
 from arc_jax.evaluation.harness import Benchmark, Document, Example
 from arc_jax.evaluation.metrics import score
-from arc_jax.generate import Compressed
-from arc_jax.roundtrip import random_params, tiny_configs
+from arc_jax.inference.generate import Compressed
+from arc_jax.tools.roundtrip import random_params, tiny_configs
 
 
 class WordTokenizer:

@@ -12,15 +12,15 @@ import pytest
 import tiny_tokenizers as tiny
 
 import arc_jax
-from arc_jax import decoding
+from arc_jax.inference import decoding
 from arc_jax.cli import main
 from arc_jax.data.bad_records import DataError
 from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.model import ARCEncoder, Decoder, pack_decoder_inputs, pack_encoder_inputs
 from arc_jax.model.decoder import unstack_layers
 from arc_jax.model.kv_cache import empty_cache
-from arc_jax.roundtrip import tiny_configs
-from arc_jax.sampling import sample_next, top_p_mask
+from arc_jax.tools.roundtrip import tiny_configs
+from arc_jax.inference.sampling import sample_next, top_p_mask
 
 VOCAB = 512  # room for the tiny sentencepiece tokenizers (360 and 450 pieces)
 N_NEW = 8

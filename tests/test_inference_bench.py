@@ -16,10 +16,11 @@ import jax
 import numpy as np
 import pytest
 
-from arc_jax import decoding, inference_bench
-from arc_jax.api import _bucket
+from arc_jax.inference import decoding
+from arc_jax.tools import bench_inference as inference_bench
+from arc_jax.inference.shapes import bucket_length
 from arc_jax.cli import main
-from arc_jax.inference_bench import bench_configs, inference_flops, prompt_lengths, random_models
+from arc_jax.tools.bench_inference import bench_configs, inference_flops, prompt_lengths, random_models
 from arc_jax.train.flops import block_matmul_flops
 
 MIN_RATIO, MAX_RATIO = 1.0, 1.10
@@ -80,7 +81,7 @@ def test_useful_counts_actual_lengths_and_executed_the_padded_shapes():
     # Power-of-two buckets pad the 1033-position prompt to 2048; eight per octave, to 1152.
     assert decoding.generation_lengths(1033, 100) == (2048, 2048)
     assert decoding.generation_lengths(1033, 100, per_octave=8) == (1152, 1152)
-    assert [_bucket(n, per_octave=8) for n in (1, 16, 17, 200, 256, 257, 1024, 1025)] == [
+    assert [bucket_length(n, per_octave=8) for n in (1, 16, 17, 200, 256, 257, 1024, 1025)] == [
         16, 16, 32, 208, 256, 288, 1024, 1152]
     # One new token is the prefill alone.
     assert inference_flops(enc_cfg, dec_cfg, 1000, 32, new_tokens=1)["full_decode"] == 0

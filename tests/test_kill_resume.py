@@ -218,7 +218,7 @@ def complete(workdir: Path, data_dir: Path, name: str) -> Run:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """The tiny corpus and tokenizer, built once so runs neither build nor race for them."""
-    from arc_jax.data.synthetic import build_tiny_data
+    from arc_jax.demo.synthetic import build_tiny_data
 
     folder = tmp_path_factory.mktemp("tiny_data")
     build_tiny_data(folder, **load_config(CONFIG).data.corpus)

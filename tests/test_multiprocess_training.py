@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from arc_jax.config_loading import load_config
-from arc_jax.data.synthetic import build_tiny_data
+from arc_jax.demo.synthetic import build_tiny_data
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "tiny_cpu.py"

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from arc_jax.config_loading import load_config  # noqa: E402
-from arc_jax.data.synthetic import build_tiny_data  # noqa: E402
+from arc_jax.demo.synthetic import build_tiny_data  # noqa: E402
 from test_multiprocess_training import (CONFIG, clean_environment, compare_params, losses, report,  # noqa: E402
                                         run_all, saved_data_state, saved_params)
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from arc_jax.data import synthetic
+from arc_jax.demo import synthetic
 from arc_jax.data.bad_records import DataError
 from arc_jax.data.mixture import parse_sources
 from arc_jax.data.packing import PackingShape
@@ -43,7 +43,7 @@ def data(tmp_path_factory):
 
 def test_same_seed_gives_identical_files_in_another_process(data, tmp_path):
     folder, _ = data
-    code = ("import sys; from arc_jax.data import synthetic; synthetic.build_tiny_data(sys.argv[1])")
+    code = ("import sys; from arc_jax.demo import synthetic; synthetic.build_tiny_data(sys.argv[1])")
     env = dict(os.environ, PYTHONHASHSEED="12345")  # str hashing differs: output must not depend on it
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env=env, cwd=ROOT)
     for name in FILES + (synthetic.MANIFEST_FILE, synthetic.TOKENIZER_FILE):

@@ -12,7 +12,7 @@ import arc_jax
 from arc_jax.data import tasks
 from arc_jax.data.packing import TASKS, PackingShape, pack_batch
 from arc_jax.model import ARCEncoder, Decoder
-from arc_jax.roundtrip import random_params, tiny_configs
+from arc_jax.tools.roundtrip import random_params, tiny_configs
 
 
 class CharTokenizer:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import importlib
 import os
 from typing import Iterator
 
@@ -26,6 +27,9 @@ from arc_jax.data.packing import PackingShape, PackStats, TrainBatch, output_len
 from arc_jax.data.sources import open_source
 from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.model.config import EncoderConfig
+
+# Corpora that config.data.generate can name, built on first use: "module:function(folder, **corpus)".
+GENERATORS = {"tiny_corpus": "arc_jax.demo.synthetic:build_tiny_data"}
 
 LOOKAHEAD = 2.0  # candidates drawn per batch, as a multiple of its capacity
 
@@ -173,6 +177,16 @@ class BatchIterator:
         return batch, stats
 
 
+def generate_corpus(name: str, folder: str, options) -> None:
+    """Build generator `name`'s corpus in `folder` (a no-op when it is already there). The generator
+    is named by module path: the synthetic people corpus belongs to the demo, and data/ imports no
+    module above it."""
+    if name not in GENERATORS:
+        raise DataError(f"config.data.generate = {name!r}: the generators are {', '.join(map(repr, GENERATORS))}")
+    module, function = GENERATORS[name].split(":")
+    getattr(importlib.import_module(module), function)(folder, **options)
+
+
 def prepare_data(data, decoder_tokenizer: str | None = None, sources: str | None = None):
     """A copy of config.data with generated data built and "{data_dir}" placeholders resolved.
 
@@ -181,11 +195,7 @@ def prepare_data(data, decoder_tokenizer: str | None = None, sources: str | None
     data = copy.deepcopy(data)
     folder = os.path.expanduser(data.dir)
     if data.get("generate"):
-        if data.generate != "tiny_corpus":
-            raise DataError(f"config.data.generate = {data.generate!r}: the only generator is 'tiny_corpus'")
-        from arc_jax.data.synthetic import build_tiny_data
-
-        build_tiny_data(folder, **data.corpus)
+        generate_corpus(data.generate, folder, data.corpus)
     if decoder_tokenizer is not None:
         data.decoder_tokenizer = decoder_tokenizer
     if sources is not None:

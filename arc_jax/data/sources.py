@@ -53,12 +53,12 @@ def parse_record(raw: bytes, fields: FieldTypes, max_record_bytes: int = MAX_REC
     if not isinstance(record, dict):
         return None, "not a JSON object"
     for name, types in fields.items():
-        if reason := _field_problem(record, name, types):
+        if reason := field_problem(record, name, types):
             return None, reason
     return record, None
 
 
-def _field_problem(record: dict, name: str, types: type | tuple[type, ...]) -> str | None:
+def field_problem(record: dict, name: str, types: type | tuple[type, ...]) -> str | None:
     """Why `record[name]` is unusable, or None. Lists hold strings (answers, passages: SPEC.md section 6)."""
     if name not in record:
         return f"missing field '{name}'"

@@ -51,7 +51,7 @@ _KNOWN_HF_SPECIALS = {
     "eos": ("<|end_of_text|>", "</s>", "<eos>", "<|endoftext|>"),
 }
 # Where a folder's tokenizer is looked for, first match wins (Mistral v3 names its file .v3).
-_FOLDER_FILES = ("tokenizer.model.v3", "tokenizer.model", "tokenizer.json", "original/tokenizer.model")
+TOKENIZER_FILES = ("tokenizer.model.v3", "tokenizer.model", "tokenizer.json", "original/tokenizer.model")
 _TIKTOKEN_LINE = re.compile(rb"[A-Za-z0-9+/]+=*[ \t]+\d+\r?")
 
 
@@ -217,9 +217,9 @@ def load_tokenizer(path: str | pathlib.Path) -> Tokenizer:
     """The tokenizer in a file or folder, its format read from the file's content."""
     path = pathlib.Path(path)
     if path.is_dir():
-        file = next((path / name for name in _FOLDER_FILES if (path / name).is_file()), None)
+        file = next((path / name for name in TOKENIZER_FILES if (path / name).is_file()), None)
         if file is None:
-            raise DataError(f"{path}: no tokenizer file in this folder (looked for {', '.join(_FOLDER_FILES)})")
+            raise DataError(f"{path}: no tokenizer file in this folder (looked for {', '.join(TOKENIZER_FILES)})")
         path = file
     elif not path.is_file():
         raise DataError(f"{path}: no such tokenizer file or folder")

@@ -47,7 +47,7 @@ from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from arc_jax.data.bad_records import DataError
-from arc_jax.data.sources import _field_problem, parse_record
+from arc_jax.data.sources import field_problem, parse_record
 from arc_jax.evaluation.metrics import score
 
 MODES = ("closed_book", "open_book", "compressed", "truncated")
@@ -124,7 +124,7 @@ def _texts(record: dict, names: Sequence[str], role: str, required: bool, types=
             alternatives = " or ".join(f"'{n}'" for n in names)
             raise ValueError(f"missing field {alternatives} ({role})")
         return None
-    if reason := _field_problem(record, name, types):
+    if reason := field_problem(record, name, types):
         raise ValueError(reason)
     values = record[name]
     return [v.strip() for v in ([values] if isinstance(values, str) else values)]

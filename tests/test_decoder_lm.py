@@ -1,4 +1,4 @@
-"""arc_jax.train.lm: the demo's decoder LM trained from scratch (a few steps of a tiny config)."""
+"""arc_jax.demo.decoder_lm: the demo's decoder LM trained from scratch (a few steps of a tiny config)."""
 
 import sys
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 
 import arc_jax
 from arc_jax.data.tokenizers import load_tokenizer
-from arc_jax.train import lm
+from arc_jax.demo import decoder_lm as lm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "configs"))
 import demo_decoder  # noqa: E402

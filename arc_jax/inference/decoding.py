@@ -20,11 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arc_jax.api import DecoderLM, _bucket, _check_ids, _device_table
+from arc_jax.inference.api import DecoderLM
+from arc_jax.inference.shapes import bucket_length, check_token_ids, device_table
 from arc_jax.model.decoder import Decoder, unstack_layers
 from arc_jax.model.inputs import pack_decoder_inputs
 from arc_jax.model.kv_cache import KVCache, empty_cache
-from arc_jax.sampling import DEFAULT_TOP_P, sample_next
+from arc_jax.inference.sampling import DEFAULT_TOP_P, sample_next
 
 Piece = Sequence[int] | np.ndarray
 _NO_TOKEN = -1  # output slots after a row has stopped
@@ -45,7 +46,7 @@ def check_prompt(pieces: Sequence[Piece], decoder_dim: int, vocab_size: int, wha
             raise TypeError(f"{what} piece {j}: expected token ids (1-D ints) or a compressed block (2-D floats), "
                             f"got a {piece.ndim}-D {piece.dtype} array")
         elif len(piece):
-            out += _check_ids([piece], vocab_size, f"{what} piece {j}")
+            out += check_token_ids([piece], vocab_size, f"{what} piece {j}")
     if not out:
         raise ValueError(f"{what} holds no tokens or vectors")
     return out
@@ -86,7 +87,7 @@ def generate_ids(decoder: DecoderLM, prompts: Sequence[Sequence[Piece]], max_new
     # Similar lengths share a chunk, so little of a chunk is padding.
     lengths = [sum(len(p) for p in pieces) for pieces in checked]
     order = sorted(range(len(checked)), key=lambda i: lengths[i])
-    stop_array = np.full(_bucket(len(stops), 4), _NO_TOKEN, np.int32)
+    stop_array = np.full(bucket_length(len(stops), 4), _NO_TOKEN, np.int32)
     stop_array[: len(stops)] = stops
     for start in range(0, len(order), max_rows):
         chunk = order[start: start + max_rows]
@@ -108,7 +109,7 @@ def _cut(row: np.ndarray, stops: list[int]) -> list[int]:
 
 def generation_lengths(prompt_len: int, max_new_tokens: int, per_octave: int = 1) -> tuple[int, int]:
     """The (prefill, KV cache) lengths a chunk whose longest prompt has prompt_len positions runs at."""
-    return _bucket(prompt_len, per_octave=per_octave), _bucket(prompt_len + max_new_tokens, per_octave=per_octave)
+    return bucket_length(prompt_len, per_octave=per_octave), bucket_length(prompt_len + max_new_tokens, per_octave=per_octave)
 
 
 class _Sampling(NamedTuple):
@@ -123,7 +124,7 @@ class _Sampling(NamedTuple):
 
 def _run_chunk(decoder: DecoderLM, prompts: list[list], max_len: int, max_new_tokens: int, temperature: float,
                top_p: float, seed: int, stop_array: np.ndarray, vocab_limit: int, per_octave: int) -> np.ndarray:
-    rows = _bucket(len(prompts), 1)
+    rows = bucket_length(len(prompts), 1)
     prompt_len, cache_len = generation_lengths(max_len, max_new_tokens, per_octave)
     # Padding rows: one token each, stopped from the start so they never hold the loop.
     inputs, table, _ = pack_decoder_inputs(prompts + [[[0]]] * (rows - len(prompts)), row_len=prompt_len)
@@ -131,13 +132,13 @@ def _run_chunk(decoder: DecoderLM, prompts: list[list], max_len: int, max_new_to
     sampling = _Sampling(stop_array, np.float32(max(temperature, 1e-6)), np.float32(top_p), np.int32(vocab_limit),
                          jax.random.key(seed))
     greedy = temperature == 0
-    compressed = _device_table(table, decoder.config.dim, decoder.dtype)
+    compressed = device_table(table, decoder.config.dim, decoder.dtype)
     token, done, cache = _prefill(decoder.params, inputs.tokens, compressed, inputs.compressed_index, lengths,
                                   np.arange(rows) >= len(prompts), sampling, module=decoder.module, greedy=greedy)
     if max_new_tokens == 1:  # the prefill's logits gave it: no decode program
         return np.asarray(token)[: len(prompts), None]
     out = _decode(decoder.params, cache, token, done, lengths, np.int32(max_new_tokens), sampling,
-                  module=decoder.module, cache_len=cache_len, out_len=_bucket(max_new_tokens, 8), greedy=greedy)
+                  module=decoder.module, cache_len=cache_len, out_len=bucket_length(max_new_tokens, 8), greedy=greedy)
     return np.asarray(out)[: len(prompts)]
 
 

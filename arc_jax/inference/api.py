@@ -6,7 +6,7 @@
     dec = arc_jax.load_decoder(path)
     dec.logits([tokens, block, tokens, ...]) -> [n_text, vocab]
 
-Generation (KV cache, batched, greedy or top-p) is arc_jax.ARCPipeline (arc_jax/generate.py).
+Generation (KV cache, batched, greedy or top-p) is arc_jax.ARCPipeline (arc_jax/inference/generate.py).
 
 Both run the jitted Flax models. Inputs are packed on the host into a few shape buckets (powers
 of two) so repeated calls reuse compiled programs.
@@ -22,43 +22,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from arc_jax.inference.shapes import bucket_length, check_token_ids, device_table, stage_lengths
 from arc_jax.model.attention import AttentionImpl
 from arc_jax.model.config import BackboneConfig, EncoderConfig
 from arc_jax.model.decoder import Decoder
 from arc_jax.model.encoder import ARCEncoder
-from arc_jax.model.inputs import pack_decoder_inputs, pack_encoder_inputs, pack_rows_first_fit, round_up
-from arc_jax.model.pooling import pooled_row_lengths
+from arc_jax.model.inputs import pack_decoder_inputs, pack_encoder_inputs, pack_rows_first_fit
 
 Task = Literal["continuation", "reconstruction"]
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def _bucket(n: int, minimum: int = 16, per_octave: int = 1) -> int:
-    """Smallest power of two >= n (and >= minimum): few distinct shapes, few compilations. With
-    per_octave > 1, the smallest of `per_octave` evenly spaced lengths in n's octave (multiples of
-    `minimum`): less padding, more programs (1057 -> 2048, or 1152 with per_octave=8)."""
-    power = max(minimum, 1 << (max(n, 1) - 1).bit_length())
-    step = max(minimum, power // (2 * per_octave))
-    return -(-max(n, 1) // step) * step
 
 
-def _device_table(table: np.ndarray | None, dim: int, dtype) -> jax.Array:
-    """Compressed vectors [n, dim] for the decoder: zero rows appended up to a multiple of 8 (few
-    program shapes), on the device in `dtype` (cast there: numpy's bfloat16 conversion of a long
-    context's vectors takes longer than the decoder's prefill)."""
-    n = 0 if table is None else len(table)
-    padded = np.zeros((_bucket(n, 8), dim), np.float32)
-    if n:
-        padded[:n] = table
-    return jnp.asarray(padded).astype(dtype)
 
 
-def _stage_lens(cfg: EncoderConfig, row_len: int, texts_per_row: int) -> list[int]:
-    """Encoder row lengths after each pooling layer: the bound for texts_per_row rounded up to a
-    power of two, each a multiple of 8. One program per (row length, texts-per-row bucket), and a
-    single text of 1024 tokens pooled by 4 keeps 264 slots, not 512."""
-    bounds = pooled_row_lengths(row_len, cfg.pooling_factors, _bucket(texts_per_row, 1))
-    return [round_up(n, 8) for n in bounds]
 
 
 def _resolve_dtype(dtype, params) -> jnp.dtype:
@@ -79,19 +57,6 @@ def _cast(params, dtype):
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
 
 
-def _check_ids(ids: Sequence[Sequence[int]], vocab_size: int, what: str) -> list[list[int]]:
-    if isinstance(ids, np.ndarray) and ids.ndim == 1:
-        raise TypeError(f"{what}: expected a list of token-id lists, got a single 1-D array")
-    out = []
-    for i, seq in enumerate(ids):
-        seq = [int(t) for t in seq]
-        if not seq:
-            raise ValueError(f"{what}[{i}] is empty")
-        bad = [t for t in seq if not 0 <= t < vocab_size]
-        if bad:
-            raise ValueError(f"{what}[{i}] holds token id {bad[0]} outside the vocabulary [0, {vocab_size})")
-        out.append(seq)
-    return out
 
 
 class Encoder:
@@ -115,17 +80,17 @@ class Encoder:
     def _run(self, ids, fn, what: str):
         """Pack texts into rows, run `fn(inputs, one_text_per_row)` per chunk of rows, cut per-text
         outputs."""
-        texts = _check_ids(ids, self.config.backbone.vocab_size, what)
+        texts = check_token_ids(ids, self.config.backbone.vocab_size, what)
         results: list[np.ndarray | None] = [None] * len(texts)
         extra = self.config.n_memory_tokens
-        row_len = _bucket(max(len(t) for t in texts) + extra) if texts else 0
+        row_len = bucket_length(max(len(t) for t in texts) + extra) if texts else 0
         rows = pack_rows_first_fit([len(t) + extra for t in texts], row_len)
         for start in range(0, len(rows), self.max_rows):
             chunk = rows[start: start + self.max_rows]
-            chunk += [[]] * (_bucket(len(chunk), 1) - len(chunk))  # empty rows pad to a bucket
+            chunk += [[]] * (bucket_length(len(chunk), 1) - len(chunk))  # empty rows pad to a bucket
             inputs, layout = pack_encoder_inputs(
                 [[texts[i] for i in row] for row in chunk], self.config, row_len=row_len,
-                stage_lens=_stage_lens(self.config, row_len, max((len(r) for r in chunk), default=1)))
+                stage_lens=stage_lengths(self.config, row_len, max((len(r) for r in chunk), default=1)))
             outputs = fn(inputs, all(len(row) <= 1 for row in chunk))
             for i, place in zip((i for row in chunk for i in row), layout):
                 results[i] = outputs, place
@@ -191,13 +156,13 @@ class DecoderLM:
                                      f"the decoder's is {self.config.dim}")
                 pieces.append(np.asarray(piece, np.float32))
             else:
-                pieces.append(_check_ids([piece], self.config.vocab_size, f"segment {i}")[0])
+                pieces.append(check_token_ids([piece], self.config.vocab_size, f"segment {i}")[0])
         n = sum(len(p) for p in pieces)
         if n == 0:
             raise ValueError("segments hold no tokens or vectors")
-        inputs, table, text_mask = pack_decoder_inputs([pieces], row_len=_bucket(n))
+        inputs, table, text_mask = pack_decoder_inputs([pieces], row_len=bucket_length(n))
         logits = self._logits({"params": self.params}, inputs.tokens, inputs.segment_ids, inputs.positions,
-                              _device_table(table, self.config.dim, self.dtype), inputs.compressed_index)
+                              device_table(table, self.config.dim, self.dtype), inputs.compressed_index)
         return np.asarray(logits[0])[text_mask[0]]
 
     def save(self, out: str | os.PathLike, format: str = "arc_jax", overwrite: bool = False, **options):

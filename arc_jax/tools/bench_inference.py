@@ -51,8 +51,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arc_jax.api import DecoderLM, Encoder, _bucket, _stage_lens
-from arc_jax.decoding import generate_ids, generation_lengths
+from arc_jax.inference.api import DecoderLM, Encoder
+from arc_jax.inference.shapes import bucket_length, stage_lengths
+from arc_jax.inference.decoding import generate_ids, generation_lengths
 from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig, pack_encoder_inputs, presets
 from arc_jax.model.pooling import pooled_length
 from arc_jax.train.flops import block_matmul_flops
@@ -152,8 +153,8 @@ def inference_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, context_len
     factors = enc_cfg.pooling_factors
     full_len, compressed_len = prompt_lengths(enc_cfg, context_len, prompt_len)
     if executed:  # as Encoder.compress and decoding._run_chunk lay them out
-        row_len = _bucket(context_len)
-        stages = _stage_lens(enc_cfg, row_len, 1)
+        row_len = bucket_length(context_len)
+        stages = stage_lengths(enc_cfg, row_len, 1)
         projected = stages[-1] + 2  # the whole padded output row, and both special vectors
     else:
         row_len = context_len

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arc_jax.data import synthetic
+from arc_jax.demo import synthetic
 from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.model.config import BackboneConfig
 from arc_jax.model.decoder import Decoder
@@ -257,7 +257,7 @@ def optimizer_config(config) -> opt.OptimizerConfig:
 def prepare_data(config) -> Path:
     data_dir = Path(config.data.dir).expanduser()
     if config.data.generate == "tiny_corpus":
-        from arc_jax.data.synthetic import build_tiny_data
+        from arc_jax.demo.synthetic import build_tiny_data
         build_tiny_data(data_dir, **dict(config.data.corpus))
     return data_dir
 
@@ -401,7 +401,7 @@ def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int |
 def tiny_random_encoder(decoder_dim: int, vocab_size: int, seed: int = 0):
     """A small random arc_jax.Encoder whose head feeds a decoder of width `decoder_dim` (closed and
     open book never run it; ARCPipeline needs one)."""
-    from arc_jax.api import Encoder
+    from arc_jax.inference.api import Encoder
     from arc_jax.model.config import EncoderConfig, ProjectorConfig
     from arc_jax.model.encoder import ARCEncoder
     from arc_jax.model.inputs import pack_encoder_inputs

@@ -5,10 +5,10 @@
 Stages, each through the code a real run uses (config files in configs/, the input pipeline, the
 trainer, Orbax checkpoints, the evaluation harness):
 
-1. data      the synthetic people corpus and its sentencepiece tokenizer (arc_jax.data.synthetic),
+1. data      the synthetic people corpus and its sentencepiece tokenizer (arc_jax.demo.synthetic),
              60 held-out people whose facts exist only in their evaluation documents, and
              documents + QA about 1500 other new people for the encoder stages;
-2. decoder   a small decoder LM trained from scratch (configs/demo_decoder.py, arc_jax.train.lm)
+2. decoder   a small decoder LM trained from scratch (configs/demo_decoder.py, arc_jax.demo.decoder_lm)
              on the corpus's documents and on open-book QA in the harness's "Document/Question/
              Answer" few-shot format, then frozen;
 3. encoder   an ARC encoder made from the decoder's layers (`convert.fresh`: the paper makes its
@@ -123,8 +123,8 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
     """Run (or resume) the demo in `workdir`; returns what results.json holds (mode -> em in percent,
     f1, compression_ratio, prefill_tokens, n). Settings and stage times go to workdir/demo.json."""
     import arc_jax
-    from arc_jax.data.synthetic import build_tiny_data, write_fresh_people
-    from arc_jax.train import lm
+    from arc_jax.demo.synthetic import build_tiny_data, write_fresh_people
+    from arc_jax.demo import decoder_lm as lm
     from arc_jax.train.trainer import Trainer
 
     workdir = Path(workdir).expanduser().resolve()

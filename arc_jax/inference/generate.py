@@ -23,11 +23,11 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from arc_jax.api import DecoderLM, Encoder
+from arc_jax.inference.api import DecoderLM, Encoder
 from arc_jax.data.bad_records import DataError
-from arc_jax.data.tokenizers import _FOLDER_FILES, Tokenizer, load_tokenizer
-from arc_jax.decoding import generate_ids
-from arc_jax.sampling import DEFAULT_TOP_P
+from arc_jax.data.tokenizers import TOKENIZER_FILES, Tokenizer, load_tokenizer
+from arc_jax.inference.decoding import generate_ids
+from arc_jax.inference.sampling import DEFAULT_TOP_P
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -135,8 +135,8 @@ def _resolve_tokenizer(source: TokenizerLike, checkpoint: str | os.PathLike | No
         return load_tokenizer(source)
     if source is not None:  # a loaded tokenizer (anything with Tokenizer's interface)
         return source
-    if checkpoint is not None and any((Path(checkpoint) / name).is_file() for name in _FOLDER_FILES):
+    if checkpoint is not None and any((Path(checkpoint) / name).is_file() for name in TOKENIZER_FILES):
         return load_tokenizer(checkpoint)
     where = f"next to the {side} checkpoint {checkpoint} " if checkpoint is not None else ""
-    raise DataError(f"no {side} tokenizer {where}(looked for {', '.join(_FOLDER_FILES)}); "
+    raise DataError(f"no {side} tokenizer {where}(looked for {', '.join(TOKENIZER_FILES)}); "
                     f"pass ARCPipeline({side}_tokenizer=PATH)")

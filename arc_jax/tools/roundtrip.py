@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from arc_jax.api import DecoderLM, Encoder, load_decoder, load_encoder
+from arc_jax.inference.api import DecoderLM, Encoder, load_decoder, load_encoder
 from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig, ProjectorConfig, pack_encoder_inputs
 
 
