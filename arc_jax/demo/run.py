@@ -122,10 +122,8 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
              say: Callable[[str], None] = print) -> dict:
     """Run (or resume) the demo in `workdir`; returns what results.json holds (mode -> em in percent,
     f1, compression_ratio, prefill_tokens, n). Settings and stage times go to workdir/demo.json."""
-    import arc_jax
     from arc_jax.demo.synthetic import build_tiny_data, write_fresh_people
     from arc_jax.demo import decoder_lm as lm
-    from arc_jax.train.trainer import Trainer
 
     workdir = Path(workdir).expanduser().resolve()
     _prepare_workdir(workdir, resume)
@@ -150,6 +148,23 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
     decoder_path = lm_dir / "decoder"
 
     # 3. The encoder: made from the decoder, pretrained, fine-tuned per pooling factor.
+    pre_dir, tuned = _train_encoders(workdir, dec_config, decoder_path, common, smoke=smoke,
+                                     pooling_factors=pooling_factors, clock=clock)
+    # 4. Evaluation on the held-out people.
+    results = _evaluate_held_out(workdir, paths, decoder_path, tuned, pooling_factors=pooling_factors,
+                                 shots=shots, max_examples=max_examples, clock=clock)
+    # 5. Report.
+    run = {"smoke": smoke, "pooling_factors": list(pooling_factors), "shots": shots, "max_examples": max_examples}
+    return _report(workdir, results, run, lm_summary["params"], clock, decoder_path=decoder_path, lm_dir=lm_dir,
+                   pre_dir=pre_dir, tuned=tuned)
+
+
+def _train_encoders(workdir: Path, dec_config, decoder_path: Path, common: list[str], *, smoke: bool,
+                    pooling_factors: tuple[int, ...], clock: _Clock) -> tuple[Path, dict[int, Path]]:
+    """Stage 3: the encoder made from the decoder's layers, pretrained, then fine-tuned once per
+    pooling factor. Returns the pretraining's workdir and each pooling factor's fine-tuning workdir."""
+    from arc_jax.train.trainer import Trainer
+
     fresh_path = workdir / "encoder_init"
     clock.stage("encoder init", _fresh_encoder, decoder_path, fresh_path, dec_config)
     arc = SMOKE_ARC if smoke else []
@@ -164,8 +179,16 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
             f"init_encoder={pre_dir}", f"model.encoder.compress_rates=[-{pf}]"])
         tuned[pf] = workdir / f"arc{pf}"
         clock.stage(f"fine-tune ARC{pf}", lambda c=ft_config, d=tuned[pf]: Trainer(c, d).fit())
+    return pre_dir, tuned
 
-    # 4. Evaluation on the held-out people.
+
+def _evaluate_held_out(workdir: Path, paths: dict, decoder_path: Path, tuned: dict[int, Path], *,
+                       pooling_factors: tuple[int, ...], shots: int, max_examples: int | None,
+                       clock: _Clock) -> dict:
+    """Stage 4: the harness on the held-out people, closed and open book then each ARC encoder's
+    compressed documents; returns mode -> the harness's results for that mode."""
+    import arc_jax
+
     tokenizer = paths["tokenizer"]
     decoder = arc_jax.load_decoder(decoder_path)
     bench = f"{paths['qa_eval']}:qa"
@@ -187,13 +210,18 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
             results[f"arc{pf}"] = evaluate(f"arc{pf}", encoders[pf], ["compressed"])["compressed"]
 
     clock.stage("evaluation", evaluate_all)
+    return results
 
-    # 5. Report.
+
+def _report(workdir: Path, results: dict, run: dict, decoder_params: int, clock: _Clock, *, decoder_path: Path,
+            lm_dir: Path, pre_dir: Path, tuned: dict[int, Path]) -> dict:
+    """Stage 5: results.json, results.md, demo.json's settings and stage times, demo.png, and the
+    summary printed; returns the results table. `run` holds smoke, pooling_factors, shots, max_examples."""
+    pooling_factors, shots, say = run["pooling_factors"], run["shots"], clock.say
     table = {name: {"em": r["metrics"]["em"], "f1": r["metrics"]["f1"], "compression_ratio": r["compression_ratio"],
                     "prefill_tokens": r["prefill_tokens"], "n": r["n"]} for name, r in results.items()}
-    settings = {"smoke": smoke, "pooling_factors": list(pooling_factors), "shots": shots,
-                "max_examples": max_examples, "seconds": clock.seconds, "total_seconds": round(time.time() - clock.t0, 1),
-                "decoder_params": lm_summary["params"]}
+    settings = {**run, "seconds": clock.seconds, "total_seconds": round(time.time() - clock.t0, 1),
+                "decoder_params": decoder_params}
     (workdir / "results.json").write_text(json.dumps(table, indent=1) + "\n")  # mode -> metrics, nothing else
     marker = json.loads((workdir / MARKER).read_text())
     (workdir / MARKER).write_text(json.dumps({**marker, **settings}, indent=1) + "\n")
