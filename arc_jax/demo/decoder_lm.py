@@ -1,4 +1,4 @@
-"""Train a small decoder LM from scratch (the CPU demo's frozen decoder, issue 6 step 2).
+"""Train a small decoder LM from scratch: the frozen decoder of `arc-jax demo` (its stage 2).
 
 Training text, re-drawn every epoch with the run's seed:
 - each pretraining document as BOS + text + EOS (pretrain.jsonl, {"text"}), at loss weight
@@ -326,27 +326,14 @@ def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int |
     data = build_data(config, data_dir, tokenizer)
     ocfg = optimizer_config(config)
     module = Decoder(cfg)
-    template = jnp.zeros((1, 8), jnp.int32)
-    params = jax.jit(lambda: nn.unbox(module.init(jax.random.key(config.seed), template, template, template)
-                                      ["params"]))()
-    state = {"params": params, "opt": opt.init({**params, HEAD: {}})}
-    data_state = {"epoch": 0, "index": 0}
-    ckpts = TrainCheckpoints(workdir, keep=config.keep_checkpoints, save_every=config.checkpoint_every)
-    if ckpts.latest_step is not None:
-        if not resume:
-            ckpts.close()
-            raise FileExistsError(f"{workdir}/checkpoints exists: pass resume=True or use another workdir")
-        state, data_state, _ = ckpts.restore(abstract_like(state))
+    state, data_state, ckpts = _init_or_restore(config, module, workdir, resume)
     start = int(state["opt"].step)
     step_fn = make_train_step(module, ocfg)
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     log.info("decoder LM: %s params, %s, rows %dx%d, steps %d..%d", f"{n_params:,}", cfg, data.rows, data.seq_len,
              start, config.max_steps)
     probe_every = config.get("probe_every", 0)
-    if probe_every:
-        probe = answer_probe(_read_jsonl(data_dir / "qa_eval.jsonl"), tokenizer, config.get("probe_shots", 5),
-                             config.get("probe_examples", 120), config.seed)
-        probe_fn = jax.jit(functools.partial(answer_accuracy, module=module, probe=probe))
+    probe_fn = _make_probe(config, data_dir, tokenizer, module) if probe_every else None
     batches = data.batches(data_state)
     from tensorboardX import SummaryWriter
 
@@ -360,23 +347,9 @@ def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int |
         if len(first_losses) < 5:
             first_losses.append(float(metrics["loss"]))
         if (step + 1) % config.log_every == 0 or step + 1 == end:
-            m = jax.device_get(metrics)
-            now = time.time()
-            lr = float(ocfg.unit_schedule()(step)) * ocfg.encoder_lr
-            log.info("step %d loss %.4f grad_norm %.3f lr %.2e (%.2fs/step)", step + 1, m["loss"], m["grad_norm"], lr,
-                     (now - t_interval) / config.log_every)
-            for name, value in (("loss", m["loss"]), ("grad_norm", m["grad_norm"]), ("learning_rate", lr)):
-                writer.add_scalar(name, float(value), step + 1)
-            history.append({"step": step + 1, "loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]), "lr": lr,
-                            "time": now - t0})
-            t_interval = now
+            t_interval = _log_step(writer, history, metrics, ocfg, step, config.log_every, t0, t_interval)
         if probe_every and ((step + 1) % probe_every == 0 or step + 1 == end):
-            em, token_acc = jax.device_get(probe_fn(state["params"]))
-            log.info("step %d held-out open-book answers: exact %.1f%%, tokens %.1f%% (teacher forced)", step + 1,
-                     100 * em, 100 * token_acc)
-            writer.add_scalar("probe/open_book_exact", float(em), step + 1)
-            writer.add_scalar("probe/open_book_token_accuracy", float(token_acc), step + 1)
-            history.append({"step": step + 1, "probe_exact": float(em), "probe_token_acc": float(token_acc)})
+            _log_probe(writer, history, probe_fn(state["params"]), step)
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.max_steps:
             ckpts.save(step + 1, state, data_state, config.to_dict() if hasattr(config, "to_dict") else {},
                        force=step + 1 == end)
@@ -394,6 +367,55 @@ def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int |
     log.info("decoder LM done: %d steps in %.1fs, loss %s -> %s, written to %s", end - start, seconds,
              summary["first_loss"], summary["final_loss"], out)
     return summary
+
+
+def _init_or_restore(config, module: Decoder, workdir: Path, resume: bool) -> tuple[dict, dict, TrainCheckpoints]:
+    """(train state, data state, checkpoints): parameters from `config.seed` and a fresh optimiser
+    state, replaced by the latest checkpoint's when there is one (an error without `resume`)."""
+    template = jnp.zeros((1, 8), jnp.int32)
+    params = jax.jit(lambda: nn.unbox(module.init(jax.random.key(config.seed), template, template, template)
+                                      ["params"]))()
+    state = {"params": params, "opt": opt.init({**params, HEAD: {}})}
+    data_state = {"epoch": 0, "index": 0}
+    ckpts = TrainCheckpoints(workdir, keep=config.keep_checkpoints, save_every=config.checkpoint_every)
+    if ckpts.latest_step is not None:
+        if not resume:
+            ckpts.close()
+            raise FileExistsError(f"{workdir}/checkpoints exists: pass resume=True or use another workdir")
+        state, data_state, _ = ckpts.restore(abstract_like(state))
+    return state, data_state, ckpts
+
+
+def _make_probe(config, data_dir: Path, tokenizer, module: Decoder):
+    """The jitted held-out open-book probe: params -> (exact match, token accuracy), teacher forced."""
+    probe = answer_probe(_read_jsonl(data_dir / "qa_eval.jsonl"), tokenizer, config.get("probe_shots", 5),
+                         config.get("probe_examples", 120), config.seed)
+    return jax.jit(functools.partial(answer_accuracy, module=module, probe=probe))
+
+
+def _log_step(writer, history: list[dict], metrics, ocfg: opt.OptimizerConfig, step: int, log_every: int,
+              t0: float, t_interval: float) -> float:
+    """Log line, TensorBoard scalars and history entry of a logged step; returns its time."""
+    m = jax.device_get(metrics)
+    now = time.time()
+    lr = float(ocfg.unit_schedule()(step)) * ocfg.encoder_lr
+    log.info("step %d loss %.4f grad_norm %.3f lr %.2e (%.2fs/step)", step + 1, m["loss"], m["grad_norm"], lr,
+             (now - t_interval) / log_every)
+    for name, value in (("loss", m["loss"]), ("grad_norm", m["grad_norm"]), ("learning_rate", lr)):
+        writer.add_scalar(name, float(value), step + 1)
+    history.append({"step": step + 1, "loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]), "lr": lr,
+                    "time": now - t0})
+    return now
+
+
+def _log_probe(writer, history: list[dict], probe_out, step: int) -> None:
+    """Log line, TensorBoard scalars and history entry of the held-out probe after `step`."""
+    em, token_acc = jax.device_get(probe_out)
+    log.info("step %d held-out open-book answers: exact %.1f%%, tokens %.1f%% (teacher forced)", step + 1,
+             100 * em, 100 * token_acc)
+    writer.add_scalar("probe/open_book_exact", float(em), step + 1)
+    writer.add_scalar("probe/open_book_token_accuracy", float(token_acc), step + 1)
+    history.append({"step": step + 1, "probe_exact": float(em), "probe_token_acc": float(token_acc)})
 
 
 # --- Evaluation with the harness ------------------------------------------------------------------
