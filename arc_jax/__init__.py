@@ -2,6 +2,11 @@
 
 An ARC encoder turns a text into x-times fewer continuous vectors that a frozen decoder LLM
 reads in place of the text's token embeddings.
+
+Where things are: model/ (the Flax encoder and decoder), data/ (input pipeline and batch packing),
+train/ (training loop and jitted step), inference/ (loading and generation), evaluation/ (metrics,
+harness), demo/ (`arc-jax demo`), tools/ (benchmarks, round trip); the checkpoint layouts are the
+sibling package convert/ (installed as arc_jax.convert); sharding.py places everything on the mesh.
 """
 
 from arc_jax.inference.api import DecoderLM, Encoder, load_decoder, load_encoder

@@ -1,12 +1,13 @@
 """Adding a new decoder, OLMo 7B, to a trained encoder: the fine-tuned ARC4-Encoder_multi
 (finetune_arc4_multi.py, heads 0 Llama 3.1 8B and 1 Mistral 7B) gets a third head for OLMo; the
 encoder is frozen and only the new projector (3072 -> 2048 -> 4096) and its <Rec>/<Cont> vectors
-train (SPEC section 5, "New decoder"; the paper's OLMo experiment).
+train (the paper's new-decoder experiment with OLMo).
 
 Pooling factor 4 on the few-shot fine-tuning mixture, as the encoder was fine-tuned: the fine-tuning
-recipe of configs/common/paper.py with the reference's finetuning_to_add_OLMo yaml (the SPEC gives
-no rates for this run): warm-up for 100 steps to 1e-4 (projector and special vectors), 8000 steps of
-~64 samples, documents of up to 1024 encoder tokens.
+recipe of configs/common/paper.py with the rates of the reference's
+configs/finetuning_to_add_OLMo.yaml (the paper gives none for this run): warm-up for 100 steps to
+1e-4 (projector and special vectors), 8000 steps of ~64 samples, documents of up to 1024 encoder
+tokens.
 
     arc-jax convert ROOT/models/OLMo-7B-hf ROOT/decoders/olmo-7b --dtype bfloat16
     arc-jax train --config configs/add_olmo.py --workdir ROOT/runs/add_olmo

@@ -78,7 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.strict = False
     config.data.task = "pretrain"
     config.data.max_len = 64
-    # The paper's 0.8 (SPEC: continuation per batch with probability 0.8, else reconstruction).
+    # The paper's 0.8: each batch is continuation with probability 0.8, else reconstruction.
     # More continuation reads better here (ARC4 0.0: 8.6%, 0.5: 20.9%, 0.8: 22.3%, 1.0: 24.8% at
     # 300 fine-tuning steps; notes/lm_experiments.md, Session 4), but 1.0 would drop reconstruction.
     config.data.continuation_prob = 0.8

@@ -1,5 +1,5 @@
 """Fine-tuning ARC4-Encoder for Llama 3.1 8B: the ARC8 pretrained encoder (pretrain_arc8_llama3.py)
-fine-tuned at pooling factor 4 on few-shot context compression (SPEC section 5; "ARC4" of Table 1).
+fine-tuned at pooling factor 4 on few-shot context compression (the paper's fine-tuning; "ARC4" of Table 1).
 
 Pooling has no parameters, so an encoder pretrained at PF 8 is fine-tuned at PF 4 directly, as the
 reference's finetuning_ARC4_* configs do (start from a higher PF, never a lower one). Otherwise the

@@ -1,5 +1,5 @@
 """Fine-tuning ARC4-Encoder for Mistral 7B: the ARC8 pretrained encoder (pretrain_arc8_mistral.py)
-fine-tuned at pooling factor 4 on few-shot context compression (SPEC section 5; "ARC4" of Table 1).
+fine-tuned at pooling factor 4 on few-shot context compression (the paper's fine-tuning; "ARC4" of Table 1).
 
 Pooling has no parameters, so an encoder pretrained at PF 8 is fine-tuned at PF 4 directly (see
 finetune_arc4_llama3.py). Otherwise the fine-tuning recipe of configs/common/paper.py unchanged:

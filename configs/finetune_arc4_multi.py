@@ -1,6 +1,6 @@
 """Fine-tuning ARC4-Encoder_multi: the two-decoder ARC8 pretrained encoder (pretrain_arc8_multi.py;
 head 0 Llama 3.1 8B, head 1 Mistral 7B) fine-tuned at pooling factor 4 on few-shot context
-compression for both decoders (SPEC section 5; "ARC4 multi" of Table 1). Each step draws one decoder
+compression for both decoders (the paper's fine-tuning; "ARC4 multi" of Table 1). Each step draws one decoder
 uniformly; the other decoder's head is left untouched. add_olmo.py starts from this run.
 
 The fine-tuning recipe of configs/common/paper.py (PF 8 -> 4 as in finetune_arc4_llama3.py) with
@@ -30,7 +30,7 @@ def get_config():
     shape = dict(encoder_rows=128, encoder_len=1024, decoder_rows=16, decoder_len=3584, max_contexts_per_row=8)
     config = finetuning(["llama3.1-8b", "mistral-7b-v0.3"], POOLING_FACTOR,
                         init_encoder="runs/pretrain_arc8_multi", shape=shape)
-    config.max_steps = 8000  # SPEC: 4k-8k; the reference fine-tunes the two-decoder encoder for 8000 steps
-    config.optimizer.special_lr = 3e-5  # <Rec>/<Cont> at the projector's rate with several decoders (SPEC section 5)
+    config.max_steps = 8000  # paper: 4k-8k; the reference fine-tunes the two-decoder encoder for 8000 steps
+    config.optimizer.special_lr = 3e-5  # <Rec>/<Cont> at the projector's rate with several decoders, as the reference
     config.data.max_len = 1024  # encoder tokens kept of a document (the reference's multi-decoder seq_len)
     return config

@@ -1,5 +1,5 @@
 """Fine-tuning ARC8-Encoder for Llama 3.1 8B: the ARC8 pretrained encoder (pretrain_arc8_llama3.py)
-fine-tuned at its pooling factor, 8, on few-shot context compression (SPEC section 5; "ARC8" of
+fine-tuned at its pooling factor, 8, on few-shot context compression (the paper's fine-tuning; "ARC8" of
 Table 1). The fine-tuning recipe of configs/common/paper.py unchanged: 4000 steps of ~64 samples.
 
     arc-jax train --config configs/finetune_arc8_llama3.py --workdir ROOT/runs/finetune_arc8_llama3

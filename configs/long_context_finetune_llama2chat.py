@@ -1,11 +1,11 @@
 """Fine-tuning the long-context ARC8-Encoder for Llama 2 7B Chat: stage 2 of 2 after
-long_context_pretrain_llama2chat.py (SPEC section 5, "Long context"; the paper's context-extension
+long_context_pretrain_llama2chat.py (the paper's context-extension
 experiment, e.g. NarrativeQA and Qasper through Llama 2's 4k window).
 
 A record {"text", "instruction", "answer"} becomes one sample: the document cut into up to 32 chunks
 of 1024 encoder tokens, each compressed on its own (8x: <= 4096 vectors), the compressed chunks
 concatenated inside "[INST] Text:\n\n<C...C> {instruction} [/INST] {answer}", loss on the answer;
-no <Rec>/<Cont>. The SPEC gives no rates for this stage: the fine-tuning recipe of
+no <Rec>/<Cont>. The paper gives no rates for this stage: the fine-tuning recipe of
 configs/common/paper.py is used, 4000 steps (the low end of its 4k-8k) of 8 to ~20 samples (8
 documents of 32k tokens, more when shorter).
 

@@ -1,6 +1,7 @@
 """Pretraining the long-context ARC8-Encoder: a Llama 3.2 3B encoder (26 layers), pooling factor 8,
-for a frozen Llama 2 7B Chat, without <Rec>/<Cont> special vectors (SPEC sections 4 and 5; the
-paper's context-extension experiment). Stage 1 of 2: long_context_finetune_llama2chat.py follows.
+for a frozen Llama 2 7B Chat, without <Rec>/<Cont> special vectors (the reference's long-context
+variant drops them; the paper's context-extension experiment). Stage 1 of 2:
+long_context_finetune_llama2chat.py follows.
 
 The pretraining tasks inside the Llama 2 Chat template ("[INST] Text:\n\n<C> Repeat the text above
 exactly. [/INST]..." / "... Continue the text above. [/INST]..."), otherwise the pretraining recipe

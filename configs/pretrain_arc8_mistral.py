@@ -1,5 +1,5 @@
 """Pretraining ARC8-Encoder_Mistral: a Llama 3.2 3B encoder (26 layers), pooling factor 8, for a
-frozen Mistral 7B v0.3 (SPEC section 5; the released ARC8_Encoder_Mistral). The pretraining recipe
+frozen Mistral 7B v0.3 (the paper's pretraining; the released ARC8_Encoder_Mistral). The pretraining recipe
 of configs/common/paper.py unchanged: 80k steps of 128 samples, continuation probability 0.8.
 
 Before the first run (ROOT = /data/arc_jax; every path is an override away, see configs/README.md):

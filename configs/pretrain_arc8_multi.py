@@ -1,7 +1,7 @@
 """Pretraining ARC8-Encoder_multi: one Llama 3.2 3B encoder (26 layers), pooling factor 8, for two
-frozen decoders at once: head 0 Llama 3.1 8B, head 1 Mistral 7B v0.3 (SPEC section 5; the released
-ARC8_Encoder_multi, same head order). Each step draws one decoder uniformly and updates the shared
-encoder and that decoder's projector and <Rec>/<Cont>; the other head is left untouched. Otherwise
+frozen decoders at once: head 0 Llama 3.1 8B, head 1 Mistral 7B v0.3 (the paper's pretraining; the
+released ARC8_Encoder_multi, same head order). Each step draws one decoder uniformly and updates
+the shared encoder and that decoder's projector and <Rec>/<Cont>; the other head is left untouched. Otherwise
 the pretraining recipe of configs/common/paper.py unchanged: 80k steps of 128 samples.
 
 Before the first run (ROOT = /data/arc_jax; every path is an override away, see configs/README.md):

@@ -1,4 +1,5 @@
-"""Weight converters: every checkpoint layout arc_jax reads or writes, detected from the files.
+"""Weight converters: every checkpoint layout arc_jax reads or writes, detected from the files;
+layout.py renames Meta/Mistral tensor names to arc_jax parameter trees and back.
 
 Decoders: "meta" (Meta/Mistral consolidated .pth or .safetensors + params.json), "hf" (Hugging Face
 transformers safetensors + config.json), "arc_jax" (Orbax). Encoders: "released" (Hugging Face

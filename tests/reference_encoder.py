@@ -1,5 +1,6 @@
-"""Test helper: an independent float64 numpy ARC encoder written from SPEC.md (sections 2-4), and
-random released-layout checkpoints (config.json + Meta-named weights) to feed it and arc_jax.
+"""Test helper: an independent float64 numpy ARC encoder written from what the paper and the
+reference code do (backbone, pooling, special vectors), not from arc_jax, and random
+released-layout checkpoints (config.json + Meta-named weights) to feed it and arc_jax.
 
 Independent on purpose: nothing from arc_jax is imported here, so a shared mistake cannot hide.
 The encoder processes one text at a time (no packing) with plain loops over heads and groups.
@@ -97,8 +98,8 @@ def write_released(folder: Path, config: dict, weights: dict[str, np.ndarray], b
 
 
 def group_sizes(n: int, k: int) -> list[int]:
-    """SPEC 3: one group if n < k; n/k groups of k if k divides n; else n//k + 1 near-equal groups,
-    larger first (np.array_split puts the remainder in the first parts)."""
+    """The reference's pooling groups: one group if n < k; n/k groups of k if k divides n; else
+    n//k + 1 near-equal groups, larger first (np.array_split puts the remainder in the first parts)."""
     if n < k:
         return [n]
     if n % k == 0:

@@ -1,4 +1,4 @@
-"""The training configs: each paper run loads, validates for 8 devices, and states the SPEC's numbers;
+"""The training configs: each paper run loads, validates for 8 devices, and states the paper's numbers;
 a config mistake is reported before anything is built, naming the field."""
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def test_add_olmo_trains_only_the_new_head():
     assert run.decoders[0].backbone.norm_type == "layernorm"
     assert run.init_encoder.endswith("/runs/finetune_arc4_multi")
     opt = run.optimizer
-    # The reference's finetuning_to_add_OLMo rates (the SPEC gives none).
+    # The reference's finetuning_to_add_OLMo.yaml rates (the paper gives none).
     assert (opt.special_lr, opt.projector_lr, opt.weight_decay, opt.warmup_steps, run.max_steps) == (
         1e-4, 1e-4, 0.05, 100, 8000)
 

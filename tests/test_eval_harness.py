@@ -1,4 +1,4 @@
-"""The evaluation harness: prompts built as SPEC §5-6 and the training tasks lay them out, fixed
+"""The evaluation harness: prompts built as the paper's few-shot format and the training tasks lay them out, fixed
 shots that are never evaluated, truncation to the compressed length, metrics, ratios and prefill
 counted by hand, result files, bad input with file:line, and one run on real (tiny) models."""
 

@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC §6): hand-worked examples for each, and agreement with the reference
+"""Evaluation metrics (the paper's EM, F1, BLEU, ROUGE-L): hand-worked examples for each, and agreement with the reference
 implementations (the SQuAD v1.1 script's logic, sacrebleu, rouge-score, nltk's Porter stemmer) on
 a few hundred generated sentence pairs full of what tokenisers trip on."""
 

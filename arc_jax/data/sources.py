@@ -59,7 +59,8 @@ def parse_record(raw: bytes, fields: FieldTypes, max_record_bytes: int = MAX_REC
 
 
 def field_problem(record: dict, name: str, types: type | tuple[type, ...]) -> str | None:
-    """Why `record[name]` is unusable, or None. Lists hold strings (answers, passages: SPEC.md section 6)."""
+    """Why `record[name]` is unusable, or None. Lists hold strings (the reference jsonl's "answer" and
+    "passages" are a string or a list of strings)."""
     if name not in record:
         return f"missing field '{name}'"
     value = record[name]

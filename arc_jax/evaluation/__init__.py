@@ -1,4 +1,5 @@
-"""Evaluation: the metrics of SPEC §6 (exact match, token F1, BLEU, ROUGE-L), without the reference packages."""
+"""Evaluation: the paper's metrics (metrics.py: exact match, token F1, BLEU, ROUGE-L, without the
+reference packages) and the few-shot harness behind `arc-jax eval` (harness.py)."""
 
 from arc_jax.evaluation.metrics import (
     METRICS,

@@ -1,5 +1,6 @@
 """The evaluation harness behind `arc-jax eval`: few-shot QA, translation and summarisation
-(SPEC §5-6), and Llama 2 Chat long-context QA, each read four ways.
+(the paper's 5-shot benchmarks, in the reference's jsonl fields), and Llama 2 Chat long-context QA,
+each read four ways.
 
     pipe = arc_jax.ARCPipeline(encoder=enc, decoder=dec, decoder_index=0)
     evaluate(pipe, ["nq.jsonl:qa", "flores_es.jsonl:translation:Spanish"],
@@ -58,7 +59,7 @@ DEFAULT_MAX_NEW_TOKENS = {"qa": 32, "translation": 128, "summarization": 128, "l
 METRIC_NAMES = {"em": "EM", "f1": "F1", "bleu": "BLEU", "rougeL": "ROUGE-L"}
 
 TRANSLATION_QUESTION = "Translate the previous document into {language}."
-SUMMARY_QUESTION = "Summarize the previous document."  # our wording: SPEC §6 gives none
+SUMMARY_QUESTION = "Summarize the previous document."  # our own wording; TRANSLATION_QUESTION is the paper's
 CHAT_HEAD, CHAT_TAIL = "[INST] Text:\n\n", " {instruction} [/INST]"
 
 # Field names accepted per role, first present wins (reference jsonl and common variants).
@@ -206,7 +207,8 @@ Piece = str | Document
 
 def few_shot_template(shots: Sequence[tuple[int, Example]], target: tuple[int, Example],
                       with_documents: bool) -> list[Piece]:
-    """The SPEC §5 prompt as pieces, split where the fine-tuning task splits it: per example
+    """The paper's few-shot prompt ("Document: <C>\\nQuestion: q\\nAnswer: a\\n\\n...") as pieces, split
+    where the fine-tuning task splits it: per example
     ["Document:" or "\\n\\nDocument:", <doc>, "\\nQuestion: q\\nAnswer:", " a" (shots only)], or
     without documents ["Question: q\\nAnswer:", " a", "\\n\\nQuestion: ...", ...]."""
     pieces: list[Piece] = []

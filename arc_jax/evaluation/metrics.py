@@ -1,4 +1,4 @@
-"""Evaluation metrics of SPEC §6, in pure Python: exact match and token F1 (SQuAD), corpus BLEU
+"""The paper's evaluation metrics, in pure Python: exact match and token F1 (SQuAD), corpus BLEU
 (sacrebleu's defaults) and ROUGE-L (rouge-score's, with stemming).
 
 Each metric reproduces the number the reference tool prints, so scores compare with published

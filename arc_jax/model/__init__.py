@@ -1,4 +1,6 @@
-"""Flax models: the shared Llama-family backbone, the ARC encoder and the decoder."""
+"""Flax models: the shared Llama-family backbone (layers.py, stack.py, attention.py), the ARC encoder
+(encoder.py; the pooling groups are decided on the host in pooling.py) and the frozen decoder
+(decoder.py; kv_cache.py for generation); inputs.py makes their static-shape device inputs."""
 
 from arc_jax.model.config import BackboneConfig, EncoderConfig, ProjectorConfig, RopeScaling
 from arc_jax.model.decoder import Decoder, splice_compressed

@@ -1,7 +1,7 @@
 """Reference model sizes as plain dicts: `BackboneConfig.from_dict` / `EncoderConfig.from_dict` input.
 
 Config files import them (`from arc_jax.model import presets`) so a training config states which
-model it means, not forty numbers. The numbers are the released models' (SPEC section 2); RoPE
+model it means, not forty numbers. The numbers are the released models' own (their params.json); RoPE
 scaling is off everywhere, as the reference trains and evaluates without it. The dicts are shared
 module globals: copy one before changing it (`dict(presets.LLAMA_3_1_8B, n_layers=2)`).
 """

@@ -1,1 +1,3 @@
-"""Training: the learning-rate schedule, the optimiser over trainable groups, the train step."""
+"""Training: the `arc-jax train` loop (trainer.py), the jitted train step (step.py), the optimiser
+over the trainable groups (optimizer.py, trainable.py, schedule.py), the checked run config
+(run_config.py) and Orbax checkpoints (checkpoint.py)."""

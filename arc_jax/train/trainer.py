@@ -85,7 +85,7 @@ def _load_decoder(run: RunConfig, index: int, workdir: Path | None, template, me
         _sync(f"decoder_{index}")
     cfg, params = read_decoder(path)
     if cfg.rope_scaling is not None and (spec.backbone is None or spec.backbone.rope_scaling is None):
-        cfg = dataclasses.replace(cfg, rope_scaling=None)  # as the reference runs Llama 3.1 (SPEC §2)
+        cfg = dataclasses.replace(cfg, rope_scaling=None)  # the reference runs Llama 3.1 without RoPE scaling
     if spec.backbone is not None and cfg != spec.backbone:
         raise ValueError(f"{path}: holds a decoder of another shape than config.model.decoders[{index}].backbone")
     if cfg.dim != run.encoder.projectors[spec.head].out_dim:

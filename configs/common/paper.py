@@ -1,4 +1,4 @@
-"""The paper's two training recipes (SPEC section 5), shared by the run files in configs/.
+"""The paper's two training recipes, pretraining and fine-tuning, shared by the run files in configs/.
 
 Not a config itself (it sits in a subfolder, out of tests/test_configs.py's list of configs). arc_jax
 loads a config file by path, so a config imports only installed modules: a run file takes its recipe
@@ -48,7 +48,7 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str) -> 
     Llama 3.2 3B truncated to 26 layers, fresh <Rec>/<Cont> (ones) and projectors (Kaiming uniform))."""
     config = ml_collections.ConfigDict()
     config.seed = 0
-    config.max_steps = 80_000  # SPEC: 80k (~2.6B tokens); the reference repository's yaml says 100k
+    config.max_steps = 80_000  # the paper: 80k (~2.6B tokens); the reference repository's yaml says 100k
     config.checkpoint_every = 1000
     config.keep_checkpoints = 3
     config.max_bad_steps = 10
@@ -124,7 +124,7 @@ def finetuning(decoders: list[str], pooling_factor: int, init_encoder: str,
     `init_encoder`: under ROOT, the earlier run's workdir (e.g. "runs/pretrain_arc8_llama3": its latest
     checkpoint). `shape`: the run's config.data.shape, sized for its pooling factor and data.max_len."""
     config = pretraining(decoders, pooling_factor, init_encoder)
-    config.max_steps = 4000  # SPEC: 4k-8k; the reference fine-tunes one-decoder encoders for 4000 steps
+    config.max_steps = 4000  # the paper: 4k-8k; the reference fine-tunes one-decoder encoders for 4000 steps
     config.checkpoint_every = 500
     config.log_every = 10
     # initial_lr / final_lr as the reference's fine-tuning yaml (div factors encoder_lr / 1e-20 and
