@@ -1,4 +1,4 @@
-"""The CPU demo's ARC fine-tuning (issue 6, stage 3; `arc-jax demo` runs it once per pooling
+"""The CPU demo's ARC fine-tuning (stage 3 of `arc-jax demo`, which runs it once per pooling
 factor): open-book QA about new people with their document compressed, loss on the answer,
 starting from the demo's pretraining (init_encoder = its workdir).
 
@@ -17,10 +17,8 @@ pretrain_config = run_path(str(Path(__file__).parent / "demo_arc_pretrain.py"))[
 
 def get_config() -> ml_collections.ConfigDict:
     config = pretrain_config()
-    # ARC4 EM by fine-tuning steps (notes/lm_experiments.md): 300 -> 450: 22.3 -> 25.1 (session 4);
-    # against the 2e-3 decoder 450 / 600 / 800: 35.4 / 42.9 / 45.7 (session 5); against the one-piece-answer
-    # decoder 600 / 1000: 49.9 / 61.0 (session 6; 51.0 at 1000 with the 1800-step decoder). 850 keeps the
-    # README command ~10% under 15 minutes (with 1000: 14 min 11 s in a fresh clone).
+    # ARC4 EM still rises with more fine-tuning steps (notes/lm_experiments.md); 850 keeps the README
+    # command ~10% under 15 minutes.
     # Every pooling factor (ARC4, and ARC8 with `arc-jax demo --pooling-factors 4 8`) takes these steps.
     config.max_steps = 850
     config.checkpoint_every = 425

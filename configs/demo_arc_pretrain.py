@@ -1,4 +1,4 @@
-"""The CPU demo's ARC pretraining (issue 6, stage 3; `arc-jax demo` runs it): reconstruction and
+"""The CPU demo's ARC pretraining (stage 3 of `arc-jax demo`, which runs it): reconstruction and
 continuation on documents about new synthetic people, against the frozen decoder LM the demo trained
 (configs/demo_decoder.py), at pooling factor 4.
 
@@ -78,9 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.strict = False
     config.data.task = "pretrain"
     config.data.max_len = 64
-    # The paper's 0.8: each batch is continuation with probability 0.8, else reconstruction.
-    # More continuation reads better here (ARC4 0.0: 8.6%, 0.5: 20.9%, 0.8: 22.3%, 1.0: 24.8% at
-    # 300 fine-tuning steps; notes/lm_experiments.md, Session 4), but 1.0 would drop reconstruction.
+    # The paper's 0.8: each batch is continuation with probability 0.8, else reconstruction. More
+    # continuation reads a little better here (notes/lm_experiments.md), but 1.0 would drop reconstruction.
     config.data.continuation_prob = 0.8
     config.data.chat_template = False
     config.data.encoder_tokenizer = "{data_dir}/tokenizer.model"

@@ -1,4 +1,5 @@
-"""The CPU demo's decoder LM, trained from scratch by arc_jax.demo.decoder_lm.train_lm (issue 6, stage 2).
+"""The CPU demo's decoder LM (stage 2 of `arc-jax demo`), trained from scratch by
+arc_jax.demo.decoder_lm.train_lm.
 
 Data: the synthetic people corpus (arc_jax.demo.synthetic.build_tiny_data(data.dir, **data.corpus),
 generated on first use when data.generate == "tiny_corpus"). Training text, packed into `rows` x
@@ -9,15 +10,12 @@ generated on first use when data.generate == "tiny_corpus"). Training text, pack
   every epoch whose documents state 1..6 of their attributes: answers cannot be memorised, only
   read; loss on the answers only (`qa_prompt_weight` 0: the documents' random names, towns and
   numbers are noise to a model that must learn to look things up).
-Found by the sizing runs in notes/lm_experiments.md: a learning rate of 1e-2 or 5e-3, loss on every
-QA token or on the question lines, or the corpus's own 240 training people left the model guessing
-by answer type (open-book EM 3-8%); 5-shot episodes (~4x longer) did not train in the time; 2e-3
-forms the look-up ~500 steps earlier than 3e-3 and reads pets as well (open-book EM 46.5 -> 57.1%;
-1e-3, 8 heads or 64-wide heads were no better, 3 layers +1.7 points at 1.4x the step time, and a
-`curriculum` asking about towns first read towns (20%) but not years). Every answer is one piece of
-the tokenizer (vocabulary 1536, digits merged, never with the punctuation after them: towns from a
-list of 24, years and heights from ranges of 24): the recipe reads one-piece answers reliably and
-did not learn to copy multi-piece ones (random town names, numbers digit by digit: open-book EM 57%).
+The learning rate, the answers-only loss, the 0- and 1-shot episodes and the fresh people are what
+makes a model this small look answers up in the document instead of guessing by answer type (the
+sizing runs and their numbers are in notes/lm_experiments.md). Every answer is one piece of the
+tokenizer (vocabulary 1536, digits merged, never with the punctuation after them: towns from a list
+of 24, years and heights from ranges of 24): the recipe reads one-piece answers reliably and did not
+learn to copy multi-piece ones.
 
 `model` is BackboneConfig.from_dict input; its vocab_size must cover the tokenizer's. `demo` holds
 what the ARC stages take from this file (configs/demo_arc_pretrain.py).
@@ -29,8 +27,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
-    # One-piece answers: the held-out probe read 90% at step 1000 and 97% at 1500 of a 2000-step run
-    # (open book 98.1%); a 1400-step run read words but not yet numbers (open book 68.5%); 1800: 96.4%.
+    # Long enough for the decoder to read numbers as well as words (notes/lm_experiments.md).
     config.max_steps = 1800
     config.log_every = 100
     config.checkpoint_every = 500
@@ -57,8 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.generate = "tiny_corpus"
     config.data.corpus = ml_collections.ConfigDict({
         "seed": 0, "n_entities": 300, "held_out": 60, "pretrain_copies": 2, "vocab_size": vocab_size,
-        # False: BPE merges digits, so every year and height is one piece at this vocabulary
-        # (with one-piece towns, open-book EM 57.1 -> 96.4%: notes/lm_experiments.md, session 6).
+        # False: BPE merges digits, so every year and height is one piece at this vocabulary, as the
+        # decoder reads one-piece answers but not digit-by-digit numbers (notes/lm_experiments.md).
         "split_digits": False})
     config.data.seq_len = 256  # a 1-shot episode is ~100-200 tokens
     config.data.rows = 6

@@ -1,4 +1,4 @@
-"""`arc-jax demo`: the paper's experiment in miniature, end to end on a CPU (issue 6).
+"""`arc-jax demo`: the paper's experiment in miniature, end to end on a CPU.
 
     arc-jax demo [--workdir arc_jax_demo] [--resume] [--smoke]
 

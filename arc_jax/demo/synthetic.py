@@ -61,8 +61,8 @@ COLOURS = ("crimson", "amber", "teal", "violet", "ochre", "scarlet", "indigo", "
 PETS = ("owl", "tortoise", "ferret", "parrot", "goat", "hedgehog", "rabbit", "lizard", "donkey", "goldfish",
         "canary", "hamster")
 # 24 towns, 24 years, 24 heights: in the demo's tokenizer every value is one piece, as colours, pets
-# and professions are (notes/lm_experiments.md, session 6: the demo's decoder reads one-piece values
-# but did not learn to copy random multi-piece town names or digit-by-digit numbers).
+# and professions are: the demo's decoder reads one-piece values but did not learn to copy random
+# multi-piece town names or digit-by-digit numbers (notes/lm_experiments.md).
 TOWNS = tuple(syllable.capitalize() + suffix for syllable, suffix in zip(TOWN_SYLLABLES, TOWN_SUFFIXES * 2))
 BIRTH_YEARS = (1970, 1993)
 HEIGHTS_CM = (170, 193)
