@@ -390,14 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from arc_jax.config_loading import ConfigError
-    from arc_jax.convert import ConversionError
-    from arc_jax.data.bad_records import DataError
-    from arc_jax.train.errors import TrainingStopped
+    from arc_jax.errors import ArcJaxError
 
     try:
         return args.func(args) or 0
-    except (ConversionError, DataError, ConfigError, TrainingStopped) as e:
+    except ArcJaxError as e:  # an expected failure: one line, no traceback
         print(f"arc-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -10,9 +10,7 @@ from typing import Sequence
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-    """A missing config file, an unknown field, a value of the wrong type: one line."""
+from arc_jax.errors import ConfigError  # noqa: F401  (imported from here by the trainer and tests)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:

@@ -72,3 +72,31 @@ def test_convert_fresh_encoder_from_a_decoder_backbone(tmp_path, capsys):
     first_layer = np.asarray(dec_params["layers"]["block"]["attention"]["wq"][0])
     np.testing.assert_array_equal(np.asarray(enc.params["pooling_layers_0"]["attention"]["wq"]), first_layer)
     assert [c.shape for c in enc.compress([[1, 2, 3, 4, 5]], decoder=1)] == [(3, 64)]
+
+
+@pytest.mark.parametrize("name", ["DataError", "ConfigError", "ConversionError", "TrainingError"])
+def test_every_expected_failure_is_an_arc_jax_error(name):
+    from arc_jax import errors
+
+    assert issubclass(getattr(errors, name), errors.ArcJaxError)
+
+
+def test_old_error_locations_and_bases_still_hold():
+    from arc_jax import errors
+    from arc_jax.config_loading import ConfigError
+    from arc_jax.convert import ConversionError
+    from arc_jax.data.bad_records import DataError
+    from arc_jax.train.errors import TrainingStopped
+
+    assert (ConfigError, ConversionError, DataError) == (errors.ConfigError, errors.ConversionError, errors.DataError)
+    assert issubclass(ConfigError, ValueError)
+    assert issubclass(TrainingStopped, errors.TrainingError) and issubclass(TrainingStopped, RuntimeError)
+
+
+@pytest.mark.parametrize("command, message", [
+    (["data", "check", "--config", "{tmp}/missing.py"], "arc-jax data: error: {tmp}/missing.py: config file not found"),
+    (["convert", "{tmp}/missing", "{tmp}/out"], "arc-jax convert: error: {tmp}/missing: no such file or folder"),
+])
+def test_config_and_conversion_errors_print_the_same_one_line(command, message, tmp_path, capsys):
+    assert main([part.format(tmp=tmp_path) for part in command]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message.format(tmp=tmp_path)

@@ -10,11 +10,9 @@ import collections
 import dataclasses
 import logging
 
+from arc_jax.errors import DataError  # noqa: F401  (raised here; imported from here by the rest of data/)
+
 log = logging.getLogger("arc_jax.data")
-
-
-class DataError(Exception):
-    """A bad record in strict mode, or unusable input (missing file, empty source): one line."""
 
 
 @dataclasses.dataclass(frozen=True)

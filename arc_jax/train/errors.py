@@ -1,5 +1,7 @@
 """Errors of a training run that the CLI reports in one line (exit status 2)."""
 
+from arc_jax.errors import TrainingError
 
-class TrainingStopped(RuntimeError):
+
+class TrainingStopped(TrainingError, RuntimeError):  # still a RuntimeError for callers that caught that
     """Training cannot go on (e.g. too many consecutive non-finite steps); checkpoints are intact."""
