@@ -11,9 +11,9 @@ import numpy as np
 
 from arc_jax import sharding
 from arc_jax.config_loading import load_config
-from arc_jax.data.pipeline import build_batches
 from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
 from arc_jax.train.optimizer import OptimizerConfig
+from arc_jax.train.run_config import parse_run_config, run_batches
 from arc_jax.train.step import StepConfig, init_state, train_step
 
 
@@ -21,7 +21,7 @@ def main(config_path, data_dir):
     jax.config.update("jax_default_matmul_precision", "highest")
     config = load_config(config_path, [f"--config.data.dir={data_dir}", "--config.data.shape.encoder_rows=8",
                                        "--config.data.shape.decoder_rows=8"])
-    batch, _ = next(build_batches(config))
+    batch, _ = next(run_batches(parse_run_config(config, device_count=1)))
     enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
     dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from arc_jax.config_loading import load_config, to_plain
-from arc_jax.data.pipeline import build_batches
 from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
 from arc_jax.train.checkpoint import TrainCheckpoints, abstract_like
 from arc_jax.train.optimizer import OptimizerConfig
+from arc_jax.train.run_config import parse_run_config, run_batches
 from arc_jax.train.step import init_state, jit_train_step
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
@@ -23,8 +23,9 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
     config = load_config(CONFIG, [f"--config.data.dir={tmp_path / 'data'}"])
     enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
     dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
-    batches = build_batches(config)
-    first = next(build_batches(config))[0]
+    run = parse_run_config(config, device_count=1)
+    batches = run_batches(run)
+    first = next(run_batches(run))[0]
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
     params = jax.device_get(nn.unbox(encoder.init(jax.random.key(0), first.encoder)["params"]))
     dec_params = nn.unbox(decoder.init(jax.random.key(1), first.tokens, first.segment_ids, first.positions)["params"])
@@ -45,7 +46,7 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
     fresh = init_state(jax.tree.map(jnp.array, params))
     state, data_state, saved_config = restored_checkpoints.restore(abstract_like(fresh))
     assert saved_config["data"]["sources"] == config.data.sources
-    resumed_batches = build_batches(config)
+    resumed_batches = run_batches(run)
     resumed_batches.set_state(data_state)
     for _ in range(2):
         state, _ = step(state, dec_params, next(resumed_batches)[0])

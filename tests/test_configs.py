@@ -9,10 +9,12 @@ import shutil
 
 import pytest
 
-from arc_jax.config_loading import ConfigError, load_config
+from arc_jax.config_loading import ConfigError, load_config, to_plain
 from arc_jax.model import presets
 from arc_jax.model.config import BackboneConfig, EncoderConfig
-from arc_jax.train.run_config import parse_run_config
+from arc_jax.data.config import DataConfig
+from arc_jax.data.packing import PackingShape
+from arc_jax.train.run_config import parse_run_config, run_batches
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 TINY = CONFIGS / "tiny_cpu.py"
@@ -67,6 +69,21 @@ def test_paper_config_validates_for_8_devices(name):
         assert field in config.data, field
     shape = config.data.shape
     assert shape.encoder_rows % 8 == 0 and shape.decoder_rows % 8 == 0
+
+
+# Every training config (demo_decoder.py configs the demo's decoder LM, another schema).
+TRAINING_CONFIGS = sorted(PAPER_RUNS) + ["tiny_cpu", "bench_cpu_55m", "bench_gpu_real_shapes", "demo_arc_pretrain",
+                                         "demo_arc_finetune"]
+
+
+@pytest.mark.parametrize("name", TRAINING_CONFIGS)
+def test_every_training_config_parses_its_data_section(name):
+    config = _load(name)
+    data = parse_run_config(config, device_count=8 if name in PAPER_RUNS else 1).data
+    assert isinstance(data, DataConfig) and data.shape == PackingShape(**config.data.shape)
+    for field, value in config.data.items():
+        if field != "shape":
+            assert getattr(data, field) == to_plain(value), field
 
 
 def test_tiny_cpu_config_validates():
@@ -205,16 +222,15 @@ def paper_root(tmp_path_factory) -> pathlib.Path:
 
 @pytest.mark.parametrize("name", sorted(PAPER_RUNS))
 def test_paper_config_data_section_makes_batches(name, paper_root):
-    from arc_jax.data.pipeline import build_batches
-
     config = _load(name, [f"--config.data.dir={paper_root}", "--config.data.worker_count=0"])
+    run = parse_run_config(config, device_count=8)
     for decoder in range(len(config.model.decoders)):
-        batches = build_batches(config, decoder=decoder, process_index=0, process_count=1)
+        batches = run_batches(run, decoder, process_index=0, process_count=1)
         batch, stats = next(batches)
         assert stats.samples > 0 and not stats.counts["sample_too_long"]
         assert batch.tokens.shape == (config.data.shape.decoder_rows, config.data.shape.decoder_len)
     if config.eval.sources:
-        assert next(build_batches(config, sources=config.eval.sources, process_index=0, process_count=1))[1].samples
+        assert next(run_batches(run, sources=config.eval.sources, process_index=0, process_count=1))[1].samples
 
 
 # Mistakes in a config are reported, naming the field, before anything is built.
@@ -265,6 +281,39 @@ def test_decoder_width_other_than_its_projector_is_named():
 
 def test_rows_the_mesh_cannot_split_are_named():
     assert "config.data.shape.encoder_rows" in _error(_tiny(), device_count=8)  # 4 rows, 8 devices
+
+
+def test_unknown_data_field_is_named():
+    config = _tiny()
+    config.data.max_length = 64
+    assert "config.data has unknown field(s) ['max_length']" in _error(config)
+    config = _tiny()
+    config.data.shape.rows = 4
+    assert "config.data.shape has unknown field(s) ['rows']" in _error(config)
+
+
+def test_data_field_of_the_wrong_type_is_named():
+    config = _tiny()
+    with config.ignore_type():
+        config.data.shape.encoder_len = "128"
+    assert "config.data.shape.encoder_len='128': expected int, got str" in _error(config)
+    config = _tiny()
+    with config.ignore_type():
+        config.data.strict = "no"
+    assert "config.data.strict='no': expected bool, got str" in _error(config)
+    config = _tiny()
+    with config.ignore_type():
+        config.data.worker_count = True
+    assert "config.data.worker_count=True: expected int, got bool" in _error(config)
+
+
+def test_missing_data_field_is_named():
+    config = _tiny()
+    del config.data["sources"]
+    assert "config.data.sources is required" in _error(config)
+    config = _tiny()
+    del config.data.shape["decoder_len"]
+    assert "config.data.shape.decoder_len is required" in _error(config)
 
 
 def test_optimizer_and_trainable_mistakes_are_named():

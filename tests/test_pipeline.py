@@ -9,7 +9,7 @@ import pytest
 from arc_jax.cli import main
 from arc_jax.config_loading import ConfigError, load_config
 from arc_jax.data.bad_records import DataError
-from arc_jax.data.pipeline import build_batches
+from arc_jax.train.run_config import parse_run_config, run_batches
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
 
@@ -21,6 +21,11 @@ def data_dir(tmp_path_factory):
 
 def config(data_dir, *overrides):
     return load_config(CONFIG, [f"--config.data.dir={data_dir}", *overrides])
+
+
+def pipeline(cfg, **kwargs):
+    """The input pipeline of the run `cfg` describes, as the trainer builds it."""
+    return run_batches(parse_run_config(cfg, device_count=1), **kwargs)
 
 
 def same_batches(a, b):
@@ -37,37 +42,37 @@ def jax_leaves(batch):
 
 
 def test_resume_gives_the_batches_of_an_uninterrupted_run(data_dir):
-    run = build_batches(config(data_dir))
+    run = pipeline(config(data_dir))
     for _ in range(3):
         next(run)
     state = json.loads(json.dumps(run.get_state()))  # small and serialisable
     expected = [next(run)[0] for _ in range(3)]
-    resumed = build_batches(config(data_dir))
+    resumed = pipeline(config(data_dir))
     resumed.set_state(state)
     for want in expected:
         assert same_batches(next(resumed)[0], want)
 
 
 def test_batches_are_a_function_of_config_seed_and_process(data_dir):
-    a, b = build_batches(config(data_dir)), build_batches(config(data_dir))
+    a, b = pipeline(config(data_dir)), pipeline(config(data_dir))
     assert all(same_batches(next(a)[0], next(b)[0]) for _ in range(3))
-    other_seed = build_batches(config(data_dir, "--config.seed=1"))
-    assert not same_batches(next(build_batches(config(data_dir)))[0], next(other_seed)[0])
+    other_seed = pipeline(config(data_dir, "--config.seed=1"))
+    assert not same_batches(next(pipeline(config(data_dir)))[0], next(other_seed)[0])
 
 
 def test_processes_read_disjoint_records(data_dir):
     cfg = config(data_dir)
     seen = []
     for process in range(2):
-        batches = build_batches(cfg, process_index=process, process_count=2)
+        batches = pipeline(cfg, process_index=process, process_count=2)
         next(batches)
         seen.append({batches.maker.mixture.index(p)[1] for p in range(200)})
     assert seen[0] and seen[1] and not seen[0] & seen[1]
 
 
 def test_worker_processes_give_the_same_batches(data_dir):
-    inline = build_batches(config(data_dir))
-    workers = build_batches(config(data_dir, "--config.data.worker_count=2"))
+    inline = pipeline(config(data_dir))
+    workers = pipeline(config(data_dir, "--config.data.worker_count=2"))
     assert all(same_batches(next(inline)[0], next(workers)[0]) for _ in range(3))
 
 
@@ -75,7 +80,7 @@ def test_pretraining_batches_pack_at_least_89_percent(data_dir):
     """The packer, unchanged, filled 90.5% of decoder slots on the tiny corpus of generator version 1
     and 89.9% on version 2 (shorter towns and numbers, so other sample lengths); encoder 96.9%. The bar
     guards against a packer that wastes rows (one ~81-slot sample a row would fill about 36%)."""
-    batches = build_batches(config(data_dir))
+    batches = pipeline(config(data_dir))
     for _ in range(150):
         next(batches)
     assert batches.total.decoder_efficiency >= 0.89 and batches.total.encoder_efficiency >= 0.9
@@ -93,7 +98,7 @@ def _bad_source(folder: Path) -> Path:
 
 def test_bad_records_are_counted_with_file_and_line(data_dir, tmp_path):
     path = _bad_source(tmp_path)
-    batches = build_batches(config(data_dir, f"--config.data.sources={path}"))
+    batches = pipeline(config(data_dir, f"--config.data.sources={path}"))
     for _ in range(3):
         next(batches)
     where = {str(r) .split(": ", 1)[0] for r in batches.bad.examples}
@@ -103,7 +108,7 @@ def test_bad_records_are_counted_with_file_and_line(data_dir, tmp_path):
 
 def test_strict_mode_stops_at_the_first_bad_record(data_dir, tmp_path):
     path = _bad_source(tmp_path)
-    batches = build_batches(config(data_dir, f"--config.data.sources={path}", "--config.data.strict=True"))
+    batches = pipeline(config(data_dir, f"--config.data.sources={path}", "--config.data.strict=True"))
     with pytest.raises(DataError, match=r"mixed.jsonl:\d+: .*strict"):
         for _ in range(3):
             next(batches)
@@ -127,7 +132,7 @@ def test_config_overrides_are_checked(data_dir, capsys):
 def test_finetuning_pipeline_builds_few_shot_samples_with_shots_from_the_source(data_dir):
     cfg = config(data_dir, f"--config.data.sources={data_dir}/qa_train.jsonl:1:2", "--config.data.task=finetune",
                  "--config.data.max_len=128", "--config.data.shape.encoder_rows=12")
-    batches = build_batches(cfg)
+    batches = pipeline(cfg)
     batch, stats = next(batches)
     samples = [s for _, s in (batches.maker(p) for p in range(20))]
     assert all(s.task == "fewshot" and len(s.contexts) == 3 for s in samples)
@@ -143,7 +148,7 @@ def test_text_shorter_than_the_pooling_factor_is_a_counted_bad_record(data_dir, 
     path = tmp_path / "short.jsonl"
     good = json.dumps({"text": "Ilmar Quen was born in Dovetree in 1901 and works as a baker. " * 3})
     path.write_text("\n".join([good, json.dumps({"text": "ab"}), good]) + "\n")
-    batches = build_batches(config(data_dir, f"--config.data.sources={path}", "--config.data.continuation_prob=0.0"))
+    batches = pipeline(config(data_dir, f"--config.data.sources={path}", "--config.data.continuation_prob=0.0"))
     next(batches)
     assert any("shorter than the pooling factor" in r.reason and r.line == 2 for r in batches.bad.examples)
 
@@ -153,7 +158,7 @@ def test_long_context_pipeline_compresses_chunks_without_special_vectors(data_di
     doc = "Orla Venn kept bees in Marrowdale for forty years. " * 12
     path.write_text(json.dumps({"text": doc, "instruction": "Where were the bees kept?", "answer": ["Marrowdale"]}) + "\n")
     cfg = config(data_dir, f"--config.data.sources={path}", "--config.data.task=long_context")
-    batches = build_batches(cfg)
+    batches = pipeline(cfg)
     _, sample = batches.maker(0)
     assert sample.task == "long_context" and sample.special is None and len(sample.contexts) >= 1
     batch, stats = next(batches)

@@ -12,10 +12,11 @@ import pytest
 
 from arc_jax.cli import main
 from arc_jax.config_loading import load_config
-from arc_jax.data.pipeline import build_batches, global_compressed_index
+from arc_jax.data.pipeline import global_compressed_index
 from arc_jax.data.packing import PackingShape, output_len
 from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
 from arc_jax.train.optimizer import OptimizerConfig
+from arc_jax.train.run_config import parse_run_config, run_batches
 from arc_jax.train.step import StepConfig, init_state, train_step
 from arc_jax.train.trainable import shared_mask
 from arc_jax.train.trainer import drawn_decoder
@@ -33,7 +34,7 @@ def tiny(tmp_path_factory):
     enc_dict["projectors"] = enc_dict["projectors"] * 2
     enc_cfg = EncoderConfig.from_dict(enc_dict)
     dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
-    batches = build_batches(config)
+    batches = run_batches(parse_run_config(config, device_count=1))
     batch_list = [next(batches)[0] for _ in range(3)]
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
     first = batch_list[0]

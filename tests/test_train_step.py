@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from arc_jax.config_loading import load_config
-from arc_jax.data.pipeline import build_batches
 from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
 from arc_jax.train.optimizer import OptimizerConfig
+from arc_jax.train.run_config import parse_run_config, run_batches
 from arc_jax.train.step import init_state, jit_train_step
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
@@ -25,7 +25,7 @@ def opt_config(lr):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     config = load_config(CONFIG, [f"--config.data.dir={tmp_path_factory.mktemp('tiny')}"])
-    batches = build_batches(config)
+    batches = run_batches(parse_run_config(config, device_count=1))
     enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
     dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
     batch_list = [next(batches)[0] for _ in range(40)]

@@ -7,7 +7,10 @@ import time
 
 from tqdm import tqdm
 
+from arc_jax.config_loading import to_plain
+from arc_jax.data.config import parse_data_config
 from arc_jax.data.pipeline import build_batches
+from arc_jax.model.config import EncoderConfig
 
 
 _EVENTS = {
@@ -19,8 +22,13 @@ _EVENTS = {
 
 
 def data_check(config, n_batches: int = 20) -> dict:
-    """Iterate `n_batches` batches; print and return counts, packing efficiency and throughput."""
-    batches = build_batches(config)
+    """Iterate `n_batches` batches; print and return counts, packing efficiency and throughput.
+
+    Reads what the input pipeline reads, checked: config.data, the encoder, the seed and the first
+    decoder's tokenizer. The mesh is not resolved: a check may run on a machine other than the run's."""
+    data = parse_data_config(config.data)
+    encoder = EncoderConfig.from_dict(to_plain(config.model.encoder))
+    batches = build_batches(data, encoder, config.seed, config.model.decoders[0].tokenizer)
     start = time.perf_counter()
     for _ in tqdm(range(n_batches), desc="data check", unit="batch"):
         next(batches)
@@ -41,7 +49,7 @@ def data_check(config, n_batches: int = 20) -> dict:
     }
     print(f"\n{n_batches} batches, {total.samples} samples in {seconds:.1f}s "
           f"({report['decoder_tokens_per_second']:,.0f} decoder tokens/s, "
-          f"{config.data.worker_count} worker process(es))")
+          f"{data.worker_count} worker process(es))")
     for path, n in sorted(batches.source_counts.items()):
         print(f"  {n:8d} samples drawn from {path}")
     print(f"  encoder: {total.encoder_tokens:,} tokens, packing efficiency {total.encoder_efficiency:.1%}")

@@ -12,16 +12,15 @@ would.
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 import importlib
-import os
 from typing import Iterator
 
 import numpy as np
 
 from arc_jax.data import tasks
 from arc_jax.data.bad_records import BadRecords, DataError
+from arc_jax.data.config import DataConfig
 from arc_jax.data.mixture import MixtureSampler, parse_sources
 from arc_jax.data.packing import PackingShape, PackStats, TrainBatch, output_len, decoder_slots, pack_batch
 from arc_jax.data.sources import open_source
@@ -50,16 +49,20 @@ class Skipped:
 
 
 class SampleMaker:
-    """position -> Sample | Skipped. Picklable: grain workers each hold a copy."""
+    """position -> Sample | Skipped. Picklable: grain workers each hold a copy.
 
-    def __init__(self, data, encoder_cfg: EncoderConfig, seed: int, process_index: int = 0, process_count: int = 1):
+    `data` has its paths resolved (prepare_data); `decoder_tokenizer` is the file of the tokenizer
+    of the decoder the samples are for."""
+
+    def __init__(self, data: DataConfig, decoder_tokenizer: str, encoder_cfg: EncoderConfig, seed: int,
+                 process_index: int = 0, process_count: int = 1):
         if data.task not in TASK_FIELDS:
             raise DataError(f"config.data.task = {data.task!r}: expected one of {', '.join(TASK_FIELDS)}")
         self.data, self.task = data, data.task
         self.seed, self.process_index = seed, process_index
         self.min_context = min(encoder_cfg.pooling_factors, default=1)
         self.encoder_tok = load_tokenizer(data.encoder_tokenizer)
-        self.decoder_tok = load_tokenizer(data.decoder_tokenizer)
+        self.decoder_tok = load_tokenizer(decoder_tokenizer)
         self.specs = parse_sources(data.sources)
         fields = TASK_FIELDS[self.task]
         self.sources = [open_source(s.path, fields) for s in self.specs]
@@ -84,14 +87,13 @@ class SampleMaker:
     def _make(self, record: dict, source_id: int, rng: np.random.Generator) -> tasks.Sample:
         d, dec, enc = self.data, self.decoder_tok, self.encoder_tok
         if self.task == "pretrain":
-            return tasks.pretraining(record["text"], rng, dec, enc, d.max_len, d.continuation_prob,
-                                     d.get("chat_template", False))
+            return tasks.pretraining(record["text"], rng, dec, enc, d.max_len, d.continuation_prob, d.chat_template)
         if self.task == "long_context":
             answers = tasks.QARecord.from_json({**record, "question": "", "passage": "-"}).answers
             return tasks.long_context(record["text"], record["instruction"], answers[int(rng.integers(len(answers)))],
                                       dec, enc)
         return tasks.few_shot(self._shots(source_id, rng) + [tasks.QARecord.from_json(record)], rng, dec, enc,
-                              d.get("max_passages", 1), d.max_len)
+                              d.max_passages, d.max_len)
 
     def _shots(self, source_id: int, rng: np.random.Generator) -> list[tasks.QARecord]:
         """In-context examples from the same source; unusable ones are passed over, not counted."""
@@ -187,24 +189,14 @@ def generate_corpus(name: str, folder: str, options) -> None:
     getattr(importlib.import_module(module), function)(folder, **options)
 
 
-def prepare_data(data, decoder_tokenizer: str | None = None, sources: str | None = None):
-    """A copy of config.data with generated data built and "{data_dir}" placeholders resolved.
-
-    `decoder_tokenizer` (the tokenizer of the decoder the batches are for) and `sources` (e.g. the
-    held-out data of config.eval) replace config.data's fields when given."""
-    data = copy.deepcopy(data)
-    folder = os.path.expanduser(data.dir)
-    if data.get("generate"):
-        generate_corpus(data.generate, folder, data.corpus)
-    if decoder_tokenizer is not None:
-        data.decoder_tokenizer = decoder_tokenizer
-    if sources is not None:
-        data.sources = sources
-    for field in ("sources", "encoder_tokenizer", "decoder_tokenizer"):
-        if field not in data:
-            raise DataError(f"config.data.{field} is missing")
-        data[field] = data[field].replace("{data_dir}", folder)
-    return data
+def prepare_data(data: DataConfig, sources: str | None = None) -> DataConfig:
+    """`data` with its generated corpus built and "{data_dir}" resolved in its sources and encoder
+    tokenizer. `sources` (e.g. the held-out data of config.eval) replaces data.sources when given."""
+    if data.generate:
+        generate_corpus(data.generate, data.folder, data.corpus)
+    sources = data.sources if sources is None else sources
+    return dataclasses.replace(data, sources=data.resolve(sources),
+                               encoder_tokenizer=data.resolve(data.encoder_tokenizer))
 
 
 def global_compressed_index(index: np.ndarray, row_offset: int, shard_rows: int, global_rows: int, out_len: int
@@ -285,21 +277,21 @@ def _concatenate_rows(batches: list[TrainBatch]) -> TrainBatch:
     return jax.tree.map(lambda *xs: np.concatenate(xs), *batches)
 
 
-def build_batches(config, decoder: int = 0, sources: str | None = None, process_index: int | None = None,
+def build_batches(data: DataConfig, encoder_cfg: EncoderConfig, seed: int, decoder_tokenizer: str, *,
+                  sources: str | None = None, process_index: int | None = None,
                   process_count: int | None = None) -> ShardedBatches:
-    """This process's rows of the global training batches of a config, for decoder `decoder`
-    (its tokenizer tokenises the decoder side). `sources` replaces config.data.sources (held-out
-    evaluation data). Shards: config.data.shards (0 = one per process)."""
+    """This process's rows of the global training batches of a run's data section, for the decoder
+    whose tokenizer is `decoder_tokenizer` ("{data_dir}" allowed; it tokenises the decoder side).
+    `sources` replaces data.sources (held-out evaluation data). Shards: data.shards (0 = one per
+    process)."""
     import jax
 
-    decoders = config.model.get("decoders") or [{}]
-    tokenizer = decoders[decoder].get("tokenizer") if decoder < len(decoders) else None
-    data = prepare_data(config.data, tokenizer, sources)
-    encoder_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
+    data = prepare_data(data, sources)
+    decoder_tokenizer = data.resolve(decoder_tokenizer)
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
-    n_shards = data.get("shards", 0) or process_count
-    shape = PackingShape(**data.shape)
+    n_shards = data.shards or process_count
+    shape = data.shape
     if n_shards % process_count or shape.encoder_rows % n_shards or shape.decoder_rows % n_shards:
         raise DataError(f"config.data.shards={n_shards} must be a multiple of the {process_count} process(es) and "
                         f"divide config.data.shape's encoder_rows={shape.encoder_rows} and "
@@ -310,6 +302,6 @@ def build_batches(config, decoder: int = 0, sources: str | None = None, process_
     bad = BadRecords(strict=data.strict)
     iterators = {}
     for j in range(process_index * per_process, (process_index + 1) * per_process):
-        maker = SampleMaker(data, encoder_cfg, config.seed, j, n_shards)
+        maker = SampleMaker(data, decoder_tokenizer, encoder_cfg, seed, j, n_shards)
         iterators[j] = BatchIterator(maker, encoder_cfg, shard_shape, data.worker_count, bad=bad)
     return ShardedBatches(iterators, shard_shape, n_shards)

@@ -3,8 +3,9 @@
 `parse_run_config(config)` turns the ml_collections ConfigDict of a config file into a RunConfig
 and raises ConfigError naming the field for anything it cannot run: an unknown field, a value of
 the wrong type, a mesh the devices cannot form, batch rows the mesh cannot split, a decoder whose
-width is not its projector's output. The data section (`config.data`) is checked by the input
-pipeline, which runs before the first compile too.
+width is not its projector's output, a data section field the input pipeline cannot read (the
+data section's fields are in arc_jax/data/config.py). `run_batches(run, d)` is the run's input
+pipeline for decoder d.
 
 Fields of a training config (see configs/tiny_cpu.py for a complete one):
 
@@ -32,6 +33,7 @@ Fields of a training config (see configs/tiny_cpu.py for a complete one):
     mesh_shape = [-1, 1, 1]                 (data, fsdp, tensor); -1 = the remaining devices
     eval.sources = ""                       held-out data (config.data.sources syntax); "" = none
     eval.every = 0, eval.batches = 2        evaluation loss per task every N steps on M batches
+    data                                    DataConfig fields (arc_jax/data/config.py)
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ import ml_collections
 
 from arc_jax.config_loading import ConfigError
 from arc_jax.config_loading import to_plain as _plain
+from arc_jax.data.config import DataConfig, parse_data_config
+from arc_jax.data.packing import PackingShape
 from arc_jax.model.config import BackboneConfig, EncoderConfig
 from arc_jax.model.stack import REMAT_POLICIES
 from arc_jax.train.optimizer import OptimizerConfig
@@ -84,6 +88,7 @@ class RunConfig:
     encoder: EncoderConfig
     decoders: tuple[DecoderSpec, ...]
     optimizer: OptimizerConfig
+    data: DataConfig
     trainable: Trainable = Trainable()
     eval: EvalSpec = EvalSpec()
     keep_checkpoints: int = 3
@@ -221,11 +226,25 @@ def parse_run_config(config: ml_collections.ConfigDict, device_count: int | None
         raise ConfigError(f"config.trainable.encoder_layers={trainable.encoder_layers}: expected -1 (all) or 0.."
                           f"{n_layers} (the encoder's layers)")
     eval_spec = _dataclass_from(EvalSpec, _plain(config.get("eval", {})), "config.eval")
+    if "data" not in config:
+        raise ConfigError("config.data is required")
+    data = parse_data_config(config.data)
     mesh_shape = _mesh_shape(config, device_count)
-    run = RunConfig(encoder=encoder, decoders=decoders, optimizer=optimizer, trainable=trainable, eval=eval_spec,
-                    mesh_shape=mesh_shape, **top)
-    _check_batch_split(config, mesh_shape)
+    run = RunConfig(encoder=encoder, decoders=decoders, optimizer=optimizer, data=data, trainable=trainable,
+                    eval=eval_spec, mesh_shape=mesh_shape, **top)
+    _check_batch_split(data.shape, mesh_shape)
     return run
+
+
+def run_batches(run: RunConfig, decoder: int = 0, *, sources: str | None = None, process_index: int | None = None,
+                process_count: int | None = None):
+    """This process's training batches of `run` for decoder `decoder` (its tokenizer tokenises the
+    decoder side); `sources` replaces config.data.sources (held-out evaluation data). See
+    arc_jax.data.pipeline.build_batches."""
+    from arc_jax.data.pipeline import build_batches
+
+    return build_batches(run.data, run.encoder, run.seed, run.decoders[decoder].tokenizer, sources=sources,
+                         process_index=process_index, process_count=process_count)
 
 
 def _mesh_shape(config, device_count: int | None) -> tuple[int, int, int]:
@@ -242,12 +261,11 @@ def _mesh_shape(config, device_count: int | None) -> tuple[int, int, int]:
         raise ConfigError(f"config.mesh_shape={list(shape)}: {e}") from None
 
 
-def _check_batch_split(config, mesh_shape: tuple[int, int, int]) -> None:
+def _check_batch_split(shape: PackingShape, mesh_shape: tuple[int, int, int]) -> None:
     """Batch rows are split over data x fsdp: each must divide them."""
     split = mesh_shape[0] * mesh_shape[1]
-    shape = config.get("data", {}).get("shape", {})
     for field in ("encoder_rows", "decoder_rows"):
-        rows = shape.get(field)
-        if rows is not None and rows % split:
+        rows = getattr(shape, field)
+        if rows % split:
             raise ConfigError(f"config.data.shape.{field}={rows} is not divisible by data x fsdp = {split} "
                               f"(config.mesh_shape resolved to {list(mesh_shape)})")

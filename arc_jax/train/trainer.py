@@ -26,13 +26,11 @@ import numpy as np
 
 from arc_jax import sharding
 from arc_jax.config_loading import to_plain
-from arc_jax.data.packing import PackingShape
-from arc_jax.data.pipeline import build_batches
 from arc_jax.model import ARCEncoder, Decoder
 from arc_jax.train import flops, multihost
 from arc_jax.train.checkpoint import TrainCheckpoints, abstract_like
 from arc_jax.train.errors import TrainingStopped
-from arc_jax.train.run_config import DecoderSpec, RunConfig, parse_run_config
+from arc_jax.train.run_config import DecoderSpec, RunConfig, parse_run_config, run_batches
 from arc_jax.train.step import StepConfig, init_state, loss_sums, metrics_from_sums, train_step
 from arc_jax.train.trainable import shared_mask
 
@@ -165,11 +163,11 @@ class Trainer:
 
         # Mesh and input (one pipeline per decoder: each tokenises for its own decoder).
         self.mesh = sharding.make_mesh(run.mesh_shape)
-        self.feeds = [build_batches(config, d) for d in range(len(run.decoders))]
+        self.feeds = [run_batches(run, d) for d in range(len(run.decoders))]
         start = self.feeds[0].get_state()
         template, _ = next(self.feeds[0])  # shapes only; the batch is drawn again by step 1
         self.feeds[0].set_state(start)
-        self.shape = PackingShape(**config.data.shape)
+        self.shape = run.data.shape
 
         # Models: the trainable encoder and the frozen decoders.
         self.encoder = _encoder_module(run)
@@ -227,7 +225,7 @@ class Trainer:
             return []
         out = []
         for d in range(len(self.run.decoders)):
-            feed = build_batches(self.config, d, sources=spec.sources)
+            feed = run_batches(self.run, d, sources=spec.sources)
             out.append([next(feed)[0] for _ in range(spec.batches)])
         return out
 
