@@ -16,8 +16,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from arc_jax.train.optimizer import OptimizerState
-from arc_jax.train.step import TrainState
+from arc_jax.model import param_groups
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -78,11 +77,15 @@ def batch_sharding(batch, mesh: Mesh, micro_batches: bool = False):
     return jax.tree.map(lambda _: rows, batch)
 
 
-def train_state_shardings(params_sharding, mesh: Mesh, frozen_groups: tuple[str, ...] = ()) -> TrainState:
-    """Shardings of a TrainState: Adam moments placed like the parameters they follow."""
-    groups = {"shared": {k: v for k, v in params_sharding.items() if not k.startswith("decoder_")},
-              **{k: v for k, v in params_sharding.items() if k.startswith("decoder_")}}
-    rep = replicated(mesh)
-    adam = {name: optax.ScaleByAdamState(count=rep, mu=g, nu=g) for name, g in groups.items()
-            if name not in frozen_groups}
-    return TrainState(params_sharding, OptimizerState(rep, adam), rep, rep)
+def counter_sharding(mesh: Mesh) -> NamedSharding:
+    """Scalar counters (the optimiser step, skipped steps, Adam counts): replicated."""
+    return replicated(mesh)
+
+
+def adam_shardings(params_sharding, mesh: Mesh, frozen_groups: tuple[str, ...] = ()) -> dict:
+    """Per optimiser group (arc_jax.model.param_groups) but `frozen_groups`, the shardings of its
+    Adam state: the moments placed like the parameters they follow, the count replicated. The train
+    side assembles its state's shardings from these (arc_jax.train.step.state_shardings)."""
+    count = counter_sharding(mesh)
+    return {name: optax.ScaleByAdamState(count=count, mu=g, nu=g)
+            for name, g in param_groups.split(params_sharding).items() if name not in frozen_groups}

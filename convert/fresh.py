@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from arc_jax.convert.errors import ConversionError
+from arc_jax.model import param_groups
 from arc_jax.model.config import BackboneConfig, EncoderConfig, ProjectorConfig
 
 
@@ -94,7 +95,7 @@ def fresh_encoder_from_decoder(
             head["rec_tok"] = np.ones(p.in_dim, dtype)
         if cont_tok:
             head["cont_tok"] = np.ones(p.in_dim, dtype)
-        tree[f"decoder_{d}"] = head
+        tree[param_groups.head(d)] = head
     return cfg, tree
 
 

@@ -29,6 +29,7 @@ from arc_jax.convert import layout
 from arc_jax.convert.config_fields import as_int, backbone_from_args, field, json_mentions, load_json, section
 from arc_jax.convert.errors import ConversionError
 from arc_jax.convert.safetensors_io import SafetensorsFile, write_safetensors
+from arc_jax.model import param_groups
 from arc_jax.model.config import EncoderConfig, ProjectorConfig
 
 CONFIG = "config.json"
@@ -197,7 +198,7 @@ def read_heads(get_embed: layout.Getter, get_bridge: layout.Getter, cfg: Encoder
             if on:
                 w = layout.checked(get_embed, f"{embed_prefix}{name}.{d}.weight", (1, dim), embed_where)
                 head[name] = np.array(w.reshape(dim))
-        heads[f"decoder_{d}"] = head
+        heads[param_groups.head(d)] = head
     return heads
 
 
@@ -206,12 +207,13 @@ def write_heads(params: dict, cfg: EncoderConfig, multi: bool, embed_prefix: str
     """(embedder items, bridge items) as (name, array) in the reference's shapes."""
     embed, bridge = [], []
     for d in range(cfg.n_decoders):
-        head = _subtree(params, f"decoder_{d}")
+        where = param_groups.head(d)
+        head = _subtree(params, where)
         for name, on in (("rec_tok", cfg.rec_tok), ("cont_tok", cfg.cont_tok)):
             if on:
-                embed.append((f"{embed_prefix}{name}.{d}.weight", np.asarray(_leaf(head, name, f"decoder_{d}"))[None]))
+                embed.append((f"{embed_prefix}{name}.{d}.weight", np.asarray(_leaf(head, name, where))[None]))
         for layer in ("layer1", "layer2"):
-            kernel = np.asarray(_leaf(head, layer, f"decoder_{d}"))
+            kernel = np.asarray(_leaf(head, layer, where))
             bridge.append((bridge_key(bridge_prefix, multi, d, layer), kernel.T))
     return embed, bridge
 

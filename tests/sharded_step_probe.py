@@ -14,7 +14,7 @@ from arc_jax.config_loading import load_config
 from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
 from arc_jax.train.optimizer import OptimizerConfig
 from arc_jax.train.run_config import parse_run_config, run_batches
-from arc_jax.train.step import StepConfig, init_state, train_step
+from arc_jax.train.step import StepConfig, init_state, state_shardings, train_step
 
 
 def main(config_path, data_dir):
@@ -42,7 +42,7 @@ def main(config_path, data_dir):
         mesh = sharding.make_mesh(shape)
         p_sharding = sharding.param_shardings(boxed, mesh)
         d_sharding = sharding.param_shardings(dec_boxed, mesh)
-        s_sharding = sharding.train_state_shardings(p_sharding, mesh)
+        s_sharding = state_shardings(p_sharding, mesh)
         b_sharding = sharding.batch_sharding(batch, mesh)
         state = jax.device_put(init_state(jax.tree.map(jnp.array, params)), s_sharding)
         sharded_step = jax.jit(step, in_shardings=(s_sharding, d_sharding, b_sharding),

@@ -40,6 +40,7 @@ import numpy as np
 
 from arc_jax.demo import synthetic
 from arc_jax.data.tokenizers import load_tokenizer
+from arc_jax.model import param_groups
 from arc_jax.model.config import BackboneConfig
 from arc_jax.model.decoder import Decoder
 from arc_jax.model.inputs import pack_rows_first_fit
@@ -48,7 +49,13 @@ from arc_jax.train.checkpoint import TrainCheckpoints, abstract_like
 
 log = logging.getLogger(__name__)
 
-HEAD = "decoder_0"  # the optimiser's (empty) head group: the decoder is its "shared" group
+SHARED = param_groups.SHARED  # the optimiser's group holding the whole decoder
+HEAD = param_groups.head(0)  # the optimiser's (empty) head group, which it always updates
+
+
+def with_empty_head(tree: dict) -> dict:
+    """The decoder tree as the optimiser sees an encoder tree: its shared group, and an empty head."""
+    return param_groups.join({SHARED: tree, HEAD: {}})
 
 
 # --- Data ------------------------------------------------------------------------------------------
@@ -230,14 +237,14 @@ def make_train_step(module: Decoder, ocfg: opt.OptimizerConfig):
     @functools.partial(jax.jit, donate_argnums=(0,))
     def step(state, batch):
         def loss_fn(p):
-            return lm_loss(p["shared"], module, batch)
+            return lm_loss(p[SHARED], module, batch)
 
         (loss, n_tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            {"shared": state["params"], HEAD: {}})
-        tree = {**state["params"], HEAD: {}}
-        grad_tree = {**grads["shared"], HEAD: {}}
+            {SHARED: state["params"], HEAD: {}})
+        tree = with_empty_head(state["params"])
+        grad_tree = with_empty_head(grads[SHARED])
         new, opt_state, gnorm = opt.update(grad_tree, state["opt"], tree, 0, ocfg)
-        new.pop(HEAD)
+        new = param_groups.split(new)[SHARED]
         return {"params": new, "opt": opt_state}, {"loss": loss, "grad_norm": gnorm, "tokens": n_tokens}
 
     return step
@@ -375,7 +382,7 @@ def _init_or_restore(config, module: Decoder, workdir: Path, resume: bool) -> tu
     template = jnp.zeros((1, 8), jnp.int32)
     params = jax.jit(lambda: nn.unbox(module.init(jax.random.key(config.seed), template, template, template)
                                       ["params"]))()
-    state = {"params": params, "opt": opt.init({**params, HEAD: {}})}
+    state = {"params": params, "opt": opt.init(with_empty_head(params))}
     data_state = {"epoch": 0, "index": 0}
     ckpts = TrainCheckpoints(workdir, keep=config.keep_checkpoints, save_every=config.checkpoint_every)
     if ckpts.latest_step is not None:

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from arc_jax.model import param_groups
 from arc_jax.model.attention import AttentionImpl
 from arc_jax.model.config import EncoderConfig, ProjectorConfig
 from arc_jax.model.embedding import Embed
@@ -48,9 +49,9 @@ class DecoderHead(nn.Module):
                                  self.param_dtype)
         ones = part(nn.initializers.ones, ("embed",))
         if self.rec_tok:
-            self.rec = self.param("rec_tok", ones, (c.in_dim,), self.param_dtype)
+            self.rec = self.param(param_groups.REC_TOK, ones, (c.in_dim,), self.param_dtype)
         if self.cont_tok:
-            self.cont = self.param("cont_tok", ones, (c.in_dim,), self.param_dtype)
+            self.cont = self.param(param_groups.CONT_TOK, ones, (c.in_dim,), self.param_dtype)
 
     def project(self, x):
         x = x.astype(self.dtype) @ self.layer1.astype(self.dtype)
@@ -102,7 +103,7 @@ class ARCEncoder(nn.Module):
                 "memory_tokens", nn.with_logical_partitioning(nn.initializers.ones, (None, "embed")),  # as the reference
                 (cfg.n_memory_tokens, b.dim), self.param_dtype)
         self.heads = [
-            DecoderHead(p, cfg.rec_tok, cfg.cont_tok, self.dtype, self.param_dtype, name=f"decoder_{d}")
+            DecoderHead(p, cfg.rec_tok, cfg.cont_tok, self.dtype, self.param_dtype, name=param_groups.head(d))
             for d, p in enumerate(cfg.projectors)]
 
     def encode(self, inputs: EncoderInputs) -> tuple[jax.Array, jax.Array]:

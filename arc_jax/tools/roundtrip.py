@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from arc_jax.inference.api import DecoderLM, Encoder, load_decoder, load_encoder
 from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig, ProjectorConfig, pack_encoder_inputs
+from arc_jax.model import param_groups
 
 
 def tiny_configs() -> tuple[EncoderConfig, BackboneConfig]:
@@ -37,7 +38,7 @@ def random_params(encoder_cfg: EncoderConfig, decoder_cfg: BackboneConfig, seed:
     enc = nn.unbox(ARCEncoder(encoder_cfg).init(k1, inputs)["params"])
     # Special vectors start at ones; perturb them so a swapped <Rec>/<Cont> would show.
     for d in range(encoder_cfg.n_decoders):
-        head = enc[f"decoder_{d}"]
+        head = enc[param_groups.head(d)]
         head["rec_tok"] = head["rec_tok"] + 0.1 * jax.random.normal(jax.random.fold_in(k1, 2 * d), head["rec_tok"].shape)
         head["cont_tok"] = head["cont_tok"] - 0.1 * jax.random.normal(jax.random.fold_in(k1, 2 * d + 1),
                                                                       head["cont_tok"].shape)

@@ -1,7 +1,7 @@
 """AdamW over the trainable groups, as the reference's torch optimiser behaves.
 
-- Groups: the shared encoder (backbone and embedding) and one head per decoder
-  (`decoder_{d}`: <Rec>/<Cont> vectors and projector). Frozen decoders are never in here.
+- Groups (arc_jax.model.param_groups): the shared encoder (backbone and embedding) and one head
+  per decoder (`decoder_{d}`: <Rec>/<Cont> vectors and projector). Frozen decoders are never in here.
 - Each parameter has its own max learning rate (encoder, special vectors, projector); all follow
   the same one-cycle shape, so lr(step) = max_lr * unit_one_cycle(step), as torch's OneCycleLR
   with a list of max rates and shared div factors. The step is global.
@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from arc_jax.model import param_groups
+from arc_jax.model.param_groups import SHARED, SPECIAL
 from arc_jax.train.schedule import one_cycle_schedule
-
-SPECIAL = ("rec_tok", "cont_tok")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,30 +55,21 @@ class OptimizerState(NamedTuple):
     adam: dict[str, Any]            # group name -> optax ScaleByAdamState
 
 
-def groups(params: dict) -> dict[str, Any]:
-    """Split a trainable encoder tree into {"shared": ..., "decoder_0": ..., ...}."""
-    shared = {k: v for k, v in params.items() if not k.startswith("decoder_")}
-    return {"shared": shared, **{k: v for k, v in params.items() if k.startswith("decoder_")}}
-
-
-def _join(parts: dict[str, Any]) -> dict:
-    return {**parts["shared"], **{k: v for k, v in parts.items() if k != "shared"}}
-
-
 def max_learning_rates(params: dict, cfg: OptimizerConfig) -> dict:
     """A tree like params holding each parameter's max learning rate."""
     def head_rates(head):
         return {k: jax.tree.map(lambda _, k=k: cfg.special_lr if k in SPECIAL else cfg.projector_lr, v)
                 for k, v in head.items()}
 
-    return {k: head_rates(v) if k.startswith("decoder_") else jax.tree.map(lambda _: cfg.encoder_lr, v)
+    return {k: head_rates(v) if param_groups.is_head(k) else jax.tree.map(lambda _: cfg.encoder_lr, v)
             for k, v in params.items()}
 
 
 def init(params: dict, frozen_groups: tuple[str, ...] = ()) -> OptimizerState:
     """Adam moments for every group except `frozen_groups` (a frozen encoder holds no moments)."""
     adam = optax.scale_by_adam()
-    return OptimizerState(jnp.zeros((), jnp.int32), {name: adam.init(part) for name, part in groups(params).items()
+    return OptimizerState(jnp.zeros((), jnp.int32), {name: adam.init(part) for name, part
+                                                     in param_groups.split(params).items()
                                                      if name not in frozen_groups})
 
 
@@ -92,17 +83,17 @@ def update(grads: dict, state: OptimizerState, params: dict, decoder: int, cfg: 
     broadcast to each parameter) marks the trainable part of the shared encoder: masked entries
     get no gradient (nor count in the clipping norm), no update and no decay, as torch parameters
     with requires_grad=False. Returns new params, new state and the pre-clipping gradient norm."""
-    head = f"decoder_{decoder}"
-    param_parts, grad_parts = groups(params), groups(grads)
-    active = (("shared",) if grad_parts["shared"] else ()) + (head,)
-    if mask is not None and grad_parts["shared"]:
-        grad_parts["shared"] = jax.tree.map(lambda g, m: g * m, grad_parts["shared"], mask)
+    head = param_groups.head(decoder)
+    param_parts, grad_parts = param_groups.split(params), param_groups.split(grads)
+    active = ((SHARED,) if grad_parts[SHARED] else ()) + (head,)
+    if mask is not None and grad_parts[SHARED]:
+        grad_parts[SHARED] = jax.tree.map(lambda g, m: g * m, grad_parts[SHARED], mask)
     norm = optax.tree.norm({name: grad_parts[name] for name in active})
     scale = jnp.minimum(1.0, cfg.clip_norm / (norm + 1e-6))
     unit_lr = cfg.unit_schedule()(state.step)
-    rates = groups(max_learning_rates(params, cfg))
+    rates = param_groups.split(max_learning_rates(params, cfg))
     if mask is not None:
-        rates["shared"] = jax.tree.map(lambda r, m: r * m, rates["shared"], mask)
+        rates[SHARED] = jax.tree.map(lambda r, m: r * m, rates[SHARED], mask)
     adam = optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     new_params, new_adam = dict(param_parts), dict(state.adam)
     for name in active:
@@ -111,4 +102,4 @@ def update(grads: dict, state: OptimizerState, params: dict, decoder: int, cfg: 
         new_params[name] = jax.tree.map(
             lambda p, d, lr: (p - lr * unit_lr * (d + cfg.weight_decay * p)).astype(p.dtype),
             param_parts[name], direction, rates[name])
-    return _join(new_params), OptimizerState(state.step + 1, new_adam), norm
+    return param_groups.join(new_params), OptimizerState(state.step + 1, new_adam), norm

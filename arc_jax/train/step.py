@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from arc_jax import sharding
 from arc_jax.data.packing import TASKS, TrainBatch
 from arc_jax.model.decoder import Decoder
+from arc_jax.model import param_groups
 from arc_jax.model.encoder import ARCEncoder
 from arc_jax.train import optimizer
 from arc_jax.train.optimizer import OptimizerConfig, OptimizerState
@@ -38,6 +40,14 @@ def init_state(params: dict, frozen_groups: tuple[str, ...] = ()) -> TrainState:
     # Distinct counters: the step donates the state, and one buffer cannot be donated twice.
     return TrainState(params, optimizer.init(params, frozen_groups), jnp.zeros((), jnp.int32),
                       jnp.zeros((), jnp.int32))
+
+
+def state_shardings(params_sharding, mesh, frozen_groups: tuple[str, ...] = ()) -> TrainState:
+    """Shardings of the TrainState `init_state(params, frozen_groups)` makes, every placement
+    chosen by arc_jax.sharding."""
+    counter = sharding.counter_sharding(mesh)
+    adam = sharding.adam_shardings(params_sharding, mesh, frozen_groups)
+    return TrainState(params_sharding, OptimizerState(counter, adam), counter, counter)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,15 +97,17 @@ def loss_and_metrics(params, decoder_params, batch: TrainBatch, encoder: ARCEnco
     return metrics["loss"], metrics
 
 
-def _split(params: dict, head: str, encoder_frozen: bool) -> tuple[dict, dict]:
-    """(differentiated, constant) parts of the encoder tree."""
-    trained = {k: v for k, v in params.items() if k == head or (not encoder_frozen and not k.startswith("decoder_"))}
+def _split(params: dict, decoder_index: int, encoder_frozen: bool) -> tuple[dict, dict]:
+    """(differentiated, constant) parts of the encoder tree: the drawn decoder's head, and the
+    shared group unless the encoder is frozen."""
+    groups = {param_groups.head(decoder_index)} | (set() if encoder_frozen else {param_groups.SHARED})
+    trained = {k: v for k, v in params.items() if param_groups.group_of(k) in groups}
     return trained, {k: v for k, v in params.items() if k not in trained}
 
 
 def _gradients(params, decoder_params, batch: TrainBatch, cfg: StepConfig):
     """(sums, gradient of the summed cross-entropy) over the batch or its micro-batches."""
-    trained, constant = _split(params, f"decoder_{cfg.decoder_index}", cfg.encoder_frozen)
+    trained, constant = _split(params, cfg.decoder_index, cfg.encoder_frozen)
 
     def ce_sum(trained, micro):
         sums = loss_sums({**constant, **trained}, decoder_params, micro, cfg.encoder, cfg.decoder, cfg.decoder_index)

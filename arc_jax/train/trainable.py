@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from arc_jax.model import param_groups
 from arc_jax.model.config import EncoderConfig
 
 
@@ -37,5 +38,5 @@ def shared_mask(params: dict, cfg: EncoderConfig, encoder_layers: int, embedding
         raise ValueError(f"unexpected encoder parameter group {leaf_path!r}")
 
     return {name: jax.tree.map(lambda leaf, name=name: layer_flags(name, leaf), sub)
-            for name, sub in params.items() if not name.startswith("decoder_")}
+            for name, sub in param_groups.split(params)[param_groups.SHARED].items()}
 

@@ -26,12 +26,12 @@ import numpy as np
 
 from arc_jax import sharding
 from arc_jax.config_loading import to_plain
-from arc_jax.model import ARCEncoder, Decoder
+from arc_jax.model import ARCEncoder, Decoder, param_groups
 from arc_jax.train import flops, multihost
 from arc_jax.train.checkpoint import TrainCheckpoints, abstract_like
 from arc_jax.train.errors import TrainingStopped
 from arc_jax.train.run_config import DecoderSpec, RunConfig, parse_run_config, run_batches
-from arc_jax.train.step import StepConfig, init_state, loss_sums, metrics_from_sums, train_step
+from arc_jax.train.step import StepConfig, init_state, loss_sums, metrics_from_sums, state_shardings, train_step
 from arc_jax.train.trainable import shared_mask
 
 
@@ -50,8 +50,8 @@ def drawn_decoder(seed: int, step: int, n_decoders: int) -> int:
 
 def frozen_groups(run: RunConfig) -> tuple[str, ...]:
     """Optimiser groups without moments: a frozen encoder and heads of decoders not in this run."""
-    heads = tuple(f"decoder_{d}" for d in range(len(run.encoder.projectors)) if d not in run.heads)
-    return (("shared",) if run.trainable.encoder_frozen else ()) + heads
+    heads = tuple(param_groups.head(d) for d in range(len(run.encoder.projectors)) if d not in run.heads)
+    return ((param_groups.SHARED,) if run.trainable.encoder_frozen else ()) + heads
 
 
 def _encoder_module(run: RunConfig) -> ARCEncoder:
@@ -178,7 +178,7 @@ class Trainer:
 
         # State: fresh, or the latest checkpoint.
         groups = frozen_groups(run)
-        self.state_sharding = sharding.train_state_shardings(p_sharding, self.mesh, groups)
+        self.state_sharding = state_shardings(p_sharding, self.mesh, groups)
         make_state = jax.jit(lambda p: init_state(p, groups), out_shardings=self.state_sharding)
         self.mask = shared_mask(nn.unbox(boxed), run.encoder, run.trainable.encoder_layers, run.trainable.embedding)
         self.checkpoints = TrainCheckpoints(self.workdir, keep=run.keep_checkpoints)
