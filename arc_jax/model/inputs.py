@@ -77,7 +77,29 @@ def pack_encoder_inputs(
     does); left as None they are the smallest multiples of `multiple` that fit. Returns the inputs and, per text in row order, where
     its output vectors are.
     """
-    n_mem = cfg.n_memory_tokens
+    tok_rows, seg_rows, pos_rows, mem_rows, lengths = _lay_out_texts(rows, cfg.n_memory_tokens)
+    need = max(len(t) for t in tok_rows)
+    row_len = row_len or round_up(need, multiple)
+    if need > row_len:
+        raise ValueError(f"a row holds {need} tokens but row_len is {row_len}")
+    stages, lengths = _pooling_stages(lengths, cfg.pooling_factors, row_len, stage_lens, multiple)
+    memory_ids = output_index = None
+    if cfg.n_memory_tokens:
+        memory_ids, output_index = _memory_outputs(mem_rows, row_len, output_len, multiple)
+        lengths = [[cfg.n_memory_tokens] * len(lens) for lens in lengths]
+    inputs = EncoderInputs(
+        tokens=_pad_rows(tok_rows, row_len, 0),
+        segment_ids=_pad_rows(seg_rows, row_len, 0),
+        positions=_pad_rows(pos_rows, row_len, 0),
+        stages=tuple(stages),
+        memory_ids=memory_ids,
+        output_index=output_index)
+    return inputs, _output_layout(lengths)
+
+
+def _lay_out_texts(rows: Sequence[Sequence[Sequence[int]]], n_mem: int):
+    """Per row: tokens, segment ids, positions and memory-token indices of its texts side by side
+    (each text followed by its memory tokens), and each text's length there."""
     tok_rows, seg_rows, pos_rows, mem_rows = [], [], [], []
     lengths = []  # per row, per text: current length (updated through the pooling stages)
     for r, texts in enumerate(rows):
@@ -93,32 +115,18 @@ def pack_encoder_inputs(
             lens.append(n + n_mem)
         tok_rows.append(toks), seg_rows.append(segs), pos_rows.append(poss), mem_rows.append(mems)
         lengths.append(lens)
-    need = max(len(t) for t in tok_rows)
-    row_len = row_len or round_up(need, multiple)
-    if need > row_len:
-        raise ValueError(f"a row holds {need} tokens but row_len is {row_len}")
+    return tok_rows, seg_rows, pos_rows, mem_rows, lengths
 
-    stages = []
-    in_len = row_len
-    factors = cfg.pooling_factors
+
+def _pooling_stages(lengths: list[list[int]], factors: Sequence[int], row_len: int,
+                    stage_lens: Sequence[int] | None, multiple: int) -> tuple[list[PoolingStage], list[list[int]]]:
+    """One PoolingStage per pooling layer, and each text's length after the last of them."""
     if stage_lens is not None and len(stage_lens) != len(factors):
         raise ValueError(f"{len(stage_lens)} stage lengths for {len(factors)} pooling layers")
+    stages = []
+    in_len = row_len
     for s, k in enumerate(factors):
-        group_rows, last_rows, oseg_rows, opos_rows, new_lengths = [], [], [], [], []
-        for lens in lengths:
-            groups, last, osegs, oposs, new = [], [], [], [], []
-            slot = 0
-            for j, n in enumerate(lens):
-                sizes = pool_groups(n, k)
-                for g, size in enumerate(sizes):
-                    groups += [len(osegs)] * size
-                    slot += size
-                    last.append(slot - 1)
-                    osegs.append(j + 1)
-                    oposs.append(g)
-                new.append(len(sizes))
-            group_rows.append(groups), last_rows.append(last)
-            oseg_rows.append(osegs), opos_rows.append(oposs), new_lengths.append(new)
+        group_rows, last_rows, oseg_rows, opos_rows, new_lengths = _stage_plan(lengths, k)
         need = max(len(o) for o in oseg_rows)
         out_len = stage_lens[s] if stage_lens is not None else round_up(need, multiple)
         if need > out_len:
@@ -129,34 +137,53 @@ def pack_encoder_inputs(
             segment_ids=_pad_rows(oseg_rows, out_len, 0),
             positions=_pad_rows(opos_rows, out_len, 0)))
         lengths, in_len = new_lengths, out_len
+    return stages, lengths
 
-    memory_ids = output_index = None
-    if n_mem:
-        memory_ids = _pad_rows(mem_rows, row_len, -1)
-        out_rows = []
-        for mems in mem_rows:
-            out_rows.append([i for i, m in enumerate(mems) if m >= 0])
-        need = max(len(o) for o in out_rows)
-        out_len = output_len or round_up(need, multiple)
-        if need > out_len:
-            raise ValueError(f"{need} memory-token outputs in a row but output_len is {out_len}")
-        output_index = _pad_rows(out_rows, out_len, 0)
-        lengths = [[n_mem] * len(lens) for lens in lengths]
 
+def _stage_plan(lengths: list[list[int]], k: int):
+    """One pooling layer by `k` over rows of texts of `lengths`: per row, the group of each input
+    slot, each group's last input slot, each group's text and position; and the pooled lengths."""
+    group_rows, last_rows, oseg_rows, opos_rows, new_lengths = [], [], [], [], []
+    for lens in lengths:
+        groups, last, osegs, oposs, new = [], [], [], [], []
+        slot = 0
+        for j, n in enumerate(lens):
+            sizes = pool_groups(n, k)
+            for g, size in enumerate(sizes):
+                groups += [len(osegs)] * size
+                slot += size
+                last.append(slot - 1)
+                osegs.append(j + 1)
+                oposs.append(g)
+            new.append(len(sizes))
+        group_rows.append(groups), last_rows.append(last)
+        oseg_rows.append(osegs), opos_rows.append(oposs), new_lengths.append(new)
+    return group_rows, last_rows, oseg_rows, opos_rows, new_lengths
+
+
+def _memory_outputs(mem_rows: list[list[int]], row_len: int, output_len: int | None, multiple: int):
+    """Memory-token baseline: (memory_ids [rows, row_len], output_index [rows, out_len]), the
+    memory token in each slot and the slots whose final states are the output."""
+    memory_ids = _pad_rows(mem_rows, row_len, -1)
+    out_rows = []
+    for mems in mem_rows:
+        out_rows.append([i for i, m in enumerate(mems) if m >= 0])
+    need = max(len(o) for o in out_rows)
+    out_len = output_len or round_up(need, multiple)
+    if need > out_len:
+        raise ValueError(f"{need} memory-token outputs in a row but output_len is {out_len}")
+    return memory_ids, _pad_rows(out_rows, out_len, 0)
+
+
+def _output_layout(lengths: list[list[int]]) -> list[EncoderLayout]:
+    """Per text in row order, where its output vectors are: side by side from the row's start."""
     layout = []
     for r, lens in enumerate(lengths):
         start = 0
         for n in lens:
             layout.append(EncoderLayout(r, start, n))
             start += n
-    inputs = EncoderInputs(
-        tokens=_pad_rows(tok_rows, row_len, 0),
-        segment_ids=_pad_rows(seg_rows, row_len, 0),
-        positions=_pad_rows(pos_rows, row_len, 0),
-        stages=tuple(stages),
-        memory_ids=memory_ids,
-        output_index=output_index)
-    return inputs, layout
+    return layout
 
 
 def pack_rows_first_fit(lengths: Sequence[int], row_len: int) -> list[list[int]]:
