@@ -27,7 +27,7 @@ import numpy as np
 
 from arc_jax.data.tasks import Sample
 from arc_jax.model.config import EncoderConfig
-from arc_jax.model.inputs import EncoderInputs, pack_encoder_inputs
+from arc_jax.model.inputs import EncoderInputs, FirstFit, pack_encoder_inputs
 from arc_jax.model.pooling import pooled_length, pooled_row_lengths
 
 TASKS = ("reconstruction", "continuation", "fewshot", "long_context")
@@ -95,40 +95,13 @@ def decoder_slots(sample: Sample, cfg: EncoderConfig, encoder_len: int) -> int:
     return len(sample.x) + sum(per_context) + _has_special(sample, cfg) * len(sample.contexts)
 
 
-class _FirstFit:
-    """Rows of `capacity` slots holding at most `max_items` items each."""
-
-    def __init__(self, n_rows: int, capacity: int, max_items: int):
-        self.room = [capacity] * n_rows
-        self.slots_left = [max_items] * n_rows
-        self.items: list[list[int]] = [[] for _ in range(n_rows)]
-
-    def fits(self, sizes: Sequence[int]) -> list[int] | None:
-        """Rows for items of `sizes` (placed together or not at all)."""
-        room, left, rows = list(self.room), list(self.slots_left), []
-        for size in sizes:
-            row = next((r for r, free in enumerate(room) if size <= free and left[r]), None)
-            if row is None:
-                return None
-            room[row] -= size
-            left[row] -= 1
-            rows.append(row)
-        return rows
-
-    def place(self, rows: Sequence[int], sizes: Sequence[int], ids: Sequence[int]) -> None:
-        for row, size, i in zip(rows, sizes, ids):
-            self.room[row] -= size
-            self.slots_left[row] -= 1
-            self.items[row].append(i)
-
-
 def pack_batch(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShape
                ) -> tuple[TrainBatch, list[Sample], PackStats]:
     """(batch, leftover samples that did not fit, statistics) for samples taken in order."""
     stats = PackStats()
     extra = cfg.n_memory_tokens
-    enc_fit = _FirstFit(shape.encoder_rows, shape.encoder_len, shape.max_contexts_per_row)
-    dec_fit = _FirstFit(shape.decoder_rows, shape.decoder_len, shape.decoder_len)
+    enc_fit = FirstFit(shape.encoder_len, n_rows=shape.encoder_rows, max_items=shape.max_contexts_per_row)
+    dec_fit = FirstFit(shape.decoder_len, n_rows=shape.decoder_rows, max_items=shape.decoder_len)
     contexts: list[tuple[int, ...]] = []
     placed: list[tuple[Sample, list[int]]] = []  # sample, ids of its contexts
     leftover: list[Sample] = []

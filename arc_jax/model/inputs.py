@@ -186,23 +186,58 @@ def _output_layout(lengths: list[list[int]]) -> list[EncoderLayout]:
     return layout
 
 
+class FirstFit:
+    """First-fit rows of `capacity` slots: each item goes to the first row with room for it.
+
+    Training packs a batch, so `n_rows` is fixed and `max_items` bounds the texts of an encoder
+    row (and with them its pooled length); left as None, a new row opens whenever none has room,
+    as inference packs whatever it is given. `items[r]` lists the ids placed in row r in order.
+    """
+
+    def __init__(self, capacity: int, n_rows: int | None = None, max_items: int | None = None):
+        self.capacity, self.max_items, self.grows = capacity, max_items, n_rows is None
+        self.room = [capacity] * (n_rows or 0)
+        self.counts = [0] * (n_rows or 0)
+        self.items: list[list[int]] = [[] for _ in self.room]
+
+    def fits(self, sizes: Sequence[int]) -> list[int] | None:
+        """Rows for items of `sizes` placed together (a sample's contexts), or None where one of
+        them finds no row: then none is placed."""
+        room, counts, rows = list(self.room), list(self.counts), []
+        for size in sizes:
+            row = next((r for r, free in enumerate(room) if size <= free and self._takes(counts[r])), None)
+            if row is None:
+                if not self.grows or size > self.capacity:
+                    return None
+                row = len(room)
+                room.append(self.capacity), counts.append(0)
+            room[row] -= size
+            counts[row] += 1
+            rows.append(row)
+        return rows
+
+    def place(self, rows: Sequence[int], sizes: Sequence[int], ids: Sequence[int]) -> None:
+        """Put the items `ids` of `sizes` in the `rows` that `fits` gave."""
+        for row, size, i in zip(rows, sizes, ids):
+            if row == len(self.room):
+                self.room.append(self.capacity), self.counts.append(0), self.items.append([])
+            self.room[row] -= size
+            self.counts[row] += 1
+            self.items[row].append(i)
+
+    def _takes(self, count: int) -> bool:
+        return self.max_items is None or count < self.max_items
+
+
 def pack_rows_first_fit(lengths: Sequence[int], row_len: int) -> list[list[int]]:
     """Assign items (by index) to rows of capacity row_len, longest first, first row that fits."""
-    rows: list[list[int]] = []
-    room: list[int] = []
+    fit = FirstFit(row_len)
     for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        n = lengths[i]
-        if n > row_len:
-            raise ValueError(f"item {i} has length {n} > row length {row_len}")
-        for r, free in enumerate(room):
-            if n <= free:
-                rows[r].append(i)
-                room[r] -= n
-                break
-        else:
-            rows.append([i])
-            room.append(row_len - n)
-    return rows
+        rows = fit.fits([lengths[i]])
+        if rows is None:
+            raise ValueError(f"item {i} has length {lengths[i]} > row length {row_len}")
+        fit.place(rows, [lengths[i]], [i])
+    return fit.items
 
 
 def splice_segments(text: Sequence[int], blocks: Sequence[np.ndarray], offsets: Sequence[int]) -> list:
