@@ -27,7 +27,16 @@ import numpy as np
 
 from arc_jax.data.tasks import Sample
 from arc_jax.model.config import EncoderConfig
-from arc_jax.model.inputs import EncoderInputs, FirstFit, pack_encoder_inputs
+from arc_jax.model.inputs import (
+    EncoderInputs,
+    EncoderLayout,
+    FirstFit,
+    TableRows,
+    empty_decoder_inputs,
+    pack_encoder_inputs,
+    splice_segments,
+    write_spliced,
+)
 from arc_jax.model.pooling import pooled_length, pooled_row_lengths
 
 TASKS = ("reconstruction", "continuation", "fewshot", "long_context")
@@ -137,45 +146,46 @@ def pack_batch(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShap
     special_base = shape.encoder_rows * out_len
 
     b, t = shape.decoder_rows, shape.decoder_len
-    arrays = {name: np.zeros((b, t), np.int32) for name in ("tokens", "segment_ids", "positions", "targets")}
-    compressed_index = np.full((b, t), -1, np.int32)
+    decoder = empty_decoder_inputs(b, t)
+    targets = np.zeros((b, t), np.int32)
     task_ids = np.full((b, t), -1, np.int32)
     loss_mask = np.zeros((b, t), np.float32)
     for row, members in enumerate(dec_fit.items):
         cursor = 0
         for seg, sample_id in enumerate(members, start=1):
             sample, ids = placed[sample_id]
-            start = cursor
-            text_i = 0
-            for offset, context_id in zip(sample.insertions, ids):
-                cursor = _put_text(arrays, loss_mask, sample, row, cursor, text_i, text_i + offset)
-                text_i += offset
-                place = where[context_id]
-                base = place.row * out_len + place.start
-                compressed_index[row, cursor: cursor + place.length] = np.arange(base, base + place.length)
-                cursor += place.length
-                if _has_special(sample, cfg):
-                    compressed_index[row, cursor] = special_base + (0 if sample.special == "rec" else 1)
-                    cursor += 1
-            cursor = _put_text(arrays, loss_mask, sample, row, cursor, text_i, len(sample.x))
-            arrays["segment_ids"][row, start:cursor] = seg
-            arrays["positions"][row, start:cursor] = np.arange(cursor - start)
+            special = special_base + (0 if sample.special == "rec" else 1) if _has_special(sample, cfg) else None
+            pieces = _spliced_pieces(sample, [where[i] for i in ids], out_len, special)
+            start, cursor = cursor, write_spliced(decoder, row, cursor, pieces, seg)
+            text = decoder.compressed_index[row, start:cursor] < 0  # the slots of sample.x, in order
+            targets[row, start:cursor][text] = sample.y
+            loss_mask[row, start:cursor][text] = sample.loss_mask
             task_ids[row, start:cursor] = TASKS.index(sample.task)
             stats.decoder_tokens += cursor - start
     stats.decoder_slots = b * t
     stats.encoder_tokens = int((encoder.segment_ids > 0).sum())
     stats.encoder_slots = encoder.segment_ids.size
-    batch = TrainBatch(encoder, arrays["tokens"], arrays["segment_ids"], arrays["positions"], compressed_index,
-                       arrays["targets"], loss_mask, task_ids)
+    batch = TrainBatch(encoder, decoder.tokens, decoder.segment_ids, decoder.positions, decoder.compressed_index,
+                       targets, loss_mask, task_ids)
     return batch, leftover, stats
 
 
-def _put_text(arrays, loss_mask, sample: Sample, row: int, cursor: int, begin: int, end: int) -> int:
-    n = end - begin
-    arrays["tokens"][row, cursor: cursor + n] = sample.x[begin:end]
-    arrays["targets"][row, cursor: cursor + n] = sample.y[begin:end]
-    loss_mask[row, cursor: cursor + n] = sample.loss_mask[begin:end]
-    return cursor + n
+def _spliced_pieces(sample: Sample, places: Sequence[EncoderLayout], out_len: int, special: int | None) -> list:
+    """The sample's decoder sequence as pieces for `write_spliced`: its text cut at the insertion
+    points, each context's vectors and then its special vector (if any) in between.
+
+    Unlike inference, which stacks the blocks it is given, training reads the encoder output in
+    place on the device: a context at output offset s of encoder row r is table rows
+    r * out_len + s, .., and the special vectors follow all encoder rows (module docstring).
+    """
+    blocks, offsets = [], []
+    for offset, place in zip(sample.insertions, places):
+        blocks.append(TableRows(place.row * out_len + place.start, place.length))
+        offsets.append(offset)
+        if special is not None:
+            blocks.append(TableRows(special, 1))
+            offsets.append(0)
+    return splice_segments(sample.x, blocks, offsets)
 
 
 def output_len(encoder: EncoderInputs, shape: PackingShape) -> int:

@@ -6,7 +6,10 @@ slot, which output slot (group) it belongs to; the device then pools with a segm
 gather, never with a data-dependent shape.
 
 Decoder rows hold the spliced sequence: `compressed_index` is -1 where a text token is read and
-otherwise the row of the compressed-vector table to read instead.
+otherwise the row of the compressed-vector table to read instead. `splice_segments` cuts a text
+at its insertion points and `write_spliced` writes the pieces into a row, for inference
+(`pack_decoder_inputs`) and training (data/packing.py) alike; `FirstFit` assigns texts and
+samples to rows for both.
 """
 
 from __future__ import annotations
@@ -240,11 +243,20 @@ def pack_rows_first_fit(lengths: Sequence[int], row_len: int) -> list[list[int]]
     return fit.items
 
 
-def splice_segments(text: Sequence[int], blocks: Sequence[np.ndarray], offsets: Sequence[int]) -> list:
+class TableRows(NamedTuple):
+    """`count` consecutive rows of the compressed-vector table from `first`: the slots of a
+    spliced row that read compressed vectors instead of token embeddings."""
+
+    first: int
+    count: int
+
+
+def splice_segments(text: Sequence[int], blocks: Sequence[np.ndarray | TableRows], offsets: Sequence[int]) -> list:
     """The reference's insertion points -> an ordered list of token pieces and blocks.
 
     offsets[i] is the number of text tokens between the previous insertion (or the start) and
-    block i: [0, 2] means block A, 2 text tokens, block B, then the remaining text.
+    block i: [0, 2] means block A, 2 text tokens, block B, then the remaining text. Blocks are
+    [k, dim] arrays for the API, or TableRows where the vectors already sit in a table.
     """
     if len(offsets) != len(blocks):
         raise ValueError(f"{len(offsets)} insertion offsets for {len(blocks)} compressed blocks")
@@ -262,6 +274,36 @@ def splice_segments(text: Sequence[int], blocks: Sequence[np.ndarray], offsets: 
     return pieces
 
 
+def empty_decoder_inputs(rows: int, length: int) -> DecoderInputs:
+    """Decoder inputs that are padding everywhere, for `write_spliced` to fill."""
+    return DecoderInputs(tokens=np.zeros((rows, length), np.int32), segment_ids=np.zeros((rows, length), np.int32),
+                         positions=np.zeros((rows, length), np.int32),
+                         compressed_index=np.full((rows, length), -1, np.int32))
+
+
+def spliced_length(pieces: Sequence[Sequence[int] | TableRows]) -> int:
+    return sum(p.count if isinstance(p, TableRows) else len(p) for p in pieces)
+
+
+def write_spliced(inputs: DecoderInputs, row: int, cursor: int, pieces: Sequence[Sequence[int] | TableRows],
+                  segment: int) -> int:
+    """Write one sample's spliced sequence into `row` of `inputs` (from `empty_decoder_inputs`)
+    from slot `cursor`: token-id pieces as text (compressed_index stays -1), TableRows as table
+    indices (token stays 0). Its slots get `segment` and positions 0, 1, ...; returns the slot
+    after it."""
+    start = cursor
+    for piece in pieces:
+        if isinstance(piece, TableRows):
+            inputs.compressed_index[row, cursor: cursor + piece.count] = np.arange(piece.first, piece.first + piece.count)
+            cursor += piece.count
+        else:
+            inputs.tokens[row, cursor: cursor + len(piece)] = piece
+            cursor += len(piece)
+    inputs.segment_ids[row, start:cursor] = segment
+    inputs.positions[row, start:cursor] = np.arange(cursor - start)
+    return cursor
+
+
 def pack_decoder_inputs(
     samples: Sequence[Sequence[Sequence[int] | np.ndarray]],
     row_len: int | None = None,
@@ -269,35 +311,34 @@ def pack_decoder_inputs(
 ) -> tuple[DecoderInputs, np.ndarray, np.ndarray]:
     """One sample per row: token-id pieces and compressed blocks [k, dim] in order.
 
+    The caller hands the compressed vectors over as blocks, so they are stacked into one table in
+    order and each block's slots index its rows there (training instead indexes the encoder's
+    output where the device left it: data/packing.py). Positions run 0..row_len-1 over the whole
+    row, padding included, as the cached generation path numbers its prefill.
+
     Returns the inputs, the stacked table of compressed vectors [n, dim] that `compressed_index`
     points into (None without blocks), and a bool mask [rows, len] of the text-token slots.
     """
-    tok_rows, idx_rows, blocks = [], [], []
+    rows, blocks = [], []
     n_vectors = 0
     for sample in samples:
-        toks, idx = [], []
+        pieces: list = []
         for piece in sample:
             if isinstance(piece, np.ndarray) and piece.ndim == 2:
-                toks += [0] * len(piece)
-                idx += list(range(n_vectors, n_vectors + len(piece)))
+                pieces.append(TableRows(n_vectors, len(piece)))
                 n_vectors += len(piece)
                 blocks.append(piece)
             else:
-                piece = [int(t) for t in piece]
-                toks += piece
-                idx += [-1] * len(piece)
-        tok_rows.append(toks), idx_rows.append(idx)
-    need = max(len(t) for t in tok_rows)
+                pieces.append([int(t) for t in piece])
+        rows.append(pieces)
+    need = max(spliced_length(pieces) for pieces in rows)
     row_len = row_len or round_up(need, multiple)
     if need > row_len:
         raise ValueError(f"a sample holds {need} positions but row_len is {row_len}")
-    lengths = [len(t) for t in tok_rows]
-    segment_ids = (np.arange(row_len)[None] < np.array(lengths)[:, None]).astype(np.int32)
-    inputs = DecoderInputs(
-        tokens=_pad_rows(tok_rows, row_len, 0),
-        segment_ids=segment_ids,
-        positions=np.broadcast_to(np.arange(row_len, dtype=np.int32), segment_ids.shape).copy(),
-        compressed_index=_pad_rows(idx_rows, row_len, -1))
-    text_mask = (inputs.compressed_index < 0) & (segment_ids > 0)
+    inputs = empty_decoder_inputs(len(rows), row_len)
+    for r, pieces in enumerate(rows):
+        write_spliced(inputs, r, 0, pieces, segment=1)
+    inputs.positions[:] = np.arange(row_len)
+    text_mask = (inputs.compressed_index < 0) & (inputs.segment_ids > 0)
     table = np.concatenate(blocks) if blocks else None
     return inputs, table, text_mask
