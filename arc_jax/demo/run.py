@@ -40,7 +40,7 @@ MODES = ("closed_book", "open_book")
 # In-context examples of the evaluation prompt: the decoder is trained on 0- and 1-shot episodes
 # (5-shot ones are ~4x longer and did not train in the time: notes/lm_experiments.md).
 SHOTS = 1
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 # --smoke: a few steps of tiny models in every stage (seconds, not minutes).
 SMOKE_DECODER = ["max_steps=6", "log_every=2", "checkpoint_every=6", "probe_every=3", "probe_examples=8",
