@@ -154,7 +154,7 @@ def pack_batch(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShap
         cursor = 0
         for seg, sample_id in enumerate(members, start=1):
             sample, ids = placed[sample_id]
-            special = special_base + (0 if sample.special == "rec" else 1) if _has_special(sample, cfg) else None
+            special = (special_base + (0 if sample.special == "rec" else 1)) if _has_special(sample, cfg) else None
             pieces = _spliced_pieces(sample, [where[i] for i in ids], out_len, special)
             start, cursor = cursor, write_spliced(decoder, row, cursor, pieces, seg)
             text = decoder.compressed_index[row, start:cursor] < 0  # the slots of sample.x, in order
