@@ -4,7 +4,9 @@ overridden from the command line with --config.a.b=value (big_vision / MaxText s
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
+import typing
 from pathlib import Path
 from typing import Sequence
 
@@ -101,3 +103,41 @@ def to_plain(value):
     if isinstance(value, (list, tuple)):
         return [to_plain(v) for v in value]
     return value
+
+
+def typed(value, expected, name: str):
+    """`value` if it is of the `expected` type(s) (an int where a float is expected becomes one; a
+    bool is not an int here), else ConfigError naming the field."""
+    allowed = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool) and bool not in allowed:
+        raise ConfigError(f"{name}={value!r}: expected {_type_name(expected)}, got bool")
+    if float in allowed and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, allowed):
+        raise ConfigError(f"{name}={value!r}: expected {_type_name(expected)}, got {type(value).__name__}")
+    return value
+
+
+def _type_name(expected) -> str:
+    if isinstance(expected, tuple):
+        return " or ".join("None" if t is type(None) else t.__name__ for t in expected)
+    return expected.__name__
+
+
+def checked_fields(cls, fields, name: str) -> dict:
+    """`fields` (a dict or ConfigDict) as plain values of dataclass `cls`'s field types: unknown,
+    missing and wrong-typed fields are reported by name. A dataclass-typed field stays a dict for
+    its own check."""
+    fields = to_plain(fields)
+    types = typing.get_type_hints(cls)
+    if not isinstance(fields, dict):
+        raise ConfigError(f"{name}={fields!r}: expected a dict of {sorted(types)}")
+    unknown = sorted(set(fields) - set(types))
+    if unknown:
+        raise ConfigError(f"{name} has unknown field(s) {unknown}; known: {sorted(types)}")
+    for field in dataclasses.fields(cls):
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        if required and field.name not in fields:
+            raise ConfigError(f"{name}.{field.name} is required")
+    return {key: typed(value, dict if dataclasses.is_dataclass(types[key]) else types[key], f"{name}.{key}")
+            for key, value in fields.items()}

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 
-from arc_jax.config_loading import ConfigError, to_plain
+from arc_jax.config_loading import checked_fields
 from arc_jax.data.packing import PackingShape
 
 
@@ -62,34 +61,6 @@ class DataConfig:
 
 def parse_data_config(fields, name: str = "config.data") -> DataConfig:
     """The typed data section; ConfigError (naming the field) for anything the pipeline cannot read."""
-    values = _checked_fields(DataConfig, fields, name)
-    values["shape"] = PackingShape(**_checked_fields(PackingShape, values["shape"], f"{name}.shape"))
+    values = checked_fields(DataConfig, fields, name)
+    values["shape"] = PackingShape(**checked_fields(PackingShape, values["shape"], f"{name}.shape"))
     return DataConfig(**values)
-
-
-def _checked_fields(cls, fields, name: str) -> dict:
-    """`fields` (a dict or ConfigDict) as plain values of `cls`'s field types: unknown, missing and
-    wrong-typed fields are reported by name. A dataclass-typed field stays a dict for its own check."""
-    fields = to_plain(fields)
-    types = typing.get_type_hints(cls)
-    if not isinstance(fields, dict):
-        raise ConfigError(f"{name}={fields!r}: expected a dict of {sorted(types)}")
-    unknown = sorted(set(fields) - set(types))
-    if unknown:
-        raise ConfigError(f"{name} has unknown field(s) {unknown}; known: {sorted(types)}")
-    for field in dataclasses.fields(cls):
-        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        if required and field.name not in fields:
-            raise ConfigError(f"{name}.{field.name} is required")
-    return {key: _typed(value, dict if dataclasses.is_dataclass(types[key]) else types[key], f"{name}.{key}")
-            for key, value in fields.items()}
-
-
-def _typed(value, expected: type, name: str):
-    """`value` if it is of the `expected` type (an int where a float is expected becomes one; a bool
-    is not an int here), else ConfigError naming the field."""
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, expected) and (expected is bool or not isinstance(value, bool)):
-        return value
-    raise ConfigError(f"{name}={value!r}: expected {expected.__name__}, got {type(value).__name__}")

@@ -42,7 +42,7 @@ import dataclasses
 
 import ml_collections
 
-from arc_jax.config_loading import ConfigError
+from arc_jax.config_loading import ConfigError, checked_fields, typed
 from arc_jax.config_loading import to_plain as _plain
 from arc_jax.data.config import DataConfig, parse_data_config
 from arc_jax.data.packing import PackingShape
@@ -114,35 +114,9 @@ _SECTIONS = {"model", "optimizer", "trainable", "eval", "mesh_shape", "data"}
 _DECODER_FIELDS = {"path": str, "backbone": (dict, type(None)), "tokenizer": str, "head": int, "dtype": str}
 
 
-def _typed(value, expected, name: str):
-    """`value` if it is of the `expected` type(s) (an int where a float is expected becomes one; a
-    bool is not an int here), else ConfigError naming the field."""
-    allowed = expected if isinstance(expected, tuple) else (expected,)
-    if isinstance(value, bool) and bool not in allowed:
-        raise ConfigError(f"{name}={value!r}: expected {_type_name(expected)}")
-    if float in allowed and isinstance(value, int):
-        return float(value)
-    if not isinstance(value, allowed):
-        raise ConfigError(f"{name}={value!r}: expected {_type_name(expected)}")
-    return value
-
-
-def _type_name(expected) -> str:
-    if isinstance(expected, tuple):
-        return " or ".join("None" if t is type(None) else t.__name__ for t in expected)
-    return expected.__name__
-
-
 def _dataclass_from(cls, fields: dict, name: str):
     """cls(**fields) with unknown fields and wrong types reported by name."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(fields) - set(known))
-    if unknown:
-        raise ConfigError(f"{name} has unknown field(s) {unknown}; known: {sorted(known)}")
-    defaults = cls()
-    for key, value in fields.items():
-        _typed(value, type(getattr(defaults, key)), f"{name}.{key}")
-    return cls(**{k: float(v) if isinstance(getattr(defaults, k), float) else v for k, v in fields.items()})
+    return cls(**checked_fields(cls, fields, name))
 
 
 def _model_config(cls, fields, name: str):
@@ -164,7 +138,7 @@ def _decoder(entry, index: int, n_heads: int) -> DecoderSpec:
     if "tokenizer" not in fields:
         raise ConfigError(f"{name}.tokenizer is required")
     for key, expected in _DECODER_FIELDS.items():
-        _typed(fields[key], expected, f"{name}.{key}")
+        typed(fields[key], expected, f"{name}.{key}")
     if not fields["path"] and fields["backbone"] is None:
         raise ConfigError(f"{name}: give a converted decoder (path) or a backbone to initialise randomly")
     if fields["dtype"] not in DTYPES:
@@ -184,7 +158,7 @@ def parse_run_config(config: ml_collections.ConfigDict, device_count: int | None
     for key in ("seed", "max_steps", "checkpoint_every"):
         if key not in config:
             raise ConfigError(f"config.{key} is required")
-    top = {k: _typed(config[k], t, f"config.{k}") for k, t in _TOP_LEVEL.items() if k in config}
+    top = {k: typed(config[k], t, f"config.{k}") for k, t in _TOP_LEVEL.items() if k in config}
     for key in ("max_steps", "checkpoint_every", "keep_checkpoints", "max_bad_steps", "log_every", "grad_accum"):
         if key in top and top[key] < 1:
             raise ConfigError(f"config.{key}={top[key]}: must be >= 1")
