@@ -77,15 +77,10 @@ def batch_sharding(batch, mesh: Mesh, micro_batches: bool = False):
     return jax.tree.map(lambda _: rows, batch)
 
 
-def counter_sharding(mesh: Mesh) -> NamedSharding:
-    """Scalar counters (the optimiser step, skipped steps, Adam counts): replicated."""
-    return replicated(mesh)
-
-
 def adam_shardings(params_sharding, mesh: Mesh, frozen_groups: tuple[str, ...] = ()) -> dict:
     """Per optimiser group (arc_jax.model.param_groups) but `frozen_groups`, the shardings of its
     Adam state: the moments placed like the parameters they follow, the count replicated. The train
     side assembles its state's shardings from these (arc_jax.train.step.state_shardings)."""
-    count = counter_sharding(mesh)
+    count = replicated(mesh)
     return {name: optax.ScaleByAdamState(count=count, mu=g, nu=g)
             for name, g in param_groups.split(params_sharding).items() if name not in frozen_groups}

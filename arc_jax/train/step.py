@@ -22,8 +22,8 @@ import optax
 
 from arc_jax import sharding
 from arc_jax.data.packing import TASKS, TrainBatch
-from arc_jax.model.decoder import Decoder
 from arc_jax.model import param_groups
+from arc_jax.model.decoder import Decoder
 from arc_jax.model.encoder import ARCEncoder
 from arc_jax.train import optimizer
 from arc_jax.train.optimizer import OptimizerConfig, OptimizerState
@@ -45,7 +45,7 @@ def init_state(params: dict, frozen_groups: tuple[str, ...] = ()) -> TrainState:
 def state_shardings(params_sharding, mesh, frozen_groups: tuple[str, ...] = ()) -> TrainState:
     """Shardings of the TrainState `init_state(params, frozen_groups)` makes, every placement
     chosen by arc_jax.sharding."""
-    counter = sharding.counter_sharding(mesh)
+    counter = sharding.replicated(mesh)  # the optimiser step and the skipped-step counters
     adam = sharding.adam_shardings(params_sharding, mesh, frozen_groups)
     return TrainState(params_sharding, OptimizerState(counter, adam), counter, counter)
 
