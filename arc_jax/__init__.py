@@ -5,8 +5,9 @@ reads in place of the text's token embeddings.
 
 Where things are: model/ (the Flax encoder and decoder), data/ (input pipeline and batch packing),
 train/ (training loop and jitted step), inference/ (loading and generation), evaluation/ (metrics,
-harness), demo/ (`arc-jax demo`), tools/ (benchmarks, round trip); the checkpoint layouts are the
-sibling package convert/ (installed as arc_jax.convert); sharding.py places everything on the mesh.
+harness), demo/ (`arc-jax demo`), tools/ (benchmarks, round trip), cli/ (the `arc-jax` command);
+the checkpoint layouts are the sibling package convert/ (installed as arc_jax.convert);
+sharding.py places everything on the mesh; errors.py holds the failures reported as one line.
 """
 
 from arc_jax.inference.api import DecoderLM, Encoder, load_decoder, load_encoder
