@@ -26,37 +26,36 @@ import numpy as np
 
 from arc_jax import sharding
 from arc_jax.config_loading import to_plain
-from arc_jax.model import ARCEncoder, Decoder, param_groups
+from arc_jax.model import ARCEncoder, Decoder
 from arc_jax.train import flops, multihost
-from arc_jax.train.checkpoint import TrainCheckpoints, abstract_like
+from arc_jax.train.checkpoint import TrainCheckpoints
 from arc_jax.train.errors import TrainingStopped
+from arc_jax.train.program import DecoderPlacement, build_program, place_decoder
 from arc_jax.train.run_config import DecoderSpec, RunConfig, parse_run_config, run_batches
-from arc_jax.train.step import StepConfig, init_state, loss_sums, metrics_from_sums, state_shardings, train_step
-from arc_jax.train.trainable import shared_mask
+from arc_jax.train.step import loss_sums, metrics_from_sums
 
 
 @dataclasses.dataclass
 class FrozenDecoder:
-    spec: DecoderSpec
-    module: Decoder
+    placement: DecoderPlacement  # module, spec and shardings (arc_jax/train/program.py)
     params: dict
-    shardings: dict
+
+    @property
+    def spec(self) -> DecoderSpec:
+        return self.placement.spec
+
+    @property
+    def module(self) -> Decoder:
+        return self.placement.module
+
+    @property
+    def shardings(self) -> dict:
+        return self.placement.shardings
 
 
 def drawn_decoder(seed: int, step: int, n_decoders: int) -> int:
     """The decoder trained at `step`: uniform, a pure function of (seed, step) so resume is exact."""
     return int(np.random.default_rng([seed, step]).integers(n_decoders)) if n_decoders > 1 else 0
-
-
-def frozen_groups(run: RunConfig) -> tuple[str, ...]:
-    """Optimiser groups without moments: a frozen encoder and heads of decoders not in this run."""
-    heads = tuple(param_groups.head(d) for d in range(len(run.encoder.projectors)) if d not in run.heads)
-    return ((param_groups.SHARED,) if run.trainable.encoder_frozen else ()) + heads
-
-
-def _encoder_module(run: RunConfig) -> ARCEncoder:
-    return ARCEncoder(run.encoder, dtype=jnp.dtype(run.compute_dtype), attention_impl=run.attention_impl,
-                      remat_policy=run.remat_policy)
 
 
 def _load_decoder(run: RunConfig, index: int, workdir: Path | None, template, mesh) -> FrozenDecoder:
@@ -68,14 +67,13 @@ def _load_decoder(run: RunConfig, index: int, workdir: Path | None, template, me
     path = Path(spec.path) if spec.path else None if workdir is None else workdir / f"decoder_{index}"
     if path is None or (not spec.path and not path.exists()):
         cfg = spec.backbone
-        module = _decoder_module(run, cfg, spec)
-        boxed = _decoder_shapes(module, template)
-        shardings = sharding.param_shardings(boxed, mesh)
+        placed = place_decoder(run, index, cfg, template, mesh)
+        module, shardings = placed.module, placed.shardings
         params = jax.jit(lambda: jax.tree.map(lambda x: x.astype(spec.dtype), nn.unbox(module.init(
             jax.random.key(run.seed + 1 + index), template.tokens, template.segment_ids, template.positions)[
             "params"])), out_shardings=shardings)()
         if path is None:
-            return FrozenDecoder(spec, module, params, shardings)
+            return FrozenDecoder(placed, params)
         # Every process takes part: the shards may span processes (fsdp / tensor axes over hosts).
         host = multihost.process_allgather(params)
         if jax.process_index() == 0:
@@ -88,20 +86,9 @@ def _load_decoder(run: RunConfig, index: int, workdir: Path | None, template, me
         raise ValueError(f"{path}: holds a decoder of another shape than config.model.decoders[{index}].backbone")
     if cfg.dim != run.encoder.projectors[spec.head].out_dim:
         raise ValueError(f"{path}: decoder width {cfg.dim} is not the output width of encoder head {spec.head}")
-    module = _decoder_module(run, cfg, spec)
-    shardings = sharding.param_shardings(_decoder_shapes(module, template), mesh)
+    placed = place_decoder(run, index, cfg, template, mesh)
     params = jax.tree.map(lambda x: np.asarray(x).astype(spec.dtype), params)
-    return FrozenDecoder(spec, module, jax.device_put(params, shardings), shardings)
-
-
-def _decoder_module(run: RunConfig, cfg, spec: DecoderSpec) -> Decoder:
-    return Decoder(cfg, dtype=jnp.dtype(run.compute_dtype), param_dtype=jnp.dtype(spec.dtype),
-                   attention_impl=run.attention_impl, remat_policy=run.remat_policy)
-
-
-def _decoder_shapes(module: Decoder, template):
-    return jax.eval_shape(lambda: module.init(jax.random.key(0), template.tokens, template.segment_ids,
-                                              template.positions))["params"]
+    return FrozenDecoder(placed, jax.device_put(params, placed.shardings))
 
 
 def _sync(name: str) -> None:
@@ -169,54 +156,33 @@ class Trainer:
         self.feeds[0].set_state(start)
         self.shape = run.data.shape
 
-        # Models: the trainable encoder and the frozen decoders.
-        self.encoder = _encoder_module(run)
-        boxed = jax.eval_shape(lambda: self.encoder.init(jax.random.key(0), template.encoder))["params"]
-        p_sharding = sharding.param_shardings(boxed, self.mesh)
+        # Models: the frozen decoders, then the program (trainable encoder, shardings, steps) around them.
         kept = self.workdir if keep_random_decoders else None
         self.decoders = [_load_decoder(run, d, kept, template, self.mesh) for d in range(len(run.decoders))]
+        self.program = program = build_program(run, self.mesh, template, [dec.placement for dec in self.decoders])
+        self.encoder, self.mask, self.state_sharding = program.encoder, program.mask, program.state_shardings
 
         # State: fresh, or the latest checkpoint.
-        groups = frozen_groups(run)
-        self.state_sharding = state_shardings(p_sharding, self.mesh, groups)
-        make_state = jax.jit(lambda p: init_state(p, groups), out_shardings=self.state_sharding)
-        self.mask = shared_mask(nn.unbox(boxed), run.encoder, run.trainable.encoder_layers, run.trainable.embedding)
+        make_state = program.make_state()
         self.checkpoints = TrainCheckpoints(self.workdir, keep=run.keep_checkpoints)
         self.step = self.checkpoints.latest_step or 0
         if self.step:  # resume: no initialisation (nor init_encoder read) to throw away
-            abstract = abstract_like(jax.eval_shape(make_state, nn.unbox(boxed)))
-            abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-                                    self.state_sharding)
-            self.state, data_states, _ = self.checkpoints.restore(abstract, self.step)
+            self.state, data_states, _ = self.checkpoints.restore(program.abstract_state(), self.step)
             for d, feed in enumerate(self.feeds):
                 feed.set_state(data_states[str(d)])
             print(f"resumed from step {self.step} in {self.workdir}", flush=True)
         else:
-            self.state = make_state(_initial_encoder(run, self.encoder, template, p_sharding))
+            self.state = make_state(_initial_encoder(run, self.encoder, template, program.param_shardings))
 
         # One jitted step per decoder.
-        micro = sharding.batch_sharding(template, self.mesh, micro_batches=run.grad_accum > 1)
-        self.batch_sharding = micro
-        self.steps = [self._jit_step(d) for d in range(len(run.decoders))]
+        self.batch_sharding = program.batch_sharding
+        self.steps = [program.step(d) for d in range(len(run.decoders))]
         self.flops_per_step = [flops.train_step_flops(run.encoder, dec.module.cfg, self.shape, dec.spec.head,
                                                       encoder_frozen=run.trainable.encoder_frozen,
                                                       grad_accum=run.grad_accum)["total"] for dec in self.decoders]
         self.eval_batches = self._eval_batches()
         self.eval_fns = [jax.jit(functools.partial(loss_sums, encoder=self.encoder, decoder=dec.module,
                                                    decoder_index=dec.spec.head)) for dec in self.decoders]
-
-    def _jit_step(self, d: int):
-        run, dec = self.run, self.decoders[d]
-        cfg = StepConfig(self.encoder, dec.module, dec.spec.head, run.optimizer, run.trainable.encoder_frozen,
-                         run.grad_accum)
-        mask = self.mask
-
-        def step(state, decoder_params, batch):
-            new_state, metrics = train_step(state, decoder_params, batch, cfg=cfg, mask=mask)
-            return new_state, {**metrics, "bad_steps": new_state.bad_steps}
-
-        return jax.jit(step, in_shardings=(self.state_sharding, dec.shardings, self.batch_sharding),
-                       out_shardings=(self.state_sharding, sharding.replicated(self.mesh)), donate_argnums=0)
 
     def _eval_batches(self) -> list[list]:
         """Per decoder, a fixed list of held-out batches (the first config.eval.batches)."""
