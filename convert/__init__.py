@@ -64,6 +64,20 @@ def read_decoder(path: str | os.PathLike):
     return _read(path, "decoder")
 
 
+def read_decoder_config(path: str | os.PathLike):
+    """The BackboneConfig of the decoder checkpoint at `path` from its config file alone, no weights
+    read (a Meta params.json must then state its vocab_size)."""
+    from arc_jax.convert.config_fields import load_json
+
+    path = Path(path)
+    fmt = detect_format(path, "decoder")
+    if fmt == "arc_jax":
+        return _module(fmt).read_config(path, "decoder")
+    if fmt == "hf":
+        return _module(fmt).config_from_hf(load_json(path / "config.json"), f"{path / 'config.json'}: ")[0]
+    return _module(fmt).config_from_params(load_json(path / "params.json"), f"{path / 'params.json'}: ", None)
+
+
 def read_encoder(path: str | os.PathLike):
     """(EncoderConfig, params) of the encoder checkpoint at `path`, whatever its layout."""
     return _read(path, "encoder")
@@ -88,4 +102,4 @@ def write_encoder(cfg, params, out: str | os.PathLike, format: str, overwrite: b
     return _write(cfg, params, out, format, ENCODER_FORMATS, "encoder", overwrite, options)
 
 
-__all__ = ["ConversionError", "detect_format", "read_decoder", "read_encoder", "write_decoder", "write_encoder"]
+__all__ = ["ConversionError", "detect_format", "read_decoder", "read_decoder_config", "read_encoder", "write_decoder", "write_encoder"]

@@ -64,6 +64,19 @@ def _read_marker(folder: Path) -> dict:
     return meta
 
 
+def read_config(path: Path, kind: str):
+    """The config of an arc_jax checkpoint folder, read from its marker alone."""
+    if not (path / MARKER).is_file():
+        raise ConversionError(f"{path}: a trainer workdir; give the checkpoint folder of the {kind} itself")
+    meta = _read_marker(path)
+    if meta["kind"] != kind:
+        raise ConversionError(f"{path}: this is an arc_jax {meta['kind']}, not a {kind}")
+    try:
+        return (EncoderConfig if kind == "encoder" else BackboneConfig).from_dict(meta["config"])
+    except (TypeError, KeyError, ValueError) as e:
+        raise ConversionError(f"{path / MARKER}: bad config ({e})") from None
+
+
 def read(path: Path, kind: str | None = None):
     if not (path / MARKER).is_file():
         step = latest_training_step(path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from arc_jax.cli import bench, convert, data, demo, evaluate, export, generate, roundtrip, train
+from arc_jax.cli import bench, convert, data, demo, evaluate, export, generate, plan, roundtrip, train
 
 _DESCRIPTION = """arc_jax: train, convert and run ARC-Encoder context compressors in JAX.
 
@@ -20,6 +20,8 @@ Subcommands:
   roundtrip  generate a tiny random encoder and decoder, write and read every layout, check it
   data       check a training config's input pipeline (data check --config CONFIG)
   train      train an encoder: train --config CONFIG --workdir DIR [--config.a.b=value ...]
+  plan       compile a config's train step for a TPU topology without the TPU: fits?, collectives,
+             step time bound (plan --config CONFIG --topology v5p-64; needs the tpu extra)
   generate   answer a prompt with compressed context files (KV-cached decoding)
   eval       score closed-book, open-book and compressed contexts on jsonl benchmarks
   bench      train: step time, tokens/s and MFU of a config's train step;
@@ -27,7 +29,7 @@ Subcommands:
 """
 
 # In the order `arc-jax --help` lists them.
-SUBCOMMANDS = (convert, export, roundtrip, demo, data, train, generate, evaluate, bench)
+SUBCOMMANDS = (convert, export, roundtrip, demo, data, train, plan, generate, evaluate, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,107 @@
+"""`arc-jax plan`: topology names (always), and with libtpu (the tpu extra) the trainer's step of
+tiny_cpu compiled for a v5p-8 it does not have: sizes per device, collectives, an oversized model."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from arc_jax.tools.plan import PlanError, parse_topology
+
+CONFIG = "configs/tiny_cpu.py"
+# Widths of 128 (the TPU's lane tile) so the compiled buffers carry no layout padding and their sizes
+# can be checked against the shapes; an fsdp mesh so the sizes are the shards'.
+WIDE = {"dim": 128, "n_heads": 2, "n_kv_heads": 2, "head_dim": 128, "hidden_dim": 256}
+
+
+@pytest.mark.parametrize("name, topology, chips", [
+    ("v5p-8", "v5:2x2x1", 4), ("v5p-16", "v5:2x2x2", 8), ("v5p-64", "v5:2x4x4", 32), ("v5p-128", "v5:4x4x4", 64),
+    ("v4-32", "v4:2x2x4", 16), ("v5e-16", "v5e:4x4", 16), ("v5e-256", "v5e:16x16", 256), ("v6e-8", "v6e:2x4", 8),
+    ("v6e-256", "v6e:16x16", 256)])
+def test_topology_names_map_to_libtpu_topologies(name, topology, chips):
+    topo = parse_topology(name)
+    assert (topo.topology, topo.chips, topo.devices) == (topology, chips, chips)
+    assert parse_topology(name, num_slices=2).devices == 2 * chips
+
+
+@pytest.mark.parametrize("name, says", [("v5p-12", "power of two"), ("v5p-2", "at least 8"), ("v7x-8", "unknown"),
+                                         ("v5e-512", "at most 256"), ("8xh100", "not supported yet"), ("tpu", "unknown")])
+def test_bad_topology_names_are_one_line_errors(name, says):
+    with pytest.raises(PlanError, match=says) as e:
+        parse_topology(name)
+    assert "\n" not in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def libtpu():
+    return pytest.importorskip("libtpu", reason="plan compiles for TPU with libtpu (the tpu extra)")
+
+
+def _tiny(overrides=(), wide=False):
+    from arc_jax.config_loading import load_config
+
+    config = load_config(CONFIG, list(overrides))
+    if wide:
+        config.mesh_shape = [1, 4, 1]
+        config.model.encoder.backbone.update(WIDE)
+        config.model.decoders[0].backbone.update(WIDE)
+        config.model.encoder.projectors[0].update({"in_dim": 128, "hidden_dim": 128, "out_dim": 128})
+    return config
+
+
+@pytest.fixture(scope="module")
+def wide_plan(libtpu):
+    from arc_jax.tools.plan import plan
+
+    return plan(_tiny(wide=True), "v5p-8", quiet=True)
+
+
+def _expected_argument_bytes(config) -> int:
+    """State (f32 params + Adam mu and nu), decoder and batch, split 4 ways, from the models' shapes."""
+    import jax.numpy as jnp
+
+    from arc_jax.data.packing import pack_batch
+    from arc_jax.model import ARCEncoder, Decoder
+    from arc_jax.train.run_config import parse_run_config
+
+    run = parse_run_config(config, device_count=4)
+    batch = pack_batch([], run.encoder, run.data.shape)[0]
+    enc = jax.eval_shape(lambda: ARCEncoder(run.encoder).init(jax.random.key(0), batch.encoder))["params"]
+    dec = jax.eval_shape(lambda: Decoder(run.decoders[0].backbone).init(
+        jax.random.key(0), batch.tokens, batch.segment_ids, batch.positions))["params"]
+    size = lambda tree: sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+    decoder_bytes = size(dec) * jnp.dtype(run.decoders[0].dtype).itemsize // 4  # eval_shape gives f32
+    return (3 * size(enc) + decoder_bytes + size(batch)) // 4
+
+
+def test_tiny_compiles_on_v5p_8_and_its_arguments_are_the_sharded_state_decoder_and_batch(wide_plan):
+    r = wide_plan
+    assert (r["topology"], r["topology_name"], r["devices"], r["fits"]) == ("v5p-8", "v5:2x2x1", 4, True)
+    expected = _expected_argument_bytes(_tiny(wide=True))
+    # A few replicated scalars and vectors (counters, norm scales of small tensors) are not split: 5%.
+    assert r["argument_bytes_per_device"] == pytest.approx(expected, rel=0.05)
+    assert r["peak_bytes_per_device"] < r["hbm_bytes_per_device"]
+    assert r["flops_per_step"] > 0 and r["predicted_step_seconds"] > 0
+
+
+def test_collectives_are_counted_and_bounded(wide_plan):
+    r = wide_plan
+    step = r["steps"][0]
+    # FSDP gathers every encoder and decoder layer's weights (forward and backward) and reduces the
+    # encoder's gradients: positive, and below 8x all the parameter bytes of one full copy (f32).
+    full = 4 * (r["analytic_bytes_per_device"]["trainable_params"] + r["analytic_bytes_per_device"]["decoders"][0])
+    assert 0 < r["collective_bytes_per_device"] < 8 * full
+    assert "all-gather" in step["collectives"] and not step["unknown_loops"]
+
+
+def test_an_oversized_model_does_not_fit_in_one_line(libtpu, capsys):
+    from arc_jax.cli import main
+
+    status = main(["plan", "--config", CONFIG, "--topology", "v5p-8", "--config.data.corpus.vocab_size=50000000"])
+    out = capsys.readouterr().out
+    verdicts = [line for line in out.splitlines() if "does not fit" in line]
+    assert status == 2 and verdicts and "Traceback" not in out
+    assert out.rstrip().endswith("verdict: does not fit on v5p-8")
