@@ -2,12 +2,20 @@
 
 The mesh has three named axes, (data, fsdp, tensor), sized by the config (-1 takes the remaining
 devices). Parameters carry logical axis names (embed, heads, kv_heads, head_dim, mlp, vocab,
-layers); `logical_rules` maps them to mesh axes, so FSDP shards `embed` over fsdp and tensor
+layers); `DEFAULT_RULES` maps them to mesh axes, so FSDP shards `embed` over fsdp and tensor
 parallelism splits heads and mlp. Batches are split over data x fsdp on their leading axis.
+
+Activations carry logical names too (activation_batch, activation_length, activation_embed,
+activation_vocab), constrained by the model where the residual stream starts, between blocks, at
+the pooled outputs and at the logits. Unconstrained, XLA follows the embed-sharded tables: the
+whole batch's residual stream ends up split on its width, and every matmul all-reduces a
+full-batch output. The constraints bind only inside `activation_sharding` (the train step traces
+under it); elsewhere (inference, tests) they are no-ops.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import flax.linen as nn
@@ -22,7 +30,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
 # Logical axis -> mesh axis (None: replicated). Order matters only for duplicates.
-DEFAULT_RULES: tuple[tuple[str, str | None], ...] = (
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("embed", "fsdp"),
     ("vocab", "tensor"),
     ("heads", "tensor"),
@@ -30,6 +38,12 @@ DEFAULT_RULES: tuple[tuple[str, str | None], ...] = (
     ("mlp", "tensor"),
     ("head_dim", None),
     ("layers", None),
+    # Activations: rows split like the batch, each row's tokens and width whole on its device.
+    ("activation_batch", BATCH_AXES),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_vocab", "tensor"),
+    ("activation_kv_heads", "tensor"),  # the splash kernel's shards
 )
 
 
@@ -57,6 +71,14 @@ def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
     """A (data, fsdp, tensor) mesh; one entry may be -1 for "the remaining devices"."""
     devices = np.asarray(jax.devices() if devices is None else devices)
     return Mesh(devices.reshape(resolve_mesh_shape(shape, devices.size)), MESH_AXES)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules=DEFAULT_RULES):
+    """Binds the model's activation constraints (and the splash kernel's shard_map) to `mesh`
+    while a function is traced; usable inside `jax.jit`, as the train step does."""
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(list(rules)):
+        yield
 
 
 def param_shardings(boxed_params, mesh: Mesh, rules=DEFAULT_RULES):

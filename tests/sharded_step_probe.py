@@ -1,6 +1,7 @@
 """Run with 8 fake CPU devices (XLA_FLAGS set by the caller): one train step on several meshes
 versus one device; prints a JSON report. Used by test_sharding.py."""
 
+import functools
 import json
 import sys
 
@@ -31,8 +32,8 @@ def main(config_path, data_dir):
     opt = OptimizerConfig(encoder_lr=1e-3, special_lr=1e-3, projector_lr=1e-3, warmup_steps=1, max_steps=10,
                           initial_lr=1e-4, final_lr=1e-4)
 
-    def step(state, dec, b):
-        return train_step(state, dec, b, cfg=StepConfig(encoder, decoder, 0, opt))
+    def step(state, dec, b, mesh=None):
+        return train_step(state, dec, b, cfg=StepConfig(encoder, decoder, 0, opt, mesh=mesh))
 
     ref_state, ref_metrics = jax.jit(step)(init_state(jax.tree.map(jnp.array, params)), dec_params, batch)
     ref_params = jax.device_get(ref_state.params)
@@ -45,7 +46,7 @@ def main(config_path, data_dir):
         s_sharding = state_shardings(p_sharding, mesh)
         b_sharding = sharding.batch_sharding(batch, mesh)
         state = jax.device_put(init_state(jax.tree.map(jnp.array, params)), s_sharding)
-        sharded_step = jax.jit(step, in_shardings=(s_sharding, d_sharding, b_sharding),
+        sharded_step = jax.jit(functools.partial(step, mesh=mesh), in_shardings=(s_sharding, d_sharding, b_sharding),
                                out_shardings=(s_sharding, sharding.replicated(mesh)), donate_argnums=0)
         per_device = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(state.params))
         new_state, metrics = sharded_step(state, jax.device_put(dec_params, d_sharding),

@@ -21,10 +21,13 @@ Implementations:
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 AttentionImpl = Literal["xla", "jax_nn", "splash"]
 SPLASH_BLOCK = 128
@@ -89,7 +92,8 @@ def causal_prompt_attention(q, k, v, implementation: AttentionImpl = "xla") -> j
                                  same_sequence=True)
 
 
-def _splash_attention(q, k, v, segment_ids, causal: bool):
+def _splash_local(q, k, v, segment_ids, causal: bool, interpret: bool):
+    """The kernel over this device's rows and kv heads."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 
@@ -100,7 +104,7 @@ def _splash_attention(q, k, v, segment_ids, causal: bool):
     blocks = splash.BlockSizes(*(SPLASH_BLOCK,) * 8)
     # One MQA kernel per kv head serves its group of query heads without repeating k and v.
     kernel = splash.make_splash_mqa(splash_mask.MultiHeadMask([mask] * group), head_shards=1, q_seq_shards=1,
-                                    block_sizes=blocks, interpret=jax.default_backend() != "tpu")
+                                    block_sizes=blocks, interpret=interpret)
     q = (q * d**-0.5).reshape(b, t, n_kv, group, d).transpose(0, 2, 3, 1, 4)  # [b, kv, group, t, d]
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, kv, t, d]
 
@@ -110,6 +114,37 @@ def _splash_attention(q, k, v, segment_ids, causal: bool):
 
     out = jax.vmap(one_row)(q, k, v, segment_ids)  # [b, kv, group, t, d]
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+
+
+def _mesh_axes(mesh, logical: str, size: int) -> tuple[str, ...] | None:
+    """The mesh axes the sharding rules in context give `logical`, kept while they divide `size`
+    (an axis that does not is left replicated)."""
+    axes = nn.logical_to_mesh_axes((logical,))[0]
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    kept, n = [], 1
+    for axis in axes:
+        if axis in mesh.axis_names and size % (n * mesh.shape[axis]) == 0:
+            kept.append(axis)
+            n *= mesh.shape[axis]
+    return tuple(kept) or None
+
+
+def _splash_attention(q, k, v, segment_ids, causal: bool):
+    """A Mosaic kernel is not partitioned by XLA: under a mesh of several devices (the train step
+    traces under one, see arc_jax.sharding.activation_sharding) each device runs it on its rows
+    and kv heads. The interpreter is chosen by the platform the program is compiled for, so a
+    compile for TPU devices from a host without them lowers the real kernel."""
+    mesh = jax.sharding.get_abstract_mesh()
+    device = None if mesh.empty else mesh.abstract_device
+    platform = jax.default_backend() if device is None else device.platform
+    local = functools.partial(_splash_local, causal=causal, interpret=platform != "tpu")
+    if mesh.empty or mesh.size == 1:
+        return local(q, k, v, segment_ids)
+    rows = _mesh_axes(mesh, "activation_batch", q.shape[0])
+    heads = _mesh_axes(mesh, "activation_kv_heads", k.shape[2])
+    spec = PartitionSpec(rows, None, heads, None)
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec, PartitionSpec(rows, None)), out_specs=spec,
+                         check_vma=False)(q, k, v, segment_ids)
 
 
 _IMPLEMENTATIONS = {"xla": _xla_attention, "jax_nn": _jax_nn_attention, "splash": None}

@@ -19,7 +19,7 @@ from arc_jax.model.attention import AttentionImpl
 from arc_jax.model.config import BackboneConfig
 from arc_jax.model.embedding import Embed
 from arc_jax.model.kv_cache import KVCache
-from arc_jax.model.layers import Norm
+from arc_jax.model.layers import Norm, constrain_residual
 from arc_jax.model.stack import LayerStack
 from arc_jax.model.stack import unstack_layers as _unstack_stack
 
@@ -50,7 +50,7 @@ class Decoder(nn.Module):
 
     def _embed(self, tokens, compressed, compressed_index):
         h = self.tok_embeddings(tokens)
-        return h if compressed is None else splice_compressed(h, compressed, compressed_index)
+        return constrain_residual(h if compressed is None else splice_compressed(h, compressed, compressed_index))
 
     def _logits(self, h):
         return jnp.einsum("...d,dv->...v", self.norm(h), self.output.astype(self.dtype),
@@ -58,7 +58,8 @@ class Decoder(nn.Module):
 
     def __call__(self, tokens, segment_ids, positions, compressed=None, compressed_index=None):
         """Float32 logits [rows, len, vocab]; slots holding compressed vectors are not meaningful."""
-        return self._logits(self.layers(self._embed(tokens, compressed, compressed_index), segment_ids, positions))
+        logits = self._logits(self.layers(self._embed(tokens, compressed, compressed_index), segment_ids, positions))
+        return nn.with_logical_constraint(logits, ("activation_batch", "activation_length", "activation_vocab"))
 
     def cached_forward(self, tokens, positions, cache: KVCache | tuple[KVCache, ...], logit_index, compressed=None,
                        compressed_index=None):

@@ -24,7 +24,7 @@ from arc_jax.model.attention import AttentionImpl
 from arc_jax.model.config import EncoderConfig, ProjectorConfig
 from arc_jax.model.embedding import Embed
 from arc_jax.model.inputs import EncoderInputs, PoolingStage
-from arc_jax.model.layers import Block
+from arc_jax.model.layers import Block, constrain_residual
 from arc_jax.model.stack import LayerStack
 
 # torch.nn.Linear's default init (kaiming_uniform with a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -112,17 +112,18 @@ class ARCEncoder(nn.Module):
         if inputs.memory_ids is not None:
             memory = jnp.take(self.memory_tokens, jnp.maximum(inputs.memory_ids, 0), axis=0).astype(h.dtype)
             h = jnp.where(inputs.memory_ids[..., None] >= 0, memory, h)
+        h = constrain_residual(h)
         segment_ids, positions = inputs.segment_ids, inputs.positions
         if self.cfg.backbone.n_layers > len(self.cfg.compress_rates):
             h = self.layers(h, segment_ids, positions)
         for layer, stage in zip(self.pooling_layers, inputs.stages):
-            queries = pool(h, stage, self.cfg.pool_type)
+            queries = constrain_residual(pool(h, stage, self.cfg.pool_type))
             h = layer(h, segment_ids, positions, queries, stage.segment_ids, stage.positions)
             segment_ids, positions = stage.segment_ids, stage.positions
         if inputs.output_index is not None:
             h = jnp.take_along_axis(h, inputs.output_index[..., None], axis=1)
             segment_ids = jnp.take_along_axis(segment_ids, inputs.output_index, axis=1)
-        return h, segment_ids
+        return constrain_residual(h), segment_ids
 
     def compress(self, inputs: EncoderInputs, decoder: int) -> tuple[jax.Array, jax.Array]:
         """Projected encoder output [rows, out_len, out_dim] and projected [<Rec>, <Cont>] [2, out_dim]."""
@@ -135,7 +136,8 @@ class ARCEncoder(nn.Module):
         h, _ = self.encode(inputs)
         head = self.heads[decoder]
         flat = jnp.concatenate([h.reshape(-1, h.shape[-1]), head.special_vectors().astype(h.dtype)])
-        return head.project(flat)
+        # Any decoder row may read any vector: every device holds the whole (small) table.
+        return nn.with_logical_constraint(head.project(flat), (None, "activation_embed"))
 
     def __call__(self, inputs: EncoderInputs):
         # Touches every decoder head so `init` creates all parameters.

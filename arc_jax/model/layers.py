@@ -19,6 +19,14 @@ from arc_jax.model.kv_cache import KVCache
 
 Dtype = jnp.dtype
 
+# Logical names of the residual stream's axes [rows, tokens, width], placed by the sharding rules
+# in context (arc_jax.sharding: rows split like the batch); with no rules in context, no-ops.
+RESIDUAL_AXES = ("activation_batch", "activation_length", "activation_embed")
+
+
+def constrain_residual(h: jax.Array) -> jax.Array:
+    return nn.with_logical_constraint(h, RESIDUAL_AXES)
+
 
 def _param(module: nn.Module, name: str, shape, axes, dtype, init=nn.initializers.lecun_normal()):
     return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
@@ -173,5 +181,5 @@ class Block(nn.Module):
             attended, cache = attended
         r = queries + attended
         ffn_norm = Norm(c.norm_type, c.norm_eps, self.param_dtype, name="ffn_norm")
-        out = r + FeedForward(c, self.dtype, self.param_dtype, name="feed_forward")(ffn_norm(r))
+        out = constrain_residual(r + FeedForward(c, self.dtype, self.param_dtype, name="feed_forward")(ffn_norm(r)))
         return out if cache is None else (out, cache)

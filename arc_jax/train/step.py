@@ -12,6 +12,7 @@ is counted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import NamedTuple
@@ -19,6 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
 from arc_jax import sharding
 from arc_jax.data.packing import TASKS, TrainBatch
@@ -60,14 +62,17 @@ class StepConfig:
     opt_cfg: OptimizerConfig
     encoder_frozen: bool = False
     grad_accum: int = 1  # > 1: the batch has a leading micro-batch axis of this size
+    mesh: Mesh | None = None  # the mesh the step is sharded over: binds the activation constraints
 
 
 def loss_sums(params, decoder_params, batch: TrainBatch, encoder: ARCEncoder, decoder: Decoder,
-              decoder_index: int) -> dict:
-    """Sums over the batch: cross-entropy, loss tokens, correct tokens, and both per task."""
-    table = encoder.apply({"params": params}, batch.encoder, decoder_index, method=ARCEncoder.compressed_table)
-    logits = decoder.apply({"params": decoder_params}, batch.tokens, batch.segment_ids, batch.positions, table,
-                           batch.compressed_index)
+              decoder_index: int, mesh: Mesh | None = None) -> dict:
+    """Sums over the batch: cross-entropy, loss tokens, correct tokens, and both per task. With
+    `mesh`, the models' activations are placed on it (arc_jax.sharding.activation_sharding)."""
+    with sharding.activation_sharding(mesh) if mesh is not None else contextlib.nullcontext():
+        table = encoder.apply({"params": params}, batch.encoder, decoder_index, method=ARCEncoder.compressed_table)
+        logits = decoder.apply({"params": decoder_params}, batch.tokens, batch.segment_ids, batch.positions, table,
+                               batch.compressed_index)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch.targets)
     mask = batch.loss_mask
     sums = {"ce": (ce * mask).sum(), "tokens": mask.sum(),
@@ -110,7 +115,8 @@ def _gradients(params, decoder_params, batch: TrainBatch, cfg: StepConfig):
     trained, constant = _split(params, cfg.decoder_index, cfg.encoder_frozen)
 
     def ce_sum(trained, micro):
-        sums = loss_sums({**constant, **trained}, decoder_params, micro, cfg.encoder, cfg.decoder, cfg.decoder_index)
+        sums = loss_sums({**constant, **trained}, decoder_params, micro, cfg.encoder, cfg.decoder, cfg.decoder_index,
+                         cfg.mesh)
         return sums["ce"], sums
 
     grad_fn = jax.grad(ce_sum, has_aux=True)
