@@ -102,8 +102,9 @@ class TrainProgram:
         """The jitted train step of decoder `d`: (state, decoder params, batch) -> (state, metrics),
         the state donated."""
         run, dec = self.run, self.decoders[d]
+        # The mesh binds the models' activation constraints and the splash kernel's shard_map.
         cfg = StepConfig(self.encoder, dec.module, dec.spec.head, run.optimizer, run.trainable.encoder_frozen,
-                         run.grad_accum)
+                         run.grad_accum, self.mesh)
         mask = self.mask
 
         def step(state, decoder_params, batch):

@@ -182,7 +182,8 @@ class Trainer:
                                                       grad_accum=run.grad_accum)["total"] for dec in self.decoders]
         self.eval_batches = self._eval_batches()
         self.eval_fns = [jax.jit(functools.partial(loss_sums, encoder=self.encoder, decoder=dec.module,
-                                                   decoder_index=dec.spec.head)) for dec in self.decoders]
+                                                   decoder_index=dec.spec.head, mesh=self.mesh))
+                         for dec in self.decoders]
 
     def _eval_batches(self) -> list[list]:
         """Per decoder, a fixed list of held-out batches (the first config.eval.batches)."""
