@@ -14,8 +14,10 @@ the maintained tool.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -41,9 +43,19 @@ def _shape_bytes(text: str) -> int:
                for t, dims in _SHAPE.findall(text) if t in _BYTES)
 
 
+def _condition_bound(comps: dict, line: str) -> int:
+    """A while loop's trip count when the compiler dropped known_trip_count (TPU): the s32 constant
+    its condition compares the counter with (scans count from 0 up to it)."""
+    m = re.search(r"condition=%?([\w.\-]+)", line)
+    if not m or m.group(1) not in comps:
+        return 1
+    bounds = [int(c) for c in re.findall(r"s32\[\]\S* constant\((\d+)\)", "\n".join(comps[m.group(1)]))]
+    return max(bounds, default=1)
+
+
 def collective_bytes(hlo: str) -> dict[str, int]:
     """Bytes per collective kind, each op counted max(operands, result) times the number of times
-    its computation runs (a while body: its known trip count times its caller's)."""
+    its computation runs (a while body: its trip count times its caller's)."""
     comps, current, entry = {}, None, None
     for line in hlo.splitlines():
         m = re.match(r"^(ENTRY )?%?([\w.\-]+) .*\{$", line)
@@ -59,10 +71,11 @@ def collective_bytes(hlo: str) -> dict[str, int]:
         runs[name] = runs.get(name, 0) + times
         for line in comps.get(name, ()):
             trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+            trip = int(trip.group(1)) if trip else _condition_bound(comps, line)
             for key, callee in re.findall(r"(body|condition|to_apply|calls|branch_computations)=\{?%?([\w.\-]+)",
                                           line):
                 if callee in comps and key in ("body", "condition", "branch_computations", "calls"):
-                    visit(callee, times * (int(trip.group(1)) if trip and key == "body" else 1))
+                    visit(callee, times * (trip if key == "body" else 1))
 
     visit(entry, 1)
     totals = dict.fromkeys(COLLECTIVES, 0)
@@ -145,6 +158,8 @@ def main(config_path: str, topology: str, mesh_shape: str, *overrides: str) -> N
     report["memory_mib"]["peak"] = gib(mem.argument_size_in_bytes + mem.output_size_in_bytes
                                        - mem.alias_size_in_bytes + mem.temp_size_in_bytes)
     hlo = compiled.as_text()
+    if os.environ.get("DUMP_HLO"):
+        Path(os.environ["DUMP_HLO"]).write_text(hlo)
     report["collective_mib"] = {k: gib(v) for k, v in collective_bytes(hlo).items()}
     report["collective_mib"]["total"] = round(sum(report["collective_mib"].values()), 4)
     report["mosaic_kernels"] = hlo.count('custom_call_target="tpu_custom_call"')
