@@ -105,3 +105,18 @@ def test_an_oversized_model_does_not_fit_in_one_line(libtpu, capsys):
     verdicts = [line for line in out.splitlines() if "does not fit" in line]
     assert status == 2 and verdicts and "Traceback" not in out
     assert out.rstrip().endswith("verdict: does not fit on v5p-8")
+
+
+def test_splash_compiles_to_the_real_mosaic_kernel_on_a_sharded_mesh(libtpu):
+    """Off a TPU the splash kernel would run interpreted (plain XLA ops, which partition like any
+    code): the compiled TPU program must call the Mosaic kernel itself, under the fsdp mesh."""
+    from arc_jax.tools.plan import build, compile_step, parse_topology, topology_devices
+    from arc_jax.train.run_config import parse_run_config
+
+    config = _tiny(["--config.attention_impl=splash"], wide=True)
+    topo = parse_topology("v5p-8")
+    run = parse_run_config(config, device_count=topo.devices)
+    built = build(run, topology_devices(topo), quiet=True)
+    compiled, exhausted = compile_step(built.program.step(0), built.args[0])
+    assert exhausted is None
+    assert compiled.as_text().count("tpu_custom_call") >= 3  # the encoder's forward, dq and dkv kernels
