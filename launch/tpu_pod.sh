@@ -27,6 +27,10 @@
 #   DETACH            1: start training under nohup (log: REMOTE_DIR/train.log on each worker) and
 #                     return; default 0 streams every worker's output here until training ends
 #   DRY_RUN           1: print the gcloud commands, run nothing
+#   SKIP_PLAN         1: do not compile the run here first (by default `arc-jax plan` compiles the
+#                     config for ACCELERATOR_TYPE on this machine, without the TPU, and the script
+#                     stops before creating or using the TPU when the run does not fit its HBM;
+#                     it needs arc_jax installed here with the tpu extra: pip install -e ".[tpu]")
 #
 # Every path in the config (data.dir, init_encoder, decoders' path) must be readable from every
 # worker: a gs:// bucket or a disk attached to all of them. Batch rows must be multiples of the
@@ -69,6 +73,22 @@ run() {
 on_all_workers() {
   run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${GCLOUD_FLAGS[@]}" --worker=all --command "$1"
 }
+
+# 0. Will the run fit? Compile it for the accelerator here, before any TPU time is spent.
+if [[ "${SKIP_PLAN:-0}" != "1" ]]; then
+  plan_args=(--config "$REPO/$CONFIG" --topology "$ACCELERATOR_TYPE" --config.attention_impl=splash)
+  for arg in $EXTRA_ARGS; do  # only the config overrides: the other train flags mean nothing to plan
+    if [[ "$arg" == --config.* ]]; then
+      plan_args+=("$arg")
+    fi
+  done
+  echo "[tpu_pod] \$ arc-jax plan ${plan_args[*]}"
+  if ! TPU_SKIP_MDS_QUERY=1 JAX_PLATFORMS=cpu arc-jax plan "${plan_args[@]}"; then
+    echo "[tpu_pod] stopping: arc-jax plan did not find that the run fits $ACCELERATOR_TYPE (see above;" \
+         "SKIP_PLAN=1 launches anyway)" >&2
+    exit 1
+  fi
+fi
 
 # 1. The TPU: reuse it, or create it.
 if [[ "$DRY_RUN" != "1" ]] && gcloud compute tpus tpu-vm describe "$TPU_NAME" "${GCLOUD_FLAGS[@]}" >/dev/null 2>&1; then

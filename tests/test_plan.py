@@ -19,7 +19,7 @@ WIDE = {"dim": 128, "n_heads": 2, "n_kv_heads": 2, "head_dim": 128, "hidden_dim"
 
 @pytest.mark.parametrize("name, topology, chips", [
     ("v5p-8", "v5:2x2x1", 4), ("v5p-16", "v5:2x2x2", 8), ("v5p-64", "v5:2x4x4", 32), ("v5p-128", "v5:4x4x4", 64),
-    ("v4-32", "v4:2x2x4", 16), ("v5e-16", "v5e:4x4", 16), ("v5e-256", "v5e:16x16", 256), ("v6e-8", "v6e:2x4", 8),
+    ("v4-32", "v4:2x2x4", 16), ("v5e-16", "v5e:4x4", 16), ("v5litepod-16", "v5e:4x4", 16), ("v5e-256", "v5e:16x16", 256), ("v6e-8", "v6e:2x4", 8),
     ("v6e-256", "v6e:16x16", 256)])
 def test_topology_names_map_to_libtpu_topologies(name, topology, chips):
     topo = parse_topology(name)

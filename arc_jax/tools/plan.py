@@ -98,11 +98,13 @@ def _torus(chips: int, dims: int) -> tuple[int, ...] | None:
 
 
 def parse_topology(name: str, num_slices: int = 1) -> Topology:
-    """v5p-N and v4-N (N TensorCores, 2 a chip), v5e-N and v6e-N (N chips); PlanError otherwise."""
+    """v5p-N and v4-N (N TensorCores, 2 a chip), v5e-N (or v5litepod-N) and v6e-N (N chips);
+    PlanError otherwise."""
     known = "v5p-8, v5p-64, v4-32, v5e-16, v5e-256, v6e-256, ..."
     if _GPU.match(name):
         raise PlanError(f"topology {name!r}: GPU topologies are not supported yet; plan compiles for TPU ({known})")
-    m = re.fullmatch(r"(v5p|v5e|v6e|v4)-(\d+)", name.strip().lower())
+    # v5litepod-N is gcloud's accelerator type for v5e-N (launch/tpu_pod.sh passes it through).
+    m = re.fullmatch(r"(v5p|v5e|v6e|v4)-(\d+)", re.sub(r"^v5litepod-", "v5e-", name.strip().lower()))
     if not m:
         raise PlanError(f"unknown topology {name!r}: expected v5p-N, v4-N (N TensorCores) or v5e-N, v6e-N (N chips), "
                         f"e.g. {known}")
