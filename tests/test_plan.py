@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from arc_jax.tools.plan import PlanError, parse_topology
+from arc_jax.tools.topology import PlanError, parse_topology
 
 CONFIG = "configs/tiny_cpu.py"
 # Widths of 128 (the TPU's lane tile) so the compiled buffers carry no layout padding and their sizes
@@ -110,7 +110,8 @@ def test_an_oversized_model_does_not_fit_in_one_line(libtpu, capsys):
 def test_splash_compiles_to_the_real_mosaic_kernel_on_a_sharded_mesh(libtpu):
     """Off a TPU the splash kernel would run interpreted (plain XLA ops, which partition like any
     code): the compiled TPU program must call the Mosaic kernel itself, under the fsdp mesh."""
-    from arc_jax.tools.plan import build, compile_step, parse_topology, topology_devices
+    from arc_jax.tools.plan import build, compile_step
+    from arc_jax.tools.topology import parse_topology, topology_devices
     from arc_jax.train.run_config import parse_run_config
 
     config = _tiny(["--config.attention_impl=splash"], wide=True)
