@@ -234,7 +234,8 @@ def format_plan(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main_plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, as_json: bool = False) -> int:
+def main_plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, as_json: bool = False,
+              search: bool = True) -> int:
     """`arc-jax plan`: print the summary (or one JSON object); exit status 0 when it fits, 2 when not."""
     import json
 
