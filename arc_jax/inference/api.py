@@ -59,6 +59,21 @@ def _cast(params, dtype):
 
 
 
+def encoder_programs(module: ARCEncoder):
+    """The jitted (encode, compress) programs an `Encoder` of `module` runs; `arc-jax plan
+    --generate` (arc_jax/tools/plan_generate.py) lowers the same compress program for a TPU topology.
+
+    encode(params, inputs, one_text_per_row) -> (h, segment_ids);
+    compress(params, inputs, decoder, one_text_per_row) -> (projected h, projected [<Rec>, <Cont>])."""
+    # Per chunk of rows: a chunk whose rows each hold one text masks attention by lengths.
+    modules = {False: module, True: module.clone(one_text_per_row=True)}
+    encode = jax.jit(lambda params, inputs, one_text_per_row: modules[one_text_per_row].apply(
+        params, inputs, method=ARCEncoder.encode), static_argnames="one_text_per_row")
+    compress = jax.jit(lambda params, inputs, decoder, one_text_per_row: modules[one_text_per_row].apply(
+        params, inputs, decoder, method=ARCEncoder.compress), static_argnames=("decoder", "one_text_per_row"))
+    return encode, compress
+
+
 class Encoder:
     """An ARC encoder with its decoder heads, ready to encode and compress token-id lists."""
 
@@ -70,12 +85,7 @@ class Encoder:
         self.max_rows = max_rows
         self.path: str | None = None  # the checkpoint folder, when loaded (tokenizers are looked for there)
         self.module = ARCEncoder(config, dtype=self.dtype, param_dtype=self.dtype, attention_impl=attention_impl)
-        # Per chunk of rows: a chunk whose rows each hold one text masks attention by lengths.
-        modules = {False: self.module, True: self.module.clone(one_text_per_row=True)}
-        self._encode = jax.jit(lambda params, inputs, one_text_per_row: modules[one_text_per_row].apply(
-            params, inputs, method=ARCEncoder.encode), static_argnames="one_text_per_row")
-        self._compress = jax.jit(lambda params, inputs, decoder, one_text_per_row: modules[one_text_per_row].apply(
-            params, inputs, decoder, method=ARCEncoder.compress), static_argnames=("decoder", "one_text_per_row"))
+        self._encode, self._compress = encoder_programs(self.module)
 
     def _run(self, ids, fn, what: str):
         """Pack texts into rows, run `fn(inputs, one_text_per_row)` per chunk of rows, cut per-text

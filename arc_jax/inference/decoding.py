@@ -195,3 +195,9 @@ def _decode(params, prompt_cache: KVCache, token, done, lengths, max_new_tokens,
 
     state = (jnp.int32(1), token, prompt_cache.per_layer(cache_len), out, done)
     return jax.lax.while_loop(keep_going, decode_step, state)[3]
+
+
+# The jitted programs of a chunk and the type of their sampling argument, under public names for
+# `arc-jax plan --generate` (arc_jax/tools/plan_generate.py), which lowers the same programs for a
+# TPU topology (_run_chunk calls them by their private names, which tests patch).
+prefill_program, decode_program, Sampling = _prefill, _decode, _Sampling
