@@ -184,10 +184,15 @@ def test_train_step_composition_and_layer_scaling():
     gained = flops.train_step_flops(deeper, DECODER, SHAPE)["encoder"] - counted["encoder"]
     assert gained == pytest.approx(3 * 2 * (ew + ea))
 
+    # The attention share: the encoder's attention 3x, the frozen decoder's attention 3x.
+    _, enc_a = flops.encoder_forward_flops(POOLED, SHAPE)
+    assert counted["attention"] == pytest.approx(3 * enc_a + 3 * a) and counted["attention"] < counted["total"]
+
     # Accumulation repeats the step's work; a frozen encoder only runs forward.
     accum = flops.train_step_flops(POOLED, DECODER, SHAPE, decoder_index=1, grad_accum=4, encoder_frozen=True)
     assert accum["decoder"] == 4 * counted["decoder"] and accum["projector"] == 4 * counted["projector"]
     assert accum["encoder"] == pytest.approx(4 / 3 * counted["encoder"])
+    assert accum["attention"] == pytest.approx(4 * (enc_a + 3 * a))
 
     with pytest.raises(ValueError, match="grad_accum"):
         flops.train_step_flops(POOLED, DECODER, SHAPE, grad_accum=0)

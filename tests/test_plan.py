@@ -28,7 +28,7 @@ def test_topology_names_map_to_libtpu_topologies(name, topology, chips):
 
 
 @pytest.mark.parametrize("name, says", [("v5p-12", "power of two"), ("v5p-2", "at least 8"), ("v7x-8", "unknown"),
-                                         ("v5e-512", "at most 256"), ("8xh100", "not supported yet"), ("tpu", "unknown")])
+                                         ("v5e-512", "at most 256"), ("8xa100", "h100 or h200"), ("tpu", "unknown")])
 def test_bad_topology_names_are_one_line_errors(name, says):
     with pytest.raises(PlanError, match=says) as e:
         parse_topology(name)
@@ -121,3 +121,38 @@ def test_splash_compiles_to_the_real_mosaic_kernel_on_a_sharded_mesh(libtpu):
     compiled, exhausted = compile_step(built.program.step(0), built.args[0])
     assert exhausted is None
     assert compiled.as_text().count("tpu_custom_call") >= 3  # the encoder's forward, dq and dkv kernels
+
+
+def test_fsdp_collectives_stay_within_three_parameter_copies_and_unconstrained_activations_do_not(wide_plan,
+                                                                                                  monkeypatch):
+    """With the residual stream's rows kept on their devices, an FSDP step gathers each weight for
+    the forward and again for the backward and reduce-scatters the encoder's gradients: at most 3
+    full copies of the parameters. Without the activation constraints (the step before they were
+    declared) XLA splits the residual stream on its width and all-reduces full-batch activations."""
+    import contextlib
+
+    from arc_jax import sharding
+    from arc_jax.tools.plan import plan
+
+    constrained = wide_plan
+    a = constrained["analytic_bytes_per_device"]
+    bound = 3 * 4 * (a["trainable_params"] + a["decoders"][0])  # 4 shards per device -> the full copy
+    monkeypatch.setattr(sharding, "activation_sharding", lambda mesh, rules=None: contextlib.nullcontext())
+    unconstrained = plan(_tiny(wide=True), "v5p-8", quiet=True)
+    assert constrained["collective_bytes_per_device"] < bound < unconstrained["collective_bytes_per_device"]
+
+
+def test_search_space_keeps_the_global_batch():
+    from arc_jax.tools.plan_search import Variant, candidate_meshes, micro_batch_counts
+    from arc_jax.train.run_config import parse_run_config
+
+    rows = ["--config.data.shape.encoder_rows=16", "--config.data.shape.decoder_rows=16"]
+    run = parse_run_config(_tiny(["--config.mesh_shape=[2,4,1]", *rows]), device_count=8)
+    # tiny_cpu's models have 2 kv heads: tensor parallelism up to 2.
+    assert candidate_meshes(run, 8) == [(2, 4, 1), (1, 8, 1), (1, 4, 2)]
+    assert micro_batch_counts(run, (1, 8, 1)) == [1, 2] and micro_batch_counts(run, (1, 4, 2)) == [1, 2, 4]
+    variant = Variant((1, 4, 2), "full", 4)
+    changed = variant.apply(run)
+    assert (changed.grad_accum, changed.data.shape.encoder_rows, changed.data.shape.decoder_rows) == (4, 4, 4)
+    assert variant.flags(run) == ("--config.mesh_shape=[1,4,2] --config.remat_policy=full --config.grad_accum=4 "
+                                  "--config.data.shape.encoder_rows=4 --config.data.shape.decoder_rows=4")

@@ -30,7 +30,9 @@ import time
 import ml_collections
 
 from arc_jax.errors import ArcJaxError
-from arc_jax.tools.topology import GIB, PlanError, Topology, parse_topology, topology_devices
+from arc_jax.tools.topology import GIB, PlanError, Topology, check_attention, parse_topology, topology_devices
+
+SEARCH_BUDGET = 12  # compiles the search for a fitting variant may spend (plan_search.py)
 
 
 def decoder_backbone(run, index: int):
@@ -65,14 +67,13 @@ class Built:
     program: object
     args: list                 # per decoder: (state, decoder params, batch) ShapeDtypeStructs
     parts: dict                # bytes per device: params, adam, decoders (list), batch
-    flops: list                # analytic model FLOPs per step, per decoder
+    flops: list                # analytic model FLOPs per step, per decoder, by part (train/flops.py)
 
 
 def build(run, devices, quiet: bool = False) -> Built:
     """The trainer's program on `devices`, with abstract arguments and their sizes per device."""
     from arc_jax import sharding
     from arc_jax.data.packing import pack_batch
-    from arc_jax.train import flops
     from arc_jax.train.program import build_program, place_decoder
 
     mesh = sharding.make_mesh(run.mesh_shape, devices)
@@ -83,9 +84,7 @@ def build(run, devices, quiet: bool = False) -> Built:
     state, batch = program.abstract_state(), program.abstract_batch(template)
     parts = {"params": _sharded_bytes(state.params), "adam": _sharded_bytes((state.opt, state.bad_steps, state.skipped)),
              "decoders": [_sharded_bytes(d.shapes) for d in decoders], "batch": _sharded_bytes(batch)}
-    model_flops = [flops.train_step_flops(run.encoder, d.module.cfg, run.data.shape, d.spec.head,
-                                          encoder_frozen=run.trainable.encoder_frozen,
-                                          grad_accum=run.grad_accum)["total"] for d in decoders]
+    model_flops = [program.model_flops(d) for d in range(len(decoders))]
     return Built(program, [(state, d.shapes, batch) for d in decoders], parts, model_flops)
 
 
@@ -134,7 +133,7 @@ def analyse_decoder(built: Built, d: int, topo: Topology, quiet: bool = False) -
     t0 = time.perf_counter()
     compiled, exhausted = compile_step(built.program.step(d), built.args[d])
     progress(f"compiled in {time.perf_counter() - t0:.1f} s" if compiled else "the compiler ran out of HBM", quiet)
-    model_flops = built.flops[d]
+    model_flops = built.flops[d]["total"]
     compute_s = model_flops / topo.devices / chip.peak_flops
     out = {"decoder": d, "fits": compiled is not None, "model_flops_per_step": model_flops,
            "other_decoders_bytes_per_device": others, "compute_seconds": compute_s}
@@ -143,10 +142,13 @@ def analyse_decoder(built: Built, d: int, topo: Topology, quiet: bool = False) -
     memory = _memory(compiled)
     memory["peak"] += others
     cost = _cost(compiled)
+    if built.program.run.attention_impl == "splash":  # Mosaic kernels are opaque to the cost analysis
+        cost["pallas_flops"] = built.flops[d]["attention"] / topo.devices
     colls, unknown = collectives(compiled.as_text(), topo.devices)
     ici_bytes = sum(c.traffic_bytes for c in colls.values())
     hbm_bytes = max(cost["bytes_accessed"], memory["argument"] + memory["output"])
-    bound = {"compute": compute_s, "hbm": hbm_bytes / chip.hbm_bandwidth, "ici": ici_bytes / chip.ici_bandwidth}
+    bound = {"compute": compute_s, "hbm": hbm_bytes / chip.hbm_bandwidth,
+             "ici": ici_bytes / topo.interconnect_bandwidth}
     predicted = max(bound.values())
     return {**out, "fits": memory["peak"] <= chip.hbm_bytes, "memory": memory, "compiled_cost": cost,
             "collectives": {k: dataclasses.asdict(v) for k, v in colls.items()}, "unknown_loops": unknown,
@@ -155,32 +157,45 @@ def analyse_decoder(built: Built, d: int, topo: Topology, quiet: bool = False) -
             "mfu_ceiling": compute_s / predicted if predicted else 0.0}
 
 
-def plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, quiet: bool = False) -> dict:
-    """Compile the config's train step(s) for `topology` and return the figures (format_plan prints them)."""
-    from arc_jax.train.run_config import parse_run_config
-
-    topo = parse_topology(topology, num_slices)
-    progress(f"topology {topo.name}: {topo.topology} x {topo.num_slices} slice(s), {topo.devices} chips", quiet)
-    devices = topology_devices(topo)
-    run = parse_run_config(config, device_count=len(devices))
+def plan_run(run, topo: Topology, devices, quiet: bool = False) -> dict:
+    """Compile the parsed run's train step(s) on `devices` and return the figures."""
     built = build(run, devices, quiet)
     steps = [analyse_decoder(built, d, topo, quiet) for d in range(len(run.decoders))]
     worst = max(steps, key=lambda s: s.get("memory", {}).get("peak", float("inf")))
-    fits = all(s["fits"] for s in steps)
     mem = worst.get("memory", {})
     return {
         "topology": topo.name, "topology_name": topo.topology, "num_slices": topo.num_slices,
-        "devices": topo.devices, "mesh_shape": list(run.mesh_shape), "fits": fits,
+        "devices": topo.devices, "mesh_shape": list(run.mesh_shape), "fits": all(s["fits"] for s in steps),
         "hbm_bytes_per_device": topo.chip.hbm_bytes, "peak_bytes_per_device": mem.get("peak"),
         "argument_bytes_per_device": mem.get("argument"), "temp_bytes_per_device": mem.get("temp"),
         "collective_bytes_per_device": worst.get("collective_bytes_per_device"),
-        "flops_per_step": worst["model_flops_per_step"], "predicted_step_seconds": worst.get("predicted_step_seconds"),
+        "flops_per_step": worst["model_flops_per_step"],
+        "predicted_step_seconds": max((s.get("predicted_step_seconds", 0.0) for s in steps), default=None)
+        if all("predicted_step_seconds" in s for s in steps) else None,
         "analytic_bytes_per_device": {"trainable_params": built.parts["params"], "adam_and_counters": built.parts["adam"],
                                       "decoders": built.parts["decoders"], "batch": built.parts["batch"]},
         "chip": dataclasses.asdict(topo.chip), "steps": steps,
         "settings": {"compute_dtype": run.compute_dtype, "remat_policy": run.remat_policy,
                      "attention_impl": run.attention_impl, "grad_accum": run.grad_accum},
     }
+
+
+def plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, quiet: bool = False,
+         search: bool = True, search_budget: int = SEARCH_BUDGET) -> dict:
+    """Compile the config's train step(s) for `topology` and return the figures (format_plan prints
+    them); when it does not fit and `search`, also the options that do (plan_search.py)."""
+    from arc_jax.tools.plan_search import search_options
+    from arc_jax.train.run_config import parse_run_config
+
+    topo = parse_topology(topology, num_slices)
+    progress(f"topology {topo.name}: {topo.topology} x {topo.num_slices} slice(s), {topo.devices} chips", quiet)
+    devices = topology_devices(topo)
+    run = parse_run_config(config, device_count=len(devices))
+    check_attention(topo, run.attention_impl)
+    result = plan_run(run, topo, devices, quiet)
+    if not result["fits"] and search:
+        result["options"] = search_options(run, topo, devices, search_budget, quiet)
+    return result
 
 
 def _gib(n) -> str:
@@ -195,9 +210,8 @@ def _gib(n) -> str:
 
 def _step_lines(s: dict, hbm: int) -> list[str]:
     if "memory" not in s:
-        return [f"decoder {s['decoder']}: does not fit: {s['error']}",
-                "  try: more fsdp devices (config.mesh_shape), config.remat_policy=full, fewer rows per step with "
-                "config.grad_accum > 1, or a larger topology"]
+        return [f"decoder {s['decoder']}: does not fit: {s['error'].rstrip('.')}; try a larger topology, more fsdp "
+                "devices (config.mesh_shape), config.remat_policy=full or micro-batches (config.grad_accum)"]
     m = s["memory"]
     verdict = "fits" if s["fits"] else "does not fit"
     lines = [f"decoder {s['decoder']}: {verdict}: peak {_gib(m['peak'])} of {_gib(hbm)} HBM per device "
@@ -207,7 +221,9 @@ def _step_lines(s: dict, hbm: int) -> list[str]:
              + (f", other frozen decoders {_gib(s['other_decoders_bytes_per_device'])}"
                 if s["other_decoders_bytes_per_device"] else ""),
              f"  FLOPs      {s['model_flops_per_step'] / 1e12:,.4f} TFLOP/step model (analytic, flops.py); compiled "
-             f"cost analysis {s['compiled_cost']['flops'] / 1e12:,.4f} TFLOP/device (scanned bodies counted once)"]
+             f"cost analysis {s['compiled_cost']['flops'] / 1e12:,.4f} TFLOP/device (scanned bodies counted once)"
+             + (f" + {s['compiled_cost']['pallas_flops'] / 1e12:,.4f} TFLOP/device in the splash kernels (analytic, "
+                "dense)" if "pallas_flops" in s["compiled_cost"] else "")]
     for kind, c in sorted(s["collectives"].items()):
         lines.append(f"  {kind:<19}{c['count']:6d} x, {_gib(c['bytes'])} per device, ring traffic "
                      f"{_gib(c['traffic_bytes'])}")
@@ -216,6 +232,18 @@ def _step_lines(s: dict, hbm: int) -> list[str]:
     b = s["time_bounds"]
     lines.append(f"  step time  >= {s['predicted_step_seconds'] * 1e3:,.2f} ms (compute {b['compute'] * 1e3:,.2f}, "
                  f"HBM {b['hbm'] * 1e3:,.2f}, ICI {b['ici'] * 1e3:,.2f} ms); MFU ceiling {s['mfu_ceiling']:.1%}")
+    return lines
+
+
+def format_options(options: dict) -> list[str]:
+    """The search's summary: what it tried and the variants that fit, fastest first."""
+    lines = [f"search: {options['tried']} variant(s) compiled of {options['space']} "
+             f"({options['skipped_static']} skipped: their state alone exceeds HBM); {options['description']}"]
+    if not options["fits"]:
+        lines.append("  none fits: a larger topology (or more slices) is needed")
+    for i, o in enumerate(options["fits"], 1):
+        lines.append(f"  {i}. step >= {o['predicted_step_seconds'] * 1e3:,.2f} ms, peak {_gib(o['peak_bytes_per_device'])}"
+                     f": {o['flags']}")
     return lines
 
 
@@ -230,6 +258,8 @@ def format_plan(r: dict) -> str:
              f"{', '.join(_gib(b) for b in a['decoders'])}, batch {_gib(a['batch'])}"]
     for s in r["steps"]:
         lines += _step_lines(s, r["hbm_bytes_per_device"])
+    if "options" in r:
+        lines += format_options(r["options"])
     lines.append(f"verdict: {'fits' if r['fits'] else 'does not fit'} on {r['topology']}")
     return "\n".join(lines)
 
@@ -239,6 +269,6 @@ def main_plan(config: ml_collections.ConfigDict, topology: str, num_slices: int 
     """`arc-jax plan`: print the summary (or one JSON object); exit status 0 when it fits, 2 when not."""
     import json
 
-    result = plan(config, topology, num_slices, quiet=as_json)
+    result = plan(config, topology, num_slices, quiet=as_json, search=search)
     print(json.dumps(result, indent=1) if as_json else format_plan(result), flush=True)
     return 0 if result["fits"] else 2

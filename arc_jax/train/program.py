@@ -24,6 +24,7 @@ from jax.sharding import Mesh
 from arc_jax import sharding
 from arc_jax.model import ARCEncoder, Decoder, param_groups
 from arc_jax.model.config import BackboneConfig
+from arc_jax.train import flops
 from arc_jax.train.run_config import DecoderSpec, RunConfig
 from arc_jax.train.step import StepConfig, TrainState, init_state, state_shardings, train_step
 from arc_jax.train.trainable import shared_mask
@@ -97,6 +98,12 @@ class TrainProgram:
         lead = (self.run.grad_accum,) if self.run.grad_accum > 1 else ()
         return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(lead + x.shape, x.dtype, sharding=s), template,
                             self.batch_sharding)
+
+    def model_flops(self, d: int) -> dict[str, float]:
+        """Analytic model FLOPs of one step of decoder `d`, by part (arc_jax/train/flops.py)."""
+        run, dec = self.run, self.decoders[d]
+        return flops.train_step_flops(run.encoder, dec.module.cfg, run.data.shape, dec.spec.head,
+                                      encoder_frozen=run.trainable.encoder_frozen, grad_accum=run.grad_accum)
 
     def step(self, d: int):
         """The jitted train step of decoder `d`: (state, decoder params, batch) -> (state, metrics),

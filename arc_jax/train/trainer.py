@@ -177,9 +177,7 @@ class Trainer:
         # One jitted step per decoder.
         self.batch_sharding = program.batch_sharding
         self.steps = [program.step(d) for d in range(len(run.decoders))]
-        self.flops_per_step = [flops.train_step_flops(run.encoder, dec.module.cfg, self.shape, dec.spec.head,
-                                                      encoder_frozen=run.trainable.encoder_frozen,
-                                                      grad_accum=run.grad_accum)["total"] for dec in self.decoders]
+        self.flops_per_step = [program.model_flops(d)["total"] for d in range(len(run.decoders))]
         self.eval_batches = self._eval_batches()
         self.eval_fns = [jax.jit(functools.partial(loss_sums, encoder=self.encoder, decoder=dec.module,
                                                    decoder_index=dec.spec.head, mesh=self.mesh))
