@@ -7,6 +7,11 @@ or else from its condition (`counter < constant`, the form lax.scan lowers to, c
 every computation's collectives are multiplied by the product of the trip counts of the loops around
 it. A loop whose count cannot be read counts once and is reported in `unknown_loops`.
 
+Asynchronous forms count once, at their start: `all-gather-start` / `-done` pairs (TPU and GPU,
+whose start's type is (operands, results), nested tuples for several buffers on GPU), and a
+collective wrapped in `async-start(...), calls=%computation` / `async-done` (counted in the called
+computation, reached from the start only).
+
 Bytes of one collective: the full buffer it exchanges on a device, i.e. its result for all-reduce,
 all-gather, all-to-all and collective-permute, its operand for reduce-scatter. Traffic (for a time
 bound) is what a ring algorithm sends per device over a group of n: 2(n-1)/n of the bytes for
@@ -142,6 +147,8 @@ def _multiplicities(computations, entry: str) -> tuple[dict[str, int], list[str]
                 count = trip_count(ins, computations)
                 unknown += [ins.name] if count is None else []
                 trips = count or 1
+            if ins.op in ("async-update", "async-done"):  # the same computation as their async-start
+                continue
             for called in _CALLED.findall(ins.rest):
                 edges[name].append((called, trips))
             for group in _BRANCHES.findall(ins.rest):
