@@ -10,3 +10,20 @@ import jax  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 jax.config.update("jax_compilation_cache_dir", str(Path(__file__).resolve().parent.parent / ".jax_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Several test workers may compile for TPU deviceless at once: no TPU to guard with libtpu's lockfile.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes of compiling; run with ARC_JAX_SLOW_TESTS=1 (not in CI)")
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    if os.environ.get("ARC_JAX_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set ARC_JAX_SLOW_TESTS=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

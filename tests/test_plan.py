@@ -156,3 +156,30 @@ def test_search_space_keeps_the_global_batch():
     assert (changed.grad_accum, changed.data.shape.encoder_rows, changed.data.shape.decoder_rows) == (4, 4, 4)
     assert variant.flags(run) == ("--config.mesh_shape=[1,4,2] --config.remat_policy=full --config.grad_accum=4 "
                                   "--config.data.shape.encoder_rows=4 --config.data.shape.decoder_rows=4")
+
+
+def _oversized(extra):
+    """tiny_cpu with sequences 16x longer on a v5e-4 (16 GiB): the xla attention's scores exceed HBM."""
+    from arc_jax.cli import main
+
+    return main(["plan", "--config", CONFIG, "--topology", "v5e-4", *extra,
+                 "--config.data.shape.encoder_len=2048", "--config.data.shape.decoder_len=16384"])
+
+
+def test_an_oversized_batch_does_not_fit_in_one_line(libtpu, capsys):
+    status = _oversized(["--no-search"])
+    out = capsys.readouterr().out
+    verdict = [line for line in out.splitlines() if line.startswith("decoder 0: does not fit")]
+    assert status == 2 and len(verdict) == 1 and "Traceback" not in out
+    # The compiler's sizes and what to try, on that one line.
+    assert "exceeds available HBM" in verdict[0] and "remat_policy=full" in verdict[0]
+    assert out.rstrip().endswith("verdict: does not fit on v5e-4")
+
+
+@pytest.mark.slow
+def test_the_search_finds_a_variant_that_fits(libtpu, capsys):
+    """The first variant of the space (full rematerialisation, same mesh and batch) fits."""
+    status = _oversized(["--search-budget", "1"])
+    out = capsys.readouterr().out
+    assert status == 2 and "search: 1 variant(s) compiled" in out
+    assert "  1. step >= " in out and "--config.remat_policy=full" in out

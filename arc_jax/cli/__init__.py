@@ -20,8 +20,9 @@ Subcommands:
   roundtrip  generate a tiny random encoder and decoder, write and read every layout, check it
   data       check a training config's input pipeline (data check --config CONFIG)
   train      train an encoder: train --config CONFIG --workdir DIR [--config.a.b=value ...]
-  plan       compile a config's train step for a TPU topology without the TPU: fits?, collectives,
-             step time bound (plan --config CONFIG --topology v5p-64; needs the tpu extra)
+  plan       compile a config's train step for a TPU topology or GPU node without the hardware: fits?,
+             collectives, step time bound (plan --config CONFIG --topology v5p-64 | 8xh100; needs the
+             tpu or gpu-compile extra); plan --generate for the inference programs
   generate   answer a prompt with compressed context files (KV-cached decoding)
   eval       score closed-book, open-book and compressed contexts on jsonl benchmarks
   bench      train: step time, tokens/s and MFU of a config's train step;

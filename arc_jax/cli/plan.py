@@ -1,5 +1,5 @@
 """`arc-jax plan`: compile a config's train step, or the generation programs of preset models, for a
-TPU topology without the hardware."""
+TPU topology or GPU node without the hardware."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from arc_jax.tools.topology import PlanError
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("plan", help="compile a config's train step (or generation) for a TPU topology, "
-                                           "without the TPU",
+    p = subparsers.add_parser("plan", help="compile a config's train step (or generation) for a TPU topology or "
+                                           "GPU node, without the hardware",
                               description="Compile the trainer's step of a config for a TPU topology (libtpu's "
-                                          "description, no hardware; needs the tpu extra) with abstract weights "
+                                          "description; needs the tpu extra) or a GPU node (CUDA's compile-only "
+                                          "plugin; needs the gpu-compile extra), no hardware, with abstract weights "
                                           "and batch, and report memory per device against HBM (fits / does not "
                                           "fit), collectives, FLOPs and a lower bound on step time. With "
                                           "--generate, the same for the programs that answer questions about "
@@ -21,11 +22,14 @@ def add_parser(subparsers) -> None:
                                           "config fields with --config.a.b=value.")
     p.add_argument("--config", help="config file (a Python file with get_config()); required unless --generate")
     p.add_argument("--topology", required=True,
-                   help="v5p-N or v4-N (N TensorCores: v5p-8 = 4 chips), v5e-N or v6e-N (N chips)")
-    p.add_argument("--num-slices", type=int, default=1, help="slices of that topology (default 1)")
+                   help="v5p-N or v4-N (N TensorCores: v5p-8 = 4 chips), v5e-N or v6e-N (N chips); GPU nodes: "
+                        "8xh100, 8xh200, or 2x8xh100 for 2 nodes")
+    p.add_argument("--num-slices", type=int, default=1, help="slices (TPU) or nodes (GPU) of that topology (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     p.add_argument("--no-search", action="store_true",
                    help="when the step does not fit, do not compile variants to find one that does")
+    p.add_argument("--search-budget", type=int, default=None,
+                   help="at most this many variants compiled by the search (default 12)")
     g = p.add_argument_group("generation (--generate)")
     g.add_argument("--generate", action="store_true",
                    help="plan compress + prefill + decode of --encoder-preset and --decoder-preset instead of a "
@@ -58,4 +62,4 @@ def run(args: argparse.Namespace):
     from arc_jax.tools.plan import main_plan
 
     return main_plan(load_config(args.config, args.overrides), args.topology, args.num_slices, args.json,
-                     search=not args.no_search)
+                     search=not args.no_search, search_budget=args.search_budget)

@@ -23,14 +23,14 @@ and no data, weights or tokenizer files are read. From the compiled executable:
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import time
 
 import ml_collections
 
 from arc_jax.errors import ArcJaxError
-from arc_jax.tools.topology import GIB, PlanError, Topology, check_attention, parse_topology, topology_devices
+from arc_jax.tools.compiled import compiled_cost, compiled_memory, gib, sharded_bytes, time_bounds
+from arc_jax.tools.topology import PlanError, Topology, check_attention, parse_topology, topology_devices
 
 SEARCH_BUDGET = 12  # compiles the search for a fitting variant may spend (plan_search.py)
 
@@ -56,12 +56,6 @@ def progress(message: str, quiet: bool = False) -> None:
         print(f"[plan] {message}", flush=True)
 
 
-def _sharded_bytes(tree) -> int:
-    import jax
-
-    return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))
-
-
 @dataclasses.dataclass
 class Built:
     program: object
@@ -82,8 +76,8 @@ def build(run, devices, quiet: bool = False) -> Built:
     decoders = [place_decoder(run, d, decoder_backbone(run, d), template, mesh) for d in range(len(run.decoders))]
     program = build_program(run, mesh, template, decoders)
     state, batch = program.abstract_state(), program.abstract_batch(template)
-    parts = {"params": _sharded_bytes(state.params), "adam": _sharded_bytes((state.opt, state.bad_steps, state.skipped)),
-             "decoders": [_sharded_bytes(d.shapes) for d in decoders], "batch": _sharded_bytes(batch)}
+    parts = {"params": sharded_bytes(state.params), "adam": sharded_bytes((state.opt, state.bad_steps, state.skipped)),
+             "decoders": [sharded_bytes(d.shapes) for d in decoders], "batch": sharded_bytes(batch)}
     model_flops = [program.model_flops(d) for d in range(len(decoders))]
     return Built(program, [(state, d.shapes, batch) for d in decoders], parts, model_flops)
 
@@ -110,19 +104,6 @@ def compile_step(step, args):
         raise
 
 
-def _memory(compiled) -> dict:
-    m = compiled.memory_analysis()
-    out = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("argument", "output", "alias", "temp", "generated_code")}
-    out["peak"] = out["argument"] + out["output"] - out["alias"] + out["temp"] + out["generated_code"]
-    return out
-
-
-def _cost(compiled) -> dict:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost or {}
-    return {"flops": float(cost.get("flops", 0.0)), "bytes_accessed": float(cost.get("bytes accessed", 0.0))}
-
-
 def analyse_decoder(built: Built, d: int, topo: Topology, quiet: bool = False) -> dict:
     """Compile decoder d's step and measure it (see the module docstring)."""
     from arc_jax.tools.hlo_collectives import collectives
@@ -139,16 +120,15 @@ def analyse_decoder(built: Built, d: int, topo: Topology, quiet: bool = False) -
            "other_decoders_bytes_per_device": others, "compute_seconds": compute_s}
     if compiled is None:
         return {**out, "error": exhausted}
-    memory = _memory(compiled)
+    memory = compiled_memory(compiled)
     memory["peak"] += others
-    cost = _cost(compiled)
+    cost = compiled_cost(compiled)
     if built.program.run.attention_impl == "splash":  # Mosaic kernels are opaque to the cost analysis
         cost["pallas_flops"] = built.flops[d]["attention"] / topo.devices
     colls, unknown = collectives(compiled.as_text(), topo.devices)
     ici_bytes = sum(c.traffic_bytes for c in colls.values())
     hbm_bytes = max(cost["bytes_accessed"], memory["argument"] + memory["output"])
-    bound = {"compute": compute_s, "hbm": hbm_bytes / chip.hbm_bandwidth,
-             "ici": ici_bytes / topo.interconnect_bandwidth}
+    bound = time_bounds(model_flops, hbm_bytes, ici_bytes, topo)
     predicted = max(bound.values())
     return {**out, "fits": memory["peak"] <= chip.hbm_bytes, "memory": memory, "compiled_cost": cost,
             "collectives": {k: dataclasses.asdict(v) for k, v in colls.items()}, "unknown_loops": unknown,
@@ -198,35 +178,25 @@ def plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, 
     return result
 
 
-def _gib(n) -> str:
-    """Bytes in the largest binary unit that keeps them >= 1."""
-    if n is None:
-        return "-"
-    for unit, size in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
-        if abs(n) >= size:
-            return f"{n / size:,.2f} {unit}"
-    return f"{n:,.0f} B"
-
-
 def _step_lines(s: dict, hbm: int) -> list[str]:
     if "memory" not in s:
         return [f"decoder {s['decoder']}: does not fit: {s['error'].rstrip('.')}; try a larger topology, more fsdp "
                 "devices (config.mesh_shape), config.remat_policy=full or micro-batches (config.grad_accum)"]
     m = s["memory"]
     verdict = "fits" if s["fits"] else "does not fit"
-    lines = [f"decoder {s['decoder']}: {verdict}: peak {_gib(m['peak'])} of {_gib(hbm)} HBM per device "
-             f"(headroom {_gib(hbm - m['peak'])}, {m['peak'] / hbm:.1%} used)",
-             f"  compiled   arguments {_gib(m['argument'])}, outputs {_gib(m['output'])} ({_gib(m['alias'])} aliased "
-             f"to donated arguments), temporaries {_gib(m['temp'])}, generated code {_gib(m['generated_code'])}"
-             + (f", other frozen decoders {_gib(s['other_decoders_bytes_per_device'])}"
+    lines = [f"decoder {s['decoder']}: {verdict}: peak {gib(m['peak'])} of {gib(hbm)} HBM per device "
+             f"(headroom {gib(hbm - m['peak'])}, {m['peak'] / hbm:.1%} used)",
+             f"  compiled   arguments {gib(m['argument'])}, outputs {gib(m['output'])} ({gib(m['alias'])} aliased "
+             f"to donated arguments), temporaries {gib(m['temp'])}, generated code {gib(m['generated_code'])}"
+             + (f", other frozen decoders {gib(s['other_decoders_bytes_per_device'])}"
                 if s["other_decoders_bytes_per_device"] else ""),
              f"  FLOPs      {s['model_flops_per_step'] / 1e12:,.4f} TFLOP/step model (analytic, flops.py); compiled "
              f"cost analysis {s['compiled_cost']['flops'] / 1e12:,.4f} TFLOP/device (scanned bodies counted once)"
              + (f" + {s['compiled_cost']['pallas_flops'] / 1e12:,.4f} TFLOP/device in the splash kernels (analytic, "
                 "dense)" if "pallas_flops" in s["compiled_cost"] else "")]
     for kind, c in sorted(s["collectives"].items()):
-        lines.append(f"  {kind:<19}{c['count']:6d} x, {_gib(c['bytes'])} per device, ring traffic "
-                     f"{_gib(c['traffic_bytes'])}")
+        lines.append(f"  {kind:<19}{c['count']:6d} x, {gib(c['bytes'])} per device, ring traffic "
+                     f"{gib(c['traffic_bytes'])}")
     if s["unknown_loops"]:
         lines.append(f"  loops of unknown trip count (counted once): {', '.join(s['unknown_loops'])}")
     b = s["time_bounds"]
@@ -242,7 +212,7 @@ def format_options(options: dict) -> list[str]:
     if not options["fits"]:
         lines.append("  none fits: a larger topology (or more slices) is needed")
     for i, o in enumerate(options["fits"], 1):
-        lines.append(f"  {i}. step >= {o['predicted_step_seconds'] * 1e3:,.2f} ms, peak {_gib(o['peak_bytes_per_device'])}"
+        lines.append(f"  {i}. step >= {o['predicted_step_seconds'] * 1e3:,.2f} ms, peak {gib(o['peak_bytes_per_device'])}"
                      f": {o['flags']}")
     return lines
 
@@ -251,11 +221,11 @@ def format_plan(r: dict) -> str:
     """The human summary of `plan`'s result."""
     a, chip = r["analytic_bytes_per_device"], r["chip"]
     lines = [f"plan: {r['topology']} ({r['topology_name']}, {r['num_slices']} slice(s), {r['devices']} chips of "
-             f"{_gib(chip['hbm_bytes'])} HBM, {chip['peak_flops'] / 1e12:,.0f} TFLOP/s bf16), mesh (data, fsdp, tensor) "
+             f"{gib(chip['hbm_bytes'])} HBM, {chip['peak_flops'] / 1e12:,.0f} TFLOP/s bf16), mesh (data, fsdp, tensor) "
              f"= {tuple(r['mesh_shape'])}; {r['settings']}",
-             f"per device (from the shardings): trainable params {_gib(a['trainable_params'])}, Adam moments and "
-             f"counters {_gib(a['adam_and_counters'])}, frozen decoder(s) "
-             f"{', '.join(_gib(b) for b in a['decoders'])}, batch {_gib(a['batch'])}"]
+             f"per device (from the shardings): trainable params {gib(a['trainable_params'])}, Adam moments and "
+             f"counters {gib(a['adam_and_counters'])}, frozen decoder(s) "
+             f"{', '.join(gib(b) for b in a['decoders'])}, batch {gib(a['batch'])}"]
     for s in r["steps"]:
         lines += _step_lines(s, r["hbm_bytes_per_device"])
     if "options" in r:
@@ -265,10 +235,13 @@ def format_plan(r: dict) -> str:
 
 
 def main_plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, as_json: bool = False,
-              search: bool = True) -> int:
+              search: bool = True, search_budget: int | None = None) -> int:
     """`arc-jax plan`: print the summary (or one JSON object); exit status 0 when it fits, 2 when not."""
     import json
 
-    result = plan(config, topology, num_slices, quiet=as_json, search=search)
+    if search_budget is not None and search_budget < 0:
+        raise PlanError(f"--search-budget={search_budget}: must be >= 0")
+    budget = SEARCH_BUDGET if search_budget is None else search_budget
+    result = plan(config, topology, num_slices, quiet=as_json, search=search and budget > 0, search_budget=budget)
     print(json.dumps(result, indent=1) if as_json else format_plan(result), flush=True)
     return 0 if result["fits"] else 2

@@ -67,8 +67,9 @@ import time
 
 import numpy as np
 
+from arc_jax.tools.compiled import compiled_cost, compiled_memory, gib, sharded_bytes, time_bounds
 from arc_jax.tools.plan import compile_step, progress
-from arc_jax.tools.topology import GIB, PlanError, Topology, parse_topology, topology_devices
+from arc_jax.tools.topology import PlanError, Topology, parse_topology, topology_devices
 
 # Encoder presets: (backbone of bench_inference.bench_configs, pooling factor). "arc8"/"arc4" are the
 # released ARC8 / ARC4 encoders (Llama 3.2 3B less 2 layers, a projector to the decoder's width).
@@ -203,12 +204,6 @@ def check_divisible(tree, what: str) -> None:
             if size % n:
                 raise PlanError(f"{what}{jax.tree_util.keystr(path)} of shape {x.shape} cannot be split {spec} over "
                                 f"the mesh {dict(mesh.shape)}: choose another --mesh")
-
-
-def sharded_bytes(tree) -> int:
-    import jax
-
-    return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
 def _abstract(tree, sharding):
@@ -396,20 +391,6 @@ def decode_step_flops(cfg, layout: Layout) -> float:
 # Measuring a compiled program
 
 
-def compiled_memory(compiled) -> dict:
-    """Bytes per device of a compiled program, and its peak (plan.py's reading of memory_analysis)."""
-    m = compiled.memory_analysis()
-    out = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("argument", "output", "alias", "temp", "generated_code")}
-    out["peak"] = out["argument"] + out["output"] - out["alias"] + out["temp"] + out["generated_code"]
-    return out
-
-
-def compiled_cost(compiled) -> dict:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost or {}
-    return {"flops": float(cost.get("flops", 0.0)), "bytes_accessed": float(cost.get("bytes accessed", 0.0))}
-
-
 _STATS = ("count", "bytes", "traffic_bytes")
 
 
@@ -437,14 +418,6 @@ def loop_collectives(hlo: str, devices: int, trips: int) -> tuple[dict, dict, li
     total = {k: {f: once.get(k, {}).get(f, 0) + (trips - 1) * body.get(k, {}).get(f, 0) for f in _STATS}
              for k in once.keys() | body.keys()}
     return total, body, unknown
-
-
-def time_bounds(flops: float, hbm_bytes: float, ici_bytes: float, topo: Topology) -> dict:
-    chip = topo.chip
-    # The ring's link per device: the chip's ICI within a slice (topology.py may model slower links).
-    link = getattr(topo, "interconnect_bandwidth", chip.ici_bandwidth)
-    return {"compute": flops / topo.devices / chip.peak_flops, "hbm": hbm_bytes / chip.hbm_bandwidth,
-            "ici": ici_bytes / link}
 
 
 def analyse(program: Program, topo: Topology, resident: int, trips: int = 1, quiet: bool = False):
@@ -542,16 +515,6 @@ def _leaves(tree):
     import jax
 
     return jax.tree.leaves(tree)
-
-
-def gib(n) -> str:
-    """Bytes in the largest binary unit that keeps them >= 1."""
-    if n is None:
-        return "-"
-    for unit, size in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
-        if abs(n) >= size:
-            return f"{n / size:,.2f} {unit}"
-    return f"{n:,.0f} B"
 
 
 def _flop(n: float) -> str:
