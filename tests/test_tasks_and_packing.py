@@ -54,15 +54,17 @@ def test_continuation_loss_is_on_the_continuation_only():
     s = tasks.continuation(TEXT, rng(1), DEC, ENC, max_len=30)
     prefix = DEC.decode(s.x[1: s.insertions[0]])
     middle = ENC.decode(s.contexts[0])
-    cont = decoded_targets(s)
+    first = DEC.decode(s.x[s.insertions[0]: s.insertions[0] + 1])  # read after the block, no target
+    cont = first + decoded_targets(s)
     assert s.special == "cont" and len(middle) == 30 and len(cont) == 30
     assert prefix + middle + cont in TEXT  # three consecutive windows of the text
-    assert not any(s.loss_mask[: s.insertions[0] - 1])
+    assert not any(s.loss_mask[: s.insertions[0]])  # nothing predicted before the block reads it
 
 
 def test_continuation_of_a_short_text_splits_it():
     s = tasks.continuation("abcdefghij", rng(), DEC, ENC, max_len=30)
-    assert ENC.decode(s.contexts[0]) + decoded_targets(s) == "abcdefghij"[len(DEC.decode(s.x[1: s.insertions[0]])):]
+    first = DEC.decode(s.x[s.insertions[0]: s.insertions[0] + 1])
+    assert ENC.decode(s.contexts[0]) + first + decoded_targets(s) == "abcdefghij"[len(DEC.decode(s.x[1: s.insertions[0]])):]
     with pytest.raises(tasks.SkipRecord):
         tasks.continuation("a", rng(), DEC, ENC)
 

@@ -12,12 +12,28 @@ Fields (configs/tiny_cpu.py and configs/common/paper.py set them all):
     encoder_tokenizer            the encoder's tokenizer file (the decoder's is its config.model entry)
     task                         pretrain | finetune | long_context
     max_len                      tokens per prefix / compressed span / continuation, or of a document
-    continuation_prob            pretraining: continuation with this probability, else reconstruction
+    continuation_prob            pretraining: continuation with this probability per record (the
+                                 reference draws per document: 0.8 -> 2/3 of its samples continuation)
     shape                        arc_jax.data.packing.PackingShape fields: the static batch shape
     generate = ""                a corpus built in dir before the first read ("tiny_corpus"); "" = none
     corpus = {}                  the generator's keyword arguments
     strict = False               a bad record stops the run instead of being counted and skipped
-    chat_template = False        pretraining inside the Llama 2 Chat template
+    chat_template = False        pretraining inside the Llama 2 Chat template (arc_jax's windows;
+                                 `layout` does not apply)
+    layout = "reference"         pretraining samples (arc_jax.data.tasks): "reference" = the released
+                                 code's (every consecutive window of a document; reconstruction
+                                 [C][<Rec>] + window, BOS only at the document start, EOS the last
+                                 target; continuation [C][<Cont>] + second half of <= 2*max_len
+                                 chunks, no prefix); "arc_jax" = one random window a record,
+                                 [C][<Rec>][BOS] + span, [BOS] + 0..max_len prefix + [C][<Cont>] + text
+    encoder_bos_eos = True       pretraining: the encoder reads BOS when its span starts the document
+                                 and EOS when a reconstruction span ends it (the reference); False:
+                                 text only. A Llama decoder's continuation (same tokenizer file as
+                                 the encoder's) passes its decoder ids as they are, as the reference
+    rand_filter = 0.8            skip records whose numeric "rand" field is >= this (the reference's
+                                 web-crawl filter; records without the field are kept); 0 = off
+    single_task_batches = True   pretraining: every batch of a data shard holds one task (the
+                                 reference's separate row buffers); False: tasks mixed in a batch
     max_passages = 1             fine-tuning: passages of a record compressed jointly as one document
     worker_count = 0             grain worker processes; 0 = in the main process
     shards = 0                   data shards, each packing shape.*_rows / shards rows; 0 = one per process
@@ -28,8 +44,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from arc_jax.config_loading import checked_fields
+from arc_jax.config_loading import ConfigError, checked_fields
 from arc_jax.data.packing import PackingShape
+from arc_jax.data.tasks import LAYOUTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +62,10 @@ class DataConfig:
     corpus: dict = dataclasses.field(default_factory=dict)
     strict: bool = False
     chat_template: bool = False
+    layout: str = "reference"
+    encoder_bos_eos: bool = True
+    rand_filter: float = 0.8
+    single_task_batches: bool = True
     max_passages: int = 1
     worker_count: int = 0
     shards: int = 0
@@ -63,4 +84,11 @@ def parse_data_config(fields, name: str = "config.data") -> DataConfig:
     """The typed data section; ConfigError (naming the field) for anything the pipeline cannot read."""
     values = checked_fields(DataConfig, fields, name)
     values["shape"] = PackingShape(**checked_fields(PackingShape, values["shape"], f"{name}.shape"))
-    return DataConfig(**values)
+    data = DataConfig(**values)
+    if data.layout not in LAYOUTS:
+        raise ConfigError(f"{name}.layout={data.layout!r}: expected one of {', '.join(map(repr, LAYOUTS))}")
+    if not 0.0 <= data.rand_filter <= 1.0:
+        raise ConfigError(f"{name}.rand_filter={data.rand_filter!r}: expected a number in [0, 1] (0 = off)")
+    if not 0.0 <= data.continuation_prob <= 1.0:
+        raise ConfigError(f"{name}.continuation_prob={data.continuation_prob!r}: expected a probability in [0, 1]")
+    return data

@@ -7,6 +7,20 @@ insertion (or the start) and context i. Each context holds encoder-tokenizer ids
 reference makes them: spans are chosen in decoder tokens, decoded to text, and re-encoded with
 the encoder's tokenizer. After each context the decoder reads one special vector: <Rec> for
 reconstruction, <Cont> otherwise, none for the long-context (Llama 2 Chat) variant.
+
+Pretraining has two layouts (config.data.layout; notes/reference_recipe.md 2.2-2.6):
+
+- "reference", what kyutai-labs/ARC-Encoder's released pretraining ran
+  (embed_llm/data/sequence_iterators.py): the document is BOS + text + EOS, x = tokens[:-1],
+  y = tokens[1:], cut into consecutive windows that are all used. Reconstruction: windows of
+  max_len, [C][<Rec>] + x-window (BOS only in the first), targets shifted by one (the EOS is the
+  last window's last target); the encoder reads the window's tokens tokens[c:c+n] (BOS / EOS
+  flags when they hold them). Continuation: chunks of 2 * max_len halved, [C][<Cont>] + second
+  half, nothing before the block, the first continued token input only.
+- "arc_jax", this project's earlier layout: one random window per record; reconstruction
+  [C][<Rec>][BOS] + span (every span token a target), continuation [BOS] + a random 0..max_len
+  prefix + [C][<Cont>] + continuation, whose first token is input only (it used to be predicted,
+  with loss, at the slot before the block: the decoder had not seen the compressed text yet).
 """
 
 from __future__ import annotations
@@ -59,11 +73,12 @@ def _stream(pieces: Sequence[tuple[Sequence[int], bool]], bos: int | None) -> tu
     return tokens[:-1], tokens[1:], flags[1:]
 
 
-def _compress(ids: Sequence[int], decoder_tok: Tokenizer, encoder_tok: Tokenizer, max_len: int) -> tuple[int, ...]:
-    context = encoder_tok.encode(decoder_tok.decode(list(ids)))[:max_len]
-    if not context:
+def _compress(ids: Sequence[int], decoder_tok: Tokenizer, encoder_tok: Tokenizer, max_len: int,
+              bos: bool = False, eos: bool = False) -> tuple[int, ...]:
+    text_ids = encoder_tok.encode(decoder_tok.decode(list(ids)))[:max_len]
+    if not text_ids:
         raise SkipRecord("the text to compress is empty after re-tokenisation")
-    return tuple(context)
+    return tuple([encoder_tok.bos_id] * bos + text_ids + [encoder_tok.eos_id] * eos)
 
 
 # Instructions of the Llama 2 Chat pretraining variants (our wording; the paper gives none).
@@ -81,9 +96,11 @@ def _chat_pieces(decoder_tok: Tokenizer, before: Sequence[int], instruction: str
 
 
 def reconstruction(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
-                   max_len: int = 256, chat: bool = False) -> Sample:
-    """Compress a span of <= max_len decoder tokens; the decoder, after [C, <Rec>], reproduces it.
-    With `chat`, the Llama 2 Chat variant: the span is asked for inside [INST] ... [/INST]."""
+                   max_len: int = 256, chat: bool = False, encoder_bos_eos: bool = False) -> Sample:
+    """arc_jax layout: compress a random span of <= max_len decoder tokens; the decoder, after
+    [C, <Rec>], reproduces it. With `chat`, the Llama 2 Chat variant: the span is asked for inside
+    [INST] ... [/INST]. `encoder_bos_eos`: the encoder reads BOS when the span starts the text and
+    EOS when it ends it."""
     tokens = decoder_tok.encode(text)
     if not tokens:
         raise SkipRecord("empty text")
@@ -92,19 +109,22 @@ def reconstruction(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, 
     pieces, insert_at = ([(span, True)], 0) if not chat else _chat_pieces(decoder_tok, [], RECONSTRUCTION_INSTRUCTION,
                                                                             span)
     x, y, mask = _stream(pieces, decoder_tok.bos_id)
-    return Sample("reconstruction", (_compress(span, decoder_tok, encoder_tok, max_len),), tuple(x), tuple(y),
-                  tuple(mask), (insert_at,), "rec")
+    context = _compress(span, decoder_tok, encoder_tok, max_len, bos=encoder_bos_eos and start == 0,
+                        eos=encoder_bos_eos and start + len(span) == len(tokens))
+    return Sample("reconstruction", (context,), tuple(x), tuple(y), tuple(mask), (insert_at,), "rec")
 
 
 def continuation(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
-                 max_len: int = 256, chat: bool = False) -> Sample:
-    """Plain prefix (<= max_len), compressed middle (<= max_len), continuation (<= max_len) with
-    the loss on the continuation only. Short texts are split: half compressed, the rest continued,
-    the prefix taking what a long text leaves before the middle. With `chat`, the Llama 2 Chat
-    variant: "[INST] Text:\\n\\n{prefix}<C> Continue the text above. [/INST]{continuation}"."""
+                 max_len: int = 256, chat: bool = False, encoder_bos_eos: bool = False) -> Sample:
+    """arc_jax layout: plain prefix (<= max_len), compressed middle (<= max_len), continuation
+    (<= max_len) with the loss on the continuation after its first token, which the decoder reads
+    right after the block (nothing is predicted before the block). Short texts are split: half
+    compressed, the rest continued, the prefix taking what a long text leaves before the middle.
+    With `chat`, the Llama 2 Chat variant: "[INST] Text:\\n\\n{prefix}<C> Continue the text above.
+    [/INST]{continuation}". `encoder_bos_eos`: BOS in the encoder when the middle starts the text."""
     tokens = decoder_tok.encode(text)
-    if len(tokens) < 2:
-        raise SkipRecord(f"text of {len(tokens)} token(s) is too short for continuation (needs 2)")
+    if len(tokens) < 4:
+        raise SkipRecord(f"text of {len(tokens)} token(s) is too short for continuation (needs 4)")
     prefix_len = int(rng.integers(0, max_len + 1))
     if len(tokens) >= prefix_len + 2 * max_len:
         start = int(rng.integers(0, len(tokens) - prefix_len - 2 * max_len + 1))
@@ -112,24 +132,109 @@ def continuation(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, en
         middle = tokens[start + prefix_len: start + prefix_len + max_len]
         cont = tokens[start + prefix_len + max_len: start + prefix_len + 2 * max_len]
     else:
-        prefix_len = min(prefix_len, max(0, len(tokens) - 2 * max_len), len(tokens) // 3)
+        start, prefix_len = 0, min(prefix_len, max(0, len(tokens) - 2 * max_len), len(tokens) // 3)
         rest = tokens[prefix_len:]
         half = min(max_len, (len(rest) + 1) // 2)
         prefix, middle, cont = tokens[:prefix_len], rest[:half], rest[half: half + max_len]
     if chat:
         pieces, insert_at = _chat_pieces(decoder_tok, prefix, CONTINUATION_INSTRUCTION, cont)
-    else:
-        pieces, insert_at = [(prefix, False), (cont, True)], len(prefix) + (decoder_tok.bos_id is not None)
+    else:  # cont[0] is the block's first reader, not a target of the slot before the block
+        pieces = [(prefix, False), (cont[:1], False), (cont[1:], True)]
+        insert_at = len(prefix) + (decoder_tok.bos_id is not None)
     x, y, mask = _stream(pieces, decoder_tok.bos_id)
-    return Sample("continuation", (_compress(middle, decoder_tok, encoder_tok, max_len),), tuple(x), tuple(y),
-                  tuple(mask), (insert_at,), "cont")
+    context = _compress(middle, decoder_tok, encoder_tok, max_len, bos=encoder_bos_eos and start + prefix_len == 0)
+    return Sample("continuation", (context,), tuple(x), tuple(y), tuple(mask), (insert_at,), "cont")
 
 
 def pretraining(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
-                max_len: int = 256, continuation_prob: float = 0.8, chat: bool = False) -> Sample:
-    """The pretraining mixture: continuation with probability continuation_prob, else reconstruction."""
+                max_len: int = 256, continuation_prob: float = 0.8, chat: bool = False,
+                encoder_bos_eos: bool = False) -> Sample:
+    """arc_jax layout's mixture: continuation with probability continuation_prob, else reconstruction."""
     task = continuation if rng.random() < continuation_prob else reconstruction
-    return task(text, rng, decoder_tok, encoder_tok, max_len, chat)
+    return task(text, rng, decoder_tok, encoder_tok, max_len, chat, encoder_bos_eos)
+
+
+# The reference's pretraining layout (notes/reference_recipe.md 2.3, 2.4, 2.6).
+LAYOUTS = ("reference", "arc_jax")
+MIN_CONTINUATION_CHUNK = 6  # sequence_iterator_continuation drops a document's remainder below this
+
+
+def document_tokens(text: str, decoder_tok: Tokenizer) -> list[int]:
+    """A pretraining document as the reference tokenises it: BOS + text + EOS (tokenize.py:encode)."""
+    ids = decoder_tok.encode(text)
+    if not ids:
+        raise SkipRecord("empty text")
+    return [t for t in (decoder_tok.bos_id,) if t is not None] + ids + [decoder_tok.eos_id]
+
+
+def _encoder_input(ids: Sequence[int], decoder_tok: Tokenizer, encoder_tok: Tokenizer, bos_eos: bool,
+                   same_tokenizer: bool = False) -> tuple[int, ...]:
+    """What the reference's encoder reads for decoder ids `ids`: their text re-encoded, with BOS / EOS
+    when `ids` hold the document's (and `bos_eos`); with `same_tokenizer`, the ids themselves."""
+    controls = (decoder_tok.bos_id, decoder_tok.eos_id)
+    if same_tokenizer:
+        return tuple(i for i in ids if bos_eos or i not in controls)
+    bos, eos = (bos_eos and t in ids for t in controls)
+    return tuple(encoder_tok.encode(decoder_tok.decode(list(ids)), bos=bos, eos=eos))
+
+
+def reference_reconstruction(text: str, decoder_tok: Tokenizer, encoder_tok: Tokenizer, max_len: int = 256,
+                             encoder_bos_eos: bool = True) -> list[Sample]:
+    """Every reconstruction window of a document, as sequence_iterator_reconstruction cuts it:
+    [C][<Rec>] + x[c:c+n], targets y[c:c+n] (all with loss), the encoder reading tokens[c:c+n]
+    (a window whose context has <= 1 token is dropped, as the reference's data loader drops it)."""
+    tokens = document_tokens(text, decoder_tok)
+    x, y = tokens[:-1], tokens[1:]
+    samples = []
+    for c in range(0, len(x), max_len):
+        context = _encoder_input(tokens[c: c + max_len], decoder_tok, encoder_tok, encoder_bos_eos)
+        n = len(x[c: c + max_len])
+        if len(context) > 1:
+            samples.append(Sample("reconstruction", (context,), tuple(x[c: c + n]), tuple(y[c: c + n]), (True,) * n,
+                                  (0,), "rec"))
+    if not samples:
+        raise SkipRecord("no window with more than one token to compress")
+    return samples
+
+
+def reference_continuation(text: str, decoder_tok: Tokenizer, encoder_tok: Tokenizer, max_len: int = 256,
+                           encoder_bos_eos: bool = True, same_tokenizer: bool = False) -> list[Sample]:
+    """Every continuation chunk of a document, as sequence_iterator_continuation (interleave unset)
+    cuts it: chunks of r <= 2 * max_len x tokens, h = r // 2 compressed, the next h read after
+    [C][<Cont>] with targets shifted by one. A remainder under MIN_CONTINUATION_CHUNK tokens is
+    dropped; a chunk compressing one repeated token makes no sample (the reference masks its loss)."""
+    tokens = document_tokens(text, decoder_tok)
+    x, y = tokens[:-1], tokens[1:]
+    samples, c = [], 0
+    while len(x) - c >= MIN_CONTINUATION_CHUNK:
+        h = min(2 * max_len, len(x) - c) // 2
+        middle, c = x[c: c + h], c + h
+        context = _encoder_input(middle, decoder_tok, encoder_tok, encoder_bos_eos, same_tokenizer)
+        if len(set(middle)) > 1 and len(context) > 1:
+            samples.append(Sample("continuation", (context,), tuple(x[c: c + h]), tuple(y[c: c + h]), (True,) * h,
+                                  (0,), "cont"))
+        c += h
+    if not samples:
+        raise SkipRecord(f"text of {len(x)} token(s) makes no continuation chunk (needs {MIN_CONTINUATION_CHUNK})")
+    return samples
+
+
+def pretraining_samples(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer, *,
+                        max_len: int = 256, continuation_prob: float = 0.8, chat: bool = False,
+                        layout: str = "reference", encoder_bos_eos: bool = True,
+                        same_tokenizer: bool = False) -> list[Sample]:
+    """One pretraining record's samples. The task is drawn once per record (the reference draws it
+    per document, dataset.py:sequence_iterator): "reference" gives all the document's windows of
+    that task, "arc_jax" (and the Llama 2 Chat variants, `chat`) one random window.
+    `same_tokenizer`: the encoder reads a continuation's decoder ids as they are (the reference does
+    so when decoder and encoder are both Llama)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: expected one of {LAYOUTS}")
+    if chat or layout == "arc_jax":
+        return [pretraining(text, rng, decoder_tok, encoder_tok, max_len, continuation_prob, chat, encoder_bos_eos)]
+    if rng.random() < continuation_prob:
+        return reference_continuation(text, decoder_tok, encoder_tok, max_len, encoder_bos_eos, same_tokenizer)
+    return reference_reconstruction(text, decoder_tok, encoder_tok, max_len, encoder_bos_eos)
 
 
 def _as_list(value) -> list[str]:
