@@ -1,8 +1,10 @@
-"""`arc-jax data check`: run a training config's input pipeline and report what it produced."""
+"""`arc-jax data check`: run a training config's input pipeline and report what it produced.
+`arc-jax data show`: print its first samples as the decoder reads them."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 
 
 def add_parser(subparsers) -> None:
@@ -10,7 +12,8 @@ def add_parser(subparsers) -> None:
                                  description="Input pipeline tools. `arc-jax data check --config CONFIG` runs the "
                                              "config's pipeline for some batches and reports samples per source, "
                                              "bad records (file:line, reason), token counts, packing efficiency "
-                                             "and tokens/s.")
+                                             "and tokens/s. `arc-jax data show --config CONFIG` prints its first "
+                                             "samples as the decoder reads them.")
     data.set_defaults(config_overrides=True)  # --config.a.b=value
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     p = data_sub.add_parser("check", help="run the input pipeline of a config and report",
@@ -20,6 +23,28 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", required=True, help="config file (a Python file with get_config())")
     p.add_argument("--batches", type=int, default=20, help="batches to draw (default 20)")
     p.set_defaults(func=check)
+    _add_show_parser(data_sub)
+
+
+def _add_show_parser(data_sub) -> None:
+    p = data_sub.add_parser(
+        "show", help="print the first samples of a config's pipeline as the decoder reads them",
+        description="Print the first --n samples of a training config's input pipeline as the decoder reads "
+                    "them, read back from the packed batches (in the order a one-process run draws them: step "
+                    "s reads decoder drawn_decoder(seed, s), grad_accum batches a step). Per sample: its task "
+                    "and decoder, then its pieces in order: text as decoded, each compressed block as "
+                    "[C xK: \"start of the text the encoder read\"], the special vector <Rec>/<Cont>. Loss: "
+                    "«text» marks the tokens the decoder is trained to produce (each the target, with loss, "
+                    "of the text slot before it or of a slot between the two); the sample's last target "
+                    "(e.g. <eos>) is no input token and is printed after it. <bos>, "
+                    "<eos>, <pad> name the control tokens. --json: one object a line, "
+                    "{\"task\": ..., \"decoder\": int, \"pieces\": [{\"text\": str, \"loss\": bool} | "
+                    "{\"compressed\": int, \"text\": str} | {\"special\": \"rec\"|\"cont\"}, ...]}; "
+                    "the pieces in order are the decoder's whole input.")
+    p.add_argument("--config", required=True, help="config file (a Python file with get_config())")
+    p.add_argument("--n", type=int, default=4, help="samples to show (default 4)")
+    p.add_argument("--json", action="store_true", help="one JSON object per sample per line")
+    p.set_defaults(func=show)
 
 
 def check(args: argparse.Namespace):
@@ -27,3 +52,21 @@ def check(args: argparse.Namespace):
     from arc_jax.data.check import data_check
 
     data_check(load_config(args.config, args.overrides), args.batches)
+
+
+def show(args: argparse.Namespace):
+    from arc_jax.config_loading import load_config
+    from arc_jax.data.show import data_show
+
+    config = load_config(args.config, args.overrides)
+    data_show(config, args.n, args.json, _training_order(config), config_name=args.config)
+
+
+def _training_order(config):
+    """The decoder of each batch in the order the trainer draws them: step 1, 2, ... reads decoder
+    drawn_decoder(seed, step) for grad_accum batches."""
+    from arc_jax.train.trainer import drawn_decoder
+
+    n_decoders, accum = len(config.model.get("decoders") or [0]), config.get("grad_accum", 1)
+    for step in itertools.count(1):
+        yield from [drawn_decoder(config.seed, step, n_decoders)] * accum
