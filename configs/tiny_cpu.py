@@ -74,15 +74,20 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.sources = "{data_dir}/pretrain.jsonl"  # comma-separated path[:weight[:shots]]
     config.data.strict = False
     config.data.task = "pretrain"
-    config.data.max_len = 64  # tokens per prefix / compressed span / continuation
-    config.data.continuation_prob = 0.8
+    config.data.max_len = 64  # tokens per compressed window / continued half (arc_jax layout: also prefix)
+    config.data.continuation_prob = 0.8  # per document: 2/3 of the samples (and batches) are continuation
     config.data.chat_template = False  # Llama 2 Chat "[INST] ... [/INST]" variants of the pretraining tasks
+    config.data.layout = "reference"  # the released code's samples; "arc_jax": one random window a record
+    config.data.encoder_bos_eos = True  # the encoder reads the document's BOS / EOS when its span holds them
+    config.data.rand_filter = 0.8  # the reference's crawl filter (this corpus has no "rand" field); 0 = off
+    config.data.single_task_batches = True  # each batch one task, as the reference's steps
     config.data.encoder_tokenizer = "{data_dir}/tokenizer.model"
-    # arc_jax.data.packing.PackingShape. A sample takes <= 64 + 64 text slots + 64 / 4 pooled vectors
-    # + <Cont> = 145 decoder slots (~105 on average), an encoder row two 64-token spans: on this corpus
-    # ~8 samples a batch fill ~98% of encoder and ~92% of decoder slots (first fit, leftovers carried).
+    # arc_jax.data.packing.PackingShape. A sample (reference layout) takes <= 64 text slots + 65 / 4
+    # pooled vectors + <Rec> or <Cont> = 82 decoder slots, 64 (+ BOS) encoder tokens: a decoder row two
+    # of them, an encoder row two spans; on this corpus ~9 samples a batch fill ~97% of encoder and ~94%
+    # of decoder slots (first fit, leftovers carried).
     config.data.shape = ml_collections.ConfigDict({
-        "encoder_rows": 4, "encoder_len": 128, "decoder_rows": 4, "decoder_len": 224, "max_contexts_per_row": 4})
+        "encoder_rows": 4, "encoder_len": 128, "decoder_rows": 4, "decoder_len": 168, "max_contexts_per_row": 4})
     config.data.worker_count = 0  # grain worker processes; 0 = in the main process (tests)
     config.data.shards = 0  # data shards, each packing shape.*_rows / shards rows; 0 = one per process
 

@@ -134,7 +134,7 @@ def test_finetuning_pipeline_builds_few_shot_samples_with_shots_from_the_source(
                  "--config.data.max_len=128", "--config.data.shape.encoder_rows=12")
     batches = pipeline(cfg)
     batch, stats = next(batches)
-    samples = [s for _, s in (batches.maker(p) for p in range(20))]
+    samples = [s for _, made in (batches.maker(p) for p in range(20)) for s in made.samples]
     assert all(s.task == "fewshot" and len(s.contexts) == 3 for s in samples)
     assert stats.samples >= 3 and batches.bad.total == 0
     # Loss on the final answer of each packed sample only: one run of masked targets per sample.
@@ -147,7 +147,7 @@ def test_finetuning_pipeline_builds_few_shot_samples_with_shots_from_the_source(
 def test_text_shorter_than_the_pooling_factor_is_a_counted_bad_record(data_dir, tmp_path):
     path = tmp_path / "short.jsonl"
     good = json.dumps({"text": "Ilmar Quen was born in Dovetree in 1901 and works as a baker. " * 3})
-    path.write_text("\n".join([good, json.dumps({"text": "ab"}), good]) + "\n")
+    path.write_text("\n".join([good, json.dumps({"text": "a"}), good]) + "\n")  # the encoder reads <s> a </s>
     batches = pipeline(config(data_dir, f"--config.data.sources={path}", "--config.data.continuation_prob=0.0"))
     next(batches)
     assert any("shorter than the pooling factor" in r.reason and r.line == 2 for r in batches.bad.examples)
@@ -159,9 +159,66 @@ def test_long_context_pipeline_compresses_chunks_without_special_vectors(data_di
     path.write_text(json.dumps({"text": doc, "instruction": "Where were the bees kept?", "answer": ["Marrowdale"]}) + "\n")
     cfg = config(data_dir, f"--config.data.sources={path}", "--config.data.task=long_context")
     batches = pipeline(cfg)
-    _, sample = batches.maker(0)
+    _, made = batches.maker(0)
+    (sample,) = made.samples
     assert sample.task == "long_context" and sample.special is None and len(sample.contexts) >= 1
     batch, stats = next(batches)
     assert stats.samples >= 1 and batch.loss_mask.sum() > 0
     special_rows = batch.compressed_index >= batch.encoder.tokens.shape[0] * batch.encoder.stages[-1].segment_ids.shape[1]
     assert not special_rows.any()
+
+
+def test_records_the_reference_filters_out_by_rand_are_never_read(data_dir, tmp_path):
+    """embed_llm/data/dataset.py:lazy_load_and_yield skips a record with "rand" >= 0.8 (its web-crawl
+    filter); arc_jax counts these apart from bad records. rand_filter = 0 reads them all."""
+    path = tmp_path / "crawl.jsonl"
+    kept, dropped = "Ilmar Quen was born in Dovetree in 1901. " * 3, "Orla Venn kept bees in Marrowdale. " * 3
+    path.write_text("\n".join(json.dumps({"text": t, "rand": r}) for t, r in
+                              [(kept, 0.1), (dropped, 0.8), (kept, "0.79"), (dropped, 0.95)]) + "\n")
+    batches = pipeline(config(data_dir, f"--config.data.sources={path}"))
+    batch, _ = next(batches)
+    decoder_tok = batches.maker.decoder_tok
+    texts = {decoder_tok.decode(batch.tokens[row][batch.compressed_index[row] < 0]) for row in range(4)}
+    assert any("Ilmar" in t for t in texts) and not any("Orla" in t for t in texts)
+    assert batches.total.counts["rand_filtered"] > 0 and batches.bad.total == 0
+    unfiltered = pipeline(config(data_dir, f"--config.data.sources={path}", "--config.data.rand_filter=0.0"))
+    next(unfiltered)
+    assert not unfiltered.total.counts["rand_filtered"]
+
+
+def test_pretraining_batches_hold_one_task_two_thirds_continuation(data_dir):
+    """The reference keeps one row buffer per task (dataset.py:sequence_iterator), so a step is all
+    continuation or all reconstruction; with p = 0.8 per document and a continuation window reading
+    twice the document tokens, 2/3 of the steps are continuation (notes/reference_recipe.md 2.2)."""
+    batches = pipeline(config(data_dir))
+    kinds = []
+    for _ in range(60):
+        batch, _ = next(batches)
+        present = set(batch.task_ids[batch.task_ids >= 0].tolist())
+        assert len(present) == 1
+        kinds += present
+    assert 0.55 < kinds.count(1) / len(kinds) < 0.8  # TASKS.index("continuation") == 1
+    mixed = pipeline(config(data_dir, "--config.data.single_task_batches=False"))
+    assert any(len(set(next(mixed)[0].task_ids.ravel().tolist()) - {-1}) == 2 for _ in range(10))
+
+
+def test_evaluation_batches_mix_tasks(data_dir):
+    run = parse_run_config(config(data_dir), device_count=1)
+    batches = run_batches(run, sources=f"{data_dir}/pretrain_eval.jsonl")
+    assert any(len(set(next(batches)[0].task_ids.ravel().tolist()) - {-1}) == 2 for _ in range(5))
+
+
+def test_resume_inside_a_document_whose_windows_span_batches(data_dir, tmp_path):
+    """Every window of a document is a sample; a document longer than a batch leaves windows
+    waiting, which the state names by (position, window)."""
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps({"text": "Ilmar Quen was born in Dovetree in 1901 and works as a baker. " * 80}) + "\n")
+    run = pipeline(config(data_dir, f"--config.data.sources={path}"))
+    next(run)
+    state = json.loads(json.dumps(run.get_state()))
+    assert any(window > 0 for _, window in state["shards"]["0"]["pending"])
+    expected = [next(run)[0] for _ in range(3)]
+    resumed = pipeline(config(data_dir, f"--config.data.sources={path}"))
+    resumed.set_state(state)
+    for want in expected:
+        assert same_batches(next(resumed)[0], want)

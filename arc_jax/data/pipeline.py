@@ -1,12 +1,15 @@
 """The training input: positions -> records -> task samples -> static-shape batches, resumable.
 
-The example at position p of process i is a pure function of (config, seed, p, i): the mixture
-picks the record, and the task draws its randomness from a generator seeded by (seed, i, p).
-Grain maps positions to samples (in worker processes when `worker_count` > 0); the main process
-packs them in order. A batch takes samples until its rows are full; samples that first-fit
-could not place wait for the next batch. The iterator state is the next unread position and the
-positions still waiting, so a restored pipeline yields exactly the batches an uninterrupted one
-would.
+The samples of position p of process i are a pure function of (config, seed, p, i): the mixture
+picks the record, and the task draws its randomness from a generator seeded by (seed, i, p). A
+record makes one sample, or, in the reference pretraining layout, one per window of the document
+(config.data.layout). Grain maps positions to samples (in worker processes when `worker_count` >
+0); the main process packs them in order. A batch takes samples until its rows are full; samples
+that first-fit could not place wait for the next batch. With `single_task_batches` the samples
+wait in one pool per task and a batch is packed from the first pool to fill (the reference keeps a
+row buffer per task, so each step is one task). The iterator state is the next unread position
+and the (position, window) of the samples still waiting, so a restored pipeline yields exactly the
+batches an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import importlib
+import pathlib
 from typing import Iterator
 
 import numpy as np
@@ -41,11 +45,24 @@ TASK_FIELDS = {
 
 @dataclasses.dataclass(frozen=True)
 class Skipped:
-    """A position whose record made no sample; counted by the main process."""
+    """A position whose record made no sample; counted by the main process as a bad record."""
 
     path: str
     line: int
     reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Made:
+    """A position's samples (in window order) and why some of its windows or the record itself were
+    passed over though not bad (counted by the main process in PackStats.counts)."""
+
+    samples: tuple[tasks.Sample, ...]
+    passed_over: tuple[str, ...] = ()
+
+
+RAND_FILTERED = "rand_filtered"  # the record's "rand" >= config.data.rand_filter
+SHORT_WINDOW = "window_shorter_than_pooling_factor"
 
 
 class SampleMaker:
@@ -63,13 +80,14 @@ class SampleMaker:
         self.min_context = min(encoder_cfg.pooling_factors, default=1)
         self.encoder_tok = load_tokenizer(data.encoder_tokenizer)
         self.decoder_tok = load_tokenizer(decoder_tokenizer)
+        self.same_tokenizer = _same_file(self.encoder_tok.path, self.decoder_tok.path)
         self.specs = parse_sources(data.sources)
         fields = TASK_FIELDS[self.task]
         self.sources = [open_source(s.path, fields) for s in self.specs]
         self.mixture = MixtureSampler([len(s) for s in self.sources], [s.weight for s in self.specs], seed,
                                       process_index, process_count)
 
-    def __call__(self, position: int) -> tuple[int, tasks.Sample | Skipped]:
+    def __call__(self, position: int) -> tuple[int, Made | Skipped]:
         source_id, index = self.mixture.index(position)
         source = self.sources[source_id]
         rng = np.random.default_rng([self.seed, self.process_index, position])
@@ -77,23 +95,38 @@ class SampleMaker:
         if record is None:
             return position, Skipped(str(source.path), line, reason)
         try:
-            sample = self._make(record, source_id, rng)
+            if self._filtered(record):
+                return position, Made((), (RAND_FILTERED,))
+            samples = self._make(record, source_id, rng)
         except tasks.SkipRecord as e:
             return position, Skipped(str(source.path), line, str(e))
-        if any(len(c) < self.min_context for c in sample.contexts):
+        kept = tuple(s for s in samples if all(len(c) >= self.min_context for c in s.contexts))
+        if not kept:
             return position, Skipped(str(source.path), line, f"text shorter than the pooling factor {self.min_context}")
-        return position, sample
+        return position, Made(kept, (SHORT_WINDOW,) * (len(samples) - len(kept)))
 
-    def _make(self, record: dict, source_id: int, rng: np.random.Generator) -> tasks.Sample:
+    def _filtered(self, record: dict) -> bool:
+        """The reference's web-crawl filter: a record whose "rand" is >= rand_filter is not read."""
+        if not self.data.rand_filter or "rand" not in record:
+            return False
+        try:
+            return float(record["rand"]) >= self.data.rand_filter
+        except (TypeError, ValueError):
+            raise tasks.SkipRecord(f"field 'rand' is {record['rand']!r}, not a number") from None
+
+    def _make(self, record: dict, source_id: int, rng: np.random.Generator) -> list[tasks.Sample]:
         d, dec, enc = self.data, self.decoder_tok, self.encoder_tok
         if self.task == "pretrain":
-            return tasks.pretraining(record["text"], rng, dec, enc, d.max_len, d.continuation_prob, d.chat_template)
+            return tasks.pretraining_samples(record["text"], rng, dec, enc, max_len=d.max_len,
+                                             continuation_prob=d.continuation_prob, chat=d.chat_template,
+                                             layout=d.layout, encoder_bos_eos=d.encoder_bos_eos,
+                                             same_tokenizer=self.same_tokenizer)
         if self.task == "long_context":
             answers = tasks.QARecord.from_json({**record, "question": "", "passage": "-"}).answers
-            return tasks.long_context(record["text"], record["instruction"], answers[int(rng.integers(len(answers)))],
-                                      dec, enc)
-        return tasks.few_shot(self._shots(source_id, rng) + [tasks.QARecord.from_json(record)], rng, dec, enc,
-                              d.max_passages, d.max_len)
+            return [tasks.long_context(record["text"], record["instruction"], answers[int(rng.integers(len(answers)))],
+                                       dec, enc)]
+        return [tasks.few_shot(self._shots(source_id, rng) + [tasks.QARecord.from_json(record)], rng, dec, enc,
+                               d.max_passages, d.max_len)]
 
     def _shots(self, source_id: int, rng: np.random.Generator) -> list[tasks.QARecord]:
         """In-context examples from the same source; unusable ones are passed over, not counted."""
@@ -111,6 +144,12 @@ class SampleMaker:
         return shots
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether two tokenizer files hold the same bytes (the reference's "both Llama" test)."""
+    a, b = pathlib.Path(a), pathlib.Path(b)
+    return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+
+
 class BatchIterator:
     """Yields (TrainBatch, PackStats) forever; `get_state` / `set_state` make it resumable."""
 
@@ -124,11 +163,17 @@ class BatchIterator:
         self._stream: Iterator | None = None
 
     def get_state(self) -> dict:
-        return {"position": self.position, "pending": [p for p, _ in self.pending]}
+        return {"position": self.position, "pending": [list(key) for key, _ in self.pending]}
 
     def set_state(self, state: dict) -> None:
         self.position = int(state["position"])
-        self.pending = [self.maker(int(p)) for p in state["pending"]]
+        made: dict[int, Made | Skipped] = {}
+        self.pending = []
+        for entry in state["pending"]:
+            position, window = (entry, 0) if isinstance(entry, int) else entry  # int: a state saved before windows
+            if position not in made:
+                made[position] = self.maker(int(position))[1]
+            self.pending.append(((int(position), int(window)), made[position].samples[window]))
         self._stream = None
 
     def _samples(self) -> Iterator:
@@ -151,30 +196,49 @@ class BatchIterator:
     def __iter__(self):
         return self
 
-    def __next__(self) -> tuple[TrainBatch, PackStats]:
+    def _pool(self, sample: tasks.Sample) -> str:
+        """The pool a sample waits in: its task with single_task_batches, else one for all."""
+        return sample.task if self.maker.data.single_task_batches else "all"
+
+    def _full_pool(self, used: dict[str, list[int]]) -> str | None:
+        """The first pool whose candidates exceed the lookahead budget, or None while none does."""
         s = self.shape
-        candidates = list(self.pending)
-        used_dec = sum(decoder_slots(x, self.cfg, s.encoder_len) for _, x in candidates)
-        used_enc = sum(len(c) for _, x in candidates for c in x.contexts)
-        stream = self._samples()
         # Draw a little more than fits so first-fit can choose; the rest waits for the next batch.
         dec_budget, enc_budget = LOOKAHEAD * s.decoder_rows * s.decoder_len, LOOKAHEAD * s.encoder_rows * s.encoder_len
-        while used_dec <= dec_budget and used_enc <= enc_budget:
+        return next((pool for pool, (dec, enc) in used.items() if dec > dec_budget or enc > enc_budget), None)
+
+    def __next__(self) -> tuple[TrainBatch, PackStats]:
+        candidates: list[tuple[tuple[int, int], tasks.Sample]] = []
+        used: dict[str, list[int]] = {}  # pool -> [decoder slots, encoder tokens] of its candidates
+        passed_over: collections.Counter[str] = collections.Counter()
+
+        def add(key: tuple[int, int], sample: tasks.Sample) -> None:
+            candidates.append((key, sample))
+            pool = used.setdefault(self._pool(sample), [0, 0])
+            pool[0] += decoder_slots(sample, self.cfg, self.shape.encoder_len)
+            pool[1] += sum(len(c) for c in sample.contexts)
+
+        for key, sample in self.pending:
+            add(key, sample)
+        stream = self._samples()
+        while (full := self._full_pool(used)) is None:
             position, item = next(stream)
             self.position = position + 1
             if isinstance(item, Skipped):
                 self.bad.skip(item.path, item.line, item.reason)
                 continue
-            candidates.append((position, item))
-            self.source_counts[self.maker.specs[self.maker.mixture.index(position)[0]].path] += 1
-            used_dec += decoder_slots(item, self.cfg, s.encoder_len)
-            used_enc += sum(len(c) for c in item.contexts)
-        batch, leftover, stats = pack_batch([x for _, x in candidates], self.cfg, s)
+            passed_over.update(item.passed_over)
+            for window, sample in enumerate(item.samples):
+                add((position, window), sample)
+            self.source_counts[self.maker.specs[self.maker.mixture.index(position)[0]].path] += len(item.samples)
+        chosen = [x for _, x in candidates if self._pool(x) == full]
+        batch, leftover, stats = pack_batch(chosen, self.cfg, self.shape)
         waiting = {id(x) for x in leftover}
-        self.pending = [(p, x) for p, x in candidates if id(x) in waiting]
-        if not stats.samples and self.pending:  # it cannot fit even an empty batch
+        self.pending = [(k, x) for k, x in candidates if self._pool(x) != full or id(x) in waiting]
+        if not stats.samples and chosen:  # the pool cannot fit even an empty batch
             stats.counts["does_not_fit_a_batch"] += 1
-            self.pending.pop(0)
+            self.pending = [(k, x) for k, x in self.pending if x is not chosen[0]]
+        stats.counts.update(passed_over)
         self.total.merge(stats)
         return batch, stats
 
@@ -282,10 +346,12 @@ def build_batches(data: DataConfig, encoder_cfg: EncoderConfig, seed: int, decod
                   process_count: int | None = None) -> ShardedBatches:
     """This process's rows of the global training batches of a run's data section, for the decoder
     whose tokenizer is `decoder_tokenizer` ("{data_dir}" allowed; it tokenises the decoder side).
-    `sources` replaces data.sources (held-out evaluation data). Shards: data.shards (0 = one per
-    process)."""
+    `sources` replaces data.sources (held-out evaluation data, whose batches mix tasks so that
+    every evaluation reports each task's loss). Shards: data.shards (0 = one per process)."""
     import jax
 
+    if sources is not None:
+        data = dataclasses.replace(data, single_task_batches=False)
     data = prepare_data(data, sources)
     decoder_tokenizer = data.resolve(decoder_tokenizer)
     process_index = jax.process_index() if process_index is None else process_index
