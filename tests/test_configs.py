@@ -260,6 +260,13 @@ def test_max_steps_of_the_wrong_type_is_named():
         load_config(TINY, ["--config.max_steps=many"])
 
 
+def test_unknown_beta1_schedule_is_named():
+    config = _tiny()
+    config.optimizer.b1_schedule = "cosine"
+    message = _error(config)
+    assert "config.optimizer.b1_schedule" in message and "one_cycle" in message
+
+
 def test_impossible_mesh_is_named():
     config = _tiny()
     config.mesh_shape = [3, 1, 1]

@@ -4,9 +4,19 @@
   per decoder (`decoder_{d}`: <Rec>/<Cont> vectors and projector). Frozen decoders are never in here.
 - Each parameter has its own max learning rate (encoder, special vectors, projector); all follow
   the same one-cycle shape, so lr(step) = max_lr * unit_one_cycle(step), as torch's OneCycleLR
-  with a list of max rates and shared div factors. The step is global.
-- AdamW with torch's defaults and decoupled decay on every trainable parameter:
-  p <- p - lr * (adam(g) + weight_decay * p).
+  with a list of max rates and shared div factors. The step is global. The reference has no
+  separate rate for <Rec>/<Cont>: they are in its encoder ("embedder") group (reference train.py
+  L258-271), so the paper configs set special_lr = encoder_lr; special_lr exists for the paper's
+  Table 11 (3e-5 for multi-decoder fine-tuning), an option.
+- AdamW (torch.optim.AdamW) with decoupled decay on every trainable parameter:
+  p <- p - lr * (adam(g) + weight_decay * p). The fields' defaults are torch's (betas 0.9, 0.999,
+  beta1 constant); the paper configs set the reference's (reference train.py L272: betas (0.9, 0.95),
+  eps 1e-8) and b1_schedule "one_cycle".
+- beta1 (b1_schedule): "constant" keeps b1; "one_cycle" moves it as the reference's OneCycleLR
+  (cycle_momentum=True, its default) does: cosine from b1_max (0.95) down to b1_min (0.85) over the
+  warm-up, back to b1_max by the last step, the LR's phases mirrored (arc_jax.train.schedule).
+  Both the moment update and the bias correction 1 - beta1**t use the current step's beta1, t
+  being the group's own update count, as torch's Adam does.
 - Gradient clipping by global norm over the groups that received gradients (torch's
   clip_grad_norm_: scale min(1, clip / (norm + 1e-6))).
 - Multi-decoder: a step updates the shared encoder and the drawn decoder's head only; the other
@@ -26,7 +36,9 @@ import optax
 
 from arc_jax.model import param_groups
 from arc_jax.model.param_groups import SHARED, SPECIAL
-from arc_jax.train.schedule import one_cycle_schedule
+from arc_jax.train.schedule import one_cycle_momentum, one_cycle_schedule
+
+B1_SCHEDULES = ("constant", "one_cycle")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +52,28 @@ class OptimizerConfig:
     initial_lr: float = 1e-9  # of the encoder group: div_factor = encoder_lr / initial_lr
     final_lr: float = 1e-10  # final_div_factor = encoder_lr / final_lr (torch OneCycleLR semantics)
     clip_norm: float = 1.0
-    b1: float = 0.9
+    b1: float = 0.9  # Adam's beta1 when b1_schedule == "constant"
     b2: float = 0.999
     eps: float = 1e-8
+    b1_schedule: str = "constant"  # "constant" (b1) | "one_cycle" (b1_max -> b1_min -> b1_max, as OneCycleLR)
+    b1_min: float = 0.85  # torch OneCycleLR's base_momentum
+    b1_max: float = 0.95  # torch OneCycleLR's max_momentum
+
+    def __post_init__(self):
+        if self.b1_schedule not in B1_SCHEDULES:
+            raise ValueError(f"b1_schedule={self.b1_schedule!r}: expected one of {B1_SCHEDULES}")
 
     def unit_schedule(self):
         """The one-cycle shape with peak 1 (each parameter scales it by its max rate)."""
         return one_cycle_schedule(1.0, self.max_steps, self.warmup_steps / self.max_steps,
                                   self.encoder_lr / self.initial_lr, self.encoder_lr / self.final_lr)
+
+    def beta1(self, step) -> jax.Array | float:
+        """Adam's beta1 during optimiser step `step` (0-based; traced or not)."""
+        if self.b1_schedule == "constant":
+            return self.b1
+        return one_cycle_momentum(self.max_steps, self.warmup_steps / self.max_steps, self.b1_min,
+                                  self.b1_max)(step)
 
 
 class OptimizerState(NamedTuple):
@@ -94,7 +120,9 @@ def update(grads: dict, state: OptimizerState, params: dict, decoder: int, cfg: 
     rates = param_groups.split(max_learning_rates(params, cfg))
     if mask is not None:
         rates[SHARED] = jax.tree.map(lambda r, m: r * m, rates[SHARED], mask)
-    adam = optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    # A traced beta1 is fine for optax (what optax.inject_hyperparams passes it): it enters the
+    # moment update and the bias correction 1 - b1**count, count being this group's own.
+    adam = optax.scale_by_adam(b1=cfg.beta1(state.step), b2=cfg.b2, eps=cfg.eps)
     new_params, new_adam = dict(param_parts), dict(state.adam)
     for name in active:
         g = jax.tree.map(lambda x: x * scale, grad_parts[name])

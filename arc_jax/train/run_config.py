@@ -29,7 +29,17 @@ Fields of a training config (see configs/tiny_cpu.py for a complete one):
         dtype = "bfloat16"                  storage of the frozen weights
     trainable.encoder_layers = -1           train the last k encoder layers (-1: all, 0: none)
     trainable.embedding = True              train the encoder's token embedding matrix
-    optimizer                               OptimizerConfig fields (max_steps from config.max_steps)
+    optimizer                               OptimizerConfig fields (max_steps from config.max_steps):
+        encoder_lr, special_lr, projector_lr  one-cycle peaks: shared encoder, <Rec>/<Cont>, projector
+        weight_decay, warmup_steps, clip_norm
+        initial_lr, final_lr                OneCycleLR div_factor = encoder_lr / initial_lr,
+                                            final_div_factor = encoder_lr / final_lr
+        b1 = 0.9, b2 = 0.999, eps = 1e-8    AdamW (torch's defaults; the paper configs: b2 0.95)
+        b1_schedule = "constant"            "constant": beta1 = b1 | "one_cycle": beta1 cycled as
+                                            torch's OneCycleLR(cycle_momentum=True) does, b1_max ->
+                                            b1_min over the warm-up, back to b1_max at the end
+                                            (the paper configs, as the reference)
+        b1_min = 0.85, b1_max = 0.95        OneCycleLR's base_momentum / max_momentum
     mesh_shape = [-1, 1, 1]                 (data, fsdp, tensor); -1 = the remaining devices
     eval.sources = ""                       held-out data (config.data.sources syntax); "" = none
     eval.every = 0, eval.batches = 2        evaluation loss per task every N steps on M batches
@@ -48,7 +58,7 @@ from arc_jax.data.config import DataConfig, parse_data_config
 from arc_jax.data.packing import PackingShape
 from arc_jax.model.config import BackboneConfig, EncoderConfig
 from arc_jax.model.stack import REMAT_POLICIES
-from arc_jax.train.optimizer import OptimizerConfig
+from arc_jax.train.optimizer import B1_SCHEDULES, OptimizerConfig
 
 DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLS = ("xla", "jax_nn", "splash")
@@ -189,8 +199,11 @@ def parse_run_config(config: ml_collections.ConfigDict, device_count: int | None
             raise ConfigError(f"config.model.decoders[{i}].backbone.dim={d.backbone.dim} but its projector "
                               f"(config.model.encoder.projectors[{d.head}].out_dim) gives {out_dim}")
 
-    optimizer = _dataclass_from(OptimizerConfig, {**_plain(config.get("optimizer", {})),
-                                                  "max_steps": top["max_steps"]}, "config.optimizer")
+    optimizer_fields = {**_plain(config.get("optimizer", {})), "max_steps": top["max_steps"]}
+    if optimizer_fields.get("b1_schedule", "constant") not in B1_SCHEDULES:
+        raise ConfigError(f"config.optimizer.b1_schedule={optimizer_fields['b1_schedule']!r}: expected one of "
+                          f"{B1_SCHEDULES}")
+    optimizer = _dataclass_from(OptimizerConfig, optimizer_fields, "config.optimizer")
     if not 0 < optimizer.warmup_steps < optimizer.max_steps:
         raise ConfigError(f"config.optimizer.warmup_steps={optimizer.warmup_steps} must be in "
                           f"(0, config.max_steps={optimizer.max_steps})")
