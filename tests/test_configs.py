@@ -124,6 +124,8 @@ def test_pretraining_hyperparameters(name):
     opt = run.optimizer
     assert (opt.encoder_lr, opt.special_lr, opt.projector_lr) == (1e-5, 1e-5, 5e-5)
     assert (opt.weight_decay, opt.warmup_steps, run.max_steps) == (0.1, 1000, 80_000)
+    # reference train.py: AdamW betas (0.9, 0.95), eps 1e-8, beta1 cycled by OneCycleLR (0.95 -> 0.85 -> 0.95)
+    assert (opt.b2, opt.eps, opt.b1_schedule, opt.b1_min, opt.b1_max) == (0.95, 1e-8, "one_cycle", 0.85, 0.95)
     assert run.trainable.encoder_layers == -1 and run.trainable.embedding
     d = config.data
     assert (d.task, d.max_len, d.continuation_prob) == ("pretrain", 256, 0.8)
@@ -143,7 +145,8 @@ def test_finetuning_hyperparameters(name):
     opt = run.optimizer
     multi = len(run.decoders) > 1
     assert (opt.encoder_lr, opt.projector_lr) == (2e-6, 3e-5)
-    assert opt.special_lr == (3e-5 if multi else 2e-6)
+    assert opt.special_lr == 2e-6  # the encoder's rate, as reference train.py's groups (the paper: 3e-5 for multi)
+    assert (opt.b2, opt.b1_schedule) == (0.95, "one_cycle")
     assert (opt.weight_decay, opt.warmup_steps) == (0.05, 50)
     assert run.max_steps == (8000 if multi else 4000)
     assert run.trainable.encoder_layers == -1 and run.trainable.embedding

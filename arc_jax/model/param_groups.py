@@ -5,8 +5,9 @@ that is not a head (tok_embeddings, layers, pooling_layers_{i}, memory_tokens): 
 it. Decoder d has its own head, keyed `decoder_{d}`: its projector and its special vectors (<Rec>
 and <Cont>, rec_tok / cont_tok), which the encoder only uses when compressing for that decoder.
 
-The groups exist because training treats them apart. The reference's optimiser has one parameter
-group per learning rate (encoder, special vectors, projector), and a step updates the shared
+The groups exist because training treats them apart. Each parameter has a max learning rate
+(encoder, special vectors, projector; the reference's optimiser trains two groups, its encoder group
+holding the special vectors, reference train.py L258-271), and a step updates the shared
 encoder and only the drawn decoder's head: the other heads, and their Adam moments, must not move.
 So the optimiser keeps Adam moments per group, the step differentiates per group, frozen parts are
 whole groups, and the moments are placed on the mesh per group. A group's name is also the key of

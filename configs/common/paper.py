@@ -38,7 +38,8 @@ FINETUNE_MIXTURE = (
 
 def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str) -> ml_collections.ConfigDict:
     """Pretraining: reconstruction / continuation on a web crawl (continuation probability 0.8),
-    AdamW (weight decay 0.1, betas 0.9 / 0.999), one-cycle schedule warming up for 1000 steps to 1e-5
+    AdamW as the reference's train.py (weight decay 0.1, beta2 0.95, eps 1e-8, beta1 cycled by the
+    one-cycle schedule 0.95 -> 0.85 -> 0.95), one-cycle schedule warming up for 1000 steps to 1e-5
     (encoder, <Rec>, <Cont>) and 5e-5 (projector), 80k steps of 128 samples (16 per GPU on 8 GPUs,
     ~2.6B tokens). Everything trains: all 26 encoder layers and the token embedding matrix.
 
@@ -48,7 +49,10 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str) -> 
     Llama 3.2 3B truncated to 26 layers, fresh <Rec>/<Cont> (ones) and projectors (Kaiming uniform))."""
     config = ml_collections.ConfigDict()
     config.seed = 0
-    config.max_steps = 80_000  # the paper: 80k (~2.6B tokens); the reference repository's yaml says 100k
+    # The released encoders: 80k steps, ~2.6B tokens (paper Table 10; the reference's README says 2.6B
+    # tokens and load_and_save_released_models stores them as checkpoint_080000). The reference's
+    # example yaml (pretraining_ARC8_Encoder_llama.yaml) says 100k: --config.max_steps=100000.
+    config.max_steps = 80_000
     config.checkpoint_every = 1000
     config.keep_checkpoints = 3
     config.max_bad_steps = 10
@@ -71,9 +75,15 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str) -> 
     # arc_jax.train.optimizer.OptimizerConfig (max_steps comes from config.max_steps). initial_lr and
     # final_lr set torch OneCycleLR's div_factor = encoder_lr / initial_lr and final_div_factor =
     # encoder_lr / final_lr, as the reference's yaml does (1e-20, 1e-10): warm-up from ~0, anneal to ~0.
+    # <Rec>/<Cont> at the encoder's rate: the reference trains them in its encoder group (train.py
+    # L258-271). AdamW as reference train.py L272: betas (0.9, 0.95), eps 1e-8, and its OneCycleLR
+    # (cycle_momentum=True by default) replaces beta1 at every step: "one_cycle", 0.95 -> 0.85 over the
+    # warm-up -> 0.95 at the end (b1 unused). b1_schedule="constant" keeps beta1 = b1 (arc_jax's former
+    # recipe: b1 0.9, b2 0.999).
     config.optimizer = ml_collections.ConfigDict({
         "encoder_lr": 1e-5, "special_lr": 1e-5, "projector_lr": 5e-5, "weight_decay": 0.1, "warmup_steps": 1000,
-        "initial_lr": 1e-20, "final_lr": 1e-10, "clip_norm": 1.0, "b1": 0.9, "b2": 0.999, "eps": 1e-8})
+        "initial_lr": 1e-20, "final_lr": 1e-10, "clip_norm": 1.0, "b1": 0.9, "b2": 0.95, "eps": 1e-8,
+        "b1_schedule": "one_cycle", "b1_min": 0.85, "b1_max": 0.95})
     # (data, fsdp, tensor). FSDP over every device: the trainable encoder (3.0B parameters) in float32
     # with its gradient and Adam moments (~48 GB) plus the bf16 decoder(s) (Llama 2 7B ~13 GB, Mistral
     # 7B ~15 GB, Llama 3.1 8B ~16 GB, the last two together ~31 GB) do not fit replicated on an 80 GB
@@ -117,9 +127,10 @@ def finetuning(decoders: list[str], pooling_factor: int, init_encoder: str,
     """Fine-tuning on few-shot context compression ("ARC4" / "ARC8" of Table 1): pretraining() with
     the fine-tuning task, rates and length. Samples are interleaved few-shot QA / translation /
     summarisation: "Document: <C>\\nQuestion: q\\nAnswer: a\\n\\n...", every document (1-4 passages)
-    compressed, loss on the last answer only. AdamW (weight decay 0.05, betas 0.9 / 0.999), one-cycle
-    schedule warming up for 50 steps to 2e-6 (encoder, <Rec>, <Cont>) and 3e-5 (projector), 4000
-    steps of ~64 samples (8 per GPU on 8 GPUs); no held-out evaluation, as the reference's runs.
+    compressed, loss on the last answer only. AdamW as pretraining (beta2 0.95, beta1 cycled) with
+    weight decay 0.05, one-cycle schedule warming up for 50 steps to 2e-6 (encoder, <Rec>, <Cont>)
+    and 3e-5 (projector), 4000 steps of ~64 samples (8 per GPU on 8 GPUs); no held-out evaluation,
+    as the reference's runs.
 
     `init_encoder`: under ROOT, the earlier run's workdir (e.g. "runs/pretrain_arc8_llama3": its latest
     checkpoint). `shape`: the run's config.data.shape, sized for its pooling factor and data.max_len."""
