@@ -3,13 +3,11 @@ tiny_cpu compiled for a v5p-8 it does not have: sizes per device, collectives, a
 
 from __future__ import annotations
 
-import math
 
-import jax
-import numpy as np
 import pytest
 
 from arc_jax.tools.topology import PlanError, parse_topology
+from sharded_sizes import sharded_state_bytes
 
 CONFIG = "configs/tiny_cpu.py"
 # Widths of 128 (the TPU's lane tile) so the compiled buffers carry no layout padding and their sizes
@@ -59,28 +57,10 @@ def wide_plan(libtpu):
     return plan(_tiny(wide=True), "v5p-8", quiet=True)
 
 
-def _expected_argument_bytes(config) -> int:
-    """State (f32 params + Adam mu and nu), decoder and batch, split 4 ways, from the models' shapes."""
-    import jax.numpy as jnp
-
-    from arc_jax.data.packing import pack_batch
-    from arc_jax.model import ARCEncoder, Decoder
-    from arc_jax.train.run_config import parse_run_config
-
-    run = parse_run_config(config, device_count=4)
-    batch = pack_batch([], run.encoder, run.data.shape)[0]
-    enc = jax.eval_shape(lambda: ARCEncoder(run.encoder).init(jax.random.key(0), batch.encoder))["params"]
-    dec = jax.eval_shape(lambda: Decoder(run.decoders[0].backbone).init(
-        jax.random.key(0), batch.tokens, batch.segment_ids, batch.positions))["params"]
-    size = lambda tree: sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
-    decoder_bytes = size(dec) * jnp.dtype(run.decoders[0].dtype).itemsize // 4  # eval_shape gives f32
-    return (3 * size(enc) + decoder_bytes + size(batch)) // 4
-
-
 def test_tiny_compiles_on_v5p_8_and_its_arguments_are_the_sharded_state_decoder_and_batch(wide_plan):
     r = wide_plan
     assert (r["topology"], r["topology_name"], r["devices"], r["fits"]) == ("v5p-8", "v5:2x2x1", 4, True)
-    expected = _expected_argument_bytes(_tiny(wide=True))
+    expected = sharded_state_bytes(_tiny(wide=True), 4)
     # A few replicated scalars and vectors (counters, norm scales of small tensors) are not split: 5%.
     assert r["argument_bytes_per_device"] == pytest.approx(expected, rel=0.05)
     assert r["peak_bytes_per_device"] < r["hbm_bytes_per_device"]

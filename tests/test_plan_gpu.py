@@ -4,15 +4,13 @@ plugins (the gpu-compile extra, not installed by `test`) tiny_cpu's step compile
 
 from __future__ import annotations
 
-import math
 import sys
 
-import jax
-import numpy as np
 import pytest
 
 from arc_jax.tools.hlo_collectives import collectives
 from arc_jax.tools.topology import PlanError, check_attention, gpu_target_config, parse_topology, topology_devices
+from sharded_sizes import sharded_state_bytes
 
 CONFIG = "configs/tiny_cpu.py"
 GPU_ROWS = ["--config.data.shape.encoder_rows=8", "--config.data.shape.decoder_rows=8"]
@@ -125,24 +123,6 @@ def _tiny(overrides=()):
     return config
 
 
-def _sharded_state_bytes(config, n: int) -> int:
-    """Trainable encoder in f32 with Adam's mu and nu, the frozen decoder and the batch, split n ways."""
-    import jax.numpy as jnp
-
-    from arc_jax.data.packing import pack_batch
-    from arc_jax.model import ARCEncoder, Decoder
-    from arc_jax.train.run_config import parse_run_config
-
-    run = parse_run_config(config, device_count=n)
-    batch = pack_batch([], run.encoder, run.data.shape)[0]
-    enc = jax.eval_shape(lambda: ARCEncoder(run.encoder).init(jax.random.key(0), batch.encoder))["params"]
-    dec = jax.eval_shape(lambda: Decoder(run.decoders[0].backbone).init(
-        jax.random.key(0), batch.tokens, batch.segment_ids, batch.positions))["params"]
-    size = lambda tree: sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
-    decoder_bytes = size(dec) * jnp.dtype(run.decoders[0].dtype).itemsize // 4  # eval_shape gives f32
-    return (3 * size(enc) + decoder_bytes + size(batch)) // n
-
-
 @pytest.fixture(scope="module")
 def h100_plan(cuda_plugin):
     from arc_jax.tools.plan import plan
@@ -155,7 +135,7 @@ def test_tiny_compiles_for_8xh100_with_the_sharded_state_as_arguments(h100_plan)
     assert (r["topology"], r["topology_name"], r["devices"], r["fits"]) == ("8xh100", "1x1x8", 8, True)
     assert r["chip"]["platform"] == "cuda" and r["hbm_bytes_per_device"] == 80 * 10**9
     # A few replicated scalars and vectors (counters, norm scales of small tensors) are not split.
-    assert r["argument_bytes_per_device"] == pytest.approx(_sharded_state_bytes(_tiny(), 8), rel=0.05)
+    assert r["argument_bytes_per_device"] == pytest.approx(sharded_state_bytes(_tiny(), 8), rel=0.05)
     assert 0 < r["peak_bytes_per_device"] < r["hbm_bytes_per_device"]
     step = r["steps"][0]
     assert "all-gather" in step["collectives"] and not step["unknown_loops"]
