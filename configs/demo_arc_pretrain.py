@@ -78,10 +78,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.strict = False
     config.data.task = "pretrain"
     config.data.max_len = 64
-    # The paper's 0.8: each batch is continuation with probability 0.8, else reconstruction. More
+    # The paper's 0.8: each document is continuation with probability 0.8, else reconstruction (a
+    # continuation window reads twice the tokens, so about 2/3 of the samples and batches). More
     # continuation reads a little better here (notes/lm_experiments.md), but 1.0 would drop reconstruction.
     config.data.continuation_prob = 0.8
     config.data.chat_template = False
+    # The reference's pretraining samples (arc_jax.data.config): every window of a document, no text
+    # before the compressed block, BOS / EOS in the encoder's input as the reference, one task a batch.
+    config.data.layout = "reference"
+    config.data.encoder_bos_eos = True
+    config.data.rand_filter = 0.8  # the reference's crawl filter; the demo's documents have no "rand"
+    config.data.single_task_batches = True
     config.data.encoder_tokenizer = "{data_dir}/tokenizer.model"
     config.data.shape = ml_collections.ConfigDict({
         "encoder_rows": 8, "encoder_len": 128, "decoder_rows": 8, "decoder_len": 224, "max_contexts_per_row": 4})

@@ -82,10 +82,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.rand_filter = 0.8  # the reference's crawl filter (this corpus has no "rand" field); 0 = off
     config.data.single_task_batches = True  # each batch one task, as the reference's steps
     config.data.encoder_tokenizer = "{data_dir}/tokenizer.model"
-    # arc_jax.data.packing.PackingShape. A sample (reference layout) takes <= 64 text slots + 65 / 4
-    # pooled vectors + <Rec> or <Cont> = 82 decoder slots, 64 (+ BOS) encoder tokens: a decoder row two
-    # of them, an encoder row two spans; on this corpus ~9 samples a batch fill ~97% of encoder and ~94%
-    # of decoder slots (first fit, leftovers carried).
+    # arc_jax.data.packing.PackingShape. A sample (reference layout) takes <= 64 text slots + 64 / 4
+    # pooled vectors + <Rec> or <Cont> = 81 decoder slots and <= 64 encoder tokens (BOS / EOS included):
+    # a decoder row two of them, an encoder row two spans; on this corpus ~9 samples a batch fill ~97%
+    # of encoder and ~94% of decoder slots (first fit, leftovers carried).
     config.data.shape = ml_collections.ConfigDict({
         "encoder_rows": 4, "encoder_len": 128, "decoder_rows": 4, "decoder_len": 168, "max_contexts_per_row": 4})
     config.data.worker_count = 0  # grain worker processes; 0 = in the main process (tests)
