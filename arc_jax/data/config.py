@@ -4,16 +4,19 @@
 the field for an unknown field, a missing required one or a value of the wrong type; the input
 pipeline then reads only the DataConfig.
 
-Fields (configs/tiny_cpu.py and configs/common/paper.py set them all):
+Fields (configs/tiny_cpu.py sets them all; a field with a default may be left out, but only a field
+a config sets can be overridden on the command line):
 
     dir                          the data folder; "{data_dir}" in sources and tokenizer paths stands
                                  for it ("~" expanded), so one override moves everything
     sources                      comma-separated path[:weight[:shots]] (arc_jax.data.mixture)
     encoder_tokenizer            the encoder's tokenizer file (the decoder's is its config.model entry)
     task                         pretrain | finetune | long_context
-    max_len                      tokens per prefix / compressed span / continuation, or of a document
-    continuation_prob            pretraining: continuation with this probability per record (the
-                                 reference draws per document: 0.8 -> 2/3 of its samples continuation)
+    max_len                      pretraining: tokens per compressed window and continued half (arc_jax
+                                 layout: also the prefix); fine-tuning: of a document
+    continuation_prob            pretraining: continuation with this probability per record, else
+                                 reconstruction (the reference draws per document; with the reference
+                                 layout 0.8 gives ~2/3 continuation samples: they read 2*max_len tokens)
     shape                        arc_jax.data.packing.PackingShape fields: the static batch shape
     generate = ""                a corpus built in dir before the first read ("tiny_corpus"); "" = none
     corpus = {}                  the generator's keyword arguments
@@ -26,14 +29,15 @@ Fields (configs/tiny_cpu.py and configs/common/paper.py set them all):
                                  target; continuation [C][<Cont>] + second half of <= 2*max_len
                                  chunks, no prefix); "arc_jax" = one random window a record,
                                  [C][<Rec>][BOS] + span, [BOS] + 0..max_len prefix + [C][<Cont>] + text
+                                 (no paper variant: its interleaved prefix is not implemented)
     encoder_bos_eos = True       pretraining: the encoder reads BOS when its span starts the document
                                  and EOS when a reconstruction span ends it (the reference); False:
                                  text only. A Llama decoder's continuation (same tokenizer file as
                                  the encoder's) passes its decoder ids as they are, as the reference
     rand_filter = 0.8            skip records whose numeric "rand" field is >= this (the reference's
                                  web-crawl filter; records without the field are kept); 0 = off
-    single_task_batches = True   pretraining: every batch of a data shard holds one task (the
-                                 reference's separate row buffers); False: tasks mixed in a batch
+    single_task_batches = True   every training batch of a data shard holds one task (the reference's
+                                 per-task row buffers); False: tasks mixed. Evaluation batches mix
     max_passages = 1             fine-tuning: passages of a record compressed jointly as one document
     worker_count = 0             grain worker processes; 0 = in the main process
     shards = 0                   data shards, each packing shape.*_rows / shards rows; 0 = one per process

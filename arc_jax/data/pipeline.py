@@ -66,7 +66,7 @@ SHORT_WINDOW = "window_shorter_than_pooling_factor"
 
 
 class SampleMaker:
-    """position -> Sample | Skipped. Picklable: grain workers each hold a copy.
+    """position -> (position, Made | Skipped). Picklable: grain workers each hold a copy.
 
     `data` has its paths resolved (prepare_data); `decoder_tokenizer` is the file of the tokenizer
     of the decoder the samples are for."""
@@ -129,7 +129,8 @@ class SampleMaker:
                                d.max_passages, d.max_len)]
 
     def _shots(self, source_id: int, rng: np.random.Generator) -> list[tasks.QARecord]:
-        """In-context examples from the same source; unusable ones are passed over, not counted."""
+        """In-context examples from the same source; unusable or rand-filtered ones are passed over,
+        not counted."""
         source, shots = self.sources[source_id], []
         for _ in range(4 * self.specs[source_id].shots):
             if len(shots) == self.specs[source_id].shots:
@@ -138,7 +139,8 @@ class SampleMaker:
             if record is None:
                 continue
             try:
-                shots.append(tasks.QARecord.from_json(record))
+                if not self._filtered(record):
+                    shots.append(tasks.QARecord.from_json(record))
             except tasks.SkipRecord:
                 pass
         return shots
