@@ -97,16 +97,23 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str) -> 
     config.data.strict = False  # bad records are counted and reported, not fatal
     config.data.task = "pretrain"
     config.data.max_len = 256  # prefix / compressed span / continuation, in decoder tokens
-    config.data.continuation_prob = 0.8
+    config.data.continuation_prob = 0.8  # drawn per document (about 2/3 of windows and batches)
+    # The released code's samples (configs/README.md, "Pretraining samples"): consecutive windows,
+    # nothing before the compressed block, BOS/EOS where the document has them, one task a batch,
+    # crawl records with rand >= 0.8 skipped. layout="arc_jax" is the earlier random-prefix layout.
+    config.data.layout = "reference"
+    config.data.encoder_bos_eos = True
+    config.data.rand_filter = 0.8
+    config.data.single_task_batches = True
     config.data.chat_template = False  # pretraining inside the Llama 2 Chat template (long context)
     config.data.max_passages = 1  # fine-tuning only
     config.data.encoder_tokenizer = "{data_dir}/models/Llama3.2-3B/tokenizer.model"
     # arc_jax.data.packing.PackingShape, sized for the paper's 128 samples a step on long documents.
     # Encoder: a sample compresses <= 256 tokens, so 32 rows x 1024 = 128 x 256 slots (4 full contexts
-    # a row, up to 8 shorter ones). Decoder: continuation (80%) takes prefix (0..256, mean 128) +
-    # continuation (256) + 32 pooled vectors (PF 8) + <Cont> = ~417 slots (<= 545), reconstruction 256
-    # + 32 + <Rec> = 289, ~392 on average: 128 samples fill ~88% of 32 rows x 1792 (a packing
-    # simulation of long documents gives exactly 128 samples a step at 87-90% decoder fill). Shorter
+    # a row, up to 8 shorter ones). Decoder: sized for the earlier arc_jax layout (a 0..256 prefix
+    # before the block: ~392 slots a sample, 128 samples ~88% of 32 rows x 1792). The reference layout
+    # has no prefix: at most 256 + 32 + 1 = 289 slots a sample, so these rows fill about 65%; 32 x 1280
+    # would fill ~90% (not changed yet: the README's plan table was compiled with 1792). Shorter
     # documents make more, smaller samples per step (about the same tokens). 8 GPUs: 4 + 4 rows each;
     # the rows divide 8, 16 and 32 devices. `arc-jax data check --config ...` reports the real numbers
     # on your data. PF 4 (compress_rates [-4]) adds 32 vectors a sample: use decoder_len 2048 to keep
