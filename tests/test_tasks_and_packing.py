@@ -75,27 +75,12 @@ def test_pretraining_mixes_tasks_at_the_configured_ratio():
     assert abs(kinds.count("continuation") / 2000 - 0.8) < 0.03
 
 
-def test_few_shot_template_loss_on_the_last_answer_and_one_context_per_document():
+def test_few_shot_answers_are_drawn_from_each_records_list():
+    """(The layout itself is checked against the reference in tests/test_reference_prompts.py.)"""
     examples = [tasks.QARecord.from_json({"question": f"q{i}?", "answer": [f"a{i}", f"b{i}"],
                                           "passages": [f"p{i} one", f"p{i} two"]}) for i in range(3)]
-    s = tasks.few_shot(examples, rng(4), DEC, ENC, max_passages=2)
-    assert s.special == "cont" and len(s.contexts) == 3
-    # Rebuild the decoder's view with <C> where each document is spliced in.
-    text, cursor = "", 1
-    for offset in s.insertions:
-        text += DEC.decode(s.x[cursor: cursor + offset - (cursor == 1)]) if offset else ""
-        cursor += offset - (cursor == 1)
-        text += "<C>"
-    text += DEC.decode(s.x[cursor:])
-    assert text.startswith("Document:<C>\nQuestion: q0?\nAnswer: ")
-    assert text.count("\n\nDocument:<C>\nQuestion: q") == 2 and text.endswith("Question: q2?\nAnswer: " + text[-2:])
-    answer = decoded_targets(s)
-    assert answer in (" a2", " b2") and s.y[-1] == DEC.eos_id and s.loss_mask[-1]
-    assert sum(s.loss_mask) == len(answer) + 1
-    for i, c in enumerate(s.contexts):
-        assert ENC.decode(c) in (f"p{i} one", f"p{i} one\np{i} two")
     answers = {decoded_targets(tasks.few_shot(examples, rng(seed), DEC, ENC)) for seed in range(20)}
-    assert answers == {" a2", " b2"}  # drawn from the list
+    assert answers == {"a2", "b2"}
 
 
 def test_qa_records_need_question_answer_and_passage():
@@ -105,12 +90,11 @@ def test_qa_records_need_question_answer_and_passage():
         tasks.QARecord.from_json({"question": "q", "answer": ["", " "], "passage": "p"})
 
 
-def test_long_context_chunks_are_compressed_separately_and_concatenated():
+def test_long_context_chunks_are_compressed_separately_and_capped():
     s = tasks.long_context("x" * 2500, "Summarise.", "ok", DEC, ENC, chunk_len=1024, max_chunks=32)
     assert [len(c) for c in s.contexts] == [1024, 1024, 452]
     assert s.special is None and s.insertions[1:] == (0, 0)
-    assert DEC.decode(s.x[1: s.insertions[0]]) == "[INST] Text:\n\n"
-    assert decoded_targets(s) == " ok" and s.y[-1] == DEC.eos_id
+    assert decoded_targets(s) == "ok " and s.y[-1] == DEC.eos_id
     capped = tasks.long_context("x" * 5000, "q", "a", DEC, ENC, chunk_len=1024, max_chunks=2)
     assert [len(c) for c in capped.contexts] == [1024, 1024]
 
@@ -208,12 +192,12 @@ def _view(sample):
     return text + DEC.decode(x[cursor:])
 
 
-def test_llama2_chat_variants_wrap_the_tasks_in_inst_tags():
+def test_arc_jax_layout_chat_variants_use_the_reference_chat_template():
     rec = tasks.reconstruction(TEXT, rng(), DEC, ENC, max_len=20, chat=True)
-    assert _view(rec) == f"[INST] Text:\n\n<C> {tasks.RECONSTRUCTION_INSTRUCTION} [/INST]" + DEC.decode(rec.y)[-20:-1]
-    assert decoded_targets(rec) == ENC.decode(rec.contexts[0])  # loss on the span only
+    span = ENC.decode(rec.contexts[0])
+    assert _view(rec) == f"[INST] Text:<C>Replicate the input text. [/INST] Replicated text:\n{span.strip()} "
+    assert decoded_targets(rec) == span.strip() + " "
     cont = tasks.continuation(TEXT, rng(2), DEC, ENC, max_len=20, chat=True)
-    view = _view(cont)
-    assert view.startswith("[INST] Text:\n\n") and f"<C> {tasks.CONTINUATION_INSTRUCTION} [/INST]" in view
-    prefix = view[len("[INST] Text:\n\n"): view.index("<C>")]
-    assert prefix + ENC.decode(cont.contexts[0]) + decoded_targets(cont) in TEXT
+    assert _view(cont).startswith("[INST] Text:<C>Continue the previous text. [/INST] Text continuation:\n...")
+    read = ENC.decode(cont.contexts[0]) + decoded_targets(cont)  # the target is stripped: compare words
+    assert "".join(read.split()) in "".join(TEXT.split())

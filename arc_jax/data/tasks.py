@@ -21,6 +21,11 @@ Pretraining has two layouts (config.data.layout; notes/reference_recipe.md 2.2-2
   [C][<Rec>][BOS] + span (every span token a target), continuation [BOS] + a random 0..max_len
   prefix + [C][<Cont>] + continuation, whose first token is input only (it used to be predicted,
   with loss, at the slot before the block: the decoder had not seen the compressed text yet).
+
+With data.chat_template (an instruct decoder, Llama 2 Chat), either layout's windows are laid out
+in the reference's chat template (arc_jax.prompts.chat, RECONSTRUCTION / CONTINUATION), the
+document read without BOS / EOS as the reference reads it for an instruct decoder. Fine-tuning
+(few_shot) and long context build their prompts with arc_jax.prompts too.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import dataclasses
 from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
+
+from arc_jax import prompts
 
 if TYPE_CHECKING:
     from arc_jax.data.tokenizers import Tokenizer
@@ -81,37 +88,51 @@ def _compress(ids: Sequence[int], decoder_tok: Tokenizer, encoder_tok: Tokenizer
     return tuple([encoder_tok.bos_id] * bos + text_ids + [encoder_tok.eos_id] * eos)
 
 
-# Instructions of the Llama 2 Chat pretraining variants (our wording; the paper gives none).
-RECONSTRUCTION_INSTRUCTION = "Repeat the text above exactly."
-CONTINUATION_INSTRUCTION = "Continue the text above."
+def layout_sample(task: str, pieces: Sequence[prompts.Piece], contexts: Sequence[tuple[int, ...]],
+                  decoder_tok: Tokenizer, special: Special) -> Sample:
+    """The Sample of a prompt layout (arc_jax.prompts): its text runs tokenised as the reference
+    tokenises them (BOS first), `contexts[i]` (encoder ids) in place of its i-th block."""
+    tokens, flags, insertions, since = [], [], [], 0
+    for run in prompts.encode(pieces, decoder_tok):
+        if isinstance(run, prompts.Block):
+            insertions.append(since)
+            since = 0
+        else:
+            tokens += run[0]
+            flags += run[1]
+            since += len(run[0])
+    if len(insertions) != len(contexts):
+        raise ValueError(f"the layout has {len(insertions)} block(s) for {len(contexts)} context(s)")
+    return Sample(task, tuple(contexts), tuple(tokens[:-1]), tuple(tokens[1:]), tuple(flags[1:]), tuple(insertions),
+                  special)
 
 
-def _chat_pieces(decoder_tok: Tokenizer, before: Sequence[int], instruction: str, target: Sequence[int]):
-    """Text pieces of the Llama 2 Chat template "[INST] Text:\\n\\n{before}<C> {instruction} [/INST]{target}"
-    (loss on the target) and the insertion offset of <C>, counted in x tokens."""
-    head = decoder_tok.encode("[INST] Text:\n\n") + list(before)
-    tail = decoder_tok.encode(f" {instruction} [/INST]")
-    pieces = [(head, False), (tail, False), (list(target), True)]
-    return pieces, len(head) + (decoder_tok.bos_id is not None)
+def chat_sample(task: str, context: tuple[int, ...], target: Sequence[int], decoder_tok: Tokenizer) -> Sample:
+    """A pretraining window in the Llama 2 Chat layout (prompts.chat with the reference's
+    RECONSTRUCTION / CONTINUATION instructions): the target text (decoder ids, decoded) after
+    " [/INST] " + the instruction's suffix, with loss, then EOS."""
+    instruction, special = (prompts.RECONSTRUCTION, "rec") if task == "reconstruction" else (prompts.CONTINUATION, "cont")
+    pieces = prompts.chat(instruction, [prompts.Block("")], target=decoder_tok.decode(list(target)))
+    return layout_sample(task, pieces, [context], decoder_tok, special)
 
 
 def reconstruction(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
                    max_len: int = 256, chat: bool = False, encoder_bos_eos: bool = False) -> Sample:
     """arc_jax layout: compress a random span of <= max_len decoder tokens; the decoder, after
-    [C, <Rec>], reproduces it. With `chat`, the Llama 2 Chat variant: the span is asked for inside
-    [INST] ... [/INST]. `encoder_bos_eos`: the encoder reads BOS when the span starts the text and
+    [C, <Rec>], reproduces it. With `chat`, the Llama 2 Chat layout (chat_sample).
+    `encoder_bos_eos`: the encoder reads BOS when the span starts the text and
     EOS when it ends it."""
     tokens = decoder_tok.encode(text)
     if not tokens:
         raise SkipRecord("empty text")
     start = int(rng.integers(0, max(1, len(tokens) - max_len + 1)))
     span = tokens[start: start + max_len]
-    pieces, insert_at = ([(span, True)], 0) if not chat else _chat_pieces(decoder_tok, [], RECONSTRUCTION_INSTRUCTION,
-                                                                            span)
-    x, y, mask = _stream(pieces, decoder_tok.bos_id)
     context = _compress(span, decoder_tok, encoder_tok, max_len, bos=encoder_bos_eos and start == 0,
                         eos=encoder_bos_eos and start + len(span) == len(tokens))
-    return Sample("reconstruction", (context,), tuple(x), tuple(y), tuple(mask), (insert_at,), "rec")
+    if chat:
+        return chat_sample("reconstruction", context, span, decoder_tok)
+    x, y, mask = _stream([(span, True)], decoder_tok.bos_id)
+    return Sample("reconstruction", (context,), tuple(x), tuple(y), tuple(mask), (0,), "rec")
 
 
 def continuation(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
@@ -120,8 +141,8 @@ def continuation(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, en
     (<= max_len) with the loss on the continuation after its first token, which the decoder reads
     right after the block (nothing is predicted before the block). Short texts are split: half
     compressed, the rest continued, the prefix taking what a long text leaves before the middle.
-    With `chat`, the Llama 2 Chat variant: "[INST] Text:\\n\\n{prefix}<C> Continue the text above.
-    [/INST]{continuation}". `encoder_bos_eos`: BOS in the encoder when the middle starts the text."""
+    With `chat`, the Llama 2 Chat layout without prefix (chat_sample). `encoder_bos_eos`: BOS in
+    the encoder when the middle starts the text."""
     tokens = decoder_tok.encode(text)
     if len(tokens) < 4:
         raise SkipRecord(f"text of {len(tokens)} token(s) is too short for continuation (needs 4)")
@@ -136,13 +157,13 @@ def continuation(text: str, rng: np.random.Generator, decoder_tok: Tokenizer, en
         rest = tokens[prefix_len:]
         half = min(max_len, (len(rest) + 1) // 2)
         prefix, middle, cont = tokens[:prefix_len], rest[:half], rest[half: half + max_len]
-    if chat:
-        pieces, insert_at = _chat_pieces(decoder_tok, prefix, CONTINUATION_INSTRUCTION, cont)
-    else:  # cont[0] is the block's first reader, not a target of the slot before the block
-        pieces = [(prefix, False), (cont[:1], False), (cont[1:], True)]
-        insert_at = len(prefix) + (decoder_tok.bos_id is not None)
-    x, y, mask = _stream(pieces, decoder_tok.bos_id)
     context = _compress(middle, decoder_tok, encoder_tok, max_len, bos=encoder_bos_eos and start + prefix_len == 0)
+    if chat:  # the chat layout has no plain prefix (the reference's has none without interleave)
+        return chat_sample("continuation", context, cont, decoder_tok)
+    # cont[0] is the block's first reader, not a target of the slot before the block
+    pieces = [(prefix, False), (cont[:1], False), (cont[1:], True)]
+    x, y, mask = _stream(pieces, decoder_tok.bos_id)
+    insert_at = len(prefix) + (decoder_tok.bos_id is not None)
     return Sample("continuation", (context,), tuple(x), tuple(y), tuple(mask), (insert_at,), "cont")
 
 
@@ -159,11 +180,14 @@ LAYOUTS = ("reference", "arc_jax")
 MIN_CONTINUATION_CHUNK = 6  # sequence_iterator_continuation drops a document's remainder below this
 
 
-def document_tokens(text: str, decoder_tok: Tokenizer) -> list[int]:
-    """A pretraining document as the reference tokenises it: BOS + text + EOS (tokenize.py:encode)."""
+def document_tokens(text: str, decoder_tok: Tokenizer, chat: bool = False) -> list[int]:
+    """A pretraining document as the reference tokenises it: BOS + text + EOS (tokenize.py:encode);
+    for an instruct (chat) decoder the text alone (bos=eos=False with instruct_decoder)."""
     ids = decoder_tok.encode(text)
     if not ids:
         raise SkipRecord("empty text")
+    if chat:
+        return ids
     return [t for t in (decoder_tok.bos_id,) if t is not None] + ids + [decoder_tok.eos_id]
 
 
@@ -179,17 +203,20 @@ def _encoder_input(ids: Sequence[int], decoder_tok: Tokenizer, encoder_tok: Toke
 
 
 def reference_reconstruction(text: str, decoder_tok: Tokenizer, encoder_tok: Tokenizer, max_len: int = 256,
-                             encoder_bos_eos: bool = True) -> list[Sample]:
+                             encoder_bos_eos: bool = True, chat: bool = False) -> list[Sample]:
     """Every reconstruction window of a document, as sequence_iterator_reconstruction cuts it:
     [C][<Rec>] + x[c:c+n], targets y[c:c+n] (all with loss), the encoder reading tokens[c:c+n]
-    (a window whose context has <= 1 token is dropped, as the reference's data loader drops it)."""
-    tokens = document_tokens(text, decoder_tok)
+    (a window whose context has <= 1 token is dropped, as the reference's data loader drops it).
+    With `chat`, each window x[c:c+n] is the target of the chat layout (chat_sample)."""
+    tokens = document_tokens(text, decoder_tok, chat)
     x, y = tokens[:-1], tokens[1:]
     samples = []
     for c in range(0, len(x), max_len):
         context = _encoder_input(tokens[c: c + max_len], decoder_tok, encoder_tok, encoder_bos_eos)
         n = len(x[c: c + max_len])
-        if len(context) > 1:
+        if len(context) > 1 and chat:
+            samples.append(chat_sample("reconstruction", context, x[c: c + n], decoder_tok))
+        elif len(context) > 1:
             samples.append(Sample("reconstruction", (context,), tuple(x[c: c + n]), tuple(y[c: c + n]), (True,) * n,
                                   (0,), "rec"))
     if not samples:
@@ -198,19 +225,23 @@ def reference_reconstruction(text: str, decoder_tok: Tokenizer, encoder_tok: Tok
 
 
 def reference_continuation(text: str, decoder_tok: Tokenizer, encoder_tok: Tokenizer, max_len: int = 256,
-                           encoder_bos_eos: bool = True, same_tokenizer: bool = False) -> list[Sample]:
+                           encoder_bos_eos: bool = True, same_tokenizer: bool = False, chat: bool = False
+                           ) -> list[Sample]:
     """Every continuation chunk of a document, as sequence_iterator_continuation (interleave unset)
     cuts it: chunks of r <= 2 * max_len x tokens, h = r // 2 compressed, the next h read after
     [C][<Cont>] with targets shifted by one. A remainder under MIN_CONTINUATION_CHUNK tokens is
-    dropped; a chunk compressing one repeated token makes no sample (the reference masks its loss)."""
-    tokens = document_tokens(text, decoder_tok)
+    dropped; a chunk compressing one repeated token makes no sample (the reference masks its loss).
+    With `chat`, the continued half is the target of the chat layout (chat_sample)."""
+    tokens = document_tokens(text, decoder_tok, chat)
     x, y = tokens[:-1], tokens[1:]
     samples, c = [], 0
     while len(x) - c >= MIN_CONTINUATION_CHUNK:
         h = min(2 * max_len, len(x) - c) // 2
         middle, c = x[c: c + h], c + h
         context = _encoder_input(middle, decoder_tok, encoder_tok, encoder_bos_eos, same_tokenizer)
-        if len(set(middle)) > 1 and len(context) > 1:
+        if len(set(middle)) > 1 and len(context) > 1 and chat:
+            samples.append(chat_sample("continuation", context, x[c: c + h], decoder_tok))
+        elif len(set(middle)) > 1 and len(context) > 1:
             samples.append(Sample("continuation", (context,), tuple(x[c: c + h]), tuple(y[c: c + h]), (True,) * h,
                                   (0,), "cont"))
         c += h
@@ -225,16 +256,16 @@ def pretraining_samples(text: str, rng: np.random.Generator, decoder_tok: Tokeni
                         same_tokenizer: bool = False) -> list[Sample]:
     """One pretraining record's samples. The task is drawn once per record (the reference draws it
     per document, dataset.py:sequence_iterator): "reference" gives all the document's windows of
-    that task, "arc_jax" (and the Llama 2 Chat variants, `chat`) one random window.
+    that task, "arc_jax" one random window; `chat` lays each out in the Llama 2 Chat template.
     `same_tokenizer`: the encoder reads a continuation's decoder ids as they are (the reference does
     so when decoder and encoder are both Llama)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r}: expected one of {LAYOUTS}")
-    if chat or layout == "arc_jax":
+    if layout == "arc_jax":
         return [pretraining(text, rng, decoder_tok, encoder_tok, max_len, continuation_prob, chat, encoder_bos_eos)]
     if rng.random() < continuation_prob:
-        return reference_continuation(text, decoder_tok, encoder_tok, max_len, encoder_bos_eos, same_tokenizer)
-    return reference_reconstruction(text, decoder_tok, encoder_tok, max_len, encoder_bos_eos)
+        return reference_continuation(text, decoder_tok, encoder_tok, max_len, encoder_bos_eos, same_tokenizer, chat)
+    return reference_reconstruction(text, decoder_tok, encoder_tok, max_len, encoder_bos_eos, chat)
 
 
 def _as_list(value) -> list[str]:
@@ -264,46 +295,50 @@ class QARecord:
 
 
 def few_shot(examples: Sequence[QARecord], rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
-             max_passages: int = 1, max_context_len: int = 256) -> Sample:
-    """Interleaved few-shot QA: every example's document compressed, loss on the last answer only.
+             max_passages: int = 1, max_passage_len: int = 256) -> Sample:
+    """Interleaved few-shot QA as the reference fine-tunes (prompts.few_shot with `training`):
+    every example's document compressed, loss on the last answer and EOS.
 
-        Document: <C>\\nQuestion: q\\nAnswer: a\\n\\nDocument: <C>\\nQuestion: q\\nAnswer: a<eos>
-
-    Each document is 1..max_passages of the example's passages joined by newlines, compressed
-    jointly; each answer is drawn from the example's list."""
+    Each example keeps n ~ U{1..max_passages} of its passages (fewer when it has fewer; the
+    reference's random.randint before slicing), each cut to max_passage_len encoder tokens (the
+    reference's 5 x seq_len). The evaluated example's document is their token lists concatenated;
+    an in-context example's is their texts stripped and joined by " ", re-encoded
+    (sequence_iterators.py: the last document is tokens, the shots are stored text). Passages are
+    encoded with the encoder's tokenizer directly (tokenize.py). Answers are drawn from each
+    example's list."""
     if not examples:
         raise ValueError("few_shot needs at least one example")
-    pieces, insertions, contexts = [], [], []
-    since_insert = decoder_tok.bos_id is not None
+    qas, contexts = [], []
     for i, ex in enumerate(examples):
-        last = i == len(examples) - 1
-        n = int(rng.integers(1, min(max_passages, len(ex.passages)) + 1))
-        document = "\n".join(ex.passages[:n])
-        contexts.append(_compress(decoder_tok.encode(document), decoder_tok, encoder_tok, max_context_len))
-        lead = decoder_tok.encode("Document:" if i == 0 else "\n\nDocument:")
-        pieces.append((lead, False))
-        insertions.append(since_insert + len(lead))
+        n = min(int(rng.integers(1, max_passages + 1)), len(ex.passages))
+        kept = [encoder_tok.encode(p)[:max_passage_len] for p in ex.passages[:n]]
+        if i == len(examples) - 1:
+            ids = [t for k in kept for t in k]
+        else:
+            ids = encoder_tok.encode(" ".join(encoder_tok.decode(k).strip() for k in kept))
+        if not ids:
+            raise SkipRecord("the document is empty after tokenisation")
+        contexts.append(tuple(ids))
         answer = ex.answers[int(rng.integers(0, len(ex.answers)))]
-        question = decoder_tok.encode(f"\nQuestion: {ex.question}\nAnswer:")
-        pieces.append((question, False))
-        answer_ids = decoder_tok.encode(f" {answer}") + ([decoder_tok.eos_id] if last else [])
-        pieces.append((answer_ids, last))
-        since_insert = len(question) + len(answer_ids)
-    x, y, mask = _stream(pieces, decoder_tok.bos_id)
-    return Sample("fewshot", tuple(contexts), tuple(x), tuple(y), tuple(mask), tuple(insertions), "cont")
+        qas.append(prompts.QA(ex.question, answer, prompts.Block(encoder_tok.decode(ids), i)))
+    pieces = prompts.few_shot(qas[:-1], qas[-1], training=True)
+    return layout_sample("fewshot", pieces, contexts, decoder_tok, "cont")
 
 
 def long_context(text: str, instruction: str, answer: str, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
                  chunk_len: int = 1024, max_chunks: int = 32) -> Sample:
     """Llama 2 Chat long-context: the document cut into <= max_chunks chunks of chunk_len encoder
-    tokens, each compressed on its own, concatenated inside
-    "[INST] Text:\\n\\n<C...C> {instruction} [/INST] {answer}", loss on the answer, no special vectors.
-    A document longer than max_chunks * chunk_len is cut there, as in the paper's setting."""
+    tokens, each compressed on its own, all after the chat head, then the instruction and the
+    answer (prompts.chat; the record's instruction may be the reference's
+    "prefix||instruction||suffix"), loss on the answer and EOS, no special vectors. A document
+    longer than max_chunks * chunk_len is cut there, as in the paper's setting."""
     ids = encoder_tok.encode(text)
     if not ids:
         raise SkipRecord("empty document")
-    chunks = tuple(tuple(ids[i: i + chunk_len]) for i in range(0, min(len(ids), chunk_len * max_chunks), chunk_len))
-    answer_ids = decoder_tok.encode(f" {answer}") + [decoder_tok.eos_id]
-    pieces, first = _chat_pieces(decoder_tok, [], instruction, answer_ids)
-    x, y, mask = _stream(pieces, decoder_tok.bos_id)
-    return Sample("long_context", chunks, tuple(x), tuple(y), tuple(mask), (first,) + (0,) * (len(chunks) - 1), None)
+    try:
+        parsed = prompts.ChatInstruction.parse(instruction)
+    except ValueError as e:
+        raise SkipRecord(str(e)) from None
+    chunks = [tuple(ids[i: i + chunk_len]) for i in range(0, min(len(ids), chunk_len * max_chunks), chunk_len)]
+    pieces = prompts.chat(parsed, [prompts.Block("", k) for k in range(len(chunks))], target=answer)
+    return layout_sample("long_context", pieces, chunks, decoder_tok, None)

@@ -1,0 +1,214 @@
+"""Every prompt layout arc_jax trains on or reads: few-shot QA (also translation and summaries,
+which are QA with a task question), and the Llama 2 Chat layout (chat pretraining, long context).
+
+A layout is a list of pieces: `str` (text without loss), `Block` (where a compressed document
+goes), `Answer` (an in-context example's answer: text without loss, kept apart so that the demo's
+decoder LM can weight it), `Target` (text the decoder learns to write). The training tasks
+(arc_jax/data/tasks.py), the evaluation harness (arc_jax/evaluation/harness.py) and the demo's
+decoder LM (arc_jax/demo/decoder_lm.py) all build their prompts here.
+
+The reference (kyutai-labs/ARC-Encoder) encodes each run of text between two compressed blocks in
+one tokenizer call, so token boundaries follow the blocks: `text_runs` joins a layout's adjacent
+text pieces the same way, and `encode` tokenises them. The strings, with where each comes from:
+
+Few-shot QA, training (embed_llm/data/sequence_iterators.py, interleave branch of
+sequence_iterator_reconstruction; embed_llm/data/utils.py TEMPLATES_FOR_QA), every document
+compressed, loss on the last answer and EOS:
+
+    [BOS]"Document: " <C> "\\nQuestion: q1\\nAnswer: a1\\n\\nDocument: " <C> ... "\\nQuestion: q\\nAnswer: " | answer [EOS]
+
+Few-shot QA, evaluation (embed_llm/generation/utils.py create_prompt_prefix, create_prompt): the
+same pieces, the prompt ending "\\nQuestion: q\\nAnswer:" without the training's trailing space
+(the reference's training and evaluation differ there; both are reproduced). Read as plain text
+(open book) a document follows "Document: " directly; without documents (closed book) the pieces
+are "Question: q1\\nAnswer: a1\\n\\nQuestion: q\\nAnswer:".
+
+Llama 2 Chat (embed_llm/models/utils/utils.py format_for_chat, as prepare_forward calls it in
+embed_llm/models/augmented_model.py): an instruction "prefix||instruction||suffix" lays out as
+
+    [BOS]("[INST] " + prefix + text_before).strip() <C>... instruction.strip() | " [/INST] " + suffix + target.strip() + " " [EOS]
+
+with loss on the last piece after its first len(encode(" [/INST] " + suffix)) tokens, and EOS.
+When generating, the last piece is f"{text_after.strip()} [/INST] {suffix}" without loss or EOS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence, Union
+
+# --- Few-shot QA -----------------------------------------------------------------------------------
+
+DOCUMENT = "Document: "
+QUESTION = "\nQuestion: {question}\nAnswer:"
+CLOSED_BOOK_QUESTION = "Question: {question}\nAnswer:"
+EXAMPLE_SEPARATOR = "\n\n"
+# The task questions of the reference's fine-tuning and evaluation data (translation: the paper's
+# and scripts/synt_data/finetuning_data.py's first wording; summaries: arc_jax's own, for files
+# whose records carry no question).
+TRANSLATION_QUESTION = "Translate the previous document into {language}."
+SUMMARY_QUESTION = "Summarize the previous document."
+
+# --- Llama 2 Chat (embed_llm/data/utils.py, embed_llm/models/utils/utils.py) -----------------------
+
+B_INST, E_INST = "[INST]", "[/INST]"
+RECONSTRUCTION_INSTRUCT = "Text:\n\n||\nReplicate the input text.||Replicated text:\n"
+CONTINUATION_INSTRUCT = "Text:\n\n||\nContinue the previous text.||Text continuation:\n..."
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """A compressed document's place in a prompt. `text` is the document; `key` names it for whoever
+    compresses it (the evaluation caches blocks by example index); read as plain text, `sep` joins
+    it to the text before it."""
+
+    text: str
+    key: int = 0
+    sep: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """An in-context example's answer: plain text, without loss."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Text the decoder learns to write, encoded in one call as `lead + text`: the loss is on the
+    tokens after the first len(encode(lead)) (the reference's count), then on EOS when `eos`."""
+
+    text: str
+    lead: str = ""
+    eos: bool = True
+
+
+Piece = Union[str, Block, Answer, Target]
+
+
+@dataclasses.dataclass(frozen=True)
+class QA:
+    """One example of a few-shot prompt: its question, its answer (None for the evaluated one), and
+    its document (None: closed book)."""
+
+    question: str
+    answer: str | None = None
+    document: Block | None = None
+
+
+def few_shot(shots: Sequence[QA], target: QA, *, training: bool = False) -> list[Piece]:
+    """The few-shot prompt: each shot's document, question and answer, then the target's document
+    and question; with `training`, "\\nAnswer: " and the target's answer as a Target (the reference
+    trains so), else ending at "\\nAnswer:" (as it evaluates). Examples without a document are
+    closed book ("Question: ..."), a layout of questions only."""
+    pieces: list[Piece] = []
+    for i, ex in enumerate([*shots, target]):
+        gap = EXAMPLE_SEPARATOR if i else ""
+        if ex.document is not None:
+            pieces += [gap + DOCUMENT, ex.document, QUESTION.format(question=ex.question)]
+        else:
+            pieces.append(gap + CLOSED_BOOK_QUESTION.format(question=ex.question))
+        if i < len(shots):
+            pieces.append(Answer(f" {ex.answer}"))
+    if training:
+        if target.answer is None:
+            raise ValueError("a training prompt needs the target's answer")
+        pieces += [" ", Target(target.answer)]
+    return pieces
+
+
+# --- Llama 2 Chat ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ChatInstruction:
+    """An instruction of the chat layout: text before the blocks, the instruction after them, and
+    the text that opens the answer. `parse` reads the reference's "prefix||instruction||suffix"."""
+
+    prefix: str = ""
+    instruction: str = ""
+    suffix: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> ChatInstruction:
+        """"prefix||instruction||suffix" as the reference splits it; text without "||" is the
+        instruction alone."""
+        parts = text.split("||")
+        if len(parts) == 1:
+            return cls(instruction=text)
+        if len(parts) != 3:
+            raise ValueError(f"instruction {text!r}: expected 'prefix||instruction||suffix' (two '||')")
+        return cls(*parts)
+
+
+RECONSTRUCTION = ChatInstruction.parse(RECONSTRUCTION_INSTRUCT)
+CONTINUATION = ChatInstruction.parse(CONTINUATION_INSTRUCT)
+
+
+def chat(instruction: ChatInstruction, blocks: Sequence[Block], *, before: str = "", target: str | None = None,
+         after: str = "") -> list[Piece]:
+    """The Llama 2 Chat layout of format_for_chat (no system message): the head ("[INST] " +
+    prefix + `before`, stripped), the blocks, the instruction (stripped), then with `target` the
+    tail " [/INST] " + suffix + target (stripped) + " ", loss after " [/INST] " + suffix, and EOS;
+    without it (generation) the tail f"{after.strip()} [/INST] {suffix}"."""
+    pieces: list[Piece] = [f"{B_INST} {instruction.prefix}{before}".strip(), *blocks, instruction.instruction.strip()]
+    if target is None:
+        pieces.append(f"{after.strip()} {E_INST} {instruction.suffix}")
+    else:
+        pieces.append(Target(f"{target.strip()} ", lead=f" {E_INST} {instruction.suffix}"))
+    return pieces
+
+
+# --- Reading a layout ------------------------------------------------------------------------------
+
+def text_runs(pieces: Sequence[Piece]) -> list[str | Block | Target]:
+    """The layout as the reference tokenises it: adjacent text (str and Answer) joined into one
+    string per run; empty runs dropped."""
+    out: list[str | Block | Target] = []
+    for p in pieces:
+        text = p.text if isinstance(p, Answer) else p
+        if isinstance(text, str):
+            if out and isinstance(out[-1], str):
+                out[-1] += text
+            else:
+                out.append(text)
+        else:
+            out.append(p)
+    return [p for p in out if not (isinstance(p, str) and not p)]
+
+
+def render_text(pieces: Sequence[Piece], document_text=lambda block: block.text) -> str:
+    """The layout as one string (targets without their EOS), each block read as document_text(block)."""
+    parts = []
+    for p in pieces:
+        if isinstance(p, Block):
+            parts.append(p.sep + document_text(p))
+        elif isinstance(p, Target):
+            parts.append(p.lead + p.text)
+        else:
+            parts.append(p.text if isinstance(p, Answer) else p)
+    return "".join(parts)
+
+
+def encode(pieces: Sequence[Piece], tokenizer, bos: bool = True) -> list[tuple[list[int], list[bool]] | Block]:
+    """The layout tokenised: per text run (ids, loss flag of each id as a target) and the blocks in
+    place. BOS (when `bos` and the tokenizer has one) opens the first run."""
+    out: list[tuple[list[int], list[bool]] | Block] = []
+    if bos and tokenizer.bos_id is not None:
+        out.append(([tokenizer.bos_id], [False]))
+    for run in text_runs(pieces):
+        if isinstance(run, Block):
+            out.append(run)
+            continue
+        if isinstance(run, Target):
+            ids = tokenizer.encode(run.lead + run.text)
+            unscored = min(len(tokenizer.encode(run.lead)) if run.lead else 0, len(ids))
+            ids, flags = ids + [tokenizer.eos_id] * run.eos, [False] * unscored + [True] * (len(ids) - unscored + run.eos)
+        else:
+            ids = tokenizer.encode(run)
+            flags = [False] * len(ids)
+        if out and not isinstance(out[-1], Block):  # after BOS or a Target: one stream
+            out[-1] = (out[-1][0] + ids, out[-1][1] + flags)
+        else:
+            out.append((ids, flags))
+    return out
