@@ -151,7 +151,9 @@ def chat(instruction: ChatInstruction, blocks: Sequence[Block], *, before: str =
     prefix + `before`, stripped), the blocks, the instruction (stripped), then with `target` the
     tail " [/INST] " + suffix + target (stripped) + " ", loss after " [/INST] " + suffix, and EOS;
     without it (generation) the tail f"{after.strip()} [/INST] {suffix}"."""
-    pieces: list[Piece] = [f"{B_INST} {instruction.prefix}{before}".strip(), *blocks, instruction.instruction.strip()]
+    head, text = f"{B_INST} {instruction.prefix}{before}".strip(), instruction.instruction.strip()
+    # Without a block (a closed-book prompt, which format_for_chat never makes) a space joins them.
+    pieces: list[Piece] = [head, *blocks, text] if blocks else [f"{head} {text}"]
     if target is None:
         pieces.append(f"{after.strip()} {E_INST} {instruction.suffix}")
     else:

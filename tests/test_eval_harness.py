@@ -17,6 +17,7 @@ from arc_jax.data.bad_records import DataError
 from arc_jax.data.tasks import QARecord, few_shot, long_context
 from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.evaluation import harness
+from arc_jax import prompts
 from arc_jax.evaluation.harness import Benchmark, Document, Example
 from arc_jax.evaluation.metrics import score
 from arc_jax.inference.generate import Compressed
@@ -113,15 +114,16 @@ def test_closed_book_prompt_drops_the_document_lines():
     assert not any(isinstance(p, Document) for p in pieces)
 
 
-def test_compressed_prompt_pieces_split_where_the_finetuning_task_splits():
+def test_compressed_prompt_pieces_split_where_the_reference_splits():
+    """create_prompt_prefix / create_prompt: each run of text between two blocks is one piece."""
     pieces = harness.few_shot_template([(0, EXAMPLES[0])], (2, EXAMPLES[2]), with_documents=True)
-    assert pieces == ["Document:", Document("doc one", 0), "\nQuestion: who?\nAnswer:", " Ann",
-                      "\n\nDocument:", Document("doc three", 2), "\nQuestion: when?\nAnswer:"]
+    runs = prompts.text_runs(pieces)
+    assert runs == ["Document: ", Document("doc one", 0), "\nQuestion: who?\nAnswer: Ann\n\nDocument: ",
+                    Document("doc three", 2), "\nQuestion: when?\nAnswer:"]
     tok = WordTokenizer()
     blocks = {0: [np.ones((2, 8), np.float32)], 2: [np.full((3, 8), 2.0, np.float32)]}
     prompt = harness.realize(pieces, "compressed", tok, blocks, target=2)
-    expected = [[tok.bos_id], tok.encode("Document:"), blocks[0][0], tok.encode("\nQuestion: who?\nAnswer:"),
-                tok.encode(" Ann"), tok.encode("\n\nDocument:"), blocks[2][0], tok.encode("\nQuestion: when?\nAnswer:")]
+    expected = [[tok.bos_id], tok.encode(runs[0]), blocks[0][0], tok.encode(runs[2]), blocks[2][0], tok.encode(runs[4])]
     assert len(prompt.pieces) == len(expected)
     for got, want in zip(prompt.pieces, expected):
         assert got is want if isinstance(want, np.ndarray) else got == want
@@ -135,8 +137,11 @@ def test_zero_shot_prompt_is_the_target_alone():
 def test_long_context_prompt_is_the_llama2_chat_template():
     target = (0, Example("What happens?", ("x",), "A long story.", 1))
     pieces = harness.long_context_template(target, with_documents=True)
-    assert harness.render_text(pieces) == "[INST] Text:\n\nA long story. What happens? [/INST]"
-    assert harness.render_text(harness.long_context_template(target, False)) == "[INST] What happens? [/INST]"
+    assert harness.render_text(pieces) == "[INST] A long story.\nWhat happens? [/INST] "
+    assert harness.render_text(harness.long_context_template(target, False)) == "[INST] What happens? [/INST] "
+    story = (0, Example("Story:\n||Answer the question.||Answer:\n", ("x",), "A long story.", 1))
+    assert prompts.text_runs(harness.long_context_template(story, True)) == [
+        "[INST] Story:", Document("A long story.", 0, sep=" "), "Answer the question. [/INST] Answer:\n"]
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +151,32 @@ def tiny_data(tmp_path_factory):
     return paths, load_tokenizer(paths["tokenizer"])
 
 
+def _runs(pieces):
+    """Token runs between blocks and the insertion offsets of a realized prompt."""
+    runs, insertions, since = [[]], [], 0
+    for piece in pieces:
+        if isinstance(piece, np.ndarray):
+            insertions.append(since)
+            runs.append([])
+            since = 0
+        else:
+            runs[-1] += piece
+            since += len(piece)
+    return runs, insertions
+
+
+def _sample_runs(sample):
+    runs, start = [], 0
+    for offset in sample.insertions:
+        runs.append(list(sample.x[start: start + offset]))
+        start += offset
+    return runs + [list(sample.x[start:])]
+
+
 def test_compressed_prompt_is_the_training_layout_of_tasks_few_shot(tiny_data):
-    # The fine-tuning sample's decoder stream, cut before its last answer, is the eval prompt.
+    """The fine-tuning sample and the evaluation prompt share every piece up to the last question,
+    which training ends with "\\nAnswer: " + answer and evaluation with "\\nAnswer:" (the reference's
+    training and evaluation differ there)."""
     paths, tok = tiny_data
     records = [json.loads(line) for line in paths["qa_eval"].read_text().splitlines()[:3]]
     bench = Benchmark(str(paths["qa_eval"]))
@@ -155,18 +184,12 @@ def test_compressed_prompt_is_the_training_layout_of_tasks_few_shot(tiny_data):
     sample = few_shot([QARecord.from_json(r) for r in records], np.random.default_rng(0), tok, tok)
     blocks = {i: [np.zeros((len(c), 4), np.float32)] for i, c in enumerate(sample.contexts)}
     pieces = harness.few_shot_template([(0, examples[0]), (1, examples[1])], (2, examples[2]), True)
-    prompt = harness.realize(pieces, "compressed", tok, blocks, target=2)
-    stream, insertions, since = [], [], 0
-    for piece in prompt.pieces:
-        if isinstance(piece, np.ndarray):
-            insertions.append(since)
-            since = 0
-        else:
-            stream += piece
-            since += len(piece)
-    last_answer = len(tok.encode(f" {examples[2].answers[0]}"))  # + EOS, which x never holds as input
-    assert stream == list(sample.x[: len(sample.x) - last_answer])
+    runs, insertions = _runs(harness.realize(pieces, "compressed", tok, blocks, target=2).pieces)
     assert insertions == list(sample.insertions)
+    trained = _sample_runs(sample)
+    assert runs[:-1] == trained[:-1]
+    assert runs[-1] == tok.encode(f"\nQuestion: {examples[2].question}\nAnswer:")
+    assert tok.decode(trained[-1]).startswith(tok.decode(runs[-1]) + " ")
 
 
 def test_long_context_prompt_is_the_training_layout_of_tasks_long_context(tiny_data):
@@ -178,10 +201,12 @@ def test_long_context_prompt_is_the_training_layout_of_tasks_long_context(tiny_d
     assert [tuple(c) for c in chunks] == list(sample.contexts)
     blocks = {0: [np.zeros((4, 4), np.float32) for _ in chunks]}
     prompt = harness.realize(harness.long_context_template((0, ex), True), "compressed", tok, blocks, target=0)
-    text_ids = [t for p in prompt.pieces if not isinstance(p, np.ndarray) for t in p]
-    answer = len(tok.encode(" someone"))
-    assert text_ids == list(sample.x[: len(sample.x) - answer])
-    assert sum(isinstance(p, np.ndarray) for p in prompt.pieces) == len(chunks) == 3
+    runs, insertions = _runs(prompt.pieces)
+    assert insertions == list(sample.insertions) and len(runs) == len(chunks) + 1 == 4
+    trained = _sample_runs(sample)
+    assert runs[:-1] == trained[:-1]  # BOS and "[INST]"; between the chunks nothing
+    instruction = tok.encode("Who is mentioned?")
+    assert runs[-1][: len(instruction)] == trained[-1][: len(instruction)] == instruction
 
 
 def test_long_context_compression_drops_the_special_vector_and_cuts_at_max_chunks():
@@ -253,7 +278,7 @@ def test_truncated_documents_have_the_compressed_block_length(tiny_data):
     prompt = harness.realize(pieces, "truncated", tok, blocks, target=1)
     cut0, cut1 = (tok.decode(tok.encode(d)[:n]) for d, n in ((docs[0], 7), (docs[1], 5)))
     assert len(tok.encode(cut0)) == 7 and len(tok.encode(cut1)) == 5
-    expected = harness.render_text(pieces, lambda d: cut0 if d.example == 0 else cut1)
+    expected = harness.render_text(pieces, lambda d: cut0 if d.key == 0 else cut1)
     assert prompt.pieces == [[tok.bos_id], tok.encode(expected)]
     assert prompt.document_slots == 5 and prompt.document_tokens == len(tok.encode(docs[1]))
 

@@ -3,8 +3,8 @@
 Training text, re-drawn every epoch with the run's seed:
 - each pretraining document as BOS + text + EOS (pretrain.jsonl, {"text"}), at loss weight
   `document_weight` (0: left out);
-- open-book QA episodes laid out exactly as the evaluation harness's open_book prompt
-  (arc_jax/evaluation/harness.py few_shot_template + realize): BOS + "Document: {passage}\nQuestion:
+- open-book QA episodes laid out by arc_jax.prompts.few_shot, as the evaluation harness's open_book
+  prompt (arc_jax/evaluation/harness.py few_shot_template + realize): BOS + "Document: {passage}\nQuestion:
   {q}\nAnswer: {a}\n\nDocument: ...\nAnswer: {a}" + EOS, tokenised whole, with `min_shots`..`shots`
   shots (none with probability `zero_shot_prob`), from qa_train.jsonl or, with `fresh_people`, about
   new random people drawn every epoch (synthetic.new_people: nothing to memorise).
@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from arc_jax import prompts
 from arc_jax.demo import synthetic
 from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.model import param_groups
@@ -65,14 +66,21 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def episode_pieces(records: list[dict]) -> list[tuple[str, str]]:
-    """(text, kind) pieces of one open-book episode, as the harness renders its prompt; kind is
-    "document" ("Document: ..."), "question" ("\\nQuestion: ...\\nAnswer:") or "answer"."""
-    pieces = []
-    for i, r in enumerate(records):
-        gap = "" if i == 0 else "\n\n"
-        pieces.append((f"{gap}Document: {r['passages'][0].strip()}", "document"))
-        pieces.append((f"\nQuestion: {r['question'].strip()}\nAnswer:", "question"))
-        pieces.append((" " + r["answer"][0].strip(), "answer"))
+    """(text, kind) pieces of one open-book episode: prompts.few_shot's layout with each document read
+    as text (the harness's open_book prompt, ending with the last answer); kind is "document"
+    ("Document: ..."), "question" ("\\nQuestion: ...\\nAnswer:") or "answer" (" a")."""
+    qas = [prompts.QA(r["question"].strip(), r["answer"][0].strip(), prompts.Block(r["passages"][0].strip()))
+           for r in records]
+    pieces: list[tuple[str, str]] = []
+    for p in prompts.few_shot(qas[:-1], qas[-1], training=True):
+        if isinstance(p, prompts.Block):  # joins the "Document: " before it
+            pieces[-1] = (pieces[-1][0] + p.sep + p.text, "document")
+        elif isinstance(p, prompts.Answer):
+            pieces.append((p.text, "answer"))
+        elif isinstance(p, prompts.Target):  # joins the " " before it
+            pieces[-1] = (pieces[-1][0] + p.lead + p.text, "answer")
+        else:
+            pieces.append((p, "question"))
     return pieces
 
 

@@ -6,26 +6,26 @@ each read four ways.
     evaluate(pipe, ["nq.jsonl:qa", "flores_es.jsonl:translation:Spanish"],
              modes=("closed_book", "open_book", "compressed"), out_dir="eval_out")
 
-Few-shot prompt (fixed shots drawn once per benchmark with `seed`, held out of the evaluated
-records; a shot's answer is its first one):
+Prompts come from arc_jax.prompts (the one module of prompt layouts). Few-shot prompt (fixed shots
+drawn once per benchmark with `seed`, held out of the evaluated records; a shot's answer is its
+first one), as the reference evaluates (embed_llm/generation/utils.py create_prompt_prefix,
+create_prompt):
 
     Document: <C>\\nQuestion: q\\nAnswer: a\\n\\nDocument: <C>\\nQuestion: q\\nAnswer:
 
 Modes say what stands for each document <C> (the shots' ones included):
-- closed_book: nothing; the "Document: <C>\\n" line is dropped.
+- closed_book: nothing; "Question: q\\nAnswer: a\\n\\nQuestion: q\\nAnswer:".
 - open_book:   the document's text ("Document: text\\nQuestion: ..."), the prompt tokenised whole.
-- compressed:  the document compressed by the ARC encoder (with <Cont> when the encoder has it).
-  Text pieces are tokenised one by one, exactly as the fine-tuning task lays them out
-  (arc_jax/data/tasks.py few_shot): "Document:", <C>, "\\nQuestion: q\\nAnswer:", " a", "\\n\\nDocument:", ...
+- compressed:  the document compressed by the ARC encoder (with <Cont> when the encoder has it),
+  each run of text between two blocks tokenised alone, as the reference does ("Document: ", <C>,
+  "\\nQuestion: q\\nAnswer: a\\n\\nDocument: ", <C>, ..., "\\nQuestion: q\\nAnswer:").
 - truncated:   the document's text cut to as many decoder tokens as its compressed block has
   vectors (a baseline with the same prefill budget), tokenised as open_book.
-Long context (zero-shot, no special vectors) mirrors tasks.long_context:
-"[INST] Text:\\n\\n<C...C> {instruction} [/INST]", the document cut into <= 32 chunks of 1024
-encoder tokens, each compressed on its own.
+Long context (zero-shot, no special vectors) uses the chat layout tasks.long_context trains with
+(prompts.chat): "[INST]" + the instruction's prefix, <C...C>, the instruction, " [/INST] " + its
+suffix; the document cut into <= 32 chunks of 1024 encoder tokens, each compressed on its own.
 
-The reference's evaluation script writes "Document: " (a space) before a compressed block; the
-compressed prompt here follows arc_jax's fine-tuning layout, which has none. Every prompt starts
-with the decoder's BOS. Generation is greedy; the answer is the generated
+Every prompt starts with the decoder's BOS. Generation is greedy; the answer is the generated
 text up to its first newline, stripped (decoding stops at EOS or at a token that starts a new line).
 
 Metrics (metrics.py, in percent): QA EM and F1, translation BLEU, summarisation ROUGE-L, long
@@ -47,6 +47,7 @@ from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from arc_jax import prompts
 from arc_jax.data.bad_records import DataError
 from arc_jax.data.sources import field_problem, parse_record
 from arc_jax.evaluation.metrics import score
@@ -58,9 +59,7 @@ METRICS_BY_KIND = {"qa": ("em", "f1"), "translation": ("bleu",), "summarization"
 DEFAULT_MAX_NEW_TOKENS = {"qa": 32, "translation": 128, "summarization": 128, "long_context": 64}
 METRIC_NAMES = {"em": "EM", "f1": "F1", "bleu": "BLEU", "rougeL": "ROUGE-L"}
 
-TRANSLATION_QUESTION = "Translate the previous document into {language}."
-SUMMARY_QUESTION = "Summarize the previous document."  # our own wording; TRANSLATION_QUESTION is the paper's
-CHAT_HEAD, CHAT_TAIL = "[INST] Text:\n\n", " {instruction} [/INST]"
+TRANSLATION_QUESTION, SUMMARY_QUESTION = prompts.TRANSLATION_QUESTION, prompts.SUMMARY_QUESTION
 
 # Field names accepted per role, first present wins (reference jsonl and common variants).
 _DOCUMENT_FIELDS = {"qa": ("passages", "passage"), "translation": ("passage", "text", "source"),
@@ -190,51 +189,39 @@ def split_shots(n_examples: int, shots: int, seed: int, max_examples: int | None
     return order[:shots], sorted(rest)
 
 
-# --- Prompt templates ----------------------------------------------------------------------------
+# --- Prompt templates (arc_jax.prompts) ------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class Document:
-    """Where a document goes in a prompt template. `example` indexes the benchmark's examples (whose
-    compressed blocks are cached under it); `sep` joins it to the text before it when read as text."""
-
-    text: str
-    example: int
-    sep: str = " "
-
-
-Piece = str | Document
+Document = prompts.Block  # a document's place in a prompt; `key` is the example's index
+Piece = prompts.Piece
 
 
 def few_shot_template(shots: Sequence[tuple[int, Example]], target: tuple[int, Example],
                       with_documents: bool) -> list[Piece]:
-    """The paper's few-shot prompt ("Document: <C>\\nQuestion: q\\nAnswer: a\\n\\n...") as pieces, split
-    where the fine-tuning task splits it: per example
-    ["Document:" or "\\n\\nDocument:", <doc>, "\\nQuestion: q\\nAnswer:", " a" (shots only)], or
-    without documents ["Question: q\\nAnswer:", " a", "\\n\\nQuestion: ...", ...]."""
-    pieces: list[Piece] = []
-    for i, (index, ex) in enumerate([*shots, target]):
-        gap = "" if i == 0 else "\n\n"
-        if with_documents:
-            pieces += [f"{gap}Document:", Document(ex.document, index), f"\nQuestion: {ex.question}\nAnswer:"]
-        else:
-            pieces.append(f"{gap}Question: {ex.question}\nAnswer:")
-        if i < len(shots):
-            pieces.append(f" {ex.answers[0]}")
-    return pieces
+    """prompts.few_shot, the reference's evaluation prompt ("Document: " <C> "\\nQuestion: q\\nAnswer:
+    a\\n\\nDocument: " ... "\\nQuestion: q\\nAnswer:"), each document a Block keyed by its example index;
+    without documents the closed-book questions only. A shot's answer is its first one."""
+    def qa(index: int, ex: Example, answer: str | None) -> prompts.QA:
+        return prompts.QA(ex.question, answer, Document(ex.document, index) if with_documents else None)
+
+    return prompts.few_shot([qa(i, ex, ex.answers[0]) for i, ex in shots], qa(*target, None))
 
 
 def long_context_template(target: tuple[int, Example], with_documents: bool) -> list[Piece]:
-    """tasks.long_context's prompt: "[INST] Text:\\n\\n<C...C> {instruction} [/INST]"; without
-    documents "[INST] {instruction} [/INST]"."""
+    """prompts.chat for generation, as tasks.long_context trains: "[INST]" + the instruction's
+    prefix, <C...C>, the instruction, " [/INST] " + its suffix (an instruction may be the
+    reference's "prefix||instruction||suffix"). Read as text, the document follows the head after a
+    space and a newline ends it."""
     index, ex = target
-    if not with_documents:
-        return [f"[INST] {ex.question} [/INST]"]
-    return [CHAT_HEAD, Document(ex.document, index, sep=""), CHAT_TAIL.format(instruction=ex.question)]
+    blocks = [Document(ex.document, index, sep=" ")] if with_documents else []
+    return prompts.chat(prompts.ChatInstruction.parse(ex.question), blocks)
 
 
 def render_text(pieces: Iterable[Piece], document_text: Callable[[Document], str] = lambda d: d.text) -> str:
-    """The prompt as one string, each document read as `document_text(document)`."""
-    return "".join(p if isinstance(p, str) else p.sep + document_text(p) for p in pieces)
+    """The prompt as one string, each document read as `document_text(document)`; in the chat
+    layout a newline separates the document from the instruction."""
+    pieces = list(pieces)
+    chat = bool(pieces) and isinstance(pieces[0], str) and pieces[0].startswith(prompts.B_INST)
+    return prompts.render_text(pieces, (lambda d: document_text(d) + "\n") if chat else document_text)
 
 
 def truncate_to_tokens(text: str, n: int, tokenizer) -> str:
@@ -265,20 +252,20 @@ def realize(pieces: Sequence[Piece], mode: str, tokenizer, blocks: Mapping[int, 
     example i's document (compressed and truncated modes); `target` is the evaluated example."""
     bos = [[tokenizer.bos_id]] if tokenizer.bos_id is not None else []
     documents = [p for p in pieces if isinstance(p, Document)]
-    target_docs = [d for d in documents if d.example == target]
+    target_docs = [d for d in documents if d.key == target]
     doc_tokens = len(tokenizer.encode(target_docs[0].text)) if target_docs else None
-    if mode == "compressed":  # text pieces tokenised one by one, as the training tasks do
+    if mode == "compressed":  # each run of text between blocks tokenised alone, as the training tasks do
         out = list(bos)
-        for p in pieces:
-            out += [tokenizer.encode(p)] if isinstance(p, str) else list(blocks[p.example])
+        for p in prompts.text_runs(pieces):
+            out += [tokenizer.encode(p)] if isinstance(p, str) else list(blocks[p.key])
         slots = n_slots(blocks[target]) if target_docs else None
     elif mode in ("open_book", "closed_book", "truncated"):
         if mode == "closed_book" and documents:
             raise ValueError("a closed-book prompt holds no document")
         cut = {}
         if mode == "truncated":
-            cut = {d.example: truncate_to_tokens(d.text, n_slots(blocks[d.example]), tokenizer) for d in documents}
-        out = bos + [tokenizer.encode(render_text(pieces, lambda d: cut.get(d.example, d.text)))]
+            cut = {d.key: truncate_to_tokens(d.text, n_slots(blocks[d.key]), tokenizer) for d in documents}
+        out = bos + [tokenizer.encode(render_text(pieces, lambda d: cut.get(d.key, d.text)))]
         slots = len(tokenizer.encode(cut[target])) if mode == "truncated" and target_docs else doc_tokens
     else:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")

@@ -2,15 +2,14 @@
 
     pipe = arc_jax.ARCPipeline(encoder=enc, decoder=dec, decoder_index=0)
     docs = pipe.compress(["first document ...", "second document ..."])   # once, reusable
-    pipe.generate([["Document:", docs[0], "\\nQuestion: who?\\nAnswer:"],
-                   ["Document:", docs[1], "\\nQuestion: when?\\nAnswer:"]], max_new_tokens=32)
+    pipe.generate([["Document: ", docs[0], "\\nQuestion: who?\\nAnswer:"],
+                   ["Document: ", docs[1], "\\nQuestion: when?\\nAnswer:"]], max_new_tokens=32)
 
 A prompt is text pieces and `Compressed` documents in order. Texts given to `compress` are read
 with the encoder's tokenizer (no BOS/EOS, as in training); prompt text with the decoder's. Each
 prompt starts with the decoder's BOS, then its pieces in order, each text piece tokenised on its
-own; this is the layout the encoder was trained on (continuation: [BOS, prefix, <C>, <Cont>,
-text]; fine-tuning: [BOS, "Document:", <C>, <Cont>, "\\nQuestion: ..."]), also when the prompt
-opens with a compressed document. Generation stops at the decoder tokenizer's EOS.
+own; this is the few-shot layout the encoder is fine-tuned on ([BOS, "Document: ", <C>, <Cont>,
+"\\nQuestion: ..."], arc_jax.prompts), also when the prompt opens with a compressed document. Generation stops at the decoder tokenizer's EOS.
 `generate_ids` needs no tokenizer: it reads token ids and blocks as given (no BOS added).
 """
 
