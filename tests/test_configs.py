@@ -41,7 +41,8 @@ def _load(name: str, overrides=()):
 
 def test_every_config_file_is_listed_here():
     assert {p.stem for p in CONFIGS.glob("*.py")} == set(PAPER_RUNS) | {
-        "tiny_cpu", "bench_cpu_55m", "bench_gpu_real_shapes", "demo_decoder", "demo_arc_pretrain", "demo_arc_finetune"}
+        "tiny_cpu", "tiny_cpu_finetune", "bench_cpu_55m", "bench_gpu_real_shapes", "demo_decoder", "demo_arc_pretrain",
+        "demo_arc_finetune"}
 
 
 @pytest.mark.parametrize("name", ["demo_arc_pretrain", "demo_arc_finetune"])
@@ -72,8 +73,8 @@ def test_paper_config_validates_for_8_devices(name):
 
 
 # Every training config (demo_decoder.py configs the demo's decoder LM, another schema).
-TRAINING_CONFIGS = sorted(PAPER_RUNS) + ["tiny_cpu", "bench_cpu_55m", "bench_gpu_real_shapes", "demo_arc_pretrain",
-                                         "demo_arc_finetune"]
+TRAINING_CONFIGS = sorted(PAPER_RUNS) + ["tiny_cpu", "tiny_cpu_finetune", "bench_cpu_55m", "bench_gpu_real_shapes",
+                                         "demo_arc_pretrain", "demo_arc_finetune"]
 
 
 @pytest.mark.parametrize("name", TRAINING_CONFIGS)
@@ -151,7 +152,8 @@ def test_finetuning_hyperparameters(name):
     assert run.max_steps == (8000 if multi else 4000)
     assert run.trainable.encoder_layers == -1 and run.trainable.embedding
     assert (config.data.task, config.data.max_passages) == ("finetune", 4)
-    assert config.data.shape.encoder_len >= config.data.max_len  # a document is never cut by the packer
+    # Passages are cut at the reference's 5 x seq_len (seq_len 2048, 1024 with several decoders).
+    assert config.data.max_len == 5 * (1024 if multi else 2048)
     # Fine-tuning starts from the pretraining run of the same decoder(s), at PF 8.
     pretrain = name.replace("finetune_arc4_", "pretrain_arc8_").replace("finetune_arc8_", "pretrain_arc8_")
     assert run.init_encoder.endswith(f"/runs/{pretrain}")
@@ -164,6 +166,7 @@ def test_add_olmo_trains_only_the_new_head():
     assert len(run.encoder.projectors) == 3 and run.heads == (2,)
     assert run.decoders[0].backbone.norm_type == "layernorm"
     assert run.init_encoder.endswith("/runs/finetune_arc4_multi")
+    assert run.init_special_from_head == 0  # head 2's <Rec>/<Cont> from head 0's (Llama), as the reference
     opt = run.optimizer
     # The reference's finetuning_to_add_OLMo.yaml rates (the paper gives none).
     assert (opt.special_lr, opt.projector_lr, opt.weight_decay, opt.warmup_steps, run.max_steps) == (

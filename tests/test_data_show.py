@@ -150,3 +150,54 @@ def test_errors_are_one_line(data_dir, capsys, args, message):
     assert main(["data", "show", "--config", str(CONFIG), f"--config.data.dir={data_dir}", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("arc-jax data: error: ") and message in err[0]
+
+
+# --- The reference's layouts, read from the JSON (notes/reference_recipe.md 2.3, 2.4, 3.3) ------------
+
+FINETUNE_CONFIG = CONFIG.parent / "tiny_cpu_finetune.py"
+
+
+def show_json(data_dir, capsys, config, *args):
+    assert main(["data", "show", "--config", str(config), f"--config.data.dir={data_dir}", "--json", *args]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def kinds(sample):
+    return ["special" if "special" in p else "compressed" if "compressed" in p else "text" for p in sample["pieces"]]
+
+
+@pytest.mark.parametrize("task, prob", [("reconstruction", "0.0"), ("continuation", "1.0")])
+def test_tiny_cpu_pretraining_samples_are_the_reference_layout(data_dir, capsys, task, prob):
+    """Nothing before the block; [C][<Rec>|<Cont>] then the window, whose first token is input only
+    and the rest trained; BOS in the decoder text only at a reconstruction window that starts a
+    document (then the encoder read it too); a continuation's decoder text never holds BOS."""
+    samples = show_json(data_dir, capsys, CONFIG, "--n", "8", f"--config.data.continuation_prob={prob}")
+    assert len(samples) == 8 and {s["task"] for s in samples} == {task}
+    for s in samples:
+        p = s["pieces"]
+        assert kinds(s)[:3] == ["compressed", "special", "text"] and set(kinds(s)[3:]) <= {"text"}
+        assert p[1]["special"] == task[:4].replace("reco", "rec") and not p[2]["loss"]
+        assert all(q["loss"] for q in p[3:])
+        decoder_text = "".join(q["text"] for q in p[2:])
+        if task == "reconstruction":
+            assert decoder_text.startswith("<bos>") == p[0]["text"].startswith("<bos>")
+            # the window is the compressed text (the encoder also reads the document's EOS)
+            assert decoder_text.replace("<bos>", "") == p[0]["text"].replace("<bos>", "").replace("<eos>", "")
+        else:
+            assert "<bos>" not in decoder_text and "<eos>" not in p[0]["text"]
+
+
+def test_tiny_cpu_finetune_samples_are_the_reference_few_shot_layout(data_dir, capsys):
+    """"<bos>Document: " [C]<Cont> "\\nQuestion: q\\nAnswer: a\\n\\nDocument: " [C]<Cont> ...
+    "\\nQuestion: q\\nAnswer: " then the answer, the only text with loss (its EOS is the last target)."""
+    samples = show_json(data_dir, capsys, FINETUNE_CONFIG, "--n", "6")
+    assert len(samples) == 6
+    shot = re.compile(r"\nQuestion: [^\n]+\?\nAnswer: [^\n]+\n\nDocument: ")
+    for s in samples:
+        p = s["pieces"]
+        assert s["task"] == "few_shot" and kinds(s) == ["text", "compressed", "special"] * 3 + ["text", "text"]
+        assert p[0] == {"text": "<bos>Document: ", "loss": False}
+        assert all(shot.fullmatch(q["text"]) and not q["loss"] for q in (p[3], p[6]))
+        assert all(q == {"special": "cont"} for q in p[2::3][:3])
+        assert re.fullmatch(r"\nQuestion: [^\n]+\?\nAnswer: ", p[9]["text"]) and not p[9]["loss"]
+        assert p[10]["loss"] and p[10]["text"].strip() and "\n" not in p[10]["text"]

@@ -13,7 +13,8 @@ a config sets can be overridden on the command line):
     encoder_tokenizer            the encoder's tokenizer file (the decoder's is its config.model entry)
     task                         pretrain | finetune | long_context
     max_len                      pretraining: tokens per compressed window and continued half (arc_jax
-                                 layout: also the prefix); fine-tuning: of a document
+                                 layout: also the prefix); fine-tuning: encoder tokens kept of each
+                                 passage (the reference's 5 x seq_len)
     continuation_prob            pretraining: continuation with this probability per record, else
                                  reconstruction (the reference draws per document; with the reference
                                  layout 0.8 gives ~2/3 continuation samples: they read 2*max_len tokens)
@@ -38,7 +39,8 @@ a config sets can be overridden on the command line):
                                  web-crawl filter; records without the field are kept); 0 = off
     single_task_batches = True   every training batch of a data shard holds one task (the reference's
                                  per-task row buffers); False: tasks mixed. Evaluation batches mix
-    max_passages = 1             fine-tuning: passages of a record compressed jointly as one document
+    max_passages = 1             fine-tuning: a record keeps randint(1, max_passages) of its passages
+                                 (fewer if it has fewer), compressed jointly as one document
     worker_count = 0             grain worker processes; 0 = in the main process
     shards = 0                   data shards, each packing shape.*_rows / shards rows; 0 = one per process
 """

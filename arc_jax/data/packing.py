@@ -107,14 +107,22 @@ def decoder_slots(sample: Sample, cfg: EncoderConfig, encoder_len: int) -> int:
 def pack_batch(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShape
                ) -> tuple[TrainBatch, list[Sample], PackStats]:
     """(batch, leftover samples that did not fit, statistics) for samples taken in order."""
+    return pack_batch_placed(samples, cfg, shape)[:3]
+
+
+def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShape
+                      ) -> tuple[TrainBatch, list[Sample], PackStats, list[int]]:
+    """pack_batch's (batch, leftover, statistics) and the indices in `samples` of the samples the
+    batch holds, in order (what another decoder's pipeline needs to re-make the same batch)."""
     stats = PackStats()
     extra = cfg.n_memory_tokens
     enc_fit = FirstFit(shape.encoder_len, n_rows=shape.encoder_rows, max_items=shape.max_contexts_per_row)
     dec_fit = FirstFit(shape.decoder_len, n_rows=shape.decoder_rows, max_items=shape.decoder_len)
     contexts: list[tuple[int, ...]] = []
     placed: list[tuple[Sample, list[int]]] = []  # sample, ids of its contexts
+    placed_index: list[int] = []
     leftover: list[Sample] = []
-    for sample in samples:
+    for index, sample in enumerate(samples):
         ctx = []
         for c in sample.contexts:
             if len(c) + extra > shape.encoder_len:
@@ -135,6 +143,7 @@ def pack_batch(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShap
         dec_fit.place(dec_rows, [need], [len(placed)])
         contexts += ctx
         placed.append((sample, ids))
+        placed_index.append(index)
     stats.counts["carried_over"] += len(leftover)
     stats.samples = len(placed)
 
@@ -167,7 +176,7 @@ def pack_batch(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShap
     stats.encoder_slots = encoder.segment_ids.size
     batch = TrainBatch(encoder, decoder.tokens, decoder.segment_ids, decoder.positions, decoder.compressed_index,
                        targets, loss_mask, task_ids)
-    return batch, leftover, stats
+    return batch, leftover, stats, placed_index
 
 
 def _spliced_pieces(sample: Sample, places: Sequence[EncoderLayout], out_len: int, special: int | None) -> list:

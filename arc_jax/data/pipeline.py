@@ -10,6 +10,12 @@ wait in one pool per task and a batch is packed from the first pool to fill (the
 row buffer per task, so each step is one task). The iterator state is the next unread position
 and the (position, window) of the samples still waiting, so a restored pipeline yields exactly the
 batches an uninterrupted one would.
+
+A pipeline built with `remember=k` also keeps the (position, window) keys of the samples its last k
+batches hold (`recent()`, saved in its state), and any pipeline can `replay` such keys: it re-makes
+those records with its own SampleMaker (its decoder's tokenizer) and packs them in the same static
+shape, without moving its own state. The trainer's "alternate" decoder schedule feeds decoder 1
+this way with the records of decoder 0's latest batch.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from arc_jax.data import tasks
 from arc_jax.data.bad_records import BadRecords, DataError
 from arc_jax.data.config import DataConfig
 from arc_jax.data.mixture import MixtureSampler, parse_sources
-from arc_jax.data.packing import PackingShape, PackStats, TrainBatch, output_len, decoder_slots, pack_batch
+from arc_jax.data.packing import (PackingShape, PackStats, TrainBatch, decoder_slots, output_len, pack_batch,
+                                  pack_batch_placed)
 from arc_jax.data.sources import open_source
 from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.model.config import EncoderConfig
@@ -153,22 +160,35 @@ def _same_file(a: str, b: str) -> bool:
 
 
 class BatchIterator:
-    """Yields (TrainBatch, PackStats) forever; `get_state` / `set_state` make it resumable."""
+    """Yields (TrainBatch, PackStats) forever; `get_state` / `set_state` make it resumable.
+
+    `remember`: how many of its latest batches' sample keys it keeps (`recent`) for `replay` by
+    another decoder's iterator; 0 keeps none (and the state has no "recent")."""
 
     def __init__(self, maker: SampleMaker, encoder_cfg: EncoderConfig, shape: PackingShape, worker_count: int = 0,
-                 strict: bool = False, bad: BadRecords | None = None):
+                 strict: bool = False, bad: BadRecords | None = None, remember: int = 0):
         self.maker, self.cfg, self.shape, self.worker_count = maker, encoder_cfg, shape, worker_count
         self.bad = BadRecords(strict=strict) if bad is None else bad
         self.position, self.pending = 0, []
+        self.remember = remember
+        # The (position, window) keys of the samples each of the last `remember` batches holds, in packing order.
+        self.recent: collections.deque[list[tuple[int, int]]] = collections.deque(maxlen=remember or None)
         self.total = PackStats()
         self.source_counts: collections.Counter[str] = collections.Counter()
         self._stream: Iterator | None = None
 
     def get_state(self) -> dict:
-        return {"position": self.position, "pending": [list(key) for key, _ in self.pending]}
+        state = {"position": self.position, "pending": [list(key) for key, _ in self.pending]}
+        if self.remember:
+            state["recent"] = [[list(key) for key in keys] for keys in self.recent]
+        return state
 
     def set_state(self, state: dict) -> None:
         self.position = int(state["position"])
+        # A state saved without "recent" (by a pipeline that kept none, or before it existed): nothing to replay.
+        self.recent.clear()
+        if self.remember:
+            self.recent.extend([(int(p), int(w)) for p, w in keys] for keys in state.get("recent", []))
         made: dict[int, Made | Skipped] = {}
         self.pending = []
         for entry in state["pending"]:
@@ -233,14 +253,41 @@ class BatchIterator:
             for window, sample in enumerate(item.samples):
                 add((position, window), sample)
             self.source_counts[self.maker.specs[self.maker.mixture.index(position)[0]].path] += len(item.samples)
-        chosen = [x for _, x in candidates if self._pool(x) == full]
-        batch, leftover, stats = pack_batch(chosen, self.cfg, self.shape)
+        chosen_keys, chosen = zip(*[(k, x) for k, x in candidates if self._pool(x) == full])
+        batch, leftover, stats, placed = pack_batch_placed(chosen, self.cfg, self.shape)
+        if self.remember:
+            self.recent.append([chosen_keys[i] for i in placed])
         waiting = {id(x) for x in leftover}
         self.pending = [(k, x) for k, x in candidates if self._pool(x) != full or id(x) in waiting]
         if not stats.samples and chosen:  # the pool cannot fit even an empty batch
             stats.counts["does_not_fit_a_batch"] += 1
             self.pending = [(k, x) for k, x in self.pending if x is not chosen[0]]
         stats.counts.update(passed_over)
+        self.total.merge(stats)
+        return batch, stats
+
+    def replay(self, keys: list[tuple[int, int]]) -> tuple[TrainBatch, PackStats]:
+        """The batch of the samples `keys` name ((position, window), in order: another decoder's
+        iterator's `recent` batch), made by this iterator's SampleMaker and packed in this shape. The
+        iterator's state does not move. Nothing is silent: a key whose record or window this maker
+        does not make is counted as "replay_not_made", a sample that does not fit the batch (its
+        tokens for this decoder take more slots) as "replay_did_not_fit" (or "sample_too_long")."""
+        made: dict[int, Made | Skipped] = {}
+        samples, not_made = [], 0
+        for position, window in keys:
+            if position not in made:
+                made[position] = self.maker(int(position))[1]
+            item = made[position]
+            if isinstance(item, Skipped) or window >= len(item.samples):
+                not_made += 1
+                continue
+            samples.append(item.samples[window])
+        batch, leftover, stats = pack_batch(samples, self.cfg, self.shape)
+        del stats.counts["carried_over"]  # nothing waits: a replayed batch is made once
+        if leftover:
+            stats.counts["replay_did_not_fit"] += len(leftover)
+        if not_made:
+            stats.counts["replay_not_made"] += not_made
         self.total.merge(stats)
         return batch, stats
 
@@ -324,10 +371,24 @@ class ShardedBatches:
         return self
 
     def __next__(self) -> tuple[TrainBatch, PackStats]:
+        return self._global({j: next(it) for j, it in self.iterators.items()})
+
+    def recent(self) -> list[dict[int, list[tuple[int, int]]]]:
+        """The sample keys of each of the last `remember` batches (oldest first), per shard: what
+        `replay` takes, one batch at a time."""
+        n = min(len(it.recent) for it in self.iterators.values())
+        return [{j: it.recent[len(it.recent) - n + b] for j, it in self.iterators.items()} for b in range(n)]
+
+    def replay(self, keys: dict[int, list[tuple[int, int]]]) -> tuple[TrainBatch, PackStats]:
+        """The global batch of one `recent()` entry (of another decoder's pipeline) re-made by this
+        pipeline's SampleMakers: each shard replays its own keys (BatchIterator.replay)."""
+        return self._global({j: it.replay(keys[j]) for j, it in self.iterators.items()})
+
+    def _global(self, shard_batches: dict[int, tuple[TrainBatch, PackStats]]) -> tuple[TrainBatch, PackStats]:
+        """This process's rows of the global batch from its shards' batches."""
         parts, stats = [], PackStats()
         rows = self.shard_shape.encoder_rows
-        for j, it in self.iterators.items():
-            batch, part_stats = next(it)
+        for j, (batch, part_stats) in shard_batches.items():
             out_len = output_len(batch.encoder, self.shard_shape)
             index = global_compressed_index(batch.compressed_index, j * rows, rows, rows * self.n_shards, out_len)
             parts.append(batch._replace(compressed_index=index))
@@ -345,11 +406,12 @@ def _concatenate_rows(batches: list[TrainBatch]) -> TrainBatch:
 
 def build_batches(data: DataConfig, encoder_cfg: EncoderConfig, seed: int, decoder_tokenizer: str, *,
                   sources: str | None = None, process_index: int | None = None,
-                  process_count: int | None = None) -> ShardedBatches:
+                  process_count: int | None = None, remember: int = 0) -> ShardedBatches:
     """This process's rows of the global training batches of a run's data section, for the decoder
     whose tokenizer is `decoder_tokenizer` ("{data_dir}" allowed; it tokenises the decoder side).
     `sources` replaces data.sources (held-out evaluation data, whose batches mix tasks so that
-    every evaluation reports each task's loss). Shards: data.shards (0 = one per process)."""
+    every evaluation reports each task's loss). Shards: data.shards (0 = one per process).
+    `remember`: batches whose sample keys the pipeline keeps for another's `replay` (BatchIterator)."""
     import jax
 
     if sources is not None:
@@ -371,5 +433,5 @@ def build_batches(data: DataConfig, encoder_cfg: EncoderConfig, seed: int, decod
     iterators = {}
     for j in range(process_index * per_process, (process_index + 1) * per_process):
         maker = SampleMaker(data, decoder_tokenizer, encoder_cfg, seed, j, n_shards)
-        iterators[j] = BatchIterator(maker, encoder_cfg, shard_shape, data.worker_count, bad=bad)
+        iterators[j] = BatchIterator(maker, encoder_cfg, shard_shape, data.worker_count, bad=bad, remember=remember)
     return ShardedBatches(iterators, shard_shape, n_shards)

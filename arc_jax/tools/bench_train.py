@@ -21,14 +21,14 @@ from arc_jax.train import flops, multihost
 
 
 def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2) -> dict:
-    from arc_jax.train.trainer import Trainer, drawn_decoder
+    from arc_jax.train.trainer import Trainer, decoder_at
 
     with tempfile.TemporaryDirectory(prefix="arc_jax_bench_") as workdir:
         trainer = Trainer(config, workdir, keep_random_decoders=False)
         run = trainer.run
         batches = []
         for i in range(min(steps + warmup, 8)):  # a few distinct batches, cycled
-            d = drawn_decoder(run.seed, i + 1, len(trainer.decoders))
+            d = decoder_at(run.decoder_schedule, run.seed, i + 1, len(trainer.decoders), run.decoder_weights)
             batch, tokens = trainer._next_batch(d)
             batches.append((d, batch, tokens))
         cycle = itertools.cycle(batches)

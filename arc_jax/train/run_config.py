@@ -19,6 +19,17 @@ Fields of a training config (see configs/tiny_cpu.py for a complete one):
     attention_impl = "xla"                  xla | jax_nn (cuDNN on GPU in bf16) | splash (TPU)
     init_encoder = ""                       start from this encoder (any format arc_jax reads,
                                             or a trainer workdir); "" = random init
+    init_special_from_head = -1             k >= 0: a head init_encoder does not have (a new
+                                            decoder's) starts its <Rec>/<Cont> from init_encoder's
+                                            head k (the reference's OLMo run: head 0); -1 = ones
+    decoder_schedule = "random"             the decoder each step trains, with several decoders:
+                                            "random": drawn per step (a function of seed and step)
+                                            with probabilities decoder_weights | "alternate" (two
+                                            decoders; the reference's fair_instruct): decoder
+                                            step % 2 of the 1-based step, decoder 1 re-using the
+                                            records of decoder 0's latest batch (trainer.py)
+    decoder_weights = []                    "random"'s relative weights, one per decoder; [] = equal
+                                            (the reference's prob_forward)
     model.encoder                           EncoderConfig.from_dict input
     model.decoders                          list, one entry per frozen decoder:
         path                                converted decoder folder; "" = random weights, made
@@ -62,6 +73,7 @@ from arc_jax.train.optimizer import B1_SCHEDULES, OptimizerConfig
 
 DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLS = ("xla", "jax_nn", "splash")
+DECODER_SCHEDULES = ("random", "alternate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +121,9 @@ class RunConfig:
     remat_policy: str = "none"
     attention_impl: str = "xla"
     init_encoder: str = ""
+    init_special_from_head: int = -1
+    decoder_schedule: str = "random"
+    decoder_weights: tuple[float, ...] = ()
     mesh_shape: tuple[int, int, int] = (-1, 1, 1)
 
     @property
@@ -118,9 +133,10 @@ class RunConfig:
 
 
 _TOP_LEVEL = {"seed": int, "max_steps": int, "checkpoint_every": int, "keep_checkpoints": int,
+              "init_special_from_head": int,
               "max_bad_steps": int, "log_every": int, "grad_accum": int, "compute_dtype": str,
-              "remat_policy": str, "attention_impl": str, "init_encoder": str}
-_SECTIONS = {"model", "optimizer", "trainable", "eval", "mesh_shape", "data"}
+              "remat_policy": str, "attention_impl": str, "init_encoder": str, "decoder_schedule": str}
+_SECTIONS = {"model", "optimizer", "trainable", "eval", "mesh_shape", "data", "decoder_weights"}
 _DECODER_FIELDS = {"path": str, "backbone": (dict, type(None)), "tokenizer": str, "head": int, "dtype": str}
 
 
@@ -178,6 +194,10 @@ def parse_run_config(config: ml_collections.ConfigDict, device_count: int | None
         raise ConfigError(f"config.remat_policy={top['remat_policy']!r}: expected one of {sorted(REMAT_POLICIES)}")
     if top.get("attention_impl", "xla") not in ATTENTION_IMPLS:
         raise ConfigError(f"config.attention_impl={top['attention_impl']!r}: expected one of {ATTENTION_IMPLS}")
+    special_from = top.get("init_special_from_head", -1)
+    if special_from < -1 or (special_from >= 0 and not top.get("init_encoder")):
+        raise ConfigError(f"config.init_special_from_head={special_from}: expected -1 (off) or a head index of "
+                          "config.init_encoder (which must be set)")
 
     if "model" not in config or "encoder" not in config.model:
         raise ConfigError("config.model.encoder is required")
@@ -199,6 +219,9 @@ def parse_run_config(config: ml_collections.ConfigDict, device_count: int | None
             raise ConfigError(f"config.model.decoders[{i}].backbone.dim={d.backbone.dim} but its projector "
                               f"(config.model.encoder.projectors[{d.head}].out_dim) gives {out_dim}")
 
+    weights = _decoder_schedule(top.get("decoder_schedule", "random"), config.get("decoder_weights", []),
+                                len(decoders))
+
     optimizer_fields = {**_plain(config.get("optimizer", {})), "max_steps": top["max_steps"]}
     if optimizer_fields.get("b1_schedule", "constant") not in B1_SCHEDULES:
         raise ConfigError(f"config.optimizer.b1_schedule={optimizer_fields['b1_schedule']!r}: expected one of "
@@ -218,20 +241,42 @@ def parse_run_config(config: ml_collections.ConfigDict, device_count: int | None
     data = parse_data_config(config.data)
     mesh_shape = _mesh_shape(config, device_count)
     run = RunConfig(encoder=encoder, decoders=decoders, optimizer=optimizer, data=data, trainable=trainable,
-                    eval=eval_spec, mesh_shape=mesh_shape, **top)
+                    eval=eval_spec, mesh_shape=mesh_shape, decoder_weights=weights, **top)
     _check_batch_split(data.shape, mesh_shape)
     return run
 
 
+def _decoder_schedule(schedule: str, weights, n_decoders: int) -> tuple[float, ...]:
+    """The checked decoder_weights (floats) of a checked decoder_schedule."""
+    if schedule not in DECODER_SCHEDULES:
+        raise ConfigError(f"config.decoder_schedule={schedule!r}: expected one of {DECODER_SCHEDULES}")
+    if schedule == "alternate" and n_decoders != 2:
+        raise ConfigError(f"config.decoder_schedule='alternate' alternates two decoders; config.model.decoders has "
+                          f"{n_decoders}")
+    weights = _plain(weights)
+    if not isinstance(weights, (list, tuple)) or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                                                          for w in weights):
+        raise ConfigError(f"config.decoder_weights={weights!r}: expected a list of numbers, one per decoder")
+    weights = tuple(float(w) for w in weights)
+    if weights and (len(weights) != n_decoders or min(weights) < 0 or sum(weights) <= 0):
+        raise ConfigError(f"config.decoder_weights={list(weights)}: expected {n_decoders} weights >= 0, not all 0 "
+                          "([] = equal)")
+    if schedule == "alternate" and len(set(weights)) > 1:
+        raise ConfigError(f"config.decoder_weights={list(weights)} weights the 'random' schedule; 'alternate' trains "
+                          "each decoder every other step (set equal weights or [])")
+    return weights
+
+
 def run_batches(run: RunConfig, decoder: int = 0, *, sources: str | None = None, process_index: int | None = None,
-                process_count: int | None = None):
+                process_count: int | None = None, remember: int = 0):
     """This process's training batches of `run` for decoder `decoder` (its tokenizer tokenises the
-    decoder side); `sources` replaces config.data.sources (held-out evaluation data). See
+    decoder side); `sources` replaces config.data.sources (held-out evaluation data); `remember`
+    batches' sample keys are kept for another decoder's pipeline to replay. See
     arc_jax.data.pipeline.build_batches."""
     from arc_jax.data.pipeline import build_batches
 
     return build_batches(run.data, run.encoder, run.seed, run.decoders[decoder].tokenizer, sources=sources,
-                         process_index=process_index, process_count=process_count)
+                         process_index=process_index, process_count=process_count, remember=remember)
 
 
 def _mesh_shape(config, device_count: int | None) -> tuple[int, int, int]:

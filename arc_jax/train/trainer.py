@@ -6,8 +6,9 @@ A workdir holds everything a run needs to resume and to be used afterwards:
                               path, such as tiny_cpu); converted decoders are read where they are
     <workdir>/checkpoints/    Orbax: train state, input-pipeline states, config (see checkpoint.py)
     <workdir>/tensorboard/    event files: losses per task, accuracy, grad norm, learning rates, ...
-Starting again with the same workdir resumes from its latest checkpoint, exactly: the decoder drawn
-at step s is a function of (seed, s) and the pipelines restart where they were saved. SIGTERM
+Starting again with the same workdir resumes from its latest checkpoint, exactly: the decoder trained
+at step s is a function of (config.decoder_schedule, seed, s) and the pipelines restart where they
+were saved (with, under "alternate", the keys of the records decoder 1 replays next). SIGTERM
 (preemption) saves a checkpoint at the end of the current step and exits.
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from arc_jax import sharding
 from arc_jax.config_loading import to_plain
-from arc_jax.model import ARCEncoder, Decoder
+from arc_jax.model import ARCEncoder, Decoder, param_groups
 from arc_jax.train import flops, multihost
 from arc_jax.train.checkpoint import TrainCheckpoints
 from arc_jax.train.errors import TrainingStopped
@@ -53,9 +54,23 @@ class FrozenDecoder:
         return self.placement.shardings
 
 
-def drawn_decoder(seed: int, step: int, n_decoders: int) -> int:
-    """The decoder trained at `step`: uniform, a pure function of (seed, step) so resume is exact."""
-    return int(np.random.default_rng([seed, step]).integers(n_decoders)) if n_decoders > 1 else 0
+def drawn_decoder(seed: int, step: int, n_decoders: int, weights: tuple[float, ...] = ()) -> int:
+    """The decoder trained at `step` by the "random" schedule: drawn with probabilities proportional
+    to `weights` (equal when empty or all equal: uniform), a pure function of (seed, step) so resume
+    is exact."""
+    if n_decoders == 1:
+        return 0
+    rng = np.random.default_rng([seed, step])
+    if len(set(weights)) <= 1:
+        return int(rng.integers(n_decoders))
+    p = np.asarray(weights, np.float64)
+    return int(rng.choice(n_decoders, p=p / p.sum()))
+
+
+def decoder_at(schedule: str, seed: int, step: int, n_decoders: int, weights: tuple[float, ...] = ()) -> int:
+    """The decoder trained at 1-based `step` (config.decoder_schedule): "random" draws it
+    (drawn_decoder); "alternate" is step % 2, as the reference's fair_instruct (decoder 1 first)."""
+    return step % 2 if schedule == "alternate" else drawn_decoder(seed, step, n_decoders, weights)
 
 
 def _load_decoder(run: RunConfig, index: int, workdir: Path | None, template, mesh) -> FrozenDecoder:
@@ -99,7 +114,10 @@ def _sync(name: str) -> None:
 
 
 def _initial_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
-    """Random encoder parameters, with `init_encoder`'s (if any) in place of every tensor it has."""
+    """Random encoder parameters, with `init_encoder`'s (if any) in place of every tensor it has.
+    With config.init_special_from_head = k >= 0, a head the checkpoint does not have starts its
+    <Rec>/<Cont> from the checkpoint's head k (its projector stays random), as the reference's
+    finetuning_to_add_OLMo run loads them from its multi-decoder checkpoint's head 0."""
     params = jax.jit(lambda: nn.unbox(encoder.init(jax.random.key(run.seed), template.encoder)["params"]),
                      out_shardings=p_sharding)()
     if not run.init_encoder:
@@ -112,9 +130,18 @@ def _initial_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
         raise ValueError(f"{run.init_encoder}: its encoder (backbone, pool_type, causal) differs from "
                          "config.model.encoder")
     flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+    special_source = _special_source(run, loaded)
 
     def take(path, init):
         key = jax.tree_util.keystr(path)
+        top, leaf = path[0].key, path[-1].key
+        if (key not in flat and special_source is not None and param_groups.is_head(top) and top not in loaded
+                and leaf in param_groups.SPECIAL):  # a new head's <Rec>/<Cont>: the source head's
+            source = jax.tree_util.keystr((jax.tree_util.DictKey(special_source), *path[1:]))
+            if source not in flat:
+                raise ValueError(f"{run.init_encoder}: head {special_source} has no {leaf} to copy into {top} "
+                                 "(config.init_special_from_head)")
+            key = source
         if key not in flat:  # a head the checkpoint does not have (a new decoder): stays random
             return init
         if flat[key].shape != init.shape:
@@ -122,6 +149,18 @@ def _initial_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
         return jax.device_put(np.asarray(flat[key], np.float32), init.sharding)
 
     return jax.tree_util.tree_map_with_path(take, params)
+
+
+def _special_source(run: RunConfig, loaded: dict) -> str | None:
+    """The checkpoint head whose <Rec>/<Cont> new heads copy (config.init_special_from_head), if any."""
+    if run.init_special_from_head < 0:
+        return None
+    source = param_groups.head(run.init_special_from_head)
+    if source not in loaded:
+        heads = sorted(k for k in loaded if param_groups.is_head(k))
+        raise ValueError(f"{run.init_encoder}: has no head {run.init_special_from_head} to start new heads' "
+                         f"<Rec>/<Cont> from (config.init_special_from_head; its heads: {heads})")
+    return source
 
 
 def _stack(batches: list):
@@ -148,9 +187,12 @@ class Trainer:
         self.config, self.workdir = config, Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
 
-        # Mesh and input (one pipeline per decoder: each tokenises for its own decoder).
+        # Mesh and input (one pipeline per decoder: each tokenises for its own decoder). Under the
+        # "alternate" schedule decoder 0's pipeline keeps its last step's sample keys for decoder 1's.
         self.mesh = sharding.make_mesh(run.mesh_shape)
-        self.feeds = [run_batches(run, d) for d in range(len(run.decoders))]
+        self.alternate = run.decoder_schedule == "alternate"
+        remember = run.grad_accum if self.alternate else 0
+        self.feeds = [run_batches(run, d, remember=remember if d == 0 else 0) for d in range(len(run.decoders))]
         start = self.feeds[0].get_state()
         template, _ = next(self.feeds[0])  # shapes only; the batch is drawn again by step 1
         self.feeds[0].set_state(start)
@@ -210,9 +252,29 @@ class Trainer:
         return results
 
     def _next_batch(self, d: int):
+        """The next step's batch for decoder `d` (its micro-batches stacked) and its decoder tokens."""
+        if self.alternate and d == 1:
+            return self._replayed_batch()
         parts, tokens = [], 0
         for _ in range(self.run.grad_accum):
             batch, stats = next(self.feeds[d])
+            parts.append(batch)
+            tokens += stats.decoder_tokens
+        return multihost.global_batch(_stack(parts), self.batch_sharding), tokens
+
+    def _replayed_batch(self):
+        """Under "alternate", decoder 1 trains on the records of decoder 0's latest step (the reference's
+        fair_instruct reuses each batch), re-made for its own tokenizer by its pipeline. At step 1 (or
+        after restoring a checkpoint that kept no keys) decoder 0's stream first draws a fresh step of
+        batches, as the reference's step 1 draws B1 for decoder 1 alone."""
+        keys = self.feeds[0].recent()
+        if len(keys) < self.run.grad_accum:
+            for _ in range(self.run.grad_accum):
+                next(self.feeds[0])
+            keys = self.feeds[0].recent()
+        parts, tokens = [], 0
+        for micro in keys:
+            batch, stats = self.feeds[1].replay(micro)
             parts.append(batch)
             tokens += stats.decoder_tokens
         return multihost.global_batch(_stack(parts), self.batch_sharding), tokens
@@ -235,7 +297,7 @@ class Trainer:
         try:
             while self.step < run.max_steps:
                 self.step += 1
-                d = drawn_decoder(run.seed, self.step, len(self.decoders))
+                d = decoder_at(run.decoder_schedule, run.seed, self.step, len(self.decoders), run.decoder_weights)
                 batch, tokens = self._next_batch(d)
                 self.state, metrics = self.steps[d](self.state, self.decoders[d].params, batch)
                 interval["tokens"] += tokens

@@ -44,7 +44,8 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str) -> 
     ~2.6B tokens). Everything trains: all 26 encoder layers and the token embedding matrix.
 
     `decoders`: names in DECODERS, decoders[i] served by encoder head i; with several, each step draws
-    one uniformly and updates the shared encoder and that decoder's projector and <Rec>/<Cont>.
+    one uniformly (decoder_schedule "random") and updates the shared encoder and that decoder's
+    projector and <Rec>/<Cont>.
     `init_encoder`: under ROOT, e.g. "encoders/fresh_1head" (`arc-jax convert ... --fresh-encoder`:
     Llama 3.2 3B truncated to 26 layers, fresh <Rec>/<Cont> (ones) and projectors (Kaiming uniform))."""
     config = ml_collections.ConfigDict()
@@ -65,6 +66,11 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str) -> 
     config.remat_policy = "full"
     config.attention_impl = "jax_nn"  # cuDNN flash attention on GPU; use "splash" on TPU, "xla" on CPU
     config.init_encoder = f"{ROOT}/{init_encoder}"  # any encoder format arc_jax reads, or a run's workdir
+    # With several decoders: one drawn per step with probabilities decoder_weights (equal: the paper's
+    # "sample a decoder uniformly at each step", the reference's default prob_forward). Multi-decoder
+    # fine-tuning alternates instead (finetune_arc4_multi.py).
+    config.decoder_schedule = "random"
+    config.decoder_weights = []  # one weight per decoder, e.g. --config.decoder_weights=[3,1]; [] = equal
 
     config.model = ml_collections.ConfigDict()
     config.model.encoder = ml_collections.ConfigDict(presets.arc_encoder(
@@ -133,8 +139,8 @@ def finetuning(decoders: list[str], pooling_factor: int, init_encoder: str,
                shape: dict[str, int]) -> ml_collections.ConfigDict:
     """Fine-tuning on few-shot context compression ("ARC4" / "ARC8" of Table 1): pretraining() with
     the fine-tuning task, rates and length. Samples are interleaved few-shot QA / translation /
-    summarisation: "Document: <C>\\nQuestion: q\\nAnswer: a\\n\\n...", every document (1-4 passages)
-    compressed, loss on the last answer only. AdamW as pretraining (beta2 0.95, beta1 cycled) with
+    summarisation in the reference's layout (arc_jax.prompts.few_shot: "Document: <C>\\nQuestion: q\\n
+    Answer: a\\n\\nDocument: ..."), every document (1-4 passages) compressed, loss on the last answer. AdamW as pretraining (beta2 0.95, beta1 cycled) with
     weight decay 0.05, one-cycle schedule warming up for 50 steps to 2e-6 (encoder, <Rec>, <Cont>)
     and 3e-5 (projector), 4000 steps of ~64 samples (8 per GPU on 8 GPUs); no held-out evaluation,
     as the reference's runs.
@@ -152,14 +158,17 @@ def finetuning(decoders: list[str], pooling_factor: int, init_encoder: str,
 
     config.data.sources = ",".join(f"{{data_dir}}/data/finetune/{entry}" for entry in FINETUNE_MIXTURE)
     config.data.task = "finetune"
-    config.data.max_len = 2048  # encoder tokens kept of a document (the reference's seq_len 2048)
+    # Encoder tokens kept of each passage: the reference's 5 x seq_len (seq_len 2048; its interleaved
+    # fine-tuning caps passages there, not documents). A document longer than shape.encoder_len is
+    # still cut to it when packed, and counted ("context_truncated" in `arc-jax data check`).
+    config.data.max_len = 5 * 2048
     config.data.continuation_prob = 0.0  # pretraining only
     config.data.max_passages = 4  # up to 4 passages of a record compressed jointly as one document
     # For ~64 samples a step (8 a GPU, as the reference's batch 8 per rank on 8 GPUs). A sample is up to
     # 6 examples (5 shots + the question), each a document of 1-4 passages around "Document:", question
     # and answer text: ~2000 encoder tokens and ~550 (PF 8) or ~800 (PF 4) decoder slots a sample,
-    # estimated on this mixture (measure yours with `arc-jax data check`). encoder_len >= data.max_len
-    # (a document is never cut) and a decoder row holds the longest sample, 6 documents of data.max_len.
+    # estimated on this mixture (measure yours with `arc-jax data check`). A decoder row holds the longest
+    # sample, 6 documents of shape.encoder_len.
     config.data.shape = ml_collections.ConfigDict(shape)
 
     # No held-out evaluation, as the reference's fine-tuning runs; to add one, e.g.
