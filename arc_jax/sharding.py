@@ -101,8 +101,12 @@ def batch_sharding(batch, mesh: Mesh, micro_batches: bool = False):
 
 def adam_shardings(params_sharding, mesh: Mesh, frozen_groups: tuple[str, ...] = ()) -> dict:
     """Per optimiser group (arc_jax.model.param_groups) but `frozen_groups`, the shardings of its
-    Adam state: the moments placed like the parameters they follow, the count replicated. The train
+    Adam state: the moments placed like the parameters they follow, the counts replicated. The train
     side assembles its state's shardings from these (arc_jax.train.step.state_shardings)."""
     count = replicated(mesh)
-    return {name: optax.ScaleByAdamState(count=count, mu=g, nu=g)
+
+    def counts(name, g):  # a head keeps one count per part (arc_jax.train.optimizer)
+        return {part: count for part in {param_groups.head_part(k) for k in g}} if param_groups.is_head(name) else count
+
+    return {name: optax.ScaleByAdamState(count=counts(name, g), mu=g, nu=g)
             for name, g in param_groups.split(params_sharding).items() if name not in frozen_groups}

@@ -12,9 +12,10 @@ tokens.
     arc-jax convert ROOT/models/OLMo-7B-hf ROOT/decoders/olmo-7b --dtype bfloat16
     arc-jax train --config configs/add_olmo.py --workdir ROOT/runs/add_olmo
 
-The trainer starts heads 0 and 1 and the encoder from init_encoder and makes head 2 fresh (<Rec>/
-<Cont> = ones, projector initialised like torch.nn.Linear); heads 0 and 1 are saved unchanged, so
-the result serves all three decoders.
+The trainer starts heads 0 and 1 and the encoder from init_encoder; head 2's <Rec>/<Cont> start
+from head 0's (init_special_from_head = 0: the reference's run loads them from its multi-decoder
+checkpoint's rec_tok.0 / cont_tok.0, the Llama head) and its projector is fresh (initialised like
+torch.nn.Linear). Heads 0 and 1 are saved unchanged, so the result serves all three decoders.
 """
 
 from pathlib import Path
@@ -34,6 +35,7 @@ def get_config():
     config = finetuning(["llama3.1-8b", "mistral-7b-v0.3", "olmo-7b"], POOLING_FACTOR,
                         init_encoder="runs/finetune_arc4_multi", shape=shape)
     config.model.decoders = [config.model.decoders[2]]  # only the new decoder is loaded: this run trains head 2 alone
+    config.init_special_from_head = 0  # head 2's <Rec>/<Cont> start from head 0's (Llama), as the reference's
     config.max_steps = 8000  # the reference's finetuning_to_add_OLMo yaml
     # The encoder is frozen: no encoder layer and not its embedding matrix train.
     config.trainable.update({"encoder_layers": 0, "embedding": False})

@@ -54,3 +54,47 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     checkpoints.close()
     restored_checkpoints.close()
+
+
+def test_a_state_saved_with_one_adam_count_per_head_resumes_with_a_count_per_part(tmp_path):
+    """Checkpoints saved before a head's parts (<Rec>, <Cont>, projector) had their own Adam counts
+    hold one count per head: restore reads that layout and gives each part its head's count."""
+    from arc_jax.train import optimizer
+    from arc_jax.train.step import TrainState
+
+    rng = np.random.default_rng(0)
+    params = {"layers": {"w": rng.normal(size=(3, 4)).astype(np.float32)},
+              **{f"decoder_{d}": {"rec_tok": rng.normal(size=4).astype(np.float32),
+                                  "cont_tok": rng.normal(size=4).astype(np.float32),
+                                  "layer1": rng.normal(size=(4, 2)).astype(np.float32)} for d in range(2)}}
+    grads = jax.tree.map(lambda x: jnp.ones_like(x), params)
+    state = init_state(jax.tree.map(jnp.array, params))
+    update = jax.jit(lambda s, g, d: TrainState(*optimizer.update(g, s.opt, s.params, d, OPT)[:2], s.bad_steps,
+                                                  s.skipped), static_argnums=2)
+    for d in (0, 0, 1):
+        state = update(state, grads, d)
+    old_layout = state._replace(opt=state.opt._replace(adam=optimizer.one_count_per_head(state.opt.adam)))
+    assert np.ndim(old_layout.opt.adam["decoder_0"].count) == 0  # what such a checkpoint holds
+    checkpoints = TrainCheckpoints(tmp_path / "run")
+    checkpoints.save(3, old_layout, {}, {})
+    checkpoints.wait()
+
+    restored, _, _ = checkpoints.restore(abstract_like(state))
+    assert isinstance(restored, TrainState)
+    for d, n in (("decoder_0", 2), ("decoder_1", 1)):
+        assert {k: int(v) for k, v in restored.opt.adam[d].count.items()} == {"rec_tok": n, "cont_tok": n,
+                                                                             "projector": n}
+    for a, b in zip(jax.tree.leaves(jax.device_get(restored)), jax.tree.leaves(jax.device_get(state)), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    # Each count its own buffer, so the state can be donated, as the train step does.
+    counts = jax.tree.leaves([g.count for g in restored.opt.adam.values()])
+    assert len({c.unsafe_buffer_pointer() for c in counts}) == len(counts) == 7
+    donated = jax.jit(lambda s: update(s, grads, 1), donate_argnums=0)(restored)
+    assert int(donated.opt.adam["decoder_1"].count["rec_tok"]) == 2
+    # A checkpoint in this layout restores as it is.
+    checkpoints.save(4, state, {}, {})
+    checkpoints.wait()
+    again, _, _ = checkpoints.restore(abstract_like(state), 4)
+    for a, b in zip(jax.tree.leaves(jax.device_get(again)), jax.tree.leaves(jax.device_get(state)), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    checkpoints.close()

@@ -13,11 +13,11 @@ import pytest
 from arc_jax.cli import main
 from arc_jax.config_loading import load_config
 from arc_jax.data.pipeline import global_compressed_index
-from arc_jax.data.packing import PackingShape, output_len
+from arc_jax.data.packing import TASKS, PackingShape, output_len, special_rows
 from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
 from arc_jax.train.optimizer import OptimizerConfig
 from arc_jax.train.run_config import parse_run_config, run_batches
-from arc_jax.train.step import StepConfig, init_state, train_step
+from arc_jax.train.step import StepConfig, init_state, special_reads, train_step
 from arc_jax.train.trainable import shared_mask
 from arc_jax.train.trainer import drawn_decoder
 
@@ -190,3 +190,122 @@ def test_rematerialised_blocks_give_the_gradients_of_stored_activations(tiny):
                     strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5 * np.abs(x).max())
     assert np.isclose(float(m_plain["perplexity"]), np.exp(float(m_plain["loss"])), rtol=1e-5)
+
+
+def reading(batch, which: str):
+    """`batch` with its special-vector slots pointed at <Rec> ("rec"), <Cont> ("cont"), or <Cont>
+    but the first, <Rec> ("both"): batches of one task, or mixed, from the same samples."""
+    rows = special_rows(batch.encoder)
+    index = np.asarray(batch.compressed_index)
+    special = index >= rows["rec_tok"]
+    assert special.any()
+    index = np.where(special, rows["rec_tok" if which == "rec" else "cont_tok"], index)
+    if which == "both":
+        index.flat[np.flatnonzero(special)[0]] = rows["rec_tok"]
+    return batch._replace(compressed_index=index)
+
+
+def test_packed_batches_place_rec_for_reconstruction_and_cont_otherwise(tiny):
+    for batch in tiny[5]:
+        rows = special_rows(batch.encoder)
+        assert rows["rec_tok"] == batch.encoder.tokens.shape[0] * output_len(batch.encoder, tiny[6])
+        index, task = batch.compressed_index, batch.task_ids
+        special = index >= rows["rec_tok"]
+        assert special.any() and set(np.unique(index[special])) <= set(rows.values())
+        np.testing.assert_array_equal(index[special] == rows["rec_tok"], task[special] == TASKS.index("reconstruction"))
+
+
+def test_special_reads_comes_from_the_batch_exactly(tiny):
+    batch = tiny[5][0]
+    reads = lambda b: {k: bool(v) for k, v in jax.jit(special_reads)(b).items()}
+    assert reads(reading(batch, "rec")) == {"rec_tok": True, "cont_tok": False}
+    assert reads(reading(batch, "cont")) == {"rec_tok": False, "cont_tok": True}
+    assert reads(reading(batch, "both")) == {"rec_tok": True, "cont_tok": True}
+    none = batch._replace(compressed_index=np.where(batch.compressed_index >= special_rows(batch.encoder)["rec_tok"],
+                                                    0, batch.compressed_index))
+    assert reads(none) == {"rec_tok": False, "cont_tok": False}
+    # Micro-batches: read if any micro-batch reads it.
+    stacked = jax.tree.map(lambda x, y: np.stack([x, y]), reading(batch, "rec"), reading(batch, "cont"))
+    assert reads(stacked) == {"rec_tok": True, "cont_tok": True}
+
+
+@pytest.mark.parametrize("read, unread", [("rec_tok", "cont_tok"), ("cont_tok", "rec_tok")])
+def test_a_one_task_batch_leaves_the_other_special_vector_its_moments_and_count_bit_identical(tiny, read, unread):
+    params = tiny[3]
+    fresh = jax.device_get(init_state(params))
+    one_task = reading(tiny[5][0], "rec" if read == "rec_tok" else "cont")
+    state, _ = steps(tiny, 1, batches=[one_task])
+    head, adam, fresh_adam = state.params["decoder_0"], state.opt.adam["decoder_0"], fresh.opt.adam["decoder_0"]
+    assert np.array_equal(head[unread], params["decoder_0"][unread])
+    assert np.array_equal(adam.mu[unread], fresh_adam.mu[unread]) and np.array_equal(adam.nu[unread],
+                                                                                      fresh_adam.nu[unread])
+    assert {k: int(v) for k, v in adam.count.items()} == {read: 1, unread: 0, "projector": 1}
+    assert not np.array_equal(head[read], params["decoder_0"][read])
+    # Two steps, one task each: each vector stepped once.
+    state, _ = steps(tiny, 2, batches=[one_task, reading(tiny[5][1], "cont" if read == "rec_tok" else "rec")])
+    assert {k: int(v) for k, v in state.opt.adam["decoder_0"].count.items()} == {read: 1, unread: 1, "projector": 2}
+
+
+def test_a_mixed_batch_moves_both_special_vectors(tiny):
+    params = tiny[3]
+    state, _ = steps(tiny, 1, batches=[reading(tiny[5][0], "both")])
+    for name in ("rec_tok", "cont_tok"):
+        assert not np.array_equal(state.params["decoder_0"][name], params["decoder_0"][name])
+    assert {k: int(v) for k, v in state.opt.adam["decoder_0"].count.items()} == {"rec_tok": 1, "cont_tok": 1,
+                                                                                 "projector": 1}
+
+
+@pytest.fixture(scope="module")
+def one_head_encoder(tmp_path_factory, tiny):
+    """An init_encoder checkpoint with one head (head 0), as a multi-decoder run's encoder is to
+    the run that adds a decoder (configs/add_olmo.py)."""
+    from arc_jax.convert import write_encoder
+
+    config, _, _, _, _, batch_list, _ = tiny
+    cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
+    params = jax.device_get(nn.unbox(ARCEncoder(cfg).init(jax.random.key(7), batch_list[0].encoder)["params"]))
+    params["decoder_0"] = {k: v + 0.5 for k, v in params["decoder_0"].items()}  # rec/cont no longer ones
+    return write_encoder(cfg, params, tmp_path_factory.mktemp("init") / "encoder", "arc_jax"), params
+
+
+def initial_encoder(tiny, init_path, special_from: int | None):
+    """_initial_encoder of a run with two heads whose decoder reads the new head 1."""
+    from arc_jax import sharding
+    from arc_jax.train.program import build_program
+    from arc_jax.train.trainer import _initial_encoder
+
+    config = tiny[0].copy_and_resolve_references()
+    with config.unlocked():
+        config.model.encoder.projectors = list(config.model.encoder.projectors) * 2
+        config.model.decoders[0].head = 1
+        config.init_encoder = str(init_path)
+        if special_from is not None:
+            config.init_special_from_head = special_from
+    run = parse_run_config(config, device_count=1)
+    template = tiny[5][0]
+    program = build_program(run, sharding.make_mesh(run.mesh_shape), template, [])
+    return jax.device_get(_initial_encoder(run, program.encoder, template, program.param_shardings))
+
+
+def test_a_new_head_starts_its_special_vectors_from_the_init_checkpoints_head(tiny, one_head_encoder):
+    path, saved = one_head_encoder
+    params = initial_encoder(tiny, path, 0)
+    for name in ("rec_tok", "cont_tok"):
+        np.testing.assert_array_equal(params["decoder_1"][name], saved["decoder_0"][name])
+    assert not np.allclose(params["decoder_1"]["layer1"], saved["decoder_0"]["layer1"])  # a fresh projector
+    assert same(params["decoder_0"], saved["decoder_0"]) and same(params["layers"], saved["layers"])
+    # Off (the default): ones, as a fresh head.
+    off = initial_encoder(tiny, path, None)
+    for name in ("rec_tok", "cont_tok"):
+        np.testing.assert_array_equal(off["decoder_1"][name], np.ones_like(saved["decoder_0"][name]))
+    np.testing.assert_array_equal(off["decoder_1"]["layer1"], params["decoder_1"]["layer1"])
+
+
+def test_init_special_from_a_head_the_checkpoint_lacks_is_a_one_line_error(tiny, one_head_encoder):
+    from arc_jax.config_loading import ConfigError
+
+    with pytest.raises(ValueError, match=r"has no head 1 to start new heads' <Rec>/<Cont> from") as error:
+        initial_encoder(tiny, one_head_encoder[0], 1)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="init_special_from_head"):
+        initial_encoder(tiny, "", 0)

@@ -9,7 +9,7 @@ special vector. `compressed_index` points into the table the device builds:
     table = project(concat(encoder_output.reshape(encoder_rows * out_len, dim), [<Rec>, <Cont>]))
 
 so slot k of a context in encoder row r at output offset s reads table[r * out_len + s + k], and
-a special vector reads table[encoder_rows * out_len + (0 for <Rec>, 1 for <Cont>)].
+a special vector reads table[encoder_rows * out_len + (0 for <Rec>, 1 for <Cont>)] (`special_rows`).
 
 Rules for what does not fit (each counted in PackStats, never silent):
 - a context longer than `encoder_len` is truncated to it ("context_truncated");
@@ -27,6 +27,7 @@ import numpy as np
 
 from arc_jax.data.tasks import Sample
 from arc_jax.model.config import EncoderConfig
+from arc_jax.model.param_groups import CONT_TOK, REC_TOK
 from arc_jax.model.inputs import (
     EncoderInputs,
     EncoderLayout,
@@ -152,7 +153,7 @@ def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: Pack
                                           output_len=cfg.n_memory_tokens * shape.max_contexts_per_row or None)
     where = {i: place for i, place in zip((i for row in enc_fit.items for i in row), layout)}
     out_len = output_len(encoder, shape)
-    special_base = shape.encoder_rows * out_len
+    special_row = special_rows(encoder)
 
     b, t = shape.decoder_rows, shape.decoder_len
     decoder = empty_decoder_inputs(b, t)
@@ -163,7 +164,7 @@ def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: Pack
         cursor = 0
         for seg, sample_id in enumerate(members, start=1):
             sample, ids = placed[sample_id]
-            special = (special_base + (0 if sample.special == "rec" else 1)) if _has_special(sample, cfg) else None
+            special = special_row[REC_TOK if sample.special == "rec" else CONT_TOK] if _has_special(sample, cfg) else None
             pieces = _spliced_pieces(sample, [where[i] for i in ids], out_len, special)
             start, cursor = cursor, write_spliced(decoder, row, cursor, pieces, seg)
             text = decoder.compressed_index[row, start:cursor] < 0  # the slots of sample.x, in order
@@ -203,3 +204,18 @@ def output_len(encoder: EncoderInputs, shape: PackingShape) -> int:
     if encoder.stages:
         return encoder.stages[-1].segment_ids.shape[1]
     return shape.encoder_len
+
+
+def special_rows(encoder: EncoderInputs) -> dict[str, int]:
+    """The rows of <Rec> and <Cont> in the table of a batch whose encoder inputs are `encoder`:
+    encoder_rows * out_len and one more (module docstring). From the shapes alone, so it holds for
+    arrays and ShapeDtypeStructs, a leading micro-batch axis, and a global batch (whose special
+    rows follow all its rows: arc_jax.data.pipeline.global_compressed_index)."""
+    if encoder.output_index is not None:
+        out_len = encoder.output_index.shape[-1]
+    elif encoder.stages:
+        out_len = encoder.stages[-1].segment_ids.shape[-1]
+    else:
+        out_len = encoder.tokens.shape[-1]
+    base = encoder.tokens.shape[-2] * out_len
+    return {REC_TOK: base, CONT_TOK: base + 1}

@@ -12,6 +12,11 @@ encoder and only the drawn decoder's head: the other heads, and their Adam momen
 So the optimiser keeps Adam moments per group, the step differentiates per group, frozen parts are
 whole groups, and the moments are placed on the mesh per group. A group's name is also the key of
 its Adam state in checkpoints, so these names must not change.
+
+Within a head, <Rec>, <Cont> and the projector are the head's parts (HEAD_PARTS): each keeps its own
+Adam update count, since a batch reads only the special vector of its task and the optimiser skips
+the other one (arc_jax/train/optimizer.py). The part names are keys of a head's Adam counts in
+checkpoints too.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ SHARED = "shared"
 REC_TOK = "rec_tok"
 CONT_TOK = "cont_tok"
 SPECIAL = (REC_TOK, CONT_TOK)  # the special vectors of a head (its projector trains at another rate)
+PROJECTOR = "projector"  # the head's other parameters (layer1, layer2)
+HEAD_PARTS = (REC_TOK, CONT_TOK, PROJECTOR)
 
 _HEAD_PREFIX = "decoder_"
 
@@ -39,6 +46,11 @@ def is_head(key: str) -> bool:
 def group_of(key: str) -> str:
     """The group a top-level key of the encoder tree belongs to: its head, or the shared group."""
     return key if is_head(key) else SHARED
+
+
+def head_part(key: str) -> str:
+    """The part of a head a key of the head's tree belongs to: rec_tok, cont_tok or projector."""
+    return key if key in SPECIAL else PROJECTOR
 
 
 def split(params: dict) -> dict[str, Any]:

@@ -6,7 +6,8 @@ accumulation the batch has a leading micro-batch axis; the step sums cross-entro
 over the micro-batches (lax.scan) and divides by the total loss tokens once, so A micro-batches
 give the gradient of one batch A times as large. Only the trainable groups are differentiated
 (the shared encoder unless frozen, and the drawn decoder's head); the decoder is frozen and never
-in the optimiser. A step whose loss or gradient norm is not finite leaves the state unchanged and
+in the optimiser. A special vector (<Rec>, <Cont>) the batch does not read is not updated at all
+(`special_reads`; arc_jax/train/optimizer.py). A step whose loss or gradient norm is not finite leaves the state unchanged and
 is counted.
 """
 
@@ -23,7 +24,7 @@ import optax
 from jax.sharding import Mesh
 
 from arc_jax import sharding
-from arc_jax.data.packing import TASKS, TrainBatch
+from arc_jax.data.packing import TASKS, TrainBatch, special_rows
 from arc_jax.model import param_groups
 from arc_jax.model.decoder import Decoder
 from arc_jax.model.encoder import ARCEncoder
@@ -134,11 +135,20 @@ def _gradients(params, decoder_params, batch: TrainBatch, cfg: StepConfig):
     return sums, grads
 
 
+def special_reads(batch: TrainBatch) -> dict[str, jax.Array]:
+    """Which special vectors of the drawn head the batch reads, {"rec_tok": bool, "cont_tok": bool}:
+    whether any slot's compressed_index is that vector's table row (arc_jax/data/packing.py), in any
+    micro-batch. Exact, not inferred from a zero gradient; the optimiser skips a vector not read."""
+    index = batch.compressed_index
+    return {name: jnp.any(index == row) for name, row in special_rows(batch.encoder).items()}
+
+
 def train_step(state: TrainState, decoder_params, batch: TrainBatch, *, cfg: StepConfig, mask: dict | None = None):
     sums, grads = _gradients(state.params, decoder_params, batch, cfg)
     n = jnp.maximum(sums["tokens"], 1.0)
     grads = jax.tree.map(lambda g: g / n, grads)
-    params, opt, grad_norm = optimizer.update(grads, state.opt, state.params, cfg.decoder_index, cfg.opt_cfg, mask)
+    params, opt, grad_norm = optimizer.update(grads, state.opt, state.params, cfg.decoder_index, cfg.opt_cfg, mask,
+                                              special_reads(batch))
     metrics = metrics_from_sums(sums)
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
