@@ -6,7 +6,7 @@ train (the paper's new-decoder experiment with OLMo).
 Pooling factor 4 on the few-shot fine-tuning mixture, as the encoder was fine-tuned: the fine-tuning
 recipe of configs/common/paper.py with the rates of the reference's
 configs/finetuning_to_add_OLMo.yaml (the paper gives none for this run): warm-up for 100 steps to
-1e-4 (projector and special vectors), 8000 steps of ~64 samples, documents of up to 1024 encoder
+1e-4 (projector and special vectors), 8000 steps of ~64 samples, passages of up to 5 x 1024 encoder
 tokens.
 
     arc-jax convert ROOT/models/OLMo-7B-hf ROOT/decoders/olmo-7b --dtype bfloat16
@@ -42,5 +42,5 @@ def get_config():
     # encoder_lr trains nothing here (the encoder is frozen) but sets the one-cycle shape: div factors
     # encoder_lr / initial_lr and encoder_lr / final_lr.
     config.optimizer.update({"encoder_lr": 1e-4, "special_lr": 1e-4, "projector_lr": 1e-4, "warmup_steps": 100})
-    config.data.max_len = 1024  # encoder tokens kept of a document (the reference's seq_len for this run)
+    config.data.max_len = 5 * 1024  # encoder tokens kept of each passage (5 x the reference's seq_len 1024)
     return config
