@@ -97,13 +97,14 @@ def test_token_f1_by_hand():
     assert token_f1("b b c", "b c c") == pytest.approx(2 / 3)
     # max over answers: 0 against "dog", 1 against "Cat."
     assert token_f1("cat", ["dog", "Cat."]) == 1.0
-    assert token_f1("", "the") == 1.0  # both normalise to empty
+    assert token_f1("", "the") == 0.0  # both normalise to empty: no overlap, 0 (the reference's get_f1_score)
     assert token_f1("", "dog") == 0.0 and token_f1("dog", "a") == 0.0
     assert token_f1("dog", "cat") == 0.0
 
 
 def squad_reference(prediction, answers):
-    """The SQuAD v1.1 evaluate script's logic, written out independently (plus v2's empty-answer F1)."""
+    """The SQuAD v1.1 evaluate script's logic, written out independently (the reference's
+    get_f1_score adds a yes/no/noanswer rule, which these words never trigger)."""
 
     def norm(s):
         s = s.lower()
@@ -113,8 +114,6 @@ def squad_reference(prediction, answers):
 
     def f1(p, g):
         p, g = norm(p).split(), norm(g).split()
-        if not p or not g:
-            return float(p == g)
         same = sum((collections.Counter(p) & collections.Counter(g)).values())
         if same == 0:
             return 0.0
@@ -281,7 +280,7 @@ def test_score_aggregates_in_percent():
     assert score("f1", preds, answers) == pytest.approx(100 * 2 / 3)
     assert score("rougeL", preds, answers) == pytest.approx(100 * (1 + 1 / 2 + 0) / 3)  # [the, dog] vs [a, dog]
     assert score("bleu", ["a b c d"], ["a b c d"]) == pytest.approx(100.0)
-    assert set(metrics.METRICS) == {"em", "f1", "rougeL", "bleu"}
+    assert {"em", "f1", "rougeL", "bleu"} <= set(metrics.METRICS)
     with pytest.raises(ValueError, match="unknown metric"):
         score("meteor", preds, answers)
     with pytest.raises(ValueError):

@@ -1,20 +1,55 @@
-"""The paper's evaluation metrics, in pure Python: exact match and token F1 (SQuAD), corpus BLEU
-(sacrebleu's defaults) and ROUGE-L (rouge-score's, with stemming).
+"""The paper's evaluation metrics, computed as the reference (kyutai-labs/ARC-Encoder) computes
+them, in pure Python (no sacrebleu, rouge-score, nltk or regex needed; the tests check agreement
+with those packages and, when a copy of the reference is at hand, with its own metric functions).
 
-Each metric reproduces the number the reference tool prints, so scores compare with published
-ones without the tool installed (the tests check agreement with sacrebleu and rouge-score):
+What the reference computes (embed_llm/generation/metrics.py; used by eval_context_comp.py
+evaluate_QA / evaluate_trad, eval_context_comp_baselines.py, long_context/eval_long_context.py):
 
-- `exact_match` / `token_f1`: the SQuAD v1.1 evaluation script's normalisation and token F1, max
-  over reference answers. One deviation, SQuAD v2's: F1 of an empty prediction against an empty
-  answer is 1 (v1.1 gives 0).
-- `corpus_bleu`: `sacrebleu.corpus_bleu(preds, refs, lowercase=True, tokenize="13a")`, i.e. the
-  mteval-v13a tokenisation, 1..4-gram clipped precisions pooled over the corpus, 'exp' smoothing
-  (the NIST one) and the brevity penalty against the closest reference length; 0..100.
-- `rouge_l`: `RougeScorer(["rougeL"], use_stemmer=True)` F-measure: lowercase, keep runs of
-  [a-z0-9], Porter-stem tokens longer than 3 characters (NLTK's default variant, which
-  rouge-score uses), F of the longest common subsequence; max over references.
+- Normalisation (`normalize_answer`, SQuAD v1.1's): lowercase, drop ASCII punctuation, drop the
+  whole words a/an/the, collapse whitespace. No unicode folding.
+- EM (`get_em`): normalised prediction == normalised answer; max over the answers.
+- Approximate EM (`get_approx_em`): the normalised answer's words, split on " ", occur as a
+  contiguous run in the normalised prediction's; max over the answers. An answer that normalises
+  to "" (e.g. "The") matches only a prediction that normalises to "" too.
+- F1 (`get_f1_score`): SQuAD token F1 of the normalised words, except that when either side
+  normalises to "yes", "no" or "noanswer" and the two differ it is 0; an empty side gives 0
+  (empty against empty included); max over the answers.
+- xRAG metric / long-context "acc" (`get_substring_match_score` -> `has_answer`): some answer's
+  token sequence occurs in the prediction's. Tokens: text NFD-normalised, then runs of letters,
+  digits and marks (\\p{L}\\p{N}\\p{M}) or single characters that are neither separators nor
+  control/format/unassigned (\\p{Z}, \\p{C}), each token lowercased on its own. An answer with no
+  tokens matches anything. The set mean is rounded to 4 decimals. (Categories come from Python's
+  unicodedata; the regex package's newer tables differ only on code points unassigned there.)
+- "Prop context containing the answer": approximate EM of `str(passages)` against the answers
+  (not the has_answer test). `passages` is the record's list of passages (one stripped passage by
+  default, the top k unstripped with several), and its Python repr keeps backslash escapes: a
+  newline becomes backslash-n, the backslash goes with the punctuation and the "n" joins its
+  neighbours ("in<newline>Paris" -> "innparis"). Pass the list, not passages joined into one text.
+- BLEU (`get_bleu_score`): `sacrebleu.metrics.BLEU(tokenize="13a", lowercase=True)
+  .corpus_score(predictions, [references])`: corpus BLEU, one reference per sentence, 0..100.
+- ROUGE-L (`get_rouge_score`): `RougeScorer(["rougeL"], use_stemmer=True).score(prediction,
+  answer)["rougeL"].fmeasure` (arguments swapped against rouge-score's (target, prediction),
+  which F does not see); max over the answers.
 
-`score` aggregates any of them over a set, in percent.
+What it reports per benchmark kind (all means over the evaluated records, as fractions 0..1 in its
+results JSON but BLEU on 0..100; the paper prints them in percent):
+
+- QA (NQ, TriviaQA, SQuAD, DistractorHotpotQA; main metric EM): EM, approximate EM, xRAG metric,
+  proportion of contexts containing the answer, F1.
+- Translation (FLORES English -> Danish, French, German, Spanish): corpus BLEU per language; the
+  paper averages the four directions.
+- Summarisation (CNN/DailyMail, at most 1000 records): ROUGE-L only.
+- Long context (ZeroSCROLLS NarrativeQA, Qasper, GovReport, QMSum): em, acc (the xRAG metric), f1
+  and rouge for every benchmark (np.mean); the paper reports F1 on NarrativeQA and Qasper and
+  ROUGE-L on GovReport and QMSum (`LONG_CONTEXT_MAIN_METRIC`). np.mean's pairwise sum can differ
+  from `score`'s sequential one in the last bits.
+
+Where arc_jax's numbers changed when it moved to these rules: F1 of an empty prediction against
+an empty answer is now 0 (was 1, SQuAD v2's rule), and a yes/no/noanswer mismatch is 0 (e.g.
+"yes" against "yes it is" was 0.5); EM, BLEU and ROUGE-L were already the reference's.
+
+`score(metric, predictions, answers, contexts=None)` aggregates a metric over a set, in percent by
+default (`percent=False`: the reference's own scale); `record_scores` gives the per-record values.
 """
 
 from __future__ import annotations
@@ -24,9 +59,11 @@ import functools
 import math
 import re
 import string
-from typing import Callable, Sequence
+import unicodedata
+from typing import Callable, Mapping, Sequence
 
 Answers = str | Sequence[str]
+Context = str | Sequence[str]
 
 
 def _as_list(answers: Answers) -> list[str]:
@@ -36,7 +73,7 @@ def _as_list(answers: Answers) -> list[str]:
     return answers
 
 
-# --- SQuAD exact match and token F1 --------------------------------------------------------------
+# --- Normalised-answer metrics: EM, approximate EM, F1 -------------------------------------------
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -55,20 +92,90 @@ def exact_match(prediction: str, answers: Answers) -> float:
     return float(any(pred == normalize_answer(a) for a in _as_list(answers)))
 
 
-def _f1(pred_tokens: list[str], answer_tokens: list[str]) -> float:
-    if not pred_tokens or not answer_tokens:
-        return float(pred_tokens == answer_tokens)  # both empty: a perfect (empty) answer
-    overlap = sum((collections.Counter(pred_tokens) & collections.Counter(answer_tokens)).values())
-    if overlap == 0:
+def _contains_run(words: list[str], run: list[str]) -> bool:
+    """Whether `run` occurs as a contiguous slice of `words` (an empty run occurs everywhere)."""
+    n = len(run)
+    return any(words[i:i + n] == run for i in range(len(words) - n + 1))
+
+
+def approx_exact_match(prediction: str, answers: Answers) -> float:
+    """1.0 if some normalised answer's words occur as a contiguous run in the normalised
+    prediction's, else 0.0. Words are split on " ", so an empty normalisation is the one word ""."""
+    pred = normalize_answer(str(prediction)).split(" ")
+    return float(any(_contains_run(pred, normalize_answer(str(a)).split(" ")) for a in _as_list(answers)))
+
+
+_CLOSED_ANSWERS = ("yes", "no", "noanswer")
+
+
+def _f1(prediction: str, answer: str) -> float:
+    pred, gold = normalize_answer(prediction), normalize_answer(answer)
+    if (pred in _CLOSED_ANSWERS or gold in _CLOSED_ANSWERS) and pred != gold:
         return 0.0
-    precision, recall = overlap / len(pred_tokens), overlap / len(answer_tokens)
+    pred_tokens, gold_tokens = pred.split(), gold.split()
+    overlap = sum((collections.Counter(pred_tokens) & collections.Counter(gold_tokens)).values())
+    if overlap == 0:  # an empty side included, empty against empty too
+        return 0.0
+    precision, recall = overlap / len(pred_tokens), overlap / len(gold_tokens)
     return 2 * precision * recall / (precision + recall)
 
 
 def token_f1(prediction: str, answers: Answers) -> float:
-    """SQuAD token F1 (bag-of-words overlap of normalised tokens), max over answers."""
-    pred = normalize_answer(prediction).split()
-    return max(_f1(pred, normalize_answer(a).split()) for a in _as_list(answers))
+    """Token F1 of the normalised words (bag-of-words overlap), 0 on a yes/no/noanswer mismatch or
+    an empty side; max over answers."""
+    return max(_f1(prediction, a) for a in _as_list(answers))
+
+
+# --- Answer-in-text tests: the xRAG metric and the context rate ----------------------------------
+
+def _char_kind(ch: str) -> int:
+    """0: letter, digit or mark (joins a word run); 1: a one-character token; 2: separator,
+    control, format, private-use or unassigned character (no token)."""
+    major = unicodedata.category(ch)[0]
+    return 0 if major in "LNM" else 2 if major in "ZC" else 1
+
+
+def simple_tokenize(text: str) -> list[str]:
+    """The tokens `has_answer` compares, lowercased one by one: maximal runs of letters, digits
+    and combining marks, and every other visible character on its own. `text` is taken as is
+    (`has_answer` NFD-normalises first)."""
+    tokens, run = [], []
+    for ch in text:
+        kind = _char_kind(ch)
+        if kind == 0:
+            run.append(ch)
+            continue
+        if run:
+            tokens.append("".join(run).lower())
+            run = []
+        if kind == 1:
+            tokens.append(ch.lower())
+    if run:
+        tokens.append("".join(run).lower())
+    return tokens
+
+
+def has_answer(answers: Answers, text: str) -> bool:
+    """Whether the token sequence of some answer occurs in `text`'s (both NFD-normalised and
+    tokenised by `simple_tokenize`)."""
+    words = simple_tokenize(unicodedata.normalize("NFD", text))
+    return any(_contains_run(words, simple_tokenize(unicodedata.normalize("NFD", a))) for a in _as_list(answers))
+
+
+def substring_match(prediction: str, answers: Answers) -> float:
+    """The xRAG metric of one record (long context's "acc"): 1.0 if the prediction contains an
+    answer by `has_answer`, else 0.0."""
+    return float(has_answer(answers, prediction))
+
+
+def context_has_answer(context: Context, answers: Answers) -> float:
+    """1.0 if the record's context "contains the answer" as the reference counts it, else 0.0:
+    approximate EM of `str(passages)` against the answers, `passages` being the list of passages
+    the record was evaluated with (a string is one passage, the reference's single-passage list).
+    The repr's quotes and brackets are punctuation and vanish; its escapes lose their backslash, so
+    a newline joins its neighbours ("in\\nParis" -> "innparis")."""
+    passages = [context] if isinstance(context, str) else list(context)
+    return approx_exact_match(str(passages), answers)
 
 
 # --- BLEU ----------------------------------------------------------------------------------------
@@ -329,15 +436,64 @@ def rouge_l(prediction: str, references: Answers) -> float:
     return best
 
 
-# --- Aggregation ---------------------------------------------------------------------------------
+# --- Per record and aggregated -------------------------------------------------------------------
 
-_PER_EXAMPLE = {"em": exact_match, "f1": token_f1, "rougeL": rouge_l}
-METRICS = (*_PER_EXAMPLE, "bleu")
+_PER_RECORD: dict[str, Callable[[str, Answers], float]] = {
+    "em": exact_match, "approx_em": approx_exact_match, "f1": token_f1, "xrag": substring_match,
+    "rougeL": rouge_l,
+}
+CONTEXT_METRICS = ("context_has_answer",)
+CORPUS_METRICS = ("bleu",)
+METRICS = (*_PER_RECORD, *CONTEXT_METRICS, *CORPUS_METRICS)
+
+# The metrics the reference reports per benchmark kind, its main one first.
+REFERENCE_METRICS_BY_KIND: Mapping[str, tuple[str, ...]] = {
+    "qa": ("em", "approx_em", "xrag", "context_has_answer", "f1"),
+    "translation": ("bleu",),
+    "summarization": ("rougeL",),
+    "long_context": ("f1", "rougeL", "em", "xrag"),
+}
+# Long context: the paper's metric per ZeroSCROLLS benchmark (long_context/eval_long_context.py
+# METRIC_EVALUATION, keyed by its names NQA, Qspr, GvRp, QMSum, and by the datasets' own).
+LONG_CONTEXT_MAIN_METRIC: Mapping[str, str] = {
+    "NQA": "f1", "Qspr": "f1", "GvRp": "rougeL", "QMSum": "rougeL",
+    "narrativeqa": "f1", "qasper": "f1", "gov_report": "rougeL", "qmsum": "rougeL"}
+# Where each number sits in the reference's results JSON ("<entry>/<field>"; long context: key).
+REFERENCE_NAMES: Mapping[str, Mapping[str, str]] = {
+    "qa": {"em": "EM/Metric", "approx_em": "EM/approx_Metric", "xrag": "EM/xRAG metric",
+           "context_has_answer": "EM/Prop context containing the answer", "f1": "F1/Metric"},
+    "translation": {"bleu": "BLEU/Metric"},
+    "summarization": {"rougeL": "ROUGE/Metric"},
+    "long_context": {"em": "em", "xrag": "acc", "f1": "f1", "rougeL": "rouge"},
+}
 
 
-def score(metric: str, predictions: Sequence[str], answers: Sequence[Answers]) -> float:
-    """`metric` ("em", "f1", "rougeL" or "bleu") over a set, in percent: the mean of the
-    per-example score (max over each example's answers) for em/f1/rougeL, corpus BLEU for bleu."""
+def record_scores(metric_names: Sequence[str], prediction: str, answers: Answers,
+                  context: Context | None = None) -> dict[str, float]:
+    """The per-record values (0..1) of `metric_names` for one prediction: any of em, approx_em,
+    f1, xrag, rougeL, and context_has_answer (which needs the record's `context`: its passages, or
+    one passage's text, and ignores the prediction). BLEU is a corpus metric: use `score`."""
+    out = {}
+    for name in metric_names:
+        if name in _PER_RECORD:
+            out[name] = _PER_RECORD[name](prediction, answers)
+        elif name in CONTEXT_METRICS:
+            if context is None:
+                raise ValueError(f"{name} needs the record's context")
+            out[name] = context_has_answer(context, answers)
+        elif name in CORPUS_METRICS:
+            raise ValueError(f"{name} is a corpus metric, not a per-record one: use score()")
+        else:
+            raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    return out
+
+
+def score(metric: str, predictions: Sequence[str], answers: Sequence[Answers],
+          contexts: Sequence[Context] | None = None, percent: bool = True) -> float:
+    """`metric` (one of METRICS) over a set: the mean of the per-record values (each a max over
+    the record's answers), the xRAG mean rounded to 4 decimals as the reference does, or corpus
+    BLEU. In percent (BLEU is 0..100 either way); `percent=False` gives the reference's own
+    numbers, fractions 0..1. context_has_answer reads `contexts` (one per prediction)."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
     if len(predictions) != len(answers):
@@ -346,5 +502,14 @@ def score(metric: str, predictions: Sequence[str], answers: Sequence[Answers]) -
         raise ValueError("no predictions to score")
     if metric == "bleu":
         return corpus_bleu(predictions, answers)
-    fn = _PER_EXAMPLE[metric]
-    return 100.0 * sum(fn(p, a) for p, a in zip(predictions, answers)) / len(predictions)
+    if metric in CONTEXT_METRICS:
+        if contexts is None or len(contexts) != len(predictions):
+            raise ValueError(f"{metric} needs one context per prediction")
+        values = [context_has_answer(c, a) for c, a in zip(contexts, answers)]
+    else:
+        fn = _PER_RECORD[metric]
+        values = [fn(p, a) for p, a in zip(predictions, answers)]
+    mean = sum(values) / len(values)
+    if metric == "xrag":
+        mean = round(mean, 4)
+    return 100.0 * mean if percent else mean
