@@ -101,12 +101,16 @@ def few_shot(shots: Sequence[QA], target: QA, *, training: bool = False) -> list
     """The few-shot prompt: each shot's document, question and answer, then the target's document
     and question; with `training`, "\\nAnswer: " and the target's answer as a Target (the reference
     trains so), else ending at "\\nAnswer:" (as it evaluates). Examples without a document are
-    closed book ("Question: ..."), a layout of questions only."""
+    closed book ("Question: ..."), a layout of questions only; a target without a document after
+    shots with theirs keeps its "\\nQuestion: ..." line (the reference's closed-book baseline,
+    eval_context_comp_baselines.py, whose prefix ends with "\\n\\n")."""
     pieces: list[Piece] = []
     for i, ex in enumerate([*shots, target]):
         gap = EXAMPLE_SEPARATOR if i else ""
         if ex.document is not None:
             pieces += [gap + DOCUMENT, ex.document, QUESTION.format(question=ex.question)]
+        elif i and shots[i - 1].document is not None:  # the reference's closed-book baseline: shots
+            pieces.append(gap + QUESTION.format(question=ex.question))  # with documents, "\n\n\nQuestion:"
         else:
             pieces.append(gap + CLOSED_BOOK_QUESTION.format(question=ex.question))
         if i < len(shots):

@@ -5,7 +5,8 @@
   params/       an Orbax StandardCheckpointer tree in the arc_jax parameter layout
 
 A training workdir (see arc_jax/train/trainer.py) also reads as arc_jax: as an encoder, the
-parameters and config of its latest checkpoint; as a decoder, its `decoder_0/` folder.
+parameters and config of its latest checkpoint; as a decoder, its `decoder_0/` folder. One
+checkpoint of a workdir, <workdir>/checkpoints/<step>, reads as that step's encoder.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def latest_training_step(path: Path) -> Path | None:
 
 
 def matches(path: Path) -> bool:
-    return (path / MARKER).is_file() or latest_training_step(path) is not None
+    return (path / MARKER).is_file() or latest_training_step(path) is not None or training_step_folder(path)
 
 
 def read_kind(path: Path) -> str:
@@ -77,7 +78,16 @@ def read_config(path: Path, kind: str):
         raise ConversionError(f"{path / MARKER}: bad config ({e})") from None
 
 
+def training_step_folder(path: Path) -> bool:
+    """Whether `path` is one checkpoint of a trainer workdir (<workdir>/checkpoints/<step>)."""
+    return path.parent.name == "checkpoints" and path.name.isdigit() and (path / "state").is_dir()
+
+
 def read(path: Path, kind: str | None = None):
+    if not (path / MARKER).is_file() and training_step_folder(path):  # one step of a run, chosen by the user
+        if kind == "decoder":
+            return _read_training_decoder(path.parent.parent, path)
+        return _read_training_encoder(path)
     if not (path / MARKER).is_file():
         step = latest_training_step(path)
         if step is None:

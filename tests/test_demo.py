@@ -28,7 +28,8 @@ def test_results_hold_every_mode_with_well_formed_metrics(demo):
     assert 2.5 < results["arc4"]["compression_ratio"] < 4.01
     assert 5.0 < results["arc8"]["compression_ratio"] < 8.01
     assert results["arc8"]["prefill_tokens"] < results["arc4"]["prefill_tokens"] < results["open_book"]["prefill_tokens"]
-    assert results["closed_book"]["prefill_tokens"] < results["arc8"]["prefill_tokens"]
+    # The reference's closed-book prompt keeps the shots' documents as text, without the question's own.
+    assert results["closed_book"]["prefill_tokens"] < results["open_book"]["prefill_tokens"]
 
 
 def test_artefacts_exist(demo):

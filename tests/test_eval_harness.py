@@ -55,9 +55,9 @@ class FakePipeline:
     <Cont>), and the answer to a prompt is looked up by the prompt's last question (or
     instruction), followed by a new line that the harness must cut."""
 
-    def __init__(self, replies: dict[str, str], tokenizer=None):
+    def __init__(self, replies: dict[str, str], tokenizer=None, sep: str = "\n", fail_after: int | None = None):
         self.encoder_tokenizer = self.decoder_tokenizer = tokenizer or WordTokenizer()
-        self.replies = replies
+        self.replies, self.sep, self.fail_after = replies, sep, fail_after
         self.decoder_index = 0
         self.prompts = []
         tok = self.encoder_tokenizer
@@ -73,13 +73,15 @@ class FakePipeline:
 
     def generate_ids(self, prompts, max_new_tokens, temperature=0.0, stop_ids=(), vocab_limit=None):
         assert temperature == 0.0 and vocab_limit is not None
+        if self.fail_after is not None and len(self.prompts) >= self.fail_after:
+            raise KeyboardInterrupt("killed")
         out = []
         for pieces in prompts:
             self.prompts.append(pieces)
             text = self.decoder_tokenizer.decode([t for p in pieces if not isinstance(p, np.ndarray) for t in p])
             last = re.split(r"Question: |\[INST\] ", text)[-1]
             key = last.split("\n")[0].replace(" [/INST]", "").strip()
-            out.append(self.decoder_tokenizer.encode(self.replies.get(key, "no idea") + "\nQuestion: next one"))
+            out.append(self.decoder_tokenizer.encode(self.replies.get(key, "no idea") + self.sep + "Question: next one"))
         return out
 
 
@@ -258,7 +260,7 @@ def test_shots_are_fixed_deterministic_and_never_evaluated():
 def test_every_prompt_of_a_run_holds_the_same_shots_and_never_its_own_record(tmp_path):
     path = write_jsonl(tmp_path / "qa.jsonl", [qa(i) for i in range(12)])
     pipe = FakePipeline({})
-    result = harness.evaluate(pipe, [str(path)], ["open_book"], shots=3, seed=1, progress=False)
+    result = harness.evaluate(pipe, [str(path)], ["open_book"], protocol="arc_jax", shots=3, seed=1, progress=False)
     bench = result["benchmarks"]["qa"]
     shot_questions = [f"q{line - 1}?" for line in bench["shot_lines"]]
     assert bench["n"] == 9 and len(pipe.prompts) == 9
@@ -296,8 +298,8 @@ def test_metrics_are_wired_per_benchmark_kind(tmp_path):
     files = [str(write_jsonl(tmp_path / "qa.jsonl", qa_records)) + ":qa",
              str(write_jsonl(tmp_path / "tr.jsonl", tr_records)) + ":translation",
              str(write_jsonl(tmp_path / "sum.jsonl", sum_records)) + ":summarization"]
-    result = harness.evaluate(FakePipeline(replies), files, ["closed_book", "compressed"], shots=1, seed=0,
-                              progress=False)
+    result = harness.evaluate(FakePipeline(replies), files, ["closed_book", "compressed"], protocol="arc_jax",
+                              shots=1, seed=0, progress=False)
     for name, records, answers_of in (("qa", qa_records, lambda r: r["answer"]),
                                       ("tr", tr_records, lambda r: r["answer"]),
                                       ("sum", sum_records, lambda r: r["summary"])):
@@ -367,7 +369,8 @@ def test_results_json_and_markdown_hold_every_benchmark_and_mode(tmp_path):
     table = (out / "results.md").read_text()
     rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     header = [c.strip() for c in rows[0]]
-    assert header == ["benchmark", "kind", "mode", "EM", "F1", "ROUGE-L", "n", "ratio", "prefill tokens"]
+    assert header == ["benchmark", "kind", "mode", "EM", "approx. EM", "xRAG", "answer in context", "F1", "ROUGE-L",
+                      "n", "ratio", "prefill tokens"]  # the reference's QA and long-context metrics
     body = {(r[0].strip(), r[2].strip()): [c.strip() for c in r] for r in rows[1:] if len(r) == len(header)}
     for name, n in (("one", 3), ("two", 5), ("long", 3)):
         for mode in harness.MODES:
@@ -377,8 +380,9 @@ def test_results_json_and_markdown_hold_every_benchmark_and_mode(tmp_path):
                 assert isinstance(value, float) and 0.0 <= value <= 100.0
             assert r["prefill_tokens"] > 0 and (r["compression_ratio"] is None) == (mode == "closed_book")
             row = body[(name, mode)]
-            assert int(row[6]) == n and float(row[8]) == pytest.approx(r["prefill_tokens"], abs=0.05)
-            assert row[7] == "-" if mode == "closed_book" else float(row[7]) > 0
+            n_at = header.index("n")
+            assert int(row[n_at]) == n and float(row[n_at + 2]) == pytest.approx(r["prefill_tokens"], abs=0.05)
+            assert row[n_at + 1] == "-" if mode == "closed_book" else float(row[n_at + 1]) > 0
             lines = (out / "predictions" / f"{name}.{mode}.jsonl").read_text().splitlines()
             assert len(lines) == n and {"line", "prediction", "answers"} <= set(json.loads(lines[0]))
     assert result["benchmarks"]["long"]["shot_lines"] == []  # long context is zero-shot
@@ -412,7 +416,8 @@ def test_a_translation_record_without_language_is_reported(tmp_path):
 
 def test_closed_book_needs_no_document(tmp_path):
     path = write_jsonl(tmp_path / "nq.jsonl", [{"question": f"q{i}?", "answer": "a"} for i in range(3)])
-    result = harness.evaluate(FakePipeline({}), [str(path)], ["closed_book"], shots=1, progress=False)
+    result = harness.evaluate(FakePipeline({}), [str(path)], ["closed_book"], protocol="arc_jax", shots=1,
+                              progress=False)
     assert result["benchmarks"]["nq"]["modes"]["closed_book"]["n"] == 2
 
 
@@ -477,10 +482,19 @@ def test_cli_eval_writes_results_and_reports_bad_input_in_one_line(tiny_data, tm
     assert arc_jax.cli.main(args) == 0
     assert "| qa_eval | qa | compressed |" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "results.json").read_text())["benchmarks"]["qa_eval"]["n"] == 2
+    # The reference's --comp_rate: the same encoder compressing by 2 instead of 4 (no <Cont> here).
+    halved = [*args[:10], str(tmp_path / "out2"), *args[11:], "--pooling-factor", "2"]
+    assert arc_jax.cli.main(halved) == 0
+    ratios = [json.loads((tmp_path / o / "results.json").read_text())["benchmarks"]["qa_eval"]["modes"]["compressed"]
+              ["compression_ratio"] for o in ("out", "out2")]
+    assert ratios[1] == pytest.approx(ratios[0] / 2, rel=0.15)
+    capsys.readouterr()
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q"}])
     for wrong, message in (([*args[:6], str(bad), *args[7:]], f"{bad}:1: missing field"),
                            ([*args[:8], "closed_book,compresed", *args[9:]], "must be some of"),
-                           ([*args[:6], "x.jsonl:qaa", *args[7:]], "unknown benchmark kind")):
+                           ([*args[:6], "x.jsonl:qaa", *args[7:]], "unknown benchmark kind"),
+                           ([*args, "--pooling-factor", "0"], "--pooling-factor 0: needs a factor >= 1"),
+                           ([*args, "--step", "3"], "--step 3: ")):
         assert arc_jax.cli.main(wrong) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("arc-jax eval: error: ") and message in err[0], err

@@ -50,6 +50,18 @@ def test_train_writes_logs_and_checkpoints_and_resumes_exactly(tmp_path, capsys)
     block = enc.compress([[5, 6, 7, 8, 9, 10, 11, 12]])[0]
     assert dec.logits([[1, 40, 41], block, [42, 43]]).shape == (5, dec.config.vocab_size)
 
+    # One step of it, as `arc-jax eval --step 6` chooses it: <run>/checkpoints/6 reads as that step.
+    from arc_jax.cli.evaluate import checkpoint_of_step
+
+    earlier = arc_jax.load_encoder(checkpoint_of_step(run, 6))
+    for a, b in zip(jax.tree.leaves(earlier.params), jax.tree.leaves(saved_state(run, 6)["params"])):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    try:
+        checkpoint_of_step(run, 7)
+        raise AssertionError("step 7 does not exist")
+    except ValueError as e:
+        assert "no checkpoint of that step (its steps: 3, 6, 9)" in str(e)
+
 
 def test_config_has_the_training_fields():
     config = load_config(CONFIG)

@@ -92,10 +92,10 @@ class _Table:
         return self.encoder.tokens[row][keep].tolist()
 
 
-def _decode(tok: Tokenizer, ids: list[int], before: list[int]) -> str:
+def decode_text(tok: Tokenizer, ids: list[int], before: list[int]) -> str:
     """`ids` decoded; control ids named; ordinary runs decoded after the text tokens `before` them."""
     names = {tok.bos_id: "<bos>", tok.eos_id: "<eos>"}
-    if tok.pad_id is not None:
+    if getattr(tok, "pad_id", None) is not None:
         names.setdefault(tok.pad_id, "<pad>")
     out, context = [], list(before)
     for is_control, run in itertools.groupby(ids, key=lambda i: i in names):
@@ -141,16 +141,16 @@ def sample_pieces(batch: TrainBatch, row: int, segment: int, table: _Table, deco
         run = list(run)
         if kind == "text":
             ids = [r[1] for r in run]
-            pieces.append({"text": _decode(decoder_tok, ids, before), "loss": bool(key)})
+            pieces.append({"text": decode_text(decoder_tok, ids, before), "loss": bool(key)})
             before += ids
         elif kind == "compressed":
-            pieces.append({"compressed": len(run), "text": _decode(encoder_tok, table.text_ids(*key), [])})
+            pieces.append({"compressed": len(run), "text": decode_text(encoder_tok, table.text_ids(*key), [])})
         else:
             pieces.append({"special": run[0][1]})
         spans.append((int(slots[k]), int(slots[k + len(run) - 1]) + 1))
         k += len(run)
     last = int(slots[-1])
-    last_target = (_decode(decoder_tok, [int(batch.targets[row, last])], before)
+    last_target = (decode_text(decoder_tok, [int(batch.targets[row, last])], before)
                    if batch.loss_mask[row, last] > 0 else None)
     task = TASKS[int(batch.task_ids[row, slots[0]])]
     return ShownSample(TASK_NAMES.get(task, task), decoder, pieces, last_target, row, spans)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -50,14 +51,15 @@ import numpy as np
 from arc_jax import prompts
 from arc_jax.data.bad_records import DataError
 from arc_jax.data.sources import field_problem, parse_record
-from arc_jax.evaluation.metrics import score
+from arc_jax.evaluation.metrics import CORPUS_METRICS, REFERENCE_METRICS_BY_KIND, record_scores, score
 
 MODES = ("closed_book", "open_book", "compressed", "truncated")
 KINDS = ("qa", "translation", "summarization", "long_context")
 METRICS_BY_KIND = {"qa": ("em", "f1"), "translation": ("bleu",), "summarization": ("rougeL",),
                    "long_context": ("f1", "rougeL")}
 DEFAULT_MAX_NEW_TOKENS = {"qa": 32, "translation": 128, "summarization": 128, "long_context": 64}
-METRIC_NAMES = {"em": "EM", "f1": "F1", "bleu": "BLEU", "rougeL": "ROUGE-L"}
+METRIC_NAMES = {"em": "EM", "approx_em": "approx. EM", "xrag": "xRAG", "context_has_answer": "answer in context",
+                "f1": "F1", "bleu": "BLEU", "rougeL": "ROUGE-L"}
 
 TRANSLATION_QUESTION, SUMMARY_QUESTION = prompts.TRANSLATION_QUESTION, prompts.SUMMARY_QUESTION
 
@@ -196,14 +198,19 @@ Piece = prompts.Piece
 
 
 def few_shot_template(shots: Sequence[tuple[int, Example]], target: tuple[int, Example],
-                      with_documents: bool) -> list[Piece]:
+                      with_documents: bool, shot_documents: bool | None = None) -> list[Piece]:
     """prompts.few_shot, the reference's evaluation prompt ("Document: " <C> "\\nQuestion: q\\nAnswer:
     a\\n\\nDocument: " ... "\\nQuestion: q\\nAnswer:"), each document a Block keyed by its example index;
-    without documents the closed-book questions only. A shot's answer is its first one."""
-    def qa(index: int, ex: Example, answer: str | None) -> prompts.QA:
-        return prompts.QA(ex.question, answer, Document(ex.document, index) if with_documents else None)
+    without documents the closed-book questions only. `shot_documents` (default `with_documents`):
+    whether the shots keep theirs (the reference's closed-book baseline keeps them). A shot's answer
+    is its first one."""
+    shot_documents = with_documents if shot_documents is None else shot_documents
 
-    return prompts.few_shot([qa(i, ex, ex.answers[0]) for i, ex in shots], qa(*target, None))
+    def qa(index: int, ex: Example, answer: str | None, document: bool) -> prompts.QA:
+        return prompts.QA(ex.question, answer, Document(ex.document, index) if document else None)
+
+    return prompts.few_shot([qa(i, ex, ex.answers[0], shot_documents) for i, ex in shots],
+                            qa(*target, None, with_documents))
 
 
 def long_context_template(target: tuple[int, Example], with_documents: bool) -> list[Piece]:
@@ -238,56 +245,94 @@ def n_slots(blocks: Sequence[np.ndarray]) -> int:
 @dataclasses.dataclass
 class Prompt:
     """A prompt as `generate_ids` reads it (token-id lists and 2-D vector blocks), its length in
-    decoder slots, and the evaluated document's decoder tokens and slots (for the ratio)."""
+    decoder slots, the evaluated document's decoder tokens and slots (for the ratio), and the prompt
+    as `arc-jax data show --json` pieces ({"text", "loss"}, {"compressed", "text"}, {"special"})."""
 
     pieces: list
     prefill: int
     document_tokens: int | None = None
     document_slots: int | None = None
+    shown: list = dataclasses.field(default_factory=list)
 
 
 def realize(pieces: Sequence[Piece], mode: str, tokenizer, blocks: Mapping[int, Sequence[np.ndarray]],
-            target: int) -> Prompt:
+            target: int, special: bool = False, block_texts: Mapping[int, Sequence[str]] | None = None) -> Prompt:
     """The token-level prompt of a template in `mode`. `blocks[i]` holds the compressed blocks of
-    example i's document (compressed and truncated modes); `target` is the evaluated example."""
+    example i's document (compressed and truncated modes), each ending with <Cont> when `special`;
+    `block_texts[i]` the text of each (default: the document's); `target` is the evaluated example.
+    A closed-book prompt reads the documents it holds (the shots', in the reference's baseline) as text."""
     bos = [[tokenizer.bos_id]] if tokenizer.bos_id is not None else []
     documents = [p for p in pieces if isinstance(p, Document)]
     target_docs = [d for d in documents if d.key == target]
     doc_tokens = len(tokenizer.encode(target_docs[0].text)) if target_docs else None
     if mode == "compressed":  # each run of text between blocks tokenised alone, as the training tasks do
-        out = list(bos)
+        out, shown = list(bos), []
         for p in prompts.text_runs(pieces):
-            out += [tokenizer.encode(p)] if isinstance(p, str) else list(blocks[p.key])
+            if isinstance(p, str):
+                out.append(tokenizer.encode(p))
+                shown.append({"text": show_text(tokenizer, out[-1], out[:-1]), "loss": False})
+                continue
+            texts = (block_texts or {}).get(p.key) or [p.text] * len(blocks[p.key])
+            for block, text in zip(blocks[p.key], texts):
+                out.append(block)
+                shown.append({"compressed": len(block) - special, "text": text})
+                if special:
+                    shown.append({"special": "cont"})
+        if bos and shown and "loss" in shown[0]:
+            shown[0]["text"] = "<bos>" + shown[0]["text"]
+        elif bos:
+            shown.insert(0, {"text": "<bos>", "loss": False})
         slots = n_slots(blocks[target]) if target_docs else None
     elif mode in ("open_book", "closed_book", "truncated"):
-        if mode == "closed_book" and documents:
-            raise ValueError("a closed-book prompt holds no document")
+        if mode == "closed_book" and target_docs:
+            raise ValueError("a closed-book prompt holds no document for the evaluated example")
         cut = {}
         if mode == "truncated":
             cut = {d.key: truncate_to_tokens(d.text, n_slots(blocks[d.key]), tokenizer) for d in documents}
         out = bos + [tokenizer.encode(render_text(pieces, lambda d: cut.get(d.key, d.text)))]
+        shown = [{"text": "<bos>" * bool(bos) + show_text(tokenizer, out[-1], []), "loss": False}]
         slots = len(tokenizer.encode(cut[target])) if mode == "truncated" and target_docs else doc_tokens
     else:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
-    return Prompt(out, sum(len(p) for p in out), doc_tokens, slots)
+    return Prompt(out, sum(len(p) for p in out), doc_tokens, slots, shown)
+
+
+def show_text(tokenizer, ids: Sequence[int], before: Sequence) -> str:
+    """Text ids decoded as `arc-jax data show` decodes them (after the text ids of `before`)."""
+    from arc_jax.data.show import decode_text
+
+    context = [t for piece in before if not isinstance(piece, np.ndarray) for t in piece]
+    return decode_text(tokenizer, list(ids), context)
 
 
 def first_line(text: str) -> str:
-    """The answer in generated text: up to its first newline, stripped."""
+    """The arc_jax protocol's answer in generated text: up to its first newline, stripped."""
     return text.split("\n", 1)[0].strip()
 
 
-def newline_stop_ids(tokenizer) -> list[int]:
-    """EOS and every token whose text starts a new line: what comes after one is never part of the
+def first_paragraph(text: str) -> str:
+    """The reference protocol's answer: the generated text before its first blank line, stripped
+    (embed_llm/models/augmented_model.py generate, truncate_line=True: text.split("\\n\\n")[0].strip();
+    evaluate_trad's rule for an empty first part then keeps the stripped whole, which is empty too)."""
+    return text.split("\n\n", 1)[0].strip()
+
+
+def stop_ids(tokenizer, starts: str) -> list[int]:
+    """EOS and every token whose text starts with `starts`: what comes after one is never part of the
     answer, so decoding may stop there (the token itself is left out, as the cut would drop it)."""
     ids = [tokenizer.eos_id]
     for i in range(tokenizer.vocab_size):
         try:
-            if tokenizer.decode([i]).startswith("\n"):
+            if tokenizer.decode([i]).startswith(starts):
                 ids.append(i)
         except Exception:  # noqa: BLE001 - ids a tokenizer cannot decode alone (specials, byte pieces)
             continue
     return sorted(set(ids))
+
+
+def newline_stop_ids(tokenizer) -> list[int]:
+    """The arc_jax protocol's stops: EOS and tokens that start a new line."""
+    return stop_ids(tokenizer, "\n")
 
 
 # --- Compression ---------------------------------------------------------------------------------
@@ -323,26 +368,72 @@ def compress_long_documents(pipe, texts: Sequence[str], chunk_len: int, max_chun
     return out
 
 
+# --- Protocols ----------------------------------------------------------------------------------
+
+PROTOCOLS = ("reference", "arc_jax")
+# Generation lengths: the reference's scripts/eval.sh runs --max_seq_len 64 (QA, and translation at
+# the argparse default 64) and 256 for CNN (evaluate_QA also sets 256 for it).
+MAX_NEW_TOKENS = {"reference": {"qa": 64, "translation": 64, "summarization": 256, "long_context": 64},
+                  "arc_jax": DEFAULT_MAX_NEW_TOKENS}
+REFERENCE_SHUFFLE = 0.42  # eval_context_comp.py's --seed: random.shuffle(records, random=lambda: seed)
+REFERENCE_MAX_RECORDS = {"summarization": 1000}  # evaluate_QA evaluates at most 1000 CNN records
+
+
+def reference_order(n: int, value: float = REFERENCE_SHUFFLE) -> list[int]:
+    """The permutation random.shuffle(x, random=lambda: value) applied in the reference (Python's
+    algorithm, whose `random` argument 3.11 removed: for i from n-1 down to 1, swap x[i] and
+    x[floor(value * (i + 1))]); order[k] is the record at position k."""
+    order = list(range(n))
+    for i in reversed(range(1, n)):
+        j = math.floor(value * (i + 1))
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def reference_split(n_examples: int, shots: int, kind: str, max_examples: int | None,
+                    value: float = REFERENCE_SHUFFLE) -> tuple[list[int], list[int]]:
+    """(shot indices, evaluated indices) as the reference chooses them: the records shuffled by
+    reference_order, the first `shots` the in-context examples (never evaluated), the rest evaluated
+    in reverse order (evaluate_QA; evaluate_trad keeps translation's order), at most 1000 for
+    summarisation and `max_examples` (its --n_samples)."""
+    if shots < 0:
+        raise ValueError(f"shots must be >= 0, got {shots}")
+    if n_examples <= shots:
+        raise DataError(f"{n_examples} record(s) but {shots} shot(s): need at least one record beyond the shots")
+    order = reference_order(n_examples, value)
+    rest = order[shots:] if kind == "translation" else order[shots:][::-1]
+    caps = [c for c in (max_examples, REFERENCE_MAX_RECORDS.get(kind)) if c is not None]
+    return order[:shots], rest[: min(caps)] if caps else rest
+
+
 # --- The evaluation loop -------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class _ModeRun:
-    predictions: list[str] = dataclasses.field(default_factory=list)
-    prefill: list[int] = dataclasses.field(default_factory=list)
-    ratios: list[float] = dataclasses.field(default_factory=list)
+    records: list[dict] = dataclasses.field(default_factory=list)  # predictions/*.jsonl, in evaluation order
     seconds: float = 0.0
 
 
 def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] = ("closed_book", "open_book",
-             "compressed"), out_dir: str | Path | None = None, *, shots: int = 5, max_examples: int | None = None,
-             batch_size: int = 8, max_new_tokens: int | None = None, seed: int = 0, max_passages: int = 1,
-             chunk_len: int = 1024, max_chunks: int = 32, progress: bool = True) -> dict:
+             "compressed"), out_dir: str | Path | None = None, *, protocol: str = "reference", shots: int = 5,
+             max_examples: int | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
+             seed: float | None = None, max_passages: int = 1, chunk_len: int = 1024, max_chunks: int = 32,
+             progress: bool = True) -> dict:
     """Evaluate `pipe` (an ARCPipeline) on each benchmark in each mode; returns the results dict
-    (also written to out_dir as results.json, results.md and predictions/, after each benchmark).
+    (also written to out_dir as results.json, results.md and predictions/, after each batch).
 
-    max_new_tokens None takes the kind's default (QA 32, translation and summaries 128, long
-    context 64). Long-context benchmarks are zero-shot. All files are read and checked first."""
+    `protocol`: "reference" (kyutai-labs/ARC-Encoder's evaluation: its shot choice and order, the
+    answer cut at the first blank line, 64 new tokens for QA and translation, 256 and at most 1000
+    records for summaries) or "arc_jax" (this project's earlier one: shots drawn with an integer
+    seed, evaluated records in file order, the answer cut at the first newline, 32 / 128 new
+    tokens). `seed`: the reference's shuffle value (default 0.42) or arc_jax's seed (default 0).
+    max_new_tokens None takes the protocol's default for the kind. Long-context benchmarks are
+    zero-shot. All files are read and checked first. With out_dir, an evaluation killed part-way
+    resumes there: records already predicted (whole batches) are read back, not generated again,
+    and the results are those of an uninterrupted run; out_dir must hold the same settings."""
     modes = list(dict.fromkeys(modes))
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     if not modes or any(m not in MODES for m in modes):
         raise ValueError(f"modes {modes} must be some of {', '.join(MODES)}")
     if batch_size < 1 or (max_examples is not None and max_examples < 1):
@@ -350,25 +441,58 @@ def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] =
     benches = _unique_names([parse_benchmark(b) if isinstance(b, str) else b for b in benchmarks])
     if not benches:
         raise ValueError("no benchmark to evaluate")
-    need_document = any(m != "closed_book" for m in modes)
+    seed = (REFERENCE_SHUFFLE if protocol == "reference" else 0) if seed is None else seed
+    need_document = any(m != "closed_book" for m in modes) or protocol == "reference"
     loaded = [(b, load_examples(b, need_document, max_passages)) for b in benches]
-    splits = [split_shots(len(ex), 0 if b.kind == "long_context" else shots, seed, max_examples) for b, ex in loaded]
+    splits = []
+    for b, ex in loaded:
+        k = 0 if b.kind == "long_context" else shots
+        splits.append(reference_split(len(ex), k, b.kind, max_examples, seed) if protocol == "reference"
+                      else split_shots(len(ex), k, int(seed), max_examples))
 
     tokenizer = pipe.decoder_tokenizer
     vocab_limit = min(tokenizer.vocab_size, pipe.decoder.config.vocab_size)  # as ARCPipeline.generate
-    stop_ids = [i for i in newline_stop_ids(tokenizer) if i < vocab_limit]
-    results = {"settings": {"modes": modes, "shots": shots, "seed": seed, "max_examples": max_examples,
-                            "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+    stops = stop_ids(tokenizer, "\n\n" if protocol == "reference" else "\n")
+    results = {"settings": {"protocol": protocol, "modes": modes, "shots": shots, "seed": seed,
+                            "max_examples": max_examples, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                             "max_passages": max_passages, "chunk_len": chunk_len, "max_chunks": max_chunks,
                             "decoder_index": getattr(pipe, "decoder_index", None)},
                "benchmarks": {}}
+    if out_dir is not None:
+        _claim(Path(out_dir), results["settings"], [str(b.path) for b in benches])
     for (bench, examples), (shot_ids, eval_ids) in zip(loaded, splits):
-        decoding = _Decoding(tokenizer, max_new_tokens or DEFAULT_MAX_NEW_TOKENS[bench.kind], stop_ids, vocab_limit)
+        limit = max_new_tokens or MAX_NEW_TOKENS[protocol][bench.kind]
+        decoding = _Decoding(tokenizer, limit, [i for i in stops if i < vocab_limit], vocab_limit, protocol)
         results["benchmarks"][bench.name] = _evaluate_one(pipe, bench, examples, shot_ids, eval_ids, modes, decoding,
                                                           batch_size, chunk_len, max_chunks, progress, out_dir)
         if out_dir is not None:
             write_results(results, out_dir)
     return results
+
+
+def _claim(out: Path, settings: dict, paths: list[str]) -> None:
+    """Record the evaluation's settings in out/settings.json, or check that a resumed one has the
+    same: resuming with other settings would mix two evaluations' predictions."""
+    wanted = {**settings, "data": paths}
+    path = out / "settings.json"
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: unreadable ({e}); remove it or use another --out") from None
+        changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in wanted.items() if saved.get(k) != v]
+        if changed:
+            raise DataError(f"{out} holds an evaluation with other settings ({'; '.join(changed)}): "
+                            "use another --out, or remove it to start over")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, json.dumps(wanted, indent=1) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def _unique_names(benches: list[Benchmark]) -> list[Benchmark]:
@@ -385,6 +509,30 @@ class _Decoding(NamedTuple):
     max_new_tokens: int
     stop_ids: list[int]
     vocab_limit: int
+    protocol: str
+
+    def answer(self, text: str) -> str:
+        return first_paragraph(text) if self.protocol == "reference" else first_line(text)
+
+
+def _predictions_path(out_dir, bench: Benchmark, mode: str) -> Path:
+    return Path(out_dir) / "predictions" / f"{_file_name(bench.name)}.{mode}.jsonl"
+
+
+def _done_records(path: Path, expected_lines: list[int]) -> list[dict]:
+    """The records an earlier, interrupted run wrote for these evaluated lines (whole batches; a
+    torn last line is dropped), or [] when there are none."""
+    if not path.exists():
+        return []
+    records = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(raw))
+        except ValueError:
+            break
+    if [r.get("line") for r in records] != expected_lines[: len(records)]:
+        raise DataError(f"{path}: its records are not those of this evaluation; remove it or use another --out")
+    return records
 
 
 def _evaluate_one(pipe, bench: Benchmark, examples: list[Example], shot_ids: list[int], eval_ids: list[int],
@@ -394,42 +542,76 @@ def _evaluate_one(pipe, bench: Benchmark, examples: list[Example], shot_ids: lis
 
     tokenizer = decoding.tokenizer
     long = bench.kind == "long_context"
+    reference = decoding.protocol == "reference"
     if long:  # every mode reads what the chunks hold
         examples = list(examples)
         for i in eval_ids:
             if examples[i].document:
                 text = covered_text(examples[i].document, pipe.encoder_tokenizer, chunk_len, max_chunks)
                 examples[i] = dataclasses.replace(examples[i], document=text)
+    special = not long and bool(pipe.encoder.config.cont_tok)
+    block_texts: dict[int, list[str]] = {}
 
     def compress(indices):
         texts = [examples[i].document for i in indices]
-        blocks = (compress_long_documents(pipe, texts, chunk_len, max_chunks) if long
-                  else compress_documents(pipe, texts))
-        return dict(zip(indices, blocks))
+        if not long:
+            return dict(zip(indices, compress_documents(pipe, texts)))
+        for i in indices:
+            block_texts[i] = [pipe.encoder_tokenizer.decode(c) for c in
+                              long_context_chunks(examples[i].document, pipe.encoder_tokenizer, chunk_len, max_chunks)]
+        return dict(zip(indices, compress_long_documents(pipe, texts, chunk_len, max_chunks)))
+
+    def template(i, mode):
+        if long:
+            return long_context_template((i, examples[i]), mode != "closed_book")
+        # The reference's closed-book baseline keeps the shots' documents (as text).
+        return few_shot_template(shots, (i, examples[i]), mode != "closed_book",
+                                 shot_documents=reference or mode != "closed_book")
 
     needs_blocks = any(m in ("compressed", "truncated") for m in modes)
-    shot_blocks = compress(shot_ids) if needs_blocks else {}
     shots = [(i, examples[i]) for i in shot_ids]
+    lines = [examples[i].line for i in eval_ids]
     runs = {m: _ModeRun() for m in modes}
-    bar = tqdm(total=len(eval_ids) * len(modes), desc=bench.name, unit="prompt", disable=not progress)
-    for start in range(0, len(eval_ids), batch_size):
-        batch = eval_ids[start: start + batch_size]
+    for mode, run in runs.items():
+        if out_dir is not None:
+            run.records = _done_records(_predictions_path(out_dir, bench, mode), lines)
+    start = min(len(r.records) for r in runs.values()) // batch_size * batch_size
+    for mode, run in runs.items():  # resume at a batch boundary common to every mode
+        extra = len(run.records) > start
+        del run.records[start:]
+        if out_dir is not None and start and extra:  # a later batch of this mode alone, or a torn line
+            path = _predictions_path(out_dir, bench, mode)
+            _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in run.records))
+    shot_blocks = compress(shot_ids) if needs_blocks and start < len(eval_ids) else {}
+    bar = tqdm(total=len(eval_ids) * len(modes), initial=start * len(modes), desc=bench.name, unit="prompt",
+               disable=not progress)
+    metric_names = (REFERENCE_METRICS_BY_KIND if reference else METRICS_BY_KIND)[bench.kind]
+    per_record = [m for m in metric_names if m not in CORPUS_METRICS]  # BLEU is a corpus metric: none per record
+    for first in range(start, len(eval_ids), batch_size):
+        batch = eval_ids[first: first + batch_size]
         blocks = {**shot_blocks, **(compress(batch) if needs_blocks else {})}
         for mode in modes:
             bar.set_postfix(mode=mode)
-            prompts = []
-            for i in batch:
-                template = (long_context_template((i, examples[i]), mode != "closed_book") if long
-                            else few_shot_template(shots, (i, examples[i]), mode != "closed_book"))
-                prompts.append(realize(template, mode, tokenizer, blocks, i))
+            prompts_ = [realize(template(i, mode), mode, tokenizer, blocks, i, special, block_texts) for i in batch]
             began = time.perf_counter()
-            out = pipe.generate_ids([p.pieces for p in prompts], decoding.max_new_tokens, 0.0,
+            out = pipe.generate_ids([p.pieces for p in prompts_], decoding.max_new_tokens, 0.0,
                                     stop_ids=decoding.stop_ids, vocab_limit=decoding.vocab_limit)
             run = runs[mode]
             run.seconds += time.perf_counter() - began
-            run.predictions += [first_line(tokenizer.decode(ids)) for ids in out]
-            run.prefill += [p.prefill for p in prompts]
-            run.ratios += [p.document_tokens / p.document_slots for p in prompts if p.document_slots]
+            new = []
+            for i, prompt, ids in zip(batch, prompts_, out):
+                ex, generation = examples[i], tokenizer.decode(ids)
+                prediction = decoding.answer(generation)
+                new.append({"line": ex.line, "question": ex.question, "prompt": prompt.shown,
+                            "generation": generation, "prediction": prediction, "answers": list(ex.answers),
+                            "metrics": {m: 100.0 * v for m, v in record_scores(per_record, prediction, ex.answers,
+                                                                                ex.document).items()},
+                            "prefill_tokens": prompt.prefill,
+                            "compression_ratio": (prompt.document_tokens / prompt.document_slots
+                                                  if prompt.document_slots else None)})
+            run.records += new
+            if out_dir is not None:
+                _append_records(_predictions_path(out_dir, bench, mode), new, first == 0)
             bar.update(len(batch))
     bar.close()
 
@@ -440,16 +622,17 @@ def _evaluate_one(pipe, bench: Benchmark, examples: list[Example], shot_ids: lis
     if bench.language:
         result["language"] = bench.language
     for mode, run in runs.items():
+        predictions = [r["prediction"] for r in run.records]
+        ratios = [r["compression_ratio"] for r in run.records if r["compression_ratio"] is not None]
+        contexts = [examples[i].document for i in eval_ids]
         result["modes"][mode] = {
-            "metrics": {m: score(m, run.predictions, answers) for m in METRICS_BY_KIND[bench.kind]},
-            "n": len(run.predictions),
-            "compression_ratio": float(np.mean(run.ratios)) if run.ratios else None,
-            "prefill_tokens": float(np.mean(run.prefill)),
-            "seconds": run.seconds,
+            "metrics": {m: score(m, predictions, answers, contexts) for m in metric_names},
+            "n": len(predictions),
+            "compression_ratio": float(np.mean(ratios)) if ratios else None,
+            "prefill_tokens": float(np.mean([r["prefill_tokens"] for r in run.records])),
         }
         if out_dir is not None:
-            _write_predictions(Path(out_dir) / "predictions" / f"{_file_name(bench.name)}.{mode}.jsonl",
-                               [examples[i] for i in eval_ids], run.predictions)
+            _write_timing(Path(out_dir), bench.name, mode, run.seconds)
     return result
 
 
@@ -457,12 +640,23 @@ def _file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def _write_predictions(path: Path, examples: list[Example], predictions: list[str]) -> None:
+def _append_records(path: Path, records: list[dict], fresh: bool) -> None:
+    """Append one batch's prediction records (a fresh file for the first batch), flushed to disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for ex, pred in zip(examples, predictions):
-            f.write(json.dumps({"line": ex.line, "question": ex.question, "prediction": pred,
-                                "answers": list(ex.answers)}, ensure_ascii=False) + "\n")
+    with open(path, "w" if fresh else "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_timing(out: Path, bench: str, mode: str, seconds: float) -> None:
+    """Generation seconds per benchmark and mode, in timing.json (apart from results.json, which a
+    resumed evaluation reproduces exactly); a resumed run adds its seconds to the earlier run's."""
+    path = out / "timing.json"
+    timing = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    key = f"{bench}/{mode}"
+    timing[key] = timing.get(key, 0.0) + seconds
+    _write_atomic(path, json.dumps(timing, indent=1) + "\n")
 
 
 # --- Reports -------------------------------------------------------------------------------------
@@ -475,7 +669,7 @@ def markdown_table(results: dict) -> str:
     """One row per benchmark and mode: metric values, n, compression ratio, mean prefill tokens;
     then, with several benchmarks, the mean of each benchmark's main metric per mode."""
     benches = results["benchmarks"]
-    metrics = [m for m in METRIC_NAMES if any(m in METRICS_BY_KIND[b["kind"]] for b in benches.values())]
+    metrics = [m for m in METRIC_NAMES if any(m in r["metrics"] for b in benches.values() for r in b["modes"].values())]
     header = ["benchmark", "kind", "mode", *(METRIC_NAMES[m] for m in metrics), "n", "ratio", "prefill tokens"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, bench in benches.items():
