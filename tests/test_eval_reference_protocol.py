@@ -112,3 +112,15 @@ def test_a_killed_evaluation_resumes_where_it_stopped(tmp_path):
         harness.evaluate(again, [str(tmp_path / "qa.jsonl")], ["closed_book", "compressed"], tmp_path / "resumed",
                          shots=3, batch_size=3, progress=False)
     assert math.isfinite(json.loads((tmp_path / "resumed/timing.json").read_text())["qa/compressed"])
+
+
+def test_translation_prompt_is_evaluate_trads():
+    """evaluate_trad: "Document: " <C> "\\nQuestion: Translate the previous document into Spanish.\\nAnswer:
+    {translation}\\n\\nDocument: " ... <C> "\\nQuestion: Translate the previous document into Spanish.\\nAnswer:"."""
+    bench = harness.Benchmark("f.jsonl", "translation", language="Spanish")
+    shot = harness.example_from_record({"passage": " Hello. ", "answer": " Hola. "}, bench, 1, True)
+    target = harness.example_from_record({"passage": "Bye.", "answer": "Adiós."}, bench, 2, True)
+    pieces = harness.few_shot_template([(0, shot)], (1, target), with_documents=True)
+    question = "\nQuestion: Translate the previous document into Spanish.\nAnswer:"
+    assert [p if isinstance(p, str) else p.text for p in harness.prompts.text_runs(pieces)] == [
+        "Document: ", "Hello.", question + " Hola.\n\nDocument: ", "Bye.", question]
