@@ -19,7 +19,9 @@ Subcommands:
   export     write an encoder or decoder in a released / reference / Hugging Face / Meta layout
   roundtrip  generate a tiny random encoder and decoder, write and read every layout, check it
   data       check a training config's input pipeline (data check --config CONFIG), or show its
-             first samples as the decoder reads them (data show --config CONFIG [--n N] [--json])
+             first samples as the decoder reads them (data show --config CONFIG [--n N] [--json]);
+             write the reference's jsonl of a fine-tuning or evaluation set from the Hugging Face hub
+             (data prepare NAME --out DIR [--from PATH]; needs the prepare extra to download)
   train      train an encoder: train --config CONFIG --workdir DIR [--config.a.b=value ...]
   plan       compile a config's train step for a TPU topology or GPU node without the hardware: fits?,
              collectives, step time bound (plan --config CONFIG --topology v5p-64 | 8xh100; needs the

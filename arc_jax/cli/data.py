@@ -1,5 +1,6 @@
 """`arc-jax data check`: run a training config's input pipeline and report what it produced.
-`arc-jax data show`: print its first samples as the decoder reads them."""
+`arc-jax data show`: print its first samples as the decoder reads them.
+`arc-jax data prepare`: write the reference's jsonl files of a Hugging Face dataset."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ def add_parser(subparsers) -> None:
                                              "config's pipeline for some batches and reports samples per source, "
                                              "bad records (file:line, reason), token counts, packing efficiency "
                                              "and tokens/s. `arc-jax data show --config CONFIG` prints its first "
-                                             "samples as the decoder reads them.")
+                                             "samples as the decoder reads them. `arc-jax data prepare NAME --out "
+                                             "DIR` writes the reference's jsonl files of a fine-tuning or "
+                                             "evaluation set from the Hugging Face hub (or --from a local copy).")
     data.set_defaults(config_overrides=True)  # --config.a.b=value
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     p = data_sub.add_parser("check", help="run the input pipeline of a config and report",
@@ -24,6 +27,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batches", type=int, default=20, help="batches to draw (default 20)")
     p.set_defaults(func=check)
     _add_show_parser(data_sub)
+    _add_prepare_parser(data_sub)
 
 
 def _add_show_parser(data_sub) -> None:
@@ -47,6 +51,35 @@ def _add_show_parser(data_sub) -> None:
     p.set_defaults(func=show)
 
 
+def _add_prepare_parser(data_sub) -> None:
+    from arc_jax.data.prepare import SOURCES, HubSource
+
+    lines = []
+    for s in SOURCES.values():
+        where = f"{s.hub_id} ({s.config or 'default'}, {s.split})" if isinstance(s, HubSource) else \
+            f"{s.hub_id} ({s.hub_file})"
+        lines.append(f"{s.name}: {where}")
+    p = data_sub.add_parser(
+        "prepare", help="write the reference's jsonl files of a fine-tuning or evaluation set",
+        description="Write dataset NAME in the reference's jsonl format (the fields, paths and file names "
+                    "its load_datasets.ipynb and evaluation use) under --out: raw/, w_retrieved/, flores/ and "
+                    "long_context/ for the evaluation sets, the released files flat for arc_finetuning. "
+                    "Downloads through the `datasets` library (pip install 'arc-jax[prepare]'), or reads "
+                    "--from, a local copy of the split in the hub's own layout (parquet, jsonl or json files, "
+                    "a folder of them, or the hub's zip/tar archive). NQ and TriviaQA take retrieved passages "
+                    "from a 'passages' list in each input record (see README); without them only raw/ is "
+                    "written (closed book). Writes each file whole or not at all; prints records written per "
+                    "file and skipped records (file:line or row, reason). Datasets: " + "; ".join(lines) + ".")
+    p.add_argument("name", metavar="NAME", help=f"the dataset: {', '.join(SOURCES)}")
+    p.add_argument("--out", required=True, help="output folder (the reference's DATA_PATH)")
+    p.add_argument("--from", dest="from_path", metavar="PATH",
+                   help="a local copy of the split in the hub's layout, instead of downloading")
+    p.add_argument("--split", help="another split than the reference's (its files get the split in their name)")
+    p.add_argument("--max-records", type=int, metavar="N", help="stop after N input records (per file for "
+                                                                 "arc_finetuning)")
+    p.set_defaults(func=prepare, config_overrides=False)
+
+
 def check(args: argparse.Namespace):
     from arc_jax.config_loading import load_config
     from arc_jax.data.check import data_check
@@ -60,6 +93,13 @@ def show(args: argparse.Namespace):
 
     config = load_config(args.config, args.overrides)
     data_show(config, args.n, args.json, _training_order(config), config_name=args.config)
+
+
+def prepare(args: argparse.Namespace):
+    from arc_jax.data.prepare import prepare as prepare_data
+
+    report = prepare_data(args.name, args.out, args.from_path, args.split, args.max_records)
+    print("\n".join(report.lines()))
 
 
 def _training_order(config):
