@@ -218,3 +218,47 @@ def encode(pieces: Sequence[Piece], tokenizer, bos: bool = True) -> list[tuple[l
         else:
             out.append((ids, flags))
     return out
+
+
+# --- Long-context evaluation (embed_llm/generation/long_context/eval_downstream.py) ---------------
+
+# Per dataset (the reference's names: NarrativeQA, Qasper, GovReport, SummScreenFD, QMSum): the text
+# before the document, the query after it (its answer left empty), and what replaces the document's
+# end when the open-book prompt is cut to the decoder's window.
+LONG_CONTEXT_DOCUMENT = {"NQA": "Story:\n", "Qspr": "Article:\n", "GvRp": "Report:\n", "SSFD": "Episode Script:\n",
+                         "QMSum": "Transcript:\n"}
+LONG_CONTEXT_QUERY = {"NQA": "{instruction}Question:\n{question}\n\nAnswer:\n",
+                      "Qspr": "{instruction}Question:\n{question}\n\nAnswer:\n",
+                      "GvRp": "{instruction}Summary:\n", "SSFD": "{instruction}Summary:\n",
+                      "QMSum": "{instruction}Query:\n{question}\n\nAnswer:\n"}
+LONG_CONTEXT_TRUNCATED = {"NQA": "... [The rest of the story is omitted]\n\n",
+                          "Qspr": "... [The rest of the article is omitted]\n\n",
+                          "GvRp": "... [The rest of the report is omitted]\n\n",
+                          "SSFD": "... [The rest of the episode script is omitted]\n\n",
+                          "QMSum": "... [The rest of the transcript is omitted]\n\n"}
+
+
+def long_context_query(dataset: str, instruction: str | None, question: str | None) -> str:
+    """TestItem's test_text: the dataset's query with the record's instruction and question."""
+    return LONG_CONTEXT_QUERY[dataset].format(instruction=instruction or "", question=question or "")
+
+
+def long_context_instruction(dataset: str, instruction: str | None, question: str | None) -> ChatInstruction:
+    """The chat instruction of the compressed long-context prompt (TestItem.get_text): the document
+    label as prefix, the query without its "\\n\\nAnswer:\\n" / "Summary:\\n" as instruction, that
+    answer label as suffix."""
+    query = long_context_query(dataset, instruction, question)
+    suffix = "Answer:\n" if "Answer:" in query else "Summary:\n"
+    return ChatInstruction(LONG_CONTEXT_DOCUMENT[dataset], query.replace("\n\nAnswer:\n", "").replace("Summary:\n", ""),
+                           suffix)
+
+
+def long_context_text(dataset: str, document: Block | None, instruction: str | None, question: str | None
+                      ) -> list[Piece]:
+    """The open-book (vanilla) long-context prompt, plain text (TestItem.format_decoder_inputs): the
+    document label, the document and a blank line, then the query; without a document the label
+    and the query."""
+    query = long_context_query(dataset, instruction, question)
+    if document is None:
+        return [LONG_CONTEXT_DOCUMENT[dataset] + query]
+    return [LONG_CONTEXT_DOCUMENT[dataset], document, EXAMPLE_SEPARATOR + query]

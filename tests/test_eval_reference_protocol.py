@@ -124,3 +124,64 @@ def test_translation_prompt_is_evaluate_trads():
     question = "\nQuestion: Translate the previous document into Spanish.\nAnswer:"
     assert [p if isinstance(p, str) else p.text for p in harness.prompts.text_runs(pieces)] == [
         "Document: ", "Hello.", question + " Hola.\n\nDocument: ", "Bye.", question]
+
+
+# --- Long context (embed_llm/generation/long_context/eval_downstream.py TestItem, eval_long_context.py) ---
+
+STORY = {"passage": "Once upon a time.", "instruction": "Read the story.\n\n", "question": "Who?", "answers": ["A"]}
+
+
+def long_example(record=STORY, name="narrativeqa_validation.jsonl"):
+    bench = harness.parse_benchmark(f"{name}:long_context")
+    return bench, harness.example_from_record(record, bench, 1, True)
+
+
+def test_long_context_records_keep_instruction_and_question_and_the_dataset_template():
+    bench, ex = long_example()
+    assert bench.template == "NQA" and (ex.instruction, ex.query) == ("Read the story.", "Who?")
+    assert harness.parse_benchmark("x.jsonl:long_context:QMSum").template == "QMSum"
+    with pytest.raises(ValueError, match="unknown long-context template 'NOPE'"):
+        harness.parse_benchmark("x.jsonl:long_context:NOPE")
+
+
+def test_long_context_compressed_prompt_is_get_text_through_format_for_chat():
+    """instruct = "Story:\\n" || "{instruction}Question:\\n{question}" || "Answer:\\n"; format_for_chat
+    (generation): ("[INST] " + prefix).strip(), the chunks, the instruction stripped, then
+    " [/INST] " + suffix."""
+    bench, ex = long_example({**STORY, "instruction": "Read the story.\n\n"})
+    ex = harness.Example(ex.question, ex.answers, ex.document, 1, "Read the story.\n\n", "Who?")  # unstripped, as read
+    runs = harness.prompts.text_runs(harness.long_context_template((0, ex), True, "NQA"))
+    assert runs[0] == "[INST] Story:" and runs[1].text == "Once upon a time."
+    assert runs[2] == "Read the story.\n\nQuestion:\nWho? [/INST] Answer:\n"
+    report = harness.Example("q", ("s",), "Text.", 1, "Summarize the report.\n\n", None)
+    runs = harness.prompts.text_runs(harness.long_context_template((0, report), True, "GvRp"))
+    assert runs[0] == "[INST] Report:" and runs[2] == "Summarize the report. [/INST] Summary:\n"
+
+
+def test_long_context_open_book_prompt_is_format_decoder_inputs_and_is_cut_from_the_front():
+    """text = "Story:\\n" + doc + "\\n\\n" + query; over the window, the end of the text before the
+    query is kept, then "... [The rest of the story is omitted]\\n\\n" and the query."""
+    from test_eval_harness import WordTokenizer
+
+    tok = WordTokenizer()
+    ex = harness.Example("q", ("A",), " ".join(f"w{i}" for i in range(30)), 1, "Read.\n\n", "Who?")
+    pieces = harness.long_context_template((0, ex), True, "NQA", compressed=False)
+    query = "Read.\n\nQuestion:\nWho?\n\nAnswer:\n"
+    assert harness.render_text(pieces) == "Story:\n" + ex.document + "\n\n" + query
+    prompt = harness.realize(pieces, "open_book", tok, {}, target=0)
+    tail = tok.encode("... [The rest of the story is omitted]\n\n" + query)
+    limit = len(tail) + 6
+    cut = harness.fit_window(prompt, tok, limit, "... [The rest of the story is omitted]\n\n", query)
+    assert cut.prefill == limit and cut.pieces[0][-len(tail):] == tail
+    # the end of the text before the query: the document's last words and its "\n\n" (two tokens here)
+    assert tok.decode(cut.pieces[0][:6]) == "w26 w27 w28 w29\n\n"
+    assert harness.fit_window(prompt, tok, 1000, "x", query) is prompt
+
+
+def test_compressed_chunks_are_cut_to_the_room_left_in_the_window():
+    import numpy as np
+
+    blocks = [np.zeros((5, 2)), np.ones((5, 2))]  # 4 vectors + <Cont> each
+    kept, texts = harness.cut_blocks(blocks, ["a", "b"], room=5, special=True)
+    assert [len(b) for b in kept] == [5, 2] and texts == ["a", "b"] and kept[1][-1].tolist() == [1, 1]
+    assert harness.cut_blocks(blocks, ["a", "b"], room=0, special=True) == ([], [])

@@ -24,7 +24,8 @@ def add_parser(subparsers) -> None:
     add_model_arguments(p)
     p.add_argument("--data", required=True, nargs="+", metavar="FILE[:KIND]",
                    help="benchmark files; KIND is qa (default), translation[:LANGUAGE], summarization or "
-                        "long_context")
+                        "long_context[:TEMPLATE] (the reference's NQA, Qspr, GvRp, SSFD or QMSum; by default from "
+                        "the file name: narrativeqa, qasper, govreport, qmsum)")
     p.add_argument("--modes", default="closed_book,open_book,compressed",
                    help="comma-separated, of closed_book, open_book, compressed, truncated "
                         "(default closed_book,open_book,compressed)")
@@ -45,6 +46,9 @@ def add_parser(subparsers) -> None:
                    help="reference: the shuffle's fixed value (default 0.42, the reference's --seed); arc_jax: the "
                         "seed of the draw (default 0)")
     p.add_argument("--max-passages", type=int, default=1, help="QA passages joined into a document (default 1)")
+    p.add_argument("--context-window", type=int, default=4096,
+                   help="reference protocol, long context: the decoder's window the prompts are cut to, new "
+                        "tokens included (default 4096, Llama 2's)")
     p.add_argument("--step", type=int,
                    help="with a training workdir as --encoder: evaluate its checkpoint of this step (default: the "
                         "latest)")
@@ -67,7 +71,8 @@ def run(args: argparse.Namespace):
             pipe.encoder = with_pooling_factor(pipe.encoder, args.pooling_factor)
         results = evaluate(pipe, benchmarks, args.modes.split(","), args.out, protocol=args.protocol, shots=args.shots,
                            max_examples=args.max_examples, batch_size=args.batch_size,
-                           max_new_tokens=args.max_new_tokens, seed=args.seed, max_passages=args.max_passages)
+                           max_new_tokens=args.max_new_tokens, seed=args.seed, max_passages=args.max_passages,
+                           context_window=args.context_window)
     except ValueError as e:  # bad options or inputs the models cannot take: one line, no traceback
         raise DataError(str(e)) from None
     out = Path(args.out)

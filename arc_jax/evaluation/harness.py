@@ -78,29 +78,46 @@ _QUESTION_FIELDS = {"qa": ("question",), "translation": (), "summarization": ("q
 
 @dataclasses.dataclass(frozen=True)
 class Benchmark:
-    """One evaluation file: its kind, a name for the results, and (translation) the target language
-    when the records do not name it."""
+    """One evaluation file: its kind, a name for the results, (translation) the target language
+    when the records do not name it, and (long context) the reference's dataset template
+    (prompts.LONG_CONTEXT_QUERY: NQA, Qspr, GvRp, SSFD, QMSum; by default from the file name)."""
 
     path: str
     kind: str = "qa"
     name: str = ""
     language: str | None = None
+    template: str | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown benchmark kind {self.kind!r}; known: {', '.join(KINDS)}")
         if not self.name:
             object.__setattr__(self, "name", Path(self.path).stem)
+        if self.kind == "long_context" and self.template is None:
+            stem = Path(self.path).stem.lower()
+            found = [t for key, t in LONG_CONTEXT_FILE_NAMES.items() if key in stem]
+            object.__setattr__(self, "template", found[0] if found else None)
+        if self.template is not None and self.template not in prompts.LONG_CONTEXT_QUERY:
+            raise ValueError(f"unknown long-context template {self.template!r}; known: "
+                             f"{', '.join(prompts.LONG_CONTEXT_QUERY)}")
+
+
+# File names that say which reference long-context template a file takes (data prepare's names).
+LONG_CONTEXT_FILE_NAMES = {"narrativeqa": "NQA", "qasper": "Qspr", "govreport": "GvRp", "qmsum": "QMSum",
+                           "summ_screen": "SSFD", "ssfd": "SSFD"}
 
 
 def parse_benchmark(spec: str) -> Benchmark:
-    """`FILE`, `FILE:KIND` or `FILE:translation:LANGUAGE` (the command line's --data)."""
+    """`FILE`, `FILE:KIND`, `FILE:translation:LANGUAGE` or `FILE:long_context:TEMPLATE` (the command
+    line's --data)."""
     head, _, last = spec.rpartition(":")
     if head and last in KINDS:
         return Benchmark(head, last)
     path, _, kind = head.rpartition(":")
     if path and kind == "translation":
         return Benchmark(path, kind, f"{Path(path).stem}-{last}", language=last)
+    if path and kind == "long_context":
+        return Benchmark(path, kind, template=last)
     if head and not Path(spec).exists():
         raise ValueError(f"--data {spec!r}: unknown benchmark kind {last!r}; known: {', '.join(KINDS)} "
                          "(FILE, FILE:KIND or FILE:translation:LANGUAGE)")
@@ -116,6 +133,8 @@ class Example:
     answers: tuple[str, ...]
     document: str | None
     line: int
+    instruction: str | None = None  # long context: the record's instruction and question, apart
+    query: str | None = None
 
 
 def _texts(record: dict, names: Sequence[str], role: str, required: bool, types=(str, list)) -> list[str] | None:
@@ -148,6 +167,10 @@ def example_from_record(record: dict, bench: Benchmark, line: int, need_document
         question = [TRANSLATION_QUESTION.format(language=language.strip())]
     elif kind == "summarization" and question is None:
         question = [SUMMARY_QUESTION]
+    if kind == "long_context":  # both kept: the reference's templates read the instruction and the question
+        instruction = _texts(record, ("instruction",), "the instruction", False, str)
+        query = _texts(record, ("question",), "the question", False, str)
+        return Example(question[0], tuple(answers), document, line, instruction and instruction[0], query and query[0])
     return Example(question[0], tuple(answers), document, line)
 
 
@@ -213,12 +236,21 @@ def few_shot_template(shots: Sequence[tuple[int, Example]], target: tuple[int, E
                             qa(*target, None, with_documents))
 
 
-def long_context_template(target: tuple[int, Example], with_documents: bool) -> list[Piece]:
+def long_context_template(target: tuple[int, Example], with_documents: bool, template: str | None = None,
+                          compressed: bool = True) -> list[Piece]:
     """prompts.chat for generation, as tasks.long_context trains: "[INST]" + the instruction's
     prefix, <C...C>, the instruction, " [/INST] " + its suffix (an instruction may be the
     reference's "prefix||instruction||suffix"). Read as text, the document follows the head after a
-    space and a newline ends it."""
+    space and a newline ends it. With the reference's dataset `template` (TestItem of
+    long_context/eval_downstream.py): compressed, the chat layout with the dataset's document label,
+    query and answer label; otherwise its plain-text prompt."""
     index, ex = target
+    if template is not None:  # the reference's: chat for compressed documents, plain text otherwise
+        document = Document(ex.document, index) if with_documents else None
+        if compressed:
+            instruction = prompts.long_context_instruction(template, ex.instruction, ex.query)
+            return prompts.chat(instruction, [document] if document else [])
+        return prompts.long_context_text(template, document, ex.instruction, ex.query)
     blocks = [Document(ex.document, index, sep=" ")] if with_documents else []
     return prompts.chat(prompts.ChatInstruction.parse(ex.question), blocks)
 
@@ -354,18 +386,50 @@ def covered_text(text: str, tokenizer, chunk_len: int, max_chunks: int) -> str:
     return text if len(ids) <= chunk_len * max_chunks else tokenizer.decode(ids[: chunk_len * max_chunks])
 
 
-def compress_long_documents(pipe, texts: Sequence[str], chunk_len: int, max_chunks: int) -> list[list[np.ndarray]]:
-    """Long documents: each chunk compressed on its own, without special vectors (as trained)."""
+def compress_long_documents(pipe, texts: Sequence[str], chunk_len: int, max_chunks: int,
+                            keep_special: bool = False) -> list[list[np.ndarray]]:
+    """Long documents: each chunk compressed on its own, without special vectors (as trained), or
+    with <Cont> after each (`keep_special`: the reference's long-context evaluation adds it)."""
     chunks = [long_context_chunks(t, pipe.encoder_tokenizer, chunk_len, max_chunks) for t in texts]
     flat = [c for doc in chunks for c in doc]
     blocks = pipe.encoder.compress(flat, decoder=pipe.decoder_index) if flat else []
-    if pipe.encoder.config.cont_tok:  # compress appends <Cont>; long-context samples have none
+    if pipe.encoder.config.cont_tok and not keep_special:  # compress appends <Cont>; long-context samples have none
         blocks = [b[:-1] for b in blocks]
     out, start = [], 0
     for doc in chunks:
         out.append([np.asarray(b) for b in blocks[start: start + len(doc)]])
         start += len(doc)
     return out
+
+
+def cut_blocks(blocks: list[np.ndarray], texts: list[str], room: int, special: bool) -> tuple[list, list]:
+    """The chunks' vectors cut to `room` in total (specials not counted), as the reference cuts the
+    compressed long document to the tokens left in the window; each kept chunk keeps its special."""
+    kept, kept_texts, used = [], [], 0
+    for block, text in zip(blocks, texts):
+        vectors = block[:-1] if special else block
+        take = min(len(vectors), room - used)
+        if take <= 0:
+            break
+        kept.append(np.concatenate([vectors[:take], block[-1:]]) if special else vectors[:take])
+        kept_texts.append(text)
+        used += take
+    return kept, kept_texts
+
+
+def fit_window(prompt: Prompt, tokenizer, limit: int, separator: str, query: str) -> Prompt:
+    """A text prompt cut to `limit` tokens as TestItem.format_decoder_inputs cuts it: the end of the
+    text before the query kept, then `separator` and the query (the start, BOS included, dropped)."""
+    if prompt.prefill <= limit:
+        return prompt
+    text = tokenizer.decode([t for piece in prompt.pieces for t in piece if t != tokenizer.bos_id])
+    if not text.endswith(query):
+        raise ValueError("a long-context text prompt must end with its query")
+    tail = tokenizer.encode(separator + query)
+    before = [tokenizer.bos_id] * (tokenizer.bos_id is not None) + tokenizer.encode(text[: len(text) - len(query)])
+    kept = before[len(before) - max(0, limit - len(tail)):] + tail
+    shown = [{"text": show_text(tokenizer, kept, []), "loss": False}]
+    return dataclasses.replace(prompt, pieces=[kept], prefill=len(kept), shown=shown)
 
 
 # --- Protocols ----------------------------------------------------------------------------------
@@ -418,7 +482,7 @@ def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] =
              "compressed"), out_dir: str | Path | None = None, *, protocol: str = "reference", shots: int = 5,
              max_examples: int | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
              seed: float | None = None, max_passages: int = 1, chunk_len: int = 1024, max_chunks: int = 32,
-             progress: bool = True) -> dict:
+             context_window: int | None = 4096, progress: bool = True) -> dict:
     """Evaluate `pipe` (an ARCPipeline) on each benchmark in each mode; returns the results dict
     (also written to out_dir as results.json, results.md and predictions/, after each batch).
 
@@ -428,7 +492,11 @@ def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] =
     seed, evaluated records in file order, the answer cut at the first newline, 32 / 128 new
     tokens). `seed`: the reference's shuffle value (default 0.42) or arc_jax's seed (default 0).
     max_new_tokens None takes the protocol's default for the kind. Long-context benchmarks are
-    zero-shot. All files are read and checked first. With out_dir, an evaluation killed part-way
+    zero-shot; in the reference protocol a file with a reference dataset template (Benchmark.template)
+    is evaluated as its long_context/eval_long_context.py does: the chat prompt with the dataset's
+    labels, <Cont> after each chunk when the encoder has it, the compressed vectors and the text
+    prompts cut to fit `context_window` (Llama 2's 4096) with the new tokens, the answer the whole
+    generation stripped. All files are read and checked first. With out_dir, an evaluation killed part-way
     resumes there: records already predicted (whole batches) are read back, not generated again,
     and the results are those of an uninterrupted run; out_dir must hold the same settings."""
     modes = list(dict.fromkeys(modes))
@@ -453,16 +521,19 @@ def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] =
     tokenizer = pipe.decoder_tokenizer
     vocab_limit = min(tokenizer.vocab_size, pipe.decoder.config.vocab_size)  # as ARCPipeline.generate
     stops = stop_ids(tokenizer, "\n\n" if protocol == "reference" else "\n")
+    newline_stops = stops if protocol == "arc_jax" else stop_ids(tokenizer, "\n")
     results = {"settings": {"protocol": protocol, "modes": modes, "shots": shots, "seed": seed,
                             "max_examples": max_examples, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                             "max_passages": max_passages, "chunk_len": chunk_len, "max_chunks": max_chunks,
+                            "context_window": context_window,
                             "decoder_index": getattr(pipe, "decoder_index", None)},
                "benchmarks": {}}
     if out_dir is not None:
         _claim(Path(out_dir), results["settings"], [str(b.path) for b in benches])
     for (bench, examples), (shot_ids, eval_ids) in zip(loaded, splits):
         limit = max_new_tokens or MAX_NEW_TOKENS[protocol][bench.kind]
-        decoding = _Decoding(tokenizer, limit, [i for i in stops if i < vocab_limit], vocab_limit, protocol)
+        decoding = _Decoding(tokenizer, limit, [i for i in stops if i < vocab_limit], vocab_limit, protocol,
+                             [i for i in newline_stops if i < vocab_limit], context_window)
         results["benchmarks"][bench.name] = _evaluate_one(pipe, bench, examples, shot_ids, eval_ids, modes, decoding,
                                                           batch_size, chunk_len, max_chunks, progress, out_dir)
         if out_dir is not None:
@@ -510,9 +581,20 @@ class _Decoding(NamedTuple):
     stop_ids: list[int]
     vocab_limit: int
     protocol: str
+    newline_stops: list[int]  # the reference's long-context baselines stop at a newline
+    window: int | None  # the reference's long-context input_max_len
 
-    def answer(self, text: str) -> str:
+    def answer(self, text: str, long_reference: bool = False) -> str:
+        if long_reference:  # eval_long_context.py: the generated text stripped, no cut
+            return text.strip()
         return first_paragraph(text) if self.protocol == "reference" else first_line(text)
+
+    def stops(self, long_reference: bool, mode: str) -> list[int]:
+        """The reference's long-context compressed prompts stop at EOS only, its text prompts at a
+        newline too; everything else at the protocol's stops."""
+        if long_reference:
+            return [self.tokenizer.eos_id] if mode == "compressed" else self.newline_stops
+        return self.stop_ids
 
 
 def _predictions_path(out_dir, bench: Benchmark, mode: str) -> Path:
@@ -549,7 +631,8 @@ def _evaluate_one(pipe, bench: Benchmark, examples: list[Example], shot_ids: lis
             if examples[i].document:
                 text = covered_text(examples[i].document, pipe.encoder_tokenizer, chunk_len, max_chunks)
                 examples[i] = dataclasses.replace(examples[i], document=text)
-    special = not long and bool(pipe.encoder.config.cont_tok)
+    long_reference = long and reference and bench.template is not None
+    special = (not long or long_reference) and bool(pipe.encoder.config.cont_tok)
     block_texts: dict[int, list[str]] = {}
 
     def compress(indices):
@@ -559,11 +642,20 @@ def _evaluate_one(pipe, bench: Benchmark, examples: list[Example], shot_ids: lis
         for i in indices:
             block_texts[i] = [pipe.encoder_tokenizer.decode(c) for c in
                               long_context_chunks(examples[i].document, pipe.encoder_tokenizer, chunk_len, max_chunks)]
-        return dict(zip(indices, compress_long_documents(pipe, texts, chunk_len, max_chunks)))
+        compressed = compress_long_documents(pipe, texts, chunk_len, max_chunks, keep_special=special)
+        if long_reference and decoding.window:  # the vectors that fit the window (TestItem.get_text)
+            for i, doc_blocks in zip(indices, compressed):
+                ex = examples[i]
+                instruction = prompts.long_context_instruction(bench.template, ex.instruction, ex.query)
+                head = "||".join((instruction.prefix, instruction.instruction, instruction.suffix))
+                room = decoding.window - len(tokenizer.encode(head)) - decoding.max_new_tokens
+                doc_blocks[:], block_texts[i][:] = cut_blocks(doc_blocks, block_texts[i], room, special)
+        return dict(zip(indices, compressed))
 
     def template(i, mode):
         if long:
-            return long_context_template((i, examples[i]), mode != "closed_book")
+            return long_context_template((i, examples[i]), mode != "closed_book",
+                                         bench.template if long_reference else None, mode == "compressed")
         # The reference's closed-book baseline keeps the shots' documents (as text).
         return few_shot_template(shots, (i, examples[i]), mode != "closed_book",
                                  shot_documents=reference or mode != "closed_book")
@@ -593,15 +685,21 @@ def _evaluate_one(pipe, bench: Benchmark, examples: list[Example], shot_ids: lis
         for mode in modes:
             bar.set_postfix(mode=mode)
             prompts_ = [realize(template(i, mode), mode, tokenizer, blocks, i, special, block_texts) for i in batch]
+            if long_reference and decoding.window and mode != "compressed":
+                prompts_ = [fit_window(p, tokenizer, decoding.window - decoding.max_new_tokens,
+                                       prompts.LONG_CONTEXT_TRUNCATED[bench.template],
+                                       prompts.long_context_query(bench.template, examples[i].instruction,
+                                                                  examples[i].query))
+                            for i, p in zip(batch, prompts_)]
             began = time.perf_counter()
             out = pipe.generate_ids([p.pieces for p in prompts_], decoding.max_new_tokens, 0.0,
-                                    stop_ids=decoding.stop_ids, vocab_limit=decoding.vocab_limit)
+                                    stop_ids=decoding.stops(long_reference, mode), vocab_limit=decoding.vocab_limit)
             run = runs[mode]
             run.seconds += time.perf_counter() - began
             new = []
             for i, prompt, ids in zip(batch, prompts_, out):
                 ex, generation = examples[i], tokenizer.decode(ids)
-                prediction = decoding.answer(generation)
+                prediction = decoding.answer(generation, long_reference)
                 new.append({"line": ex.line, "question": ex.question, "prompt": prompt.shown,
                             "generation": generation, "prediction": prediction, "answers": list(ex.answers),
                             "metrics": {m: 100.0 * v for m, v in record_scores(per_record, prediction, ex.answers,
