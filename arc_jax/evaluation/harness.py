@@ -21,12 +21,17 @@ Modes say what stands for each document <C> (the shots' ones included):
   "\\nQuestion: q\\nAnswer: a\\n\\nDocument: ", <C>, ..., "\\nQuestion: q\\nAnswer:").
 - truncated:   the document's text cut to as many decoder tokens as its compressed block has
   vectors (a baseline with the same prefill budget), tokenised as open_book.
-Long context (zero-shot, no special vectors) uses the chat layout tasks.long_context trains with
-(prompts.chat): "[INST]" + the instruction's prefix, <C...C>, the instruction, " [/INST] " + its
-suffix; the document cut into <= 32 chunks of 1024 encoder tokens, each compressed on its own.
+Long context (zero-shot) cuts the document into <= 32 chunks of 1024 encoder tokens, each
+compressed on its own. A file with a reference dataset template (NarrativeQA, Qasper, GovReport,
+SummScreenFD, QMSum) is read in the reference protocol as the reference's long-context evaluation
+reads it (prompts.long_context_*: its labels and query in the chat layout, <Cont> after each chunk,
+the prompt cut to the decoder's window); otherwise with the chat layout tasks.long_context trains
+with (prompts.chat: "[INST]" + the instruction's prefix, <C...C>, the instruction, " [/INST] " + its
+suffix; no special vectors).
 
-Every prompt starts with the decoder's BOS. Generation is greedy; the answer is the generated
-text up to its first newline, stripped (decoding stops at EOS or at a token that starts a new line).
+Every prompt starts with the decoder's BOS. Generation is greedy. The answer (PROTOCOLS): the text
+before its first blank line (reference; long context: the whole generation), or before its first
+newline (arc_jax), stripped; decoding stops at EOS or at a token that opens such a cut.
 
 Metrics (metrics.py, in percent): QA EM and F1, translation BLEU, summarisation ROUGE-L, long
 context F1 and ROUGE-L. Per benchmark and mode the results also hold n, the compression ratio (the
