@@ -20,6 +20,8 @@ def test_shot_order_is_the_references_fixed_shuffle():
     assert harness.reference_split(5, 2, "qa", None) == ([4, 0], [2, 1, 3])
     assert harness.reference_split(5, 2, "translation", None) == ([4, 0], [3, 1, 2])
     assert harness.reference_split(5, 2, "qa", 2) == ([4, 0], [2, 1])  # --n_samples
+    assert harness.reference_split(5, 0, "long_context", None) == ([], [0, 1, 2, 3, 4])  # file order
+    assert harness.reference_split(5, 0, "long_context", 2) == ([], [4, 0])  # shuffled, the first n_samples
     _, evaluated = harness.reference_split(1200, 5, "summarization", None)
     assert len(evaluated) == 1000  # evaluate_QA caps CNN at 1000 records
     with pytest.raises(DataError, match="need at least one record beyond the shots"):

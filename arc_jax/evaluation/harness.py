@@ -464,11 +464,14 @@ def reference_split(n_examples: int, shots: int, kind: str, max_examples: int | 
     """(shot indices, evaluated indices) as the reference chooses them: the records shuffled by
     reference_order, the first `shots` the in-context examples (never evaluated), the rest evaluated
     in reverse order (evaluate_QA; evaluate_trad keeps translation's order), at most 1000 for
-    summarisation and `max_examples` (its --n_samples)."""
+    summarisation and `max_examples` (its --n_samples). Long context (zero-shot): the file's order,
+    or the first `max_examples` of the shuffle."""
     if shots < 0:
         raise ValueError(f"shots must be >= 0, got {shots}")
     if n_examples <= shots:
         raise DataError(f"{n_examples} record(s) but {shots} shot(s): need at least one record beyond the shots")
+    if kind == "long_context":  # eval_long_context.py: file order, or the first n of the shuffle with --n_samples
+        return [], (reference_order(n_examples, value)[:max_examples] if max_examples else list(range(n_examples)))
     order = reference_order(n_examples, value)
     rest = order[shots:] if kind == "translation" else order[shots:][::-1]
     caps = [c for c in (max_examples, REFERENCE_MAX_RECORDS.get(kind)) if c is not None]
