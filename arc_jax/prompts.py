@@ -97,10 +97,15 @@ class QA:
     document: Block | None = None
 
 
-def few_shot(shots: Sequence[QA], target: QA, *, training: bool = False) -> list[Piece]:
+ANSWER_LAYOUTS = ("reference", "eval")
+
+
+def few_shot(shots: Sequence[QA], target: QA, *, training: bool = False, answer_layout: str = "reference"
+             ) -> list[Piece]:
     """The few-shot prompt: each shot's document, question and answer, then the target's document
     and question; with `training`, "\\nAnswer: " and the target's answer as a Target (the reference
-    trains so), else ending at "\\nAnswer:" (as it evaluates). Examples without a document are
+    trains so; `answer_layout` "eval": "\\nAnswer:" and " " + answer in one tokenizer call, the tokens
+    a decoder generates after the evaluation prompt), else ending at "\\nAnswer:" (as it evaluates). Examples without a document are
     closed book ("Question: ..."), a layout of questions only; a target without a document after
     shots with theirs keeps its "\\nQuestion: ..." line (the reference's closed-book baseline,
     eval_context_comp_baselines.py, whose prefix ends with "\\n\\n")."""
@@ -118,7 +123,9 @@ def few_shot(shots: Sequence[QA], target: QA, *, training: bool = False) -> list
     if training:
         if target.answer is None:
             raise ValueError("a training prompt needs the target's answer")
-        pieces += [" ", Target(target.answer)]
+        if answer_layout not in ANSWER_LAYOUTS:
+            raise ValueError(f"answer_layout {answer_layout!r}: expected one of {ANSWER_LAYOUTS}")
+        pieces += [" ", Target(target.answer)] if answer_layout == "reference" else [Target(f" {target.answer}")]
     return pieces
 
 

@@ -31,6 +31,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.max_len = 128  # a document's tokens (~60-100 here): never cut
     config.data.continuation_prob = 0.0
     config.data.max_passages = 1
+    # The answer tokenised as the frozen decoder generates it after the evaluation prompt's
+    # "\nAnswer:" (" Kesford" one token): this tokenizer keeps the reference's "\nAnswer: " + "Kesford"
+    # as "Answer", ":", " ", "K", "es", "ford", a sequence the demo's small decoder never produces.
+    config.data.answer_layout = "eval"
     # A sample: a document (~80 tokens, compressed to ~20 vectors at PF 4) with its question and
     # answer: ~80 encoder tokens and ~40 decoder slots.
     config.data.shape = ml_collections.ConfigDict({

@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.max_len = 5 * 64  # encoder tokens kept of each passage (the reference's 5 x seq_len)
     config.data.continuation_prob = 0.0  # pretraining only
     config.data.max_passages = 4  # the reference's; the tiny records have one passage each
+    config.data.answer_layout = "reference"  # "eval": " " + answer in one call (configs/demo_arc_finetune.py)
     # A sample: three documents (~80 encoder tokens each, ~20 vectors + <Cont> at PF 4) and their
     # questions and answers: ~235 encoder tokens and ~140 decoder slots; two documents an encoder row,
     # two samples a decoder row: ~4 samples a batch fill ~92% of encoder and ~91% of decoder slots

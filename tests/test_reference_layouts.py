@@ -240,6 +240,7 @@ def test_data_config_defaults_are_the_reference():
     ("layout", "paper", "config.data.layout='paper': expected one of 'reference', 'arc_jax'"),
     ("rand_filter", 1.5, "config.data.rand_filter=1.5: expected a number in [0, 1]"),
     ("continuation_prob", -0.1, "config.data.continuation_prob=-0.1: expected a probability in [0, 1]"),
+    ("answer_layout", "spaced", "config.data.answer_layout='spaced': expected one of 'reference', 'eval'"),
 ])
 def test_data_config_values_are_checked(field, value, message):
     with pytest.raises(ConfigError) as error:

@@ -55,6 +55,14 @@ def test_without_shots_the_question_follows_its_only_document():
     assert list(s.insertions) == [1 + len("Document: ")] and sum(loss) == len("yes") + 1
 
 
+def test_eval_answer_layout_ends_the_prompt_as_evaluation_does():
+    """answer_layout "eval": "\\nQuestion: q\\nAnswer:" then " a" + EOS in one call, the loss on " a"."""
+    s = tasks.few_shot([record(5, answers=["yes"])], np.random.default_rng(0), DEC, ENC, answer_layout="eval")
+    tokens, loss = stream(s)
+    assert tokens == [B] + d("Document: ") + d("\nQuestion: q5?\nAnswer:") + d(" yes") + [E]
+    assert sum(loss) == len(" yes") + 1 and loss[-5:] == [True] * 5
+
+
 def test_passages_are_drawn_capped_and_joined_as_the_reference_joins_them():
     """The evaluated document: the passages' token lists concatenated (no separator), each cut to
     max_passage_len; a shot's document: the cut passages' texts stripped, joined by " "."""

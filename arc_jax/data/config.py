@@ -39,6 +39,10 @@ a config sets can be overridden on the command line):
                                  web-crawl filter; records without the field are kept); 0 = off
     single_task_batches = True   every training batch of a data shard holds one task (the reference's
                                  per-task row buffers); False: tasks mixed. Evaluation batches mix
+    answer_layout = "reference"  fine-tuning: the last answer after "\\nAnswer: " tokenised alone (the
+                                 reference's training); "eval": " " + answer in one call after
+                                 "\\nAnswer:", as a decoder generates it after the evaluation prompt
+                                 (for tokenizers that keep a lone space as its own token)
     max_passages = 1             fine-tuning: a record keeps randint(1, max_passages) of its passages
                                  (fewer if it has fewer), compressed jointly as one document
     worker_count = 0             grain worker processes; 0 = in the main process
@@ -53,6 +57,7 @@ import os
 from arc_jax.config_loading import ConfigError, checked_fields
 from arc_jax.data.packing import PackingShape
 from arc_jax.data.tasks import LAYOUTS
+from arc_jax.prompts import ANSWER_LAYOUTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +78,7 @@ class DataConfig:
     rand_filter: float = 0.8
     single_task_batches: bool = True
     max_passages: int = 1
+    answer_layout: str = "reference"
     worker_count: int = 0
     shards: int = 0
 
@@ -93,6 +99,9 @@ def parse_data_config(fields, name: str = "config.data") -> DataConfig:
     data = DataConfig(**values)
     if data.layout not in LAYOUTS:
         raise ConfigError(f"{name}.layout={data.layout!r}: expected one of {', '.join(map(repr, LAYOUTS))}")
+    if data.answer_layout not in ANSWER_LAYOUTS:
+        raise ConfigError(f"{name}.answer_layout={data.answer_layout!r}: expected one of "
+                          f"{', '.join(map(repr, ANSWER_LAYOUTS))}")
     if not 0.0 <= data.rand_filter <= 1.0:
         raise ConfigError(f"{name}.rand_filter={data.rand_filter!r}: expected a number in [0, 1] (0 = off)")
     if not 0.0 <= data.continuation_prob <= 1.0:

@@ -295,7 +295,7 @@ class QARecord:
 
 
 def few_shot(examples: Sequence[QARecord], rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
-             max_passages: int = 1, max_passage_len: int = 256) -> Sample:
+             max_passages: int = 1, max_passage_len: int = 256, answer_layout: str = "reference") -> Sample:
     """Interleaved few-shot QA as the reference fine-tunes (prompts.few_shot with `training`):
     every example's document compressed, loss on the last answer and EOS.
 
@@ -305,7 +305,7 @@ def few_shot(examples: Sequence[QARecord], rng: np.random.Generator, decoder_tok
     an in-context example's is their texts stripped and joined by " ", re-encoded
     (sequence_iterators.py: the last document is tokens, the shots are stored text). Passages are
     encoded with the encoder's tokenizer directly (tokenize.py). Answers are drawn from each
-    example's list."""
+    example's list. `answer_layout`: prompts.few_shot's ("reference" or "eval")."""
     if not examples:
         raise ValueError("few_shot needs at least one example")
     qas, contexts = [], []
@@ -321,7 +321,7 @@ def few_shot(examples: Sequence[QARecord], rng: np.random.Generator, decoder_tok
         contexts.append(tuple(ids))
         answer = ex.answers[int(rng.integers(0, len(ex.answers)))]
         qas.append(prompts.QA(ex.question, answer, prompts.Block(encoder_tok.decode(ids), i)))
-    pieces = prompts.few_shot(qas[:-1], qas[-1], training=True)
+    pieces = prompts.few_shot(qas[:-1], qas[-1], training=True, answer_layout=answer_layout)
     return layout_sample("fewshot", pieces, contexts, decoder_tok, "cont")
 
 

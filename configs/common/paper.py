@@ -164,6 +164,7 @@ def finetuning(decoders: list[str], pooling_factor: int, init_encoder: str,
     config.data.max_len = 5 * 2048
     config.data.continuation_prob = 0.0  # pretraining only
     config.data.max_passages = 4  # up to 4 passages of a record compressed jointly as one document
+    config.data.answer_layout = "reference"  # "\nAnswer: " then the answer alone, as the reference trains
     # For ~64 samples a step (8 a GPU, as the reference's batch 8 per rank on 8 GPUs). A sample is up to
     # 6 examples (5 shots + the question), each a document of 1-4 passages around "Document:", question
     # and answer text: ~2000 encoder tokens and ~550 (PF 8) or ~800 (PF 4) decoder slots a sample,
