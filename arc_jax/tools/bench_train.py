@@ -1,10 +1,17 @@
-"""`arc-jax bench train`: step time, tokens/s and MFU of a config's train step, rerunnable anywhere.
+"""`arc-jax bench train`: step time, tokens/s, row fill and MFU of a config's train step, rerunnable anywhere.
 
 The step is the trainer's own (same jit, shardings, donation), run on batches drawn beforehand
 from the config's pipeline, so the figure is the device step alone: compile and warm-up steps are
-excluded, then `steps` steps are timed to the last one's completion. MFU = analytic model FLOPs
-of the step (arc_jax/train/flops.py) / step time / peak, where the peak is the measured rate of a
-large jitted matmul in the config's compute dtype on this backend, times the device count.
+excluded, then `steps` steps are timed to the last one's completion.
+
+FLOPs are counted twice (arc_jax/train/flops.py, the convention of `arc-jax bench inference`):
+"useful" on what the batches really hold (real tokens, attention over the (query, key) pairs the
+masks allow, the output head on the loss tokens), counted on the host from each batch's arrays;
+"executed" on the static packed shape (padding and dense masked attention included), what the
+hardware runs. MFU ("mfu") is useful FLOPs / step time / peak, "executed_mfu" the same on
+executed FLOPs; the peak is the measured rate of a large jitted matmul in the config's compute
+dtype on this backend, times the device count. Throughput counts non-padding decoder text tokens
+and loss tokens per second; the fills are real slots over slots of the encoder and decoder rows.
 Random decoders stay in memory (nothing is written but a temporary workdir).
 """
 
@@ -21,7 +28,7 @@ from arc_jax.train import flops, multihost
 
 
 def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2) -> dict:
-    from arc_jax.train.trainer import Trainer, decoder_at
+    from arc_jax.train.trainer import Trainer, decoder_at, throughput
 
     with tempfile.TemporaryDirectory(prefix="arc_jax_bench_") as workdir:
         trainer = Trainer(config, workdir, keep_random_decoders=False)
@@ -29,35 +36,37 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
         batches = []
         for i in range(min(steps + warmup, 8)):  # a few distinct batches, cycled
             d = decoder_at(run.decoder_schedule, run.seed, i + 1, len(trainer.decoders), run.decoder_weights)
-            batch, tokens = trainer._next_batch(d)
-            batches.append((d, batch, tokens))
+            batch, work = trainer._next_batch(d)
+            batches.append((d, batch, work))
         cycle = itertools.cycle(batches)
         state = trainer.state
 
         def run_steps(n):
             nonlocal state
-            tokens = flop_count = 0
+            total, executed = {}, 0.0
             metrics = None
             for _ in range(n):
-                d, batch, t = next(cycle)
+                d, batch, work = next(cycle)
                 state, metrics = trainer.steps[d](state, trainer.decoders[d].params, batch)
-                tokens += t
-                flop_count += trainer.flops_per_step[d]
+                for k, v in work.items():
+                    total[k] = total.get(k, 0) + v
+                executed += trainer.flops_per_step[d]
             jax.block_until_ready((state, metrics))
-            return tokens, flop_count, metrics
+            return total, executed, metrics
 
         peak_before = flops.measure_matmul_peak(run.compute_dtype)
         t0 = time.perf_counter()
         run_steps(warmup)
         compile_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        tokens, flop_count, metrics = run_steps(steps)
+        work, executed, metrics = run_steps(steps)
         seconds = time.perf_counter() - t0
         # The best of two measurements around the steps: a busy machine lowers the peak, not the MFU.
         peak_one = max(peak_before, flops.measure_matmul_peak(run.compute_dtype))
         trainer.checkpoints.close()
 
     peak = peak_one * jax.device_count()
+    work = multihost.sum_over_processes(work)  # each process counted its own rows
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     n_frozen = sum(x.size for dec in trainer.decoders for x in jax.tree.leaves(dec.params))
     result = {
@@ -65,9 +74,11 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
         "processes": jax.process_count(), "compute_dtype": run.compute_dtype,
         "encoder_parameters": n_params, "decoder_parameters": n_frozen,
         "steps": steps, "step_seconds": seconds / steps, "warmup_and_compile_seconds": compile_seconds,
-        "tokens_per_second": tokens / seconds, "model_flops_per_step": flop_count / steps,
-        "achieved_flops_per_second": flop_count / seconds, "peak_flops_per_second": peak,
-        "mfu": flops.mfu(flop_count / steps, seconds / steps, peak), "loss": float(metrics["loss"]),
+        "useful_flops_per_step": work["useful_flops"] / steps, "executed_flops_per_step": executed / steps,
+        "useful_fraction": work["useful_flops"] / executed,
+        "achieved_flops_per_second": work["useful_flops"] / seconds,
+        "executed_flops_per_second": executed / seconds, "peak_flops_per_second": peak,
+        **throughput(work, executed, steps, seconds, peak), "loss": float(metrics["loss"]),
     }
     return result
 
@@ -79,11 +90,15 @@ def format_result(r: dict) -> str:
         f"{r['decoder_parameters'] / 1e6:,.1f}M frozen",
         f"step time    {r['step_seconds'] * 1e3:,.1f} ms  ({r['steps']} steps; warm-up + compile "
         f"{r['warmup_and_compile_seconds']:.1f} s)",
-        f"throughput   {r['tokens_per_second']:,.0f} decoder tokens/s",
-        f"model FLOPs  {r['model_flops_per_step'] / 1e12:,.4f} TFLOP/step, {r['achieved_flops_per_second'] / 1e12:,.3f}"
-        f" TFLOP/s achieved",
+        f"throughput   {r['text_tokens_per_second']:,.0f} decoder text tokens/s, {r['loss_tokens_per_second']:,.0f}"
+        " loss tokens/s",
+        f"row fill     encoder {r['encoder_fill']:.1%}, decoder {r['decoder_fill']:.1%} (real slots / slots)",
+        f"FLOPs/step   useful {r['useful_flops_per_step'] / 1e12:,.4f} TFLOP, executed "
+        f"{r['executed_flops_per_step'] / 1e12:,.4f} TFLOP (useful {r['useful_fraction']:.1%} of executed)",
+        f"achieved     {r['achieved_flops_per_second'] / 1e12:,.3f} TFLOP/s useful, "
+        f"{r['executed_flops_per_second'] / 1e12:,.3f} TFLOP/s executed",
         f"peak         {r['peak_flops_per_second'] / 1e12:,.3f} TFLOP/s (measured matmul, all devices)",
-        f"MFU          {r['mfu']:.1%}",
+        f"MFU          {r['mfu']:.1%} on useful FLOPs (executed {r['executed_mfu']:.1%})",
     ])
 
 

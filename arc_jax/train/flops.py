@@ -5,10 +5,11 @@ Convention (the MaxText / PaLM one, specialised to this model):
 - A matmul [a, b] x [b, c] costs 2abc FLOPs. Only matmuls are counted: norms, softmax, RoPE,
   masking, pooling (a segment mean), SwiGLU's elementwise product, gathers and the loss are
   ignored. Embedding lookups are gathers and cost nothing (their gradient is a scatter-add).
-- Counts are over the full static shapes of the batch (`PackingShape`): padding slots and
-  masked attention entries are counted, because the hardware does that work too. Attention is
-  counted as the "xla" implementation (arc_jax/model/attention.py) computes it: dense
-  [q_len x kv_len] scores per row and head, whatever the causal or segment mask.
+- Executed counts (`train_step_flops`) are over the full static shapes of the batch
+  (`PackingShape`): padding slots and masked attention entries are counted, because the hardware
+  does that work too. Attention is counted as the "xla" implementation (arc_jax/model/attention.py)
+  computes it: dense [q_len x kv_len] scores per row and head, whatever the causal or segment mask.
+  Useful counts (`useful_train_flops`, below) keep only the real tokens and allowed pairs.
 
 Notation: rows B, query positions t, key/value positions s, model dim D, heads H, kv heads K,
 head dim d, feed-forward width F. The forward matmul FLOPs of one block are
@@ -51,6 +52,25 @@ that skips fully masked blocks does less work than counted. Training only the la
 encoder (arc_jax/train/trainable.py) masks the update, not the gradient computation, so it costs
 the full 3x. `shape` is one (micro-)batch of the step, all devices together.
 
+Useful FLOPs (`useful_train_flops`, the convention of `arc-jax bench inference`'s "useful" count):
+the same formulas and the same forward / backward multipliers (3x encoder, 3x projector, frozen
+decoder 2x weights + 3x attention, 1x a frozen encoder, no remat), but on what one packed batch
+really holds instead of its static shape. Weight matmuls run on real (non-padding) slots only:
+encoder layers on the real tokens of every row and, in pooling layer i, on the real pooled
+queries (keys and values on the previous stage's real slots); the projector on the table rows
+the decoder reads (the contexts' vectors and the special vectors used); decoder layers on real
+slots (text, compressed vectors, special vectors); the output head on the loss tokens only (the
+logits the loss reads, as bench inference counts the prefill's logits at its last position).
+Attention runs over exactly the (query, key) pairs `attention.attention_mask` allows
+(`allowed_pairs`): every pair within a text in a bidirectional encoder, key position <= query
+position within a text when causal (a causal sequence of L positions: L(L+1)/2 pairs), so the
+causal decoder's sample of L slots costs L(L+1)/2 pairs where the executed count runs L_row².
+`train_step_flops` above is the executed count: useful <= executed, and the ratio shows what
+padding, dense masked attention and the head on every slot cost. The trainer and bench train
+count each batch on the host from its numpy arrays before it goes to the devices (no device round
+trip); with several processes each counts its own rows and the reports sum over processes
+(`multihost.sum_over_processes`). Memory-token encoders count their memory tokens as real slots.
+
 The MFU reference for `arc-jax bench train` is `measure_matmul_peak`, the best measured rate of
 one large square matmul on one device, not a datasheet number; a step run over several devices
 compares with the device count times that peak: mfu(total, seconds per step, devices x peak).
@@ -63,9 +83,11 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from arc_jax.data.packing import PackingShape
+from arc_jax.data.packing import PackingShape, TrainBatch
 from arc_jax.model.config import BackboneConfig, EncoderConfig
+from arc_jax.model.inputs import EncoderInputs
 
 
 def block_matmul_flops(cfg: BackboneConfig, rows: int, q_len: int, kv_len: int) -> tuple[float, float]:
@@ -145,6 +167,104 @@ def train_step_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, shape: Pac
     # analysis of a compiled program leaves out.
     out["attention"] = grad_accum * (encoder_passes * enc_a + 3 * dec_a)
     return out
+
+
+def allowed_pairs(q_segment_ids, q_positions, kv_segment_ids, kv_positions, causal: bool) -> int:
+    """The (query, key) pairs `attention.attention_mask` allows, summed over rows and counted without
+    building the mask: a query of segment s > 0 attends the keys of segment s (those at positions <=
+    its own when `causal`). Arrays are [rows, q_len] and [rows, kv_len] (any leading axes)."""
+    q_seg, kv_seg = np.asarray(q_segment_ids), np.asarray(kv_segment_ids)
+    q_pos, kv_pos = np.asarray(q_positions), np.asarray(kv_positions)
+    q_seg, q_pos = q_seg.reshape(-1, q_seg.shape[-1]), q_pos.reshape(-1, q_pos.shape[-1])
+    kv_seg, kv_pos = kv_seg.reshape(-1, kv_seg.shape[-1]), kv_pos.reshape(-1, kv_pos.shape[-1])
+    # One sortable key per (row, segment, position): keys of a query's segment form one run.
+    n_seg = int(max(q_seg.max(initial=0), kv_seg.max(initial=0))) + 1
+    n_pos = int(max(q_pos.max(initial=0), kv_pos.max(initial=0))) + 1
+    kv_rows = np.broadcast_to(np.arange(len(kv_seg))[:, None], kv_seg.shape)
+    kv_real = kv_seg > 0
+    kv_keys = np.sort(((kv_rows[kv_real].astype(np.int64) * n_seg + kv_seg[kv_real]) * n_pos + kv_pos[kv_real]))
+    q_rows = np.broadcast_to(np.arange(len(q_seg))[:, None], q_seg.shape)
+    q_real = q_seg > 0
+    base = (q_rows[q_real].astype(np.int64) * n_seg + q_seg[q_real]) * n_pos
+    last = base + (q_pos[q_real] if causal else n_pos - 1)
+    return int((np.searchsorted(kv_keys, last, "right") - np.searchsorted(kv_keys, base, "left")).sum())
+
+
+def _micro_batches(batch: TrainBatch) -> list[TrainBatch]:
+    """A step's micro-batches: the batch itself, or its slices along a leading micro-batch axis."""
+    if batch.tokens.ndim == 2:
+        return [batch]
+    return [jax.tree.map(lambda x, g=g: x[g], batch) for g in range(batch.tokens.shape[0])]
+
+
+def encoder_useful_forward_flops(cfg: EncoderConfig, inputs: EncoderInputs) -> tuple[float, float]:
+    """Forward (weight, attention) matmul FLOPs of the encoder backbone on one batch's real tokens
+    (module docstring: useful FLOPs)."""
+    b = cfg.backbone
+    if len(inputs.stages) != len(cfg.compress_rates):
+        raise ValueError(f"{len(inputs.stages)} pooling stages in the batch for {len(cfg.compress_rates)} pooling layers")
+    per_pair = block_matmul_flops(b, 1, 1, 1)[1]
+    seg, pos = inputs.segment_ids, inputs.positions
+    n = int((seg > 0).sum())
+    n_plain = b.n_layers - len(inputs.stages)
+    weights = n_plain * block_matmul_flops(b, 1, n, n)[0]
+    attention = n_plain * per_pair * allowed_pairs(seg, pos, seg, pos, cfg.causal) if n_plain else 0.0
+    for stage in inputs.stages:
+        m = int((stage.segment_ids > 0).sum())
+        weights += block_matmul_flops(b, 1, m, n)[0]
+        attention += per_pair * allowed_pairs(stage.segment_ids, stage.positions, seg, pos, cfg.causal)
+        seg, pos, n = stage.segment_ids, stage.positions, m
+    return float(weights), float(attention)
+
+
+def projector_useful_forward_flops(cfg: EncoderConfig, batch: TrainBatch, decoder_index: int = 0) -> float:
+    """Forward FLOPs of the projector on the table rows the decoder reads (each context's vectors
+    once, each special vector used once)."""
+    p = cfg.projectors[decoder_index]
+    index = np.asarray(batch.compressed_index)
+    read = sum(len(np.unique(micro[micro >= 0])) for micro in index.reshape(-1, *index.shape[-2:]))
+    return float(2 * read * (p.in_dim * p.hidden_dim + p.hidden_dim * p.out_dim))
+
+
+def decoder_useful_forward_flops(cfg: BackboneConfig, batch: TrainBatch) -> tuple[float, float]:
+    """Forward (weight, attention) matmul FLOPs of the decoder on one batch's real slots, causal
+    within each sample, the output head on the loss tokens."""
+    seg, pos = batch.segment_ids, batch.positions
+    t = int((np.asarray(seg) > 0).sum())
+    head = 2 * int((np.asarray(batch.loss_mask) > 0).sum()) * cfg.dim * cfg.vocab_size
+    weights = cfg.n_layers * block_matmul_flops(cfg, 1, t, t)[0] + head
+    attention = cfg.n_layers * block_matmul_flops(cfg, 1, 1, 1)[1] * allowed_pairs(seg, pos, seg, pos, causal=True)
+    return float(weights), float(attention)
+
+
+def useful_train_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, batch: TrainBatch, decoder_index: int = 0,
+                       *, encoder_frozen: bool = False) -> dict[str, float]:
+    """Useful FLOPs of one train step on the host `batch` (numpy; a leading micro-batch axis when the
+    step accumulates gradients), by part as `train_step_flops` gives the executed ones: encoder,
+    projector, decoder, total and attention (within the total)."""
+    out = {"encoder": 0.0, "projector": 0.0, "decoder": 0.0, "attention": 0.0}
+    encoder_passes = 1 if encoder_frozen else 3
+    for micro in _micro_batches(batch):
+        enc_w, enc_a = encoder_useful_forward_flops(enc_cfg, micro.encoder)
+        dec_w, dec_a = decoder_useful_forward_flops(dec_cfg, micro)
+        out["encoder"] += encoder_passes * (enc_w + enc_a)
+        out["projector"] += 3 * projector_useful_forward_flops(enc_cfg, micro, decoder_index)
+        out["decoder"] += 2 * dec_w + 3 * dec_a
+        out["attention"] += encoder_passes * enc_a + 3 * dec_a
+    out["total"] = out["encoder"] + out["projector"] + out["decoder"]
+    return out
+
+
+def batch_counts(batch: TrainBatch) -> dict[str, int]:
+    """What a host batch holds (any leading micro-batch axis summed over): real encoder tokens and
+    encoder slots, real decoder slots (text, compressed and special vectors) and decoder slots,
+    decoder text tokens (real slots that read a token) and loss tokens. Fills: tokens over slots."""
+    enc_seg, seg = np.asarray(batch.encoder.segment_ids), np.asarray(batch.segment_ids)
+    real = seg > 0
+    return {"encoder_tokens": int((enc_seg > 0).sum()), "encoder_slots": int(enc_seg.size),
+            "decoder_tokens": int(real.sum()), "decoder_slots": int(seg.size),
+            "text_tokens": int((real & (np.asarray(batch.compressed_index) < 0)).sum()),
+            "loss_tokens": int((np.asarray(batch.loss_mask) > 0).sum())}
 
 
 def mfu(flops_per_step: float, seconds_per_step: float, peak_flops_per_second: float) -> float:

@@ -52,6 +52,20 @@ def process_allgather(tree):
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def sum_over_processes(values: dict[str, float]) -> dict[str, float]:
+    """Each key's sum over every process (a collective: every process must call it, with the same
+    keys); one process: `values` as floats."""
+    keys = sorted(values)
+    local = np.array([float(values[k]) for k in keys], np.float64)
+    if jax.process_count() == 1:
+        return dict(zip(keys, local.tolist()))
+    from jax.experimental import multihost_utils
+
+    # float32 on the wire (jax without x64): ample for counters that feed rates and fractions.
+    gathered = np.asarray(multihost_utils.process_allgather(local.astype(np.float32)), np.float64)
+    return dict(zip(keys, gathered.reshape(-1, len(keys)).sum(0).tolist()))
+
+
 def gather_json(value) -> list:
     """`value` (anything JSON can hold) of every process, in process order."""
     if jax.process_count() == 1:

@@ -100,10 +100,19 @@ class TrainProgram:
                             self.batch_sharding)
 
     def model_flops(self, d: int) -> dict[str, float]:
-        """Analytic model FLOPs of one step of decoder `d`, by part (arc_jax/train/flops.py)."""
+        """Analytic executed FLOPs of one step of decoder `d` at the static shape, by part
+        (arc_jax/train/flops.py; `batch_work` gives a batch's useful ones)."""
         run, dec = self.run, self.decoders[d]
         return flops.train_step_flops(run.encoder, dec.module.cfg, run.data.shape, dec.spec.head,
                                       encoder_frozen=run.trainable.encoder_frozen, grad_accum=run.grad_accum)
+
+    def batch_work(self, d: int, batch) -> dict[str, float]:
+        """What the host `batch` of decoder `d` holds (numpy, before it goes to the devices; micro-
+        batches stacked): its useful FLOPs ("useful_flops") and `flops.batch_counts`."""
+        run, dec = self.run, self.decoders[d]
+        useful = flops.useful_train_flops(run.encoder, dec.module.cfg, batch, dec.spec.head,
+                                          encoder_frozen=run.trainable.encoder_frozen)
+        return {"useful_flops": useful["total"], **flops.batch_counts(batch)}
 
     def step(self, d: int):
         """The jitted train step of decoder `d`: (state, decoder params, batch) -> (state, metrics),

@@ -163,6 +163,19 @@ def _special_source(run: RunConfig, loaded: dict) -> str | None:
     return source
 
 
+def throughput(work: dict, executed_flops: float, steps: int, seconds: float, peak: float) -> dict[str, float]:
+    """Rates of `steps` steps that took `seconds`: `work` sums their `TrainProgram.batch_work` (all
+    processes), `executed_flops` their static-shape FLOPs. Non-padding decoder text tokens and
+    loss tokens per second, the rows' fill (real slots over slots, encoder and decoder), and MFU on
+    useful FLOPs ("mfu") with MFU on executed FLOPs beside it, against `peak` FLOP/s."""
+    return {"text_tokens_per_second": work["text_tokens"] / seconds,
+            "loss_tokens_per_second": work["loss_tokens"] / seconds,
+            "encoder_fill": work["encoder_tokens"] / max(1, work["encoder_slots"]),
+            "decoder_fill": work["decoder_tokens"] / max(1, work["decoder_slots"]),
+            "mfu": flops.mfu(work["useful_flops"] / steps, seconds / steps, peak),
+            "executed_mfu": flops.mfu(executed_flops / steps, seconds / steps, peak)}
+
+
 def _stack(batches: list):
     return batches[0] if len(batches) == 1 else jax.tree.map(lambda *xs: np.stack(xs), *batches)
 
@@ -252,15 +265,17 @@ class Trainer:
         return results
 
     def _next_batch(self, d: int):
-        """The next step's batch for decoder `d` (its micro-batches stacked) and its decoder tokens."""
+        """The next step's batch for decoder `d` (its micro-batches stacked), placed, and what this
+        process's rows of it hold (`TrainProgram.batch_work`: useful FLOPs, tokens, slots), counted
+        on the host arrays before they go to the devices."""
         if self.alternate and d == 1:
             return self._replayed_batch()
-        parts, tokens = [], 0
-        for _ in range(self.run.grad_accum):
-            batch, stats = next(self.feeds[d])
-            parts.append(batch)
-            tokens += stats.decoder_tokens
-        return multihost.global_batch(_stack(parts), self.batch_sharding), tokens
+        parts = [next(self.feeds[d])[0] for _ in range(self.run.grad_accum)]
+        return self._placed(d, parts)
+
+    def _placed(self, d: int, parts: list):
+        host = _stack(parts)
+        return multihost.global_batch(host, self.batch_sharding), self.program.batch_work(d, host)
 
     def _replayed_batch(self):
         """Under "alternate", decoder 1 trains on the records of decoder 0's latest step (the reference's
@@ -272,12 +287,7 @@ class Trainer:
             for _ in range(self.run.grad_accum):
                 next(self.feeds[0])
             keys = self.feeds[0].recent()
-        parts, tokens = [], 0
-        for micro in keys:
-            batch, stats = self.feeds[1].replay(micro)
-            parts.append(batch)
-            tokens += stats.decoder_tokens
-        return multihost.global_batch(_stack(parts), self.batch_sharding), tokens
+        return self._placed(1, [self.feeds[1].replay(micro)[0] for micro in keys])
 
     def save(self) -> None:
         states = multihost.gather_json({str(d): feed.get_state() for d, feed in enumerate(self.feeds)})
@@ -292,16 +302,17 @@ class Trainer:
         writer = SummaryWriter(str(self.workdir / "tensorboard")) if jax.process_index() == 0 else None
         preemption = multihost.Preemption()
         start, t0 = self.step, time.perf_counter()
-        interval = {"t": t0, "tokens": 0, "flops": 0.0, "steps": 0}
+        interval = {"t": t0, "flops": 0.0, "steps": 0, "work": {}}
         metrics, previous, logged = None, None, {}
         try:
             while self.step < run.max_steps:
                 self.step += 1
                 d = decoder_at(run.decoder_schedule, run.seed, self.step, len(self.decoders), run.decoder_weights)
-                batch, tokens = self._next_batch(d)
+                batch, work = self._next_batch(d)
                 self.state, metrics = self.steps[d](self.state, self.decoders[d].params, batch)
-                interval["tokens"] += tokens
                 interval["flops"] += self.flops_per_step[d]
+                for k, v in work.items():
+                    interval["work"][k] = interval["work"].get(k, 0) + v
                 interval["steps"] += 1
                 # The previous step's counter (done by now, or nearly): no wait on this step.
                 if previous is not None:
@@ -347,10 +358,10 @@ class Trainer:
         now = time.perf_counter()
         seconds = now - interval["t"]
         values["step_seconds"] = seconds / interval["steps"]
-        values["tokens_per_second"] = interval["tokens"] / seconds
-        values["mfu"] = flops.mfu(interval["flops"] / interval["steps"], values["step_seconds"], peak)
+        values.update(throughput(multihost.sum_over_processes(interval["work"]), interval["flops"],
+                                 interval["steps"], seconds, peak))
         values["decoder"] = d
-        interval.update(t=now, tokens=0, flops=0.0, steps=0)
+        interval.update(t=now, flops=0.0, steps=0, work={})
         if writer is not None:
             for k, v in values.items():
                 writer.add_scalar(k, v, self.step)
@@ -359,8 +370,10 @@ class Trainer:
         print(f"step {self.step:6d}  loss {values['loss']:.4f} ({tasks})  ppl {values['perplexity']:.1f}  "
               f"acc {values['accuracy']:.3f}  "
               f"grad_norm {values['grad_norm']:.3f}  lr {values['learning_rate/encoder']:.2e}  "
-              f"{values['step_seconds'] * 1e3:.0f} ms/step  {values['tokens_per_second']:,.0f} tok/s  "
-              f"MFU {values['mfu']:.1%}  skipped {int(self.state.skipped)}", flush=True)
+              f"{values['step_seconds'] * 1e3:.0f} ms/step  {values['text_tokens_per_second']:,.0f} tok/s "
+              f"({values['loss_tokens_per_second']:,.0f} loss)  MFU {values['mfu']:.1%} (executed "
+              f"{values['executed_mfu']:.1%})  fill enc {values['encoder_fill']:.0%} dec {values['decoder_fill']:.0%}  "
+              f"skipped {int(self.state.skipped)}", flush=True)
         return values
 
     def _log_eval(self, writer) -> dict:
