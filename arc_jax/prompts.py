@@ -84,7 +84,13 @@ class Target:
     eos: bool = True
 
 
-Piece = Union[str, Block, Answer, Target]
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """A tokenizer-call boundary between two texts (arc_jax's earlier few-shot layout encodes each
+    piece alone); read as text, nothing."""
+
+
+Piece = Union[str, Block, Answer, Target, Cut]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,17 +104,23 @@ class QA:
 
 
 ANSWER_LAYOUTS = ("reference", "eval")
+FEW_SHOT_LAYOUTS = ("reference", "arc_jax")
 
 
-def few_shot(shots: Sequence[QA], target: QA, *, training: bool = False, answer_layout: str = "reference"
-             ) -> list[Piece]:
+def few_shot(shots: Sequence[QA], target: QA, *, training: bool = False, answer_layout: str = "reference",
+             layout: str = "reference") -> list[Piece]:
     """The few-shot prompt: each shot's document, question and answer, then the target's document
     and question; with `training`, "\\nAnswer: " and the target's answer as a Target (the reference
     trains so; `answer_layout` "eval": "\\nAnswer:" and " " + answer in one tokenizer call, the tokens
     a decoder generates after the evaluation prompt), else ending at "\\nAnswer:" (as it evaluates). Examples without a document are
     closed book ("Question: ..."), a layout of questions only; a target without a document after
     shots with theirs keeps its "\\nQuestion: ..." line (the reference's closed-book baseline,
-    eval_context_comp_baselines.py, whose prefix ends with "\\n\\n")."""
+    eval_context_comp_baselines.py, whose prefix ends with "\\n\\n"). `layout` "arc_jax":
+    few_shot_arc_jax."""
+    if layout not in FEW_SHOT_LAYOUTS:
+        raise ValueError(f"few-shot layout {layout!r}: expected one of {FEW_SHOT_LAYOUTS}")
+    if layout == "arc_jax":
+        return few_shot_arc_jax(shots, target, training=training)
     pieces: list[Piece] = []
     for i, ex in enumerate([*shots, target]):
         gap = EXAMPLE_SEPARATOR if i else ""
@@ -126,6 +138,28 @@ def few_shot(shots: Sequence[QA], target: QA, *, training: bool = False, answer_
         if answer_layout not in ANSWER_LAYOUTS:
             raise ValueError(f"answer_layout {answer_layout!r}: expected one of {ANSWER_LAYOUTS}")
         pieces += [" ", Target(target.answer)] if answer_layout == "reference" else [Target(f" {target.answer}")]
+    return pieces
+
+
+def few_shot_arc_jax(shots: Sequence[QA], target: QA, *, training: bool = False) -> list[Piece]:
+    """arc_jax's earlier few-shot layout (the data and evaluation layout "arc_jax"), each piece its own
+    tokenizer call: "Document:" (no space; "\\n\\nDocument:" after the first), <C>,
+    "\\nQuestion: q\\nAnswer:", " a" for each shot, ...; training ends with " answer" and EOS. Read as
+    text a document follows "Document:" after a space; without documents "Question: q\\nAnswer:"."""
+    pieces: list[Piece] = []
+    for i, ex in enumerate([*shots, target]):
+        gap = EXAMPLE_SEPARATOR if i else ""
+        if ex.document is not None:
+            pieces += [Cut(), gap + "Document:", dataclasses.replace(ex.document, sep=" "),
+                       QUESTION.format(question=ex.question)]
+        else:
+            pieces += [Cut(), gap + CLOSED_BOOK_QUESTION.format(question=ex.question)]
+        if i < len(shots):
+            pieces += [Cut(), Answer(f" {ex.answer}")]
+    if training:
+        if target.answer is None:
+            raise ValueError("a training prompt needs the target's answer")
+        pieces.append(Target(f" {target.answer}"))
     return pieces
 
 
@@ -176,17 +210,22 @@ def chat(instruction: ChatInstruction, blocks: Sequence[Block], *, before: str =
 
 def text_runs(pieces: Sequence[Piece]) -> list[str | Block | Target]:
     """The layout as the reference tokenises it: adjacent text (str and Answer) joined into one
-    string per run; empty runs dropped."""
+    string per run, unless a Cut separates them; empty runs dropped."""
     out: list[str | Block | Target] = []
+    cut = False
     for p in pieces:
+        if isinstance(p, Cut):
+            cut = True
+            continue
         text = p.text if isinstance(p, Answer) else p
         if isinstance(text, str):
-            if out and isinstance(out[-1], str):
+            if out and isinstance(out[-1], str) and not cut:
                 out[-1] += text
             else:
                 out.append(text)
         else:
             out.append(p)
+        cut = False
     return [p for p in out if not (isinstance(p, str) and not p)]
 
 
@@ -198,6 +237,8 @@ def render_text(pieces: Sequence[Piece], document_text=lambda block: block.text)
             parts.append(p.sep + document_text(p))
         elif isinstance(p, Target):
             parts.append(p.lead + p.text)
+        elif isinstance(p, Cut):
+            continue
         else:
             parts.append(p.text if isinstance(p, Answer) else p)
     return "".join(parts)

@@ -144,3 +144,22 @@ def test_evaluation_prompt_is_create_prompt_prefix_then_create_prompt():
         "Document: doc\nQuestion: q\nAnswer:")  # the open-book prompt (create_prompt, wdoc)
     closed = prompts.few_shot([prompts.QA("q0", "a0")], prompts.QA("q"))
     assert prompts.render_text(closed) == "Question: q0\nAnswer: a0\n\nQuestion: q\nAnswer:"
+
+
+# --- arc_jax's earlier layout (data.layout / eval --protocol arc_jax "arc_jax") -------------------------
+
+def test_arc_jax_few_shot_layout_is_the_earlier_one():
+    """"Document:" without space, each piece its own tokenizer call, " answer" + EOS trained."""
+    s = tasks.few_shot([record(0), record(1)], np.random.default_rng(0), DEC, ENC, layout="arc_jax")
+    tokens, loss = stream(s)
+    first, shot = [B] + d("Document:"), d("\nQuestion: q0?\nAnswer:") + d(" a0") + d("\n\nDocument:")
+    assert tokens == first + shot + d("\nQuestion: q1?\nAnswer:") + d(" a1") + [E]
+    assert list(s.insertions) == [len(first), len(shot)] and sum(loss) == len(" a1") + 1
+    shots = [prompts.QA("who?", "Ann", prompts.Block("doc one", 0))]
+    target = prompts.QA("when?", None, prompts.Block("doc three", 2))
+    pieces = prompts.few_shot(shots, target, layout="arc_jax")
+    assert [p if isinstance(p, str) else p.text for p in prompts.text_runs(pieces)] == [
+        "Document:", "doc one", "\nQuestion: who?\nAnswer:", " Ann", "\n\nDocument:", "doc three",
+        "\nQuestion: when?\nAnswer:"]
+    assert prompts.render_text(pieces) == ("Document: doc one\nQuestion: who?\nAnswer: Ann\n\n"
+                                           "Document: doc three\nQuestion: when?\nAnswer:")

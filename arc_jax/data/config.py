@@ -24,13 +24,16 @@ a config sets can be overridden on the command line):
     strict = False               a bad record stops the run instead of being counted and skipped
     chat_template = False        pretraining inside the Llama 2 Chat template (arc_jax's windows;
                                  `layout` does not apply)
-    layout = "reference"         pretraining samples (arc_jax.data.tasks): "reference" = the released
+    layout = "reference"         samples (arc_jax.data.tasks): "reference" = the released
                                  code's (every consecutive window of a document; reconstruction
                                  [C][<Rec>] + window, BOS only at the document start, EOS the last
                                  target; continuation [C][<Cont>] + second half of <= 2*max_len
                                  chunks, no prefix); "arc_jax" = one random window a record,
                                  [C][<Rec>][BOS] + span, [BOS] + 0..max_len prefix + [C][<Cont>] + text
-                                 (no paper variant: its interleaved prefix is not implemented)
+                                 (no paper variant: its interleaved prefix is not implemented);
+                                 fine-tuning: "reference" = prompts.few_shot, "arc_jax" =
+                                 prompts.few_shot_arc_jax ("Document:" without space, each piece
+                                 its own tokenizer call, passages joined by newlines)
     encoder_bos_eos = True       pretraining: the encoder reads BOS when its span starts the document
                                  and EOS when a reconstruction span ends it (the reference); False:
                                  text only. A Llama decoder's continuation (same tokenizer file as

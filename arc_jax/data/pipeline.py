@@ -133,7 +133,8 @@ class SampleMaker:
             return [tasks.long_context(record["text"], record["instruction"], answers[int(rng.integers(len(answers)))],
                                        dec, enc)]
         return [tasks.few_shot(self._shots(source_id, rng) + [tasks.QARecord.from_json(record)], rng, dec, enc,
-                               d.max_passages, max_passage_len=d.max_len, answer_layout=d.answer_layout)]
+                               d.max_passages, max_passage_len=d.max_len, answer_layout=d.answer_layout,
+                               layout=d.layout)]
 
     def _shots(self, source_id: int, rng: np.random.Generator) -> list[tasks.QARecord]:
         """In-context examples from the same source; unusable or rand-filtered ones are passed over,

@@ -295,7 +295,8 @@ class QARecord:
 
 
 def few_shot(examples: Sequence[QARecord], rng: np.random.Generator, decoder_tok: Tokenizer, encoder_tok: Tokenizer,
-             max_passages: int = 1, max_passage_len: int = 256, answer_layout: str = "reference") -> Sample:
+             max_passages: int = 1, max_passage_len: int = 256, answer_layout: str = "reference",
+             layout: str = "reference") -> Sample:
     """Interleaved few-shot QA as the reference fine-tunes (prompts.few_shot with `training`):
     every example's document compressed, loss on the last answer and EOS.
 
@@ -305,9 +306,15 @@ def few_shot(examples: Sequence[QARecord], rng: np.random.Generator, decoder_tok
     an in-context example's is their texts stripped and joined by " ", re-encoded
     (sequence_iterators.py: the last document is tokens, the shots are stored text). Passages are
     encoded with the encoder's tokenizer directly (tokenize.py). Answers are drawn from each
-    example's list. `answer_layout`: prompts.few_shot's ("reference" or "eval")."""
+    example's list. `answer_layout`: prompts.few_shot's ("reference" or "eval").
+
+    `layout` "arc_jax": this project's earlier samples (prompts.few_shot_arc_jax; each document
+    1..min(max_passages, passages) passages joined by newlines, read through the decoder's tokenizer
+    and cut to max_passage_len encoder tokens as a whole)."""
     if not examples:
         raise ValueError("few_shot needs at least one example")
+    if layout == "arc_jax":
+        return _few_shot_arc_jax(examples, rng, decoder_tok, encoder_tok, max_passages, max_passage_len)
     qas, contexts = [], []
     for i, ex in enumerate(examples):
         n = min(int(rng.integers(1, max_passages + 1)), len(ex.passages))
@@ -322,6 +329,19 @@ def few_shot(examples: Sequence[QARecord], rng: np.random.Generator, decoder_tok
         answer = ex.answers[int(rng.integers(0, len(ex.answers)))]
         qas.append(prompts.QA(ex.question, answer, prompts.Block(encoder_tok.decode(ids), i)))
     pieces = prompts.few_shot(qas[:-1], qas[-1], training=True, answer_layout=answer_layout)
+    return layout_sample("fewshot", pieces, contexts, decoder_tok, "cont")
+
+
+def _few_shot_arc_jax(examples: Sequence[QARecord], rng: np.random.Generator, decoder_tok: Tokenizer,
+                      encoder_tok: Tokenizer, max_passages: int, max_len: int) -> Sample:
+    qas, contexts = [], []
+    for i, ex in enumerate(examples):
+        n = int(rng.integers(1, min(max_passages, len(ex.passages)) + 1))
+        document = "\n".join(ex.passages[:n])
+        contexts.append(_compress(decoder_tok.encode(document), decoder_tok, encoder_tok, max_len))
+        answer = ex.answers[int(rng.integers(0, len(ex.answers)))]
+        qas.append(prompts.QA(ex.question, answer, prompts.Block(document, i)))
+    pieces = prompts.few_shot(qas[:-1], qas[-1], training=True, layout="arc_jax")
     return layout_sample("fewshot", pieces, contexts, decoder_tok, "cont")
 
 

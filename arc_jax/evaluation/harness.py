@@ -226,19 +226,20 @@ Piece = prompts.Piece
 
 
 def few_shot_template(shots: Sequence[tuple[int, Example]], target: tuple[int, Example],
-                      with_documents: bool, shot_documents: bool | None = None) -> list[Piece]:
+                      with_documents: bool, shot_documents: bool | None = None, layout: str = "reference"
+                      ) -> list[Piece]:
     """prompts.few_shot, the reference's evaluation prompt ("Document: " <C> "\\nQuestion: q\\nAnswer:
     a\\n\\nDocument: " ... "\\nQuestion: q\\nAnswer:"), each document a Block keyed by its example index;
     without documents the closed-book questions only. `shot_documents` (default `with_documents`):
     whether the shots keep theirs (the reference's closed-book baseline keeps them). A shot's answer
-    is its first one."""
+    is its first one. `layout` "arc_jax": prompts.few_shot_arc_jax (the arc_jax protocol)."""
     shot_documents = with_documents if shot_documents is None else shot_documents
 
     def qa(index: int, ex: Example, answer: str | None, document: bool) -> prompts.QA:
         return prompts.QA(ex.question, answer, Document(ex.document, index) if document else None)
 
     return prompts.few_shot([qa(i, ex, ex.answers[0], shot_documents) for i, ex in shots],
-                            qa(*target, None, with_documents))
+                            qa(*target, None, with_documents), layout=layout)
 
 
 def long_context_template(target: tuple[int, Example], with_documents: bool, template: str | None = None,
@@ -666,7 +667,8 @@ def _evaluate_one(pipe, bench: Benchmark, examples: list[Example], shot_ids: lis
                                          bench.template if long_reference else None, mode == "compressed")
         # The reference's closed-book baseline keeps the shots' documents (as text).
         return few_shot_template(shots, (i, examples[i]), mode != "closed_book",
-                                 shot_documents=reference or mode != "closed_book")
+                                 shot_documents=reference or mode != "closed_book",
+                                 layout="reference" if reference else "arc_jax")
 
     needs_blocks = any(m in ("compressed", "truncated") for m in modes)
     shots = [(i, examples[i]) for i in shot_ids]
