@@ -626,119 +626,145 @@ def _done_records(path: Path, expected_lines: list[int]) -> list[dict]:
     return records
 
 
+class _BenchmarkRun:
+    """One benchmark's evaluation: its examples (long documents cut to what the chunks hold), how
+    its prompts are laid out, compressed and cut, and its prediction records."""
+
+    def __init__(self, pipe, bench: Benchmark, examples: list[Example], shot_ids: list[int], decoding: _Decoding,
+                 chunk_len: int, max_chunks: int):
+        self.pipe, self.bench, self.decoding = pipe, bench, decoding
+        self.chunk_len, self.max_chunks = chunk_len, max_chunks
+        self.long = bench.kind == "long_context"
+        self.reference = decoding.protocol == "reference"
+        self.long_reference = self.long and self.reference and bench.template is not None
+        self.special = (not self.long or self.long_reference) and bool(pipe.encoder.config.cont_tok)
+        if self.long:  # every mode reads what the chunks hold
+            examples = [dataclasses.replace(ex, document=covered_text(ex.document, pipe.encoder_tokenizer, chunk_len,
+                                                                      max_chunks)) if ex.document else ex
+                        for ex in examples]
+        self.examples = examples
+        self.shots = [(i, examples[i]) for i in shot_ids]
+        self.block_texts: dict[int, list[str]] = {}
+        metric_names = (REFERENCE_METRICS_BY_KIND if self.reference else METRICS_BY_KIND)[bench.kind]
+        self.metric_names = metric_names
+        self.per_record = [m for m in metric_names if m not in CORPUS_METRICS]  # BLEU: a corpus metric only
+
+    def compress(self, indices: list[int]) -> dict[int, list[np.ndarray]]:
+        """The compressed blocks of these examples' documents (long ones: a block per chunk, cut to
+        the window in the reference protocol)."""
+        pipe, tokenizer, decoding = self.pipe, self.decoding.tokenizer, self.decoding
+        texts = [self.examples[i].document for i in indices]
+        if not self.long:
+            return dict(zip(indices, compress_documents(pipe, texts)))
+        for i in indices:
+            self.block_texts[i] = [pipe.encoder_tokenizer.decode(c) for c in long_context_chunks(
+                self.examples[i].document, pipe.encoder_tokenizer, self.chunk_len, self.max_chunks)]
+        compressed = compress_long_documents(pipe, texts, self.chunk_len, self.max_chunks, keep_special=self.special)
+        if self.long_reference and decoding.window:  # the vectors that fit the window (TestItem.get_text)
+            for i, doc_blocks in zip(indices, compressed):
+                ex = self.examples[i]
+                instruction = prompts.long_context_instruction(self.bench.template, ex.instruction, ex.query)
+                head = "||".join((instruction.prefix, instruction.instruction, instruction.suffix))
+                room = decoding.window - len(tokenizer.encode(head)) - decoding.max_new_tokens
+                doc_blocks[:], self.block_texts[i][:] = cut_blocks(doc_blocks, self.block_texts[i], room, self.special)
+        return dict(zip(indices, compressed))
+
+    def template(self, i: int, mode: str) -> list[Piece]:
+        if self.long:
+            return long_context_template((i, self.examples[i]), mode != "closed_book",
+                                         self.bench.template if self.long_reference else None, mode == "compressed")
+        # The reference's closed-book baseline keeps the shots' documents (as text).
+        return few_shot_template(self.shots, (i, self.examples[i]), mode != "closed_book",
+                                 shot_documents=self.reference or mode != "closed_book",
+                                 layout="reference" if self.reference else "arc_jax")
+
+    def prompts(self, batch: list[int], mode: str, blocks) -> list[Prompt]:
+        tokenizer, decoding, bench = self.decoding.tokenizer, self.decoding, self.bench
+        out = [realize(self.template(i, mode), mode, tokenizer, blocks, i, self.special, self.block_texts)
+               for i in batch]
+        if self.long_reference and decoding.window and mode != "compressed":
+            out = [fit_window(p, tokenizer, decoding.window - decoding.max_new_tokens,
+                              prompts.LONG_CONTEXT_TRUNCATED[bench.template],
+                              prompts.long_context_query(bench.template, self.examples[i].instruction,
+                                                         self.examples[i].query))
+                   for i, p in zip(batch, out)]
+        return out
+
+    def record(self, i: int, prompt: Prompt, ids) -> dict:
+        """The prediction record of example i: prompt as read, generation, answer, references, metrics."""
+        ex, generation = self.examples[i], self.decoding.tokenizer.decode(ids)
+        prediction = self.decoding.answer(generation, self.long_reference)
+        metrics = record_scores(self.per_record, prediction, ex.answers, ex.document)
+        return {"line": ex.line, "question": ex.question, "prompt": prompt.shown, "generation": generation,
+                "prediction": prediction, "answers": list(ex.answers),
+                "metrics": {m: 100.0 * v for m, v in metrics.items()}, "prefill_tokens": prompt.prefill,
+                "compression_ratio": prompt.document_tokens / prompt.document_slots if prompt.document_slots else None}
+
+    def mode_result(self, run: _ModeRun, eval_ids: list[int]) -> dict:
+        predictions = [r["prediction"] for r in run.records]
+        answers = [self.examples[i].answers for i in eval_ids]
+        contexts = [self.examples[i].document for i in eval_ids]
+        ratios = [r["compression_ratio"] for r in run.records if r["compression_ratio"] is not None]
+        return {"metrics": {m: score(m, predictions, answers, contexts) for m in self.metric_names},
+                "n": len(predictions), "compression_ratio": float(np.mean(ratios)) if ratios else None,
+                "prefill_tokens": float(np.mean([r["prefill_tokens"] for r in run.records]))}
+
+
+def _resume(runs: dict[str, _ModeRun], out_dir, bench: Benchmark, lines: list[int], batch_size: int) -> int:
+    """Read back what an interrupted run predicted and return the first evaluated position to do:
+    a batch boundary every mode has reached (a mode's later records, or a torn line, are dropped)."""
+    if out_dir is None:
+        return 0
+    for mode, run in runs.items():
+        run.records = _done_records(_predictions_path(out_dir, bench, mode), lines)
+    start = min(len(r.records) for r in runs.values()) // batch_size * batch_size
+    for mode, run in runs.items():
+        extra = len(run.records) > start
+        del run.records[start:]
+        if start and extra:
+            path = _predictions_path(out_dir, bench, mode)
+            _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in run.records))
+    return start
+
+
 def _evaluate_one(pipe, bench: Benchmark, examples: list[Example], shot_ids: list[int], eval_ids: list[int],
                   modes: list[str], decoding: _Decoding, batch_size: int, chunk_len: int, max_chunks: int,
                   progress: bool, out_dir) -> dict:
     from tqdm import tqdm
 
-    tokenizer = decoding.tokenizer
-    long = bench.kind == "long_context"
-    reference = decoding.protocol == "reference"
-    if long:  # every mode reads what the chunks hold
-        examples = list(examples)
-        for i in eval_ids:
-            if examples[i].document:
-                text = covered_text(examples[i].document, pipe.encoder_tokenizer, chunk_len, max_chunks)
-                examples[i] = dataclasses.replace(examples[i], document=text)
-    long_reference = long and reference and bench.template is not None
-    special = (not long or long_reference) and bool(pipe.encoder.config.cont_tok)
-    block_texts: dict[int, list[str]] = {}
-
-    def compress(indices):
-        texts = [examples[i].document for i in indices]
-        if not long:
-            return dict(zip(indices, compress_documents(pipe, texts)))
-        for i in indices:
-            block_texts[i] = [pipe.encoder_tokenizer.decode(c) for c in
-                              long_context_chunks(examples[i].document, pipe.encoder_tokenizer, chunk_len, max_chunks)]
-        compressed = compress_long_documents(pipe, texts, chunk_len, max_chunks, keep_special=special)
-        if long_reference and decoding.window:  # the vectors that fit the window (TestItem.get_text)
-            for i, doc_blocks in zip(indices, compressed):
-                ex = examples[i]
-                instruction = prompts.long_context_instruction(bench.template, ex.instruction, ex.query)
-                head = "||".join((instruction.prefix, instruction.instruction, instruction.suffix))
-                room = decoding.window - len(tokenizer.encode(head)) - decoding.max_new_tokens
-                doc_blocks[:], block_texts[i][:] = cut_blocks(doc_blocks, block_texts[i], room, special)
-        return dict(zip(indices, compressed))
-
-    def template(i, mode):
-        if long:
-            return long_context_template((i, examples[i]), mode != "closed_book",
-                                         bench.template if long_reference else None, mode == "compressed")
-        # The reference's closed-book baseline keeps the shots' documents (as text).
-        return few_shot_template(shots, (i, examples[i]), mode != "closed_book",
-                                 shot_documents=reference or mode != "closed_book",
-                                 layout="reference" if reference else "arc_jax")
-
-    needs_blocks = any(m in ("compressed", "truncated") for m in modes)
-    shots = [(i, examples[i]) for i in shot_ids]
-    lines = [examples[i].line for i in eval_ids]
+    bench_run = _BenchmarkRun(pipe, bench, examples, shot_ids, decoding, chunk_len, max_chunks)
+    examples = bench_run.examples
     runs = {m: _ModeRun() for m in modes}
-    for mode, run in runs.items():
-        if out_dir is not None:
-            run.records = _done_records(_predictions_path(out_dir, bench, mode), lines)
-    start = min(len(r.records) for r in runs.values()) // batch_size * batch_size
-    for mode, run in runs.items():  # resume at a batch boundary common to every mode
-        extra = len(run.records) > start
-        del run.records[start:]
-        if out_dir is not None and start and extra:  # a later batch of this mode alone, or a torn line
-            path = _predictions_path(out_dir, bench, mode)
-            _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in run.records))
-    shot_blocks = compress(shot_ids) if needs_blocks and start < len(eval_ids) else {}
+    start = _resume(runs, out_dir, bench, [examples[i].line for i in eval_ids], batch_size)
+    needs_blocks = any(m in ("compressed", "truncated") for m in modes)
+    shot_blocks = bench_run.compress(shot_ids) if needs_blocks and start < len(eval_ids) else {}
     bar = tqdm(total=len(eval_ids) * len(modes), initial=start * len(modes), desc=bench.name, unit="prompt",
                disable=not progress)
-    metric_names = (REFERENCE_METRICS_BY_KIND if reference else METRICS_BY_KIND)[bench.kind]
-    per_record = [m for m in metric_names if m not in CORPUS_METRICS]  # BLEU is a corpus metric: none per record
     for first in range(start, len(eval_ids), batch_size):
         batch = eval_ids[first: first + batch_size]
-        blocks = {**shot_blocks, **(compress(batch) if needs_blocks else {})}
+        blocks = {**shot_blocks, **(bench_run.compress(batch) if needs_blocks else {})}
         for mode in modes:
             bar.set_postfix(mode=mode)
-            prompts_ = [realize(template(i, mode), mode, tokenizer, blocks, i, special, block_texts) for i in batch]
-            if long_reference and decoding.window and mode != "compressed":
-                prompts_ = [fit_window(p, tokenizer, decoding.window - decoding.max_new_tokens,
-                                       prompts.LONG_CONTEXT_TRUNCATED[bench.template],
-                                       prompts.long_context_query(bench.template, examples[i].instruction,
-                                                                  examples[i].query))
-                            for i, p in zip(batch, prompts_)]
+            prompts_ = bench_run.prompts(batch, mode, blocks)
             began = time.perf_counter()
             out = pipe.generate_ids([p.pieces for p in prompts_], decoding.max_new_tokens, 0.0,
-                                    stop_ids=decoding.stops(long_reference, mode), vocab_limit=decoding.vocab_limit)
-            run = runs[mode]
-            run.seconds += time.perf_counter() - began
-            new = []
-            for i, prompt, ids in zip(batch, prompts_, out):
-                ex, generation = examples[i], tokenizer.decode(ids)
-                prediction = decoding.answer(generation, long_reference)
-                new.append({"line": ex.line, "question": ex.question, "prompt": prompt.shown,
-                            "generation": generation, "prediction": prediction, "answers": list(ex.answers),
-                            "metrics": {m: 100.0 * v for m, v in record_scores(per_record, prediction, ex.answers,
-                                                                                ex.document).items()},
-                            "prefill_tokens": prompt.prefill,
-                            "compression_ratio": (prompt.document_tokens / prompt.document_slots
-                                                  if prompt.document_slots else None)})
-            run.records += new
+                                    stop_ids=decoding.stops(bench_run.long_reference, mode),
+                                    vocab_limit=decoding.vocab_limit)
+            runs[mode].seconds += time.perf_counter() - began
+            new = [bench_run.record(i, prompt, ids) for i, prompt, ids in zip(batch, prompts_, out)]
+            runs[mode].records += new
             if out_dir is not None:
                 _append_records(_predictions_path(out_dir, bench, mode), new, first == 0)
             bar.update(len(batch))
     bar.close()
 
-    answers = [examples[i].answers for i in eval_ids]
     result = {"kind": bench.kind, "path": str(bench.path), "n": len(eval_ids),
               "shot_lines": [examples[i].line for i in shot_ids], "max_new_tokens": decoding.max_new_tokens,
               "modes": {}}
     if bench.language:
         result["language"] = bench.language
     for mode, run in runs.items():
-        predictions = [r["prediction"] for r in run.records]
-        ratios = [r["compression_ratio"] for r in run.records if r["compression_ratio"] is not None]
-        contexts = [examples[i].document for i in eval_ids]
-        result["modes"][mode] = {
-            "metrics": {m: score(m, predictions, answers, contexts) for m in metric_names},
-            "n": len(predictions),
-            "compression_ratio": float(np.mean(ratios)) if ratios else None,
-            "prefill_tokens": float(np.mean([r["prefill_tokens"] for r in run.records])),
-        }
+        result["modes"][mode] = bench_run.mode_result(run, eval_ids)
         if out_dir is not None:
             _write_timing(Path(out_dir), bench.name, mode, run.seconds)
     return result
