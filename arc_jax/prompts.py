@@ -3,7 +3,8 @@ which are QA with a task question), and the Llama 2 Chat layout (chat pretrainin
 
 A layout is a list of pieces: `str` (text without loss), `Block` (where a compressed document
 goes), `Answer` (an in-context example's answer: text without loss, kept apart so that the demo's
-decoder LM can weight it), `Target` (text the decoder learns to write). The training tasks
+decoder LM can weight it), `Target` (text the decoder learns to write), `Cut` (a tokenizer-call
+boundary, for arc_jax's earlier few-shot layout, `few_shot_arc_jax`). The training tasks
 (arc_jax/data/tasks.py), the evaluation harness (arc_jax/evaluation/harness.py) and the demo's
 decoder LM (arc_jax/demo/decoder_lm.py) all build their prompts here.
 
@@ -21,7 +22,8 @@ Few-shot QA, evaluation (embed_llm/generation/utils.py create_prompt_prefix, cre
 same pieces, the prompt ending "\\nQuestion: q\\nAnswer:" without the training's trailing space
 (the reference's training and evaluation differ there; both are reproduced). Read as plain text
 (open book) a document follows "Document: " directly; without documents (closed book) the pieces
-are "Question: q1\\nAnswer: a1\\n\\nQuestion: q\\nAnswer:".
+are "Question: q1\\nAnswer: a1\\n\\nQuestion: q\\nAnswer:", and the reference's closed-book baseline
+keeps the shots' documents before "\\n\\n\\nQuestion: q\\nAnswer:".
 
 Llama 2 Chat (embed_llm/models/utils/utils.py format_for_chat, as prepare_forward calls it in
 embed_llm/models/augmented_model.py): an instruction "prefix||instruction||suffix" lays out as
@@ -30,6 +32,10 @@ embed_llm/models/augmented_model.py): an instruction "prefix||instruction||suffi
 
 with loss on the last piece after its first len(encode(" [/INST] " + suffix)) tokens, and EOS.
 When generating, the last piece is f"{text_after.strip()} [/INST] {suffix}" without loss or EOS.
+
+Long-context evaluation (embed_llm/generation/long_context/eval_downstream.py, TestItem): per
+dataset a document label ("Story:\\n", ...), a query and an answer label, in the chat layout for
+compressed documents (`long_context_instruction`) and as plain text otherwise (`long_context_text`).
 """
 
 from __future__ import annotations
