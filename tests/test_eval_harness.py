@@ -414,11 +414,15 @@ def test_a_translation_record_without_language_is_reported(tmp_path):
         harness.load_examples(Benchmark(str(path), "translation"))
 
 
-def test_closed_book_needs_no_document(tmp_path):
+@pytest.mark.parametrize("protocol", ["arc_jax", "reference"])
+def test_closed_book_needs_no_document(tmp_path, protocol):
+    """(Records without passages, as `data prepare nq` writes them without retrieval: the reference's
+    closed-book shots keep their documents only when they have some.)"""
     path = write_jsonl(tmp_path / "nq.jsonl", [{"question": f"q{i}?", "answer": "a"} for i in range(3)])
-    result = harness.evaluate(FakePipeline({}), [str(path)], ["closed_book"], protocol="arc_jax", shots=1,
-                              progress=False)
+    pipe = FakePipeline({})
+    result = harness.evaluate(pipe, [str(path)], ["closed_book"], protocol=protocol, shots=1, progress=False)
     assert result["benchmarks"]["nq"]["modes"]["closed_book"]["n"] == 2
+    assert "Document" not in pipe.decoder_tokenizer.decode(pipe.prompts[0][1])
 
 
 def test_an_empty_set_is_an_error(tmp_path):

@@ -56,7 +56,8 @@ import numpy as np
 from arc_jax import prompts
 from arc_jax.data.bad_records import DataError
 from arc_jax.data.sources import field_problem, parse_record
-from arc_jax.evaluation.metrics import CORPUS_METRICS, REFERENCE_METRICS_BY_KIND, record_scores, score
+from arc_jax.evaluation.metrics import (CONTEXT_METRICS, CORPUS_METRICS, REFERENCE_METRICS_BY_KIND, record_scores,
+                                        score)
 
 MODES = ("closed_book", "open_book", "compressed", "truncated")
 KINDS = ("qa", "translation", "summarization", "long_context")
@@ -519,7 +520,7 @@ def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] =
     if not benches:
         raise ValueError("no benchmark to evaluate")
     seed = (REFERENCE_SHUFFLE if protocol == "reference" else 0) if seed is None else seed
-    need_document = any(m != "closed_book" for m in modes) or protocol == "reference"
+    need_document = any(m != "closed_book" for m in modes)
     loaded = [(b, load_examples(b, need_document, max_passages)) for b in benches]
     splits = []
     for b, ex in loaded:
@@ -646,6 +647,8 @@ class _BenchmarkRun:
         self.shots = [(i, examples[i]) for i in shot_ids]
         self.block_texts: dict[int, list[str]] = {}
         metric_names = (REFERENCE_METRICS_BY_KIND if self.reference else METRICS_BY_KIND)[bench.kind]
+        if any(ex.document is None for ex in examples):  # "context holds the answer" needs the contexts
+            metric_names = tuple(m for m in metric_names if m not in CONTEXT_METRICS)
         self.metric_names = metric_names
         self.per_record = [m for m in metric_names if m not in CORPUS_METRICS]  # BLEU: a corpus metric only
 
@@ -673,9 +676,10 @@ class _BenchmarkRun:
         if self.long:
             return long_context_template((i, self.examples[i]), mode != "closed_book",
                                          self.bench.template if self.long_reference else None, mode == "compressed")
-        # The reference's closed-book baseline keeps the shots' documents (as text).
+        # The reference's closed-book baseline keeps the shots' documents (as text), when they have any.
+        shot_documents = self.reference and all(ex.document for _, ex in self.shots)
         return few_shot_template(self.shots, (i, self.examples[i]), mode != "closed_book",
-                                 shot_documents=self.reference or mode != "closed_book",
+                                 shot_documents=shot_documents or mode != "closed_book",
                                  layout="reference" if self.reference else "arc_jax")
 
     def prompts(self, batch: list[int], mode: str, blocks) -> list[Prompt]:
