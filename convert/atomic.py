@@ -1,4 +1,4 @@
-"""Write a checkpoint folder completely or not at all."""
+"""Write a checkpoint folder, or a file, completely or not at all."""
 
 from __future__ import annotations
 
@@ -6,9 +6,21 @@ import contextlib
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 from arc_jax.convert.errors import ConversionError
+
+
+def write_file_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write under a temporary name in the same folder, then rename: readers never see a partial file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

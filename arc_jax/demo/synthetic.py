@@ -27,9 +27,9 @@ import os
 import pathlib
 import random
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 
+from arc_jax.convert.atomic import write_file_atomic
 from arc_jax.data.bad_records import DataError
 
 # Bump when the generated text changes for the same parameters: cached corpora are then rebuilt.
@@ -239,16 +239,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_atomic(path: pathlib.Path, data: bytes) -> None:
-    """Write under a temporary name in the same folder, then rename: readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _read_json(path: pathlib.Path) -> dict | None:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
@@ -293,12 +283,12 @@ def write_tiny_corpus(folder: str | os.PathLike, seed: int = 0, n_entities: int 
                 QA_EVAL_FILE: _jsonl_bytes(corpus.qa_eval), PRETRAIN_EVAL_FILE: _jsonl_bytes(corpus.pretrain_eval)}
     paths["manifest"].unlink(missing_ok=True)  # a crash mid-write then leaves no manifest claiming old files
     for name, data in contents.items():
-        _write_atomic(folder / name, data)
+        write_file_atomic(folder / name, data)
     manifest = {"params": params, "sha256": {name: _sha256(data) for name, data in contents.items()},
                 "records": {PRETRAIN_FILE: len(corpus.pretrain), QA_TRAIN_FILE: len(corpus.qa_train),
                             QA_EVAL_FILE: len(corpus.qa_eval), PRETRAIN_EVAL_FILE: len(corpus.pretrain_eval)},
                 "entities": {"train": len(corpus.train_people), "held_out": len(corpus.held_out_people)}}
-    _write_atomic(paths["manifest"], (json.dumps(manifest, indent=1) + "\n").encode())  # last: marks completion
+    write_file_atomic(paths["manifest"], (json.dumps(manifest, indent=1) + "\n").encode())  # last: marks completion
     return paths
 
 
@@ -365,8 +355,8 @@ def tiny_tokenizer(folder: str | os.PathLike, vocab_size: int = DEFAULT_VOCAB_SI
         return path
     model = train_tokenizer_model(_training_lines(folder), vocab_size, split_digits)
     manifest_path.unlink(missing_ok=True)
-    _write_atomic(path, model)
-    _write_atomic(manifest_path, (json.dumps({"params": params, "sha256": {TOKENIZER_FILE: _sha256(model)}},
+    write_file_atomic(path, model)
+    write_file_atomic(manifest_path, (json.dumps({"params": params, "sha256": {TOKENIZER_FILE: _sha256(model)}},
                                              indent=1) + "\n").encode())
     return path
 
@@ -399,6 +389,6 @@ def write_fresh_people(folder: str | os.PathLike, n_people: int, seed: int = 0) 
     records = qa_records(new_people(n_people, rng, corpus_name_words(folder)), rng)
     documents = list({r["passages"][0]: None for r in records})
     paths = {"documents": folder / "fresh_documents.jsonl", "qa": folder / "fresh_qa.jsonl"}
-    _write_atomic(paths["documents"], _jsonl_bytes({"text": d} for d in documents))
-    _write_atomic(paths["qa"], _jsonl_bytes(records))
+    write_file_atomic(paths["documents"], _jsonl_bytes({"text": d} for d in documents))
+    write_file_atomic(paths["qa"], _jsonl_bytes(records))
     return paths

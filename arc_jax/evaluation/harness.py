@@ -54,6 +54,7 @@ from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from arc_jax import prompts
+from arc_jax.convert.atomic import write_file_atomic
 from arc_jax.data.bad_records import DataError
 from arc_jax.data.sources import field_problem, parse_record
 from arc_jax.evaluation.metrics import (CONTEXT_METRICS, CORPUS_METRICS, REFERENCE_METRICS_BY_KIND, record_scores,
@@ -531,7 +532,9 @@ def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] =
     tokenizer = pipe.decoder_tokenizer
     vocab_limit = min(tokenizer.vocab_size, pipe.decoder.config.vocab_size)  # as ARCPipeline.generate
     stops = stop_ids(tokenizer, "\n\n" if protocol == "reference" else "\n")
-    newline_stops = stops if protocol == "arc_jax" else stop_ids(tokenizer, "\n")
+    # The reference's long-context text prompts stop at a newline: scan the vocabulary again only for them.
+    long_reference = protocol == "reference" and any(b.kind == "long_context" and b.template for b in benches)
+    newline_stops = stop_ids(tokenizer, "\n") if long_reference else stops
     results = {"settings": {"protocol": protocol, "modes": modes, "shots": shots, "seed": seed,
                             "max_examples": max_examples, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                             "max_passages": max_passages, "chunk_len": chunk_len, "max_chunks": max_chunks,
@@ -567,13 +570,7 @@ def _claim(out: Path, settings: dict, paths: list[str]) -> None:
                             "use another --out, or remove it to start over")
         return
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, json.dumps(wanted, indent=1) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_file_atomic(path, (json.dumps(wanted, indent=1) + "\n").encode())
 
 
 def _unique_names(benches: list[Benchmark]) -> list[Benchmark]:
@@ -727,7 +724,7 @@ def _resume(runs: dict[str, _ModeRun], out_dir, bench: Benchmark, lines: list[in
         del run.records[start:]
         if start and extra:
             path = _predictions_path(out_dir, bench, mode)
-            _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in run.records))
+            write_file_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in run.records).encode())
     return start
 
 
@@ -794,7 +791,7 @@ def _write_timing(out: Path, bench: str, mode: str, seconds: float) -> None:
     timing = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     key = f"{bench}/{mode}"
     timing[key] = timing.get(key, 0.0) + seconds
-    _write_atomic(path, json.dumps(timing, indent=1) + "\n")
+    write_file_atomic(path, (json.dumps(timing, indent=1) + "\n").encode())
 
 
 # --- Reports -------------------------------------------------------------------------------------
