@@ -25,7 +25,13 @@ class RopeScaling:
 
 @dataclasses.dataclass(frozen=True)
 class BackboneConfig:
-    """A Llama-family pre-norm transformer (Llama 2/3, Mistral, OLMo)."""
+    """A Llama-family pre-norm transformer (Llama 2/3, Mistral, OLMo, Qwen2/2.5, Qwen3).
+
+    The variants are options of the one block, each off by default: `qkv_bias` adds biases to
+    the query, key and value projections (Qwen2/2.5); `qk_norm` applies an RMSNorm over head_dim
+    to every query and key head before RoPE (Qwen3); `tie_embeddings` reads the output logits
+    from the embedding table instead of a separate head. `head_dim` need not be dim / n_heads.
+    """
 
     dim: int
     n_layers: int
@@ -39,6 +45,9 @@ class BackboneConfig:
     # "layernorm" is OLMo's weightless LayerNorm; "rmsnorm" everything else.
     norm_type: NormType = "rmsnorm"
     rope_scaling: RopeScaling | None = None
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    tie_embeddings: bool = False
 
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:

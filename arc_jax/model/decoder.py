@@ -1,7 +1,7 @@
 """The frozen decoder LLM, reading text embeddings with compressed vectors spliced in.
 
 Parameter tree: tok_embeddings/embedding [vocab, dim], layers/block/... (stacked),
-norm/scale [dim], output [dim, vocab].
+norm/scale [dim], output [dim, vocab] (none with tie_embeddings: the logits read the embedding table).
 
 `__call__` is the training and scoring path; `cached_forward` is generation's prefill and decode
 step over a KV cache (arc_jax/model/kv_cache.py). Generation prefills with the scanned layers and
@@ -44,15 +44,18 @@ class Decoder(nn.Module):
         self.layers = LayerStack(c, c.n_layers, True, self.dtype, self.param_dtype, self.attention_impl,
                                  self.remat_policy, self.scan_layers)
         self.norm = Norm(c.norm_type, c.norm_eps, self.param_dtype)
-        self.output = self.param("output", nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                                         ("embed", "vocab")),
-                                 (c.dim, c.vocab_size), self.param_dtype)
+        if not c.tie_embeddings:
+            self.output = self.param("output", nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                                             ("embed", "vocab")),
+                                     (c.dim, c.vocab_size), self.param_dtype)
 
     def _embed(self, tokens, compressed, compressed_index):
         h = self.tok_embeddings(tokens)
         return constrain_residual(h if compressed is None else splice_compressed(h, compressed, compressed_index))
 
     def _logits(self, h):
+        if self.cfg.tie_embeddings:
+            return self.tok_embeddings.attend(self.norm(h))
         return jnp.einsum("...d,dv->...v", self.norm(h), self.output.astype(self.dtype),
                           preferred_element_type=jnp.float32)
 

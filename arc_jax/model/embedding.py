@@ -1,4 +1,4 @@
-"""Token embedding table [vocab, dim]."""
+"""Token embedding table [vocab, dim]; `attend` reads logits from it (tied input and output embeddings)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,15 @@ class Embed(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, tokens):
-        table = self.param(
+    def setup(self):
+        self.embedding = self.param(
             "embedding",
             nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0), ("vocab", "embed")),
             (self.vocab_size, self.dim), self.param_dtype)
-        return jnp.take(table, tokens, axis=0).astype(self.dtype)
+
+    def __call__(self, tokens):
+        return jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
+
+    def attend(self, x):
+        """Float32 logits x @ table.T [..., vocab]."""
+        return jnp.einsum("...d,vd->...v", x, self.embedding.astype(self.dtype), preferred_element_type=jnp.float32)

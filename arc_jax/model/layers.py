@@ -33,11 +33,13 @@ def _param(module: nn.Module, name: str, shape, axes, dtype, init=nn.initializer
 
 
 class Norm(nn.Module):
-    """RMSNorm (x * rsqrt(mean(x^2) + eps) * weight) or OLMo's weightless LayerNorm, in float32."""
+    """RMSNorm (x * rsqrt(mean(x^2) + eps) * weight) or OLMo's weightless LayerNorm, in float32,
+    over the last axis, whose logical name is `axis` ("head_dim" for Qwen3's per-head q/k norms)."""
 
     norm_type: str
     eps: float
     param_dtype: Dtype = jnp.float32
+    axis: str = "embed"
 
     @nn.compact
     def __call__(self, x):
@@ -45,7 +47,7 @@ class Norm(nn.Module):
         if self.norm_type == "layernorm":
             x32 = x32 - x32.mean(-1, keepdims=True)
             return (x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + self.eps)).astype(x.dtype)
-        scale = _param(self, "scale", (x.shape[-1],), ("embed",), self.param_dtype, nn.initializers.ones)
+        scale = _param(self, "scale", (x.shape[-1],), (self.axis,), self.param_dtype, nn.initializers.ones)
         y = x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + self.eps)
         return y.astype(x.dtype) * scale.astype(x.dtype)
 
@@ -103,6 +105,16 @@ class Attention(nn.Module):
         q = jnp.einsum("btd,dhk->bthk", x_q, cast(wq))
         k = jnp.einsum("bsd,dhk->bshk", x_kv, cast(wk))
         v = jnp.einsum("bsd,dhk->bshk", x_kv, cast(wv))
+        if c.qkv_bias:  # Qwen2/2.5
+            zeros = nn.initializers.zeros
+            q = q + cast(_param(self, "bq", (c.n_heads, c.head_dim), ("heads", "head_dim"), self.param_dtype, zeros))
+            k = k + cast(_param(self, "bk", (c.n_kv_heads, c.head_dim), ("kv_heads", "head_dim"), self.param_dtype,
+                                zeros))
+            v = v + cast(_param(self, "bv", (c.n_kv_heads, c.head_dim), ("kv_heads", "head_dim"), self.param_dtype,
+                                zeros))
+        if c.qk_norm:  # Qwen3: every query and key head RMS-normalised before RoPE
+            q = Norm("rmsnorm", c.norm_eps, self.param_dtype, "head_dim", name="q_norm")(q)
+            k = Norm("rmsnorm", c.norm_eps, self.param_dtype, "head_dim", name="k_norm")(k)
         inv_freq = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
         q = apply_rope(q, q_positions, inv_freq)
         k = apply_rope(k, kv_positions, inv_freq)
