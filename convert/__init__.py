@@ -2,7 +2,8 @@
 layout.py renames Meta/Mistral tensor names to arc_jax parameter trees and back.
 
 Decoders: "meta" (Meta/Mistral consolidated .pth or .safetensors + params.json), "hf" (Hugging Face
-transformers safetensors + config.json), "arc_jax" (Orbax). Encoders: "released" (Hugging Face
+transformers safetensors + config.json), "olmo" (allenai's own OLMo model.safetensors, read only),
+"arc_jax" (Orbax). Encoders: "released" (Hugging Face
 ARC-Encoder model.safetensors + config.json), "reference" (reference training checkpoint),
 "arc_jax". Each format module has `matches(path)`, `read(path) -> (config, params)` and
 `write(config, params, folder)`; params are numpy pytrees in the arc_jax layout.
@@ -17,7 +18,9 @@ from pathlib import Path
 from arc_jax.convert.atomic import atomic_output_dir
 from arc_jax.convert.errors import ConversionError
 
-DECODER_FORMATS = ("arc_jax", "hf", "meta")
+DECODER_FORMATS = ("arc_jax", "olmo", "hf", "meta")
+# Formats arc_jax reads but does not write.
+READ_ONLY_FORMATS = ("olmo",)
 ENCODER_FORMATS = ("arc_jax", "released", "reference")
 
 
@@ -74,7 +77,12 @@ def read_decoder_config(path: str | os.PathLike):
     if fmt == "arc_jax":
         return _module(fmt).read_config(path, "decoder")
     if fmt == "hf":
-        return _module(fmt).config_from_hf(load_json(path / "config.json"), f"{path / 'config.json'}: ")[0]
+        return _module(fmt).config_from_hf(load_json(path / "config.json"), f"{path / 'config.json'}: ")
+    if fmt == "olmo":
+        from arc_jax.convert import olmo
+        from arc_jax.convert.safetensors_io import SafetensorsFile
+
+        return olmo.read_config(path, SafetensorsFile(path / olmo.WEIGHTS))
     return _module(fmt).config_from_params(load_json(path / "params.json"), f"{path / 'params.json'}: ", None)
 
 
@@ -84,6 +92,7 @@ def read_encoder(path: str | os.PathLike):
 
 
 def _write(cfg, params, out, format: str, formats: tuple[str, ...], kind: str, overwrite: bool, options):
+    formats = tuple(f for f in formats if f not in READ_ONLY_FORMATS)
     if format not in formats:
         raise ConversionError(f"unknown {kind} output format {format!r}; choose from {', '.join(formats)}")
     with atomic_output_dir(out, overwrite) as tmp:

@@ -1,4 +1,5 @@
-"""A new ARC encoder to pretrain, made from a decoder checkpoint (a Llama 3.2 3B in the paper).
+"""A new ARC encoder to pretrain, made from a decoder checkpoint (a Llama 3.2 3B in the paper; a
+Llama 3.2 1B or a Qwen3 works the same way, its q/k/v biases or q/k norms kept).
 
 The decoder's last n_truncated_layers layers, final norm and output head are dropped; the first
 layers are kept unchanged, the last len(compress_rates) of them becoming the pooling layers.
@@ -56,8 +57,10 @@ def fresh_encoder_from_decoder(
     if not out_dims:
         raise ConversionError("out_dims is empty: an encoder needs at least one decoder head")
     n_layers = backbone.n_layers - n_truncated_layers
+    # An encoder has no output head, so nothing is tied in it.
     encoder_backbone = dataclasses.replace(
-        backbone, n_layers=n_layers, rope_scaling=backbone.rope_scaling if keep_rope_scaling else None)
+        backbone, n_layers=n_layers, rope_scaling=backbone.rope_scaling if keep_rope_scaling else None,
+        tie_embeddings=False)
     try:
         cfg = EncoderConfig(
             backbone=encoder_backbone,

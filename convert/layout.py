@@ -11,7 +11,9 @@ checkpoints) are the hub every format goes through: Hugging Face names are mappe
   layers.{i}.feed_forward.w1/w3.weight [f, dim] -> <stack>/feed_forward/w1, w3 [dim, f]
   layers.{i}.feed_forward.w2.weight [dim, f]  -> <stack>/feed_forward/w2 [f, dim]
   layers.{i}.attention_norm/ffn_norm.weight   -> <stack>/attention_norm, ffn_norm/scale
-  norm.weight, output.weight [vocab, dim]     -> norm/scale, output [dim, vocab]
+  norm.weight, output.weight [vocab, dim]     -> norm/scale, output [dim, vocab] (none when tied)
+  layers.{i}.attention.wq/wk/wv.bias [h*d]    -> <stack>/attention/bq, bk, bv [h, d]   (qkv_bias)
+  layers.{i}.attention.q_norm/k_norm.weight   -> <stack>/attention/q_norm, k_norm/scale (qk_norm)
 
 <stack> is layers/block with a leading layer axis for scanned layers, or pooling_layers_{j}.
 Every read checks the key set (missing and unexpected keys listed) and every shape.
@@ -51,6 +53,14 @@ def _block_entries(c: BackboneConfig):
     if c.norm_type == "rmsnorm":
         for name, path in _BLOCK_NORMS.items():
             entries[name] = (path, (d,), lambda w: w, lambda p: p)
+    if c.qkv_bias:
+        for w, heads in (("q", h), ("k", k), ("v", k)):
+            entries[f"attention.w{w}.bias"] = (("attention", f"b{w}"), (heads * hd,),
+                                               lambda b, n=heads: b.reshape(n, hd), lambda p, n=heads: p.reshape(n * hd))
+    if c.qk_norm:
+        for w in ("q", "k"):
+            entries[f"attention.{w}_norm.weight"] = (("attention", f"{w}_norm", "scale"), (hd,), lambda w: w,
+                                                     lambda p: p)
     return entries
 
 
@@ -132,15 +142,14 @@ def write_block(block: dict, c: BackboneConfig, layer: int, prefix: str = "", in
 # ---- decoders --------------------------------------------------------------------------------
 
 def decoder_keys(c: BackboneConfig) -> set[str]:
-    keys = {"tok_embeddings.weight", "output.weight"} | ({"norm.weight"} if c.norm_type == "rmsnorm" else set())
-    for i in range(c.n_layers):
-        keys.update(block_keys(c, i))
-    return keys
+    return set(decoder_shapes(c))
 
 
 def decoder_shapes(c: BackboneConfig) -> dict[str, tuple[int, ...]]:
     """Meta name -> shape of every decoder tensor, to check file headers before reading data."""
-    shapes = {"tok_embeddings.weight": (c.vocab_size, c.dim), "output.weight": (c.vocab_size, c.dim)}
+    shapes = {"tok_embeddings.weight": (c.vocab_size, c.dim)}
+    if not c.tie_embeddings:
+        shapes["output.weight"] = (c.vocab_size, c.dim)
     if c.norm_type == "rmsnorm":
         shapes["norm.weight"] = (c.dim,)
     for i in range(c.n_layers):
@@ -153,8 +162,9 @@ def decoder_from_meta(get: Getter, keys: set[str], c: BackboneConfig, where: str
     params = {
         "tok_embeddings": {"embedding": np.asarray(checked(get, "tok_embeddings.weight", (c.vocab_size, c.dim), where))},
         "layers": {"block": read_blocks(get, c, range(c.n_layers), where)},
-        "output": np.ascontiguousarray(checked(get, "output.weight", (c.vocab_size, c.dim), where).T),
     }
+    if not c.tie_embeddings:
+        params["output"] = np.ascontiguousarray(checked(get, "output.weight", (c.vocab_size, c.dim), where).T)
     if c.norm_type == "rmsnorm":
         params["norm"] = {"scale": np.asarray(checked(get, "norm.weight", (c.dim,), where))}
     return params
@@ -166,7 +176,8 @@ def decoder_to_meta(params: dict, c: BackboneConfig) -> Iterator[tuple[str, np.n
         yield from write_block(params["layers"]["block"], c, i, index=i)
     if c.norm_type == "rmsnorm":
         yield "norm.weight", np.asarray(params["norm"]["scale"])
-    yield "output.weight", np.asarray(params["output"]).T
+    if not c.tie_embeddings:
+        yield "output.weight", np.asarray(params["output"]).T
 
 
 # ---- encoders (the backbone part; heads are format-specific) --------------------------------

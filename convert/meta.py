@@ -4,8 +4,9 @@ pickles, one per model-parallel shard) or consolidated.safetensors (Mistral).
 params.json, Llama style: dim, n_layers, n_heads, n_kv_heads, vocab_size (-1 in Llama 2: the
 embedding table says), multiple_of, ffn_dim_multiplier, norm_eps, rope_theta, use_scaled_rope;
 the feed-forward width is implicit (`llama_hidden_dim`). Mistral style states head_dim and
-hidden_dim. arc_jax writes the Mistral style (unambiguous) and, for OLMo's weightless LayerNorm,
-which no Meta release has, an extra "norm_type": "layernorm".
+hidden_dim. arc_jax writes the Mistral style (unambiguous) and, for what no Meta release has, extra
+fields: "norm_type": "layernorm" (OLMo's weightless LayerNorm), "qkv_bias", "qk_norm" and
+"tie_embeddings": true (Qwen; a tied model stores no output.weight).
 
 Model-parallel shards split wq, wk, wv, w1, w3 and output along dim 0, wo, w2 and tok_embeddings
 along dim 1, and replicate the norms; reading concatenates one tensor at a time. torch is only
@@ -42,6 +43,8 @@ CONTAINERS = ("pth", "safetensors")
 _ROPE_BUFFER = "rope.freqs"
 # Split axis of each tensor kind (the name before ".weight") in model-parallel shards.
 _SPLIT_AXES = {"tok_embeddings": 1, "output": 0, "wq": 0, "wk": 0, "wv": 0, "w1": 0, "w3": 0, "wo": 1, "w2": 1}
+# arc_jax's params.json fields for the backbone options no Meta release has, written only when true.
+BACKBONE_OPTIONS = ("qkv_bias", "qk_norm", "tie_embeddings")
 # The only Llama 3.x scaling Meta's params.json can express: use_scaled_rope with a factor.
 _META_SCALING = RopeScaling()
 
@@ -167,7 +170,8 @@ def config_from_params(args: dict, where: str, vocab_size: int | None) -> Backbo
     norm_type = field(args, "norm_type", "str", where, "rmsnorm")
     if norm_type not in ("rmsnorm", "layernorm"):
         raise ConversionError(f"{where}norm_type = {norm_type!r}: expected rmsnorm or layernorm")
-    return dataclasses.replace(cfg, rope_scaling=scaling, norm_type=norm_type)
+    options = {name: field(args, name, "bool", where, False) for name in BACKBONE_OPTIONS}
+    return dataclasses.replace(cfg, rope_scaling=scaling, norm_type=norm_type, **options)
 
 
 def params_json(cfg: BackboneConfig) -> dict:
@@ -184,6 +188,7 @@ def params_json(cfg: BackboneConfig) -> dict:
         args["rope_scaling_factor"] = cfg.rope_scaling.factor
     if cfg.norm_type != "rmsnorm":
         args["norm_type"] = cfg.norm_type
+    args.update({name: True for name in BACKBONE_OPTIONS if getattr(cfg, name)})
     return args
 
 

@@ -129,6 +129,10 @@ def check_writable(cfg: EncoderConfig) -> None:
     if b.rope_scaling is not None:
         raise ConversionError("rope_scaling is set, but the reference encoder never applies RoPE scaling: "
                               "the released/reference layouts cannot record it")
+    for option in ("qkv_bias", "qk_norm"):
+        if getattr(b, option):
+            raise ConversionError(f"{option} is set: the reference encoder is a Llama model without it, so the "
+                                  "released/reference layouts cannot hold this encoder; write it as arc_jax")
     shared_projector(cfg)
 
 

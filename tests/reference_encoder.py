@@ -19,14 +19,17 @@ import numpy as np
 def make_config(*, dim=32, n_layers=5, n_truncated_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, hidden_dim=48,
                 vocab_size=64, rope_theta=10000.0, norm_eps="1e-05", compress_rates=(-8,),
                 pool_type="mean_pooled_queries", where="before", causal=False, memory_tokens=0, rec_tok=True,
-                cont_tok=True, n_decoders=1, bridge_hidden=24, out_dim=40) -> dict:
-    """A released config.json as the hub mixin writes it (norm_eps a string, llms and embedder)."""
+                cont_tok=True, n_decoders=1, bridge_hidden=24, out_dim=40, qkv_bias=False, qk_norm=False) -> dict:
+    """A released config.json as the hub mixin writes it (norm_eps a string, llms and embedder).
+    qkv_bias / qk_norm (Qwen2 / Qwen3 backbones, which no released encoder has) are recorded in
+    model_args only when set."""
     return {
         "bridge_args": {"bridge_type": "mlp" if n_decoders == 1 else "multi_module", "in_dim": dim,
                         "hidden_dim": bridge_hidden, "out_dim": out_dim},
         "model_args": {"dim": dim, "n_layers": n_layers, "head_dim": head_dim, "hidden_dim": hidden_dim,
                        "n_heads": n_heads, "n_kv_heads": n_kv_heads, "norm_eps": norm_eps, "vocab_size": vocab_size,
-                       "rope_theta": rope_theta, "max_batch_size": 4},
+                       "rope_theta": rope_theta, "max_batch_size": 4,
+                       **({"qkv_bias": True} if qkv_bias else {}), **({"qk_norm": True} if qk_norm else {})},
         "embedder_args": {"n_truncated_layers": n_truncated_layers, "compress_rates": list(compress_rates),
                           "pooling_module": {"pool_type": pool_type, "where": where},
                           "causal_embedder": causal, "rec_tok": rec_tok, "cont_tok": cont_tok,
@@ -65,6 +68,12 @@ def random_weights(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
         w[p + "feed_forward.w2.weight"] = normal(d, f, scale=f ** -0.5)
         w[p + "attention_norm.weight"] = 1 + normal(d, scale=0.1)
         w[p + "ffn_norm.weight"] = 1 + normal(d, scale=0.1)
+        if m.get("qkv_bias"):
+            for name, heads in (("wq", m["n_heads"]), ("wk", m["n_kv_heads"]), ("wv", m["n_kv_heads"])):
+                w[p + f"attention.{name}.bias"] = normal(heads * hd, scale=0.5)
+        if m.get("qk_norm"):
+            for name in ("q_norm", "k_norm"):
+                w[p + f"attention.{name}.weight"] = 1 + normal(hd, scale=0.3)
     if e["memory_tokens"]:
         w["embedder.mem_embeddings.0.weight"] = normal(e["memory_tokens"], d)
     for k in range(n_decoders_of(config)):
@@ -125,9 +134,19 @@ def rope(x, positions, theta):
 def attention(w, p, xq, xkv, q_pos, kv_pos, m, causal):
     """Grouped-query attention, one head at a time; causal masks keys with position > query's."""
     n_heads, n_kv, hd = m["n_heads"], m["n_kv_heads"], m["head_dim"]
-    q = rope((xq @ w[p + "attention.wq.weight"].T).reshape(len(xq), n_heads, hd), q_pos, m["rope_theta"])
-    k = rope((xkv @ w[p + "attention.wk.weight"].T).reshape(len(xkv), n_kv, hd), kv_pos, m["rope_theta"])
-    v = (xkv @ w[p + "attention.wv.weight"].T).reshape(len(xkv), n_kv, hd)
+
+    def project(x, name, heads):
+        """x @ W.T (+ bias: Qwen2), one row per head (RMS-normalised with a scale: Qwen3 q and k)."""
+        y = x @ w[p + f"attention.{name}.weight"].T + w.get(p + f"attention.{name}.bias", 0.0)
+        y = y.reshape(len(x), heads, hd)
+        norm = {"wq": "q_norm", "wk": "k_norm"}.get(name)
+        if norm and p + f"attention.{norm}.weight" in w:
+            y = rms_norm(y, w[p + f"attention.{norm}.weight"], float(m["norm_eps"]))
+        return y
+
+    q = rope(project(xq, "wq", n_heads), q_pos, m["rope_theta"])
+    k = rope(project(xkv, "wk", n_kv), kv_pos, m["rope_theta"])
+    v = project(xkv, "wv", n_kv)
     heads = []
     for h in range(n_heads):
         g = h // (n_heads // n_kv)

@@ -63,7 +63,8 @@ def test_hf_round_trip_is_bit_exact(variant, tmp_path):
     assert (source / "model.safetensors.index.json").is_file() == (variant == "sharded")
     assert detect_format(source, "decoder") == "hf"
     cfg, params = read_decoder(source)
-    assert params["output"].dtype == (ml_dtypes.bfloat16 if variant == "bfloat16" else np.float32)
+    assert params["tok_embeddings"]["embedding"].dtype == (ml_dtypes.bfloat16 if variant == "bfloat16" else np.float32)
+    assert cfg.tie_embeddings == ("output" not in params) == (variant == "tied")  # tied: no separate head
 
     write_decoder(cfg, params, tmp_path / "out", "hf")
     assert_same_tensors(hf_tensors(tmp_path / "out"), hf_tensors(source))

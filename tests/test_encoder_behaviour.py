@@ -3,6 +3,7 @@ reference (tests/reference_encoder.py) on released-layout checkpoints, packing, 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -11,6 +12,7 @@ import pytest
 
 import reference_encoder as ref
 from arc_jax.convert import released
+from arc_jax.convert.layout import encoder_backbone_from_meta
 from arc_jax.model import ARCEncoder, pack_encoder_inputs, pool_groups
 from arc_jax.model.inputs import splice_segments
 from arc_jax.model.pooling import pooled_length
@@ -29,7 +31,11 @@ CASES = {
     "memory_tokens": dict(compress_rates=[], memory_tokens=4, pool_type="mean"),
     "every_layer_pools": dict(compress_rates=[-2, -2, -2]),
     "two_decoders": dict(n_decoders=2, rec_tok=True, cont_tok=True),
+    # Qwen2 / Qwen3 backbones (q/k/v biases; per-head q/k RMSNorm with head_dim 16 != dim / n_heads).
+    "qwen2_mean_4": dict(compress_rates=[-4], qkv_bias=True),
+    "qwen3_mean_2_2": dict(compress_rates=[-2, -2], qk_norm=True, head_dim=16),
 }
+BACKBONE_OPTIONS = ("qkv_bias", "qk_norm")
 
 
 def test_group_sizes_follow_the_spec_examples():
@@ -67,9 +73,17 @@ def _case(name: str, tmp_root: str):
     """(config.json dict, weights, EncoderConfig, params) of a released folder written and read back."""
     config = ref.make_config(**CASES[name])
     weights = ref.random_weights(config, seed=len(name))
-    folder = ref.write_released(f"{tmp_root}/{name}", config, weights)
-    cfg, params = released.read(folder)
-    return config, weights, cfg, params
+    options = {k: True for k in BACKBONE_OPTIONS if config["model_args"].get(k)}
+    if not options:
+        cfg, params = released.read(ref.write_released(f"{tmp_root}/{name}", config, weights))
+        return config, weights, cfg, params
+    # No released encoder has these options: the Llama part goes through a released folder, then
+    # the whole backbone is read again from the same Meta-named tensors with the options set.
+    llama = {k: v for k, v in weights.items() if not k.endswith(("bias", "q_norm.weight", "k_norm.weight"))}
+    model_args = {k: v for k, v in config["model_args"].items() if k not in BACKBONE_OPTIONS}
+    cfg, params = released.read(ref.write_released(f"{tmp_root}/{name}", config | {"model_args": model_args}, llama))
+    cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, **options))
+    return config, weights, cfg, params | encoder_backbone_from_meta(weights.__getitem__, cfg, name, "embedder.")
 
 
 @pytest.fixture(scope="module")
