@@ -34,6 +34,12 @@ PAPER_RUNS = {
     "long_context_finetune_llama2chat": ("long_context", [presets.LLAMA_2_7B], 8),
 }
 
+# Runs beyond the paper's, on other backbones: file -> (encoder backbone preset, decoder presets).
+NEW_BACKBONE_RUNS = {
+    "add_qwen3": (presets.LLAMA_3_2_3B, [presets.QWEN3_8B]),
+    "pretrain_arc8_llama3_1b": (presets.LLAMA_3_2_1B, [presets.LLAMA_3_1_8B]),
+}
+
 
 def _load(name: str, overrides=()):
     return load_config(CONFIGS / f"{name}.py", overrides)
@@ -42,7 +48,7 @@ def _load(name: str, overrides=()):
 def test_every_config_file_is_listed_here():
     assert {p.stem for p in CONFIGS.glob("*.py")} == set(PAPER_RUNS) | {
         "tiny_cpu", "tiny_cpu_finetune", "bench_cpu_55m", "bench_gpu_real_shapes", "demo_decoder", "demo_arc_pretrain",
-        "demo_arc_finetune"}
+        "demo_arc_finetune"} | set(NEW_BACKBONE_RUNS)
 
 
 @pytest.mark.parametrize("name", ["demo_arc_pretrain", "demo_arc_finetune"])
@@ -75,14 +81,14 @@ def test_paper_config_validates_for_8_devices(name):
 
 
 # Every training config (demo_decoder.py configs the demo's decoder LM, another schema).
-TRAINING_CONFIGS = sorted(PAPER_RUNS) + ["tiny_cpu", "tiny_cpu_finetune", "bench_cpu_55m", "bench_gpu_real_shapes",
+TRAINING_CONFIGS = sorted(PAPER_RUNS) + sorted(NEW_BACKBONE_RUNS) + ["tiny_cpu", "tiny_cpu_finetune", "bench_cpu_55m", "bench_gpu_real_shapes",
                                          "demo_arc_pretrain", "demo_arc_finetune"]
 
 
 @pytest.mark.parametrize("name", TRAINING_CONFIGS)
 def test_every_training_config_parses_its_data_section(name):
     config = _load(name)
-    data = parse_run_config(config, device_count=8 if name in PAPER_RUNS else 1).data
+    data = parse_run_config(config, device_count=8 if name in PAPER_RUNS or name in NEW_BACKBONE_RUNS else 1).data
     assert isinstance(data, DataConfig) and data.shape == PackingShape(**config.data.shape)
     for field, value in config.data.items():
         if field != "shape":
@@ -173,6 +179,32 @@ def test_add_olmo_trains_only_the_new_head():
     # The reference's finetuning_to_add_OLMo.yaml rates (the paper gives none).
     assert (opt.special_lr, opt.projector_lr, opt.weight_decay, opt.warmup_steps, run.max_steps) == (
         1e-4, 1e-4, 0.05, 100, 8000)
+
+
+@pytest.mark.parametrize("name", sorted(NEW_BACKBONE_RUNS))
+def test_new_backbone_runs_validate_with_their_presets(name):
+    backbone, decoders = NEW_BACKBONE_RUNS[name]
+    run = parse_run_config(_load(name), device_count=8)
+    enc = run.encoder
+    expected = BackboneConfig.from_dict(dict(backbone, n_layers=backbone["n_layers"] - 2, tie_embeddings=False))
+    assert enc.backbone == expected and enc.n_truncated_layers == 2
+    for decoder, preset in zip(run.decoders, decoders, strict=True):
+        assert decoder.backbone == BackboneConfig.from_dict(preset)
+        assert enc.projectors[decoder.head].out_dim == preset["dim"] and decoder.dtype == "bfloat16"
+
+
+def test_add_qwen3_trains_only_the_new_head_like_add_olmo():
+    run, olmo = parse_run_config(_load("add_qwen3"), device_count=8), parse_run_config(_load("add_olmo"), 8)
+    assert run.trainable.encoder_frozen and run.heads == (2,) and len(run.encoder.projectors) == 3
+    assert run.decoders[0].backbone.qk_norm and run.decoders[0].tokenizer.endswith("Qwen3-8B/tokenizer.json")
+    assert (run.optimizer, run.max_steps, run.init_encoder) == (olmo.optimizer, olmo.max_steps, olmo.init_encoder)
+
+
+def test_1b_encoder_pretraining_is_the_paper_recipe_on_another_backbone():
+    small, paper = _load("pretrain_arc8_llama3_1b"), _load("pretrain_arc8_llama3")
+    assert small.data.encoder_tokenizer.endswith("Llama3.2-1B/tokenizer.model")
+    assert small.init_encoder.endswith("/encoders/fresh_1b_1head")
+    assert (small.optimizer, small.max_steps, small.data.shape) == (paper.optimizer, paper.max_steps, paper.data.shape)
 
 
 def test_long_context_finetuning():

@@ -39,10 +39,15 @@ def _add_inference(benches) -> None:
                                        "preset shapes; the default 'scaled' models run on a CPU in a few minutes. "
                                        "Writes inference_bench.md, .json and .png (with matplotlib) to --out.")
     p.add_argument("--out", default="arc_jax_runs/bench_inference", help="output folder")
-    p.add_argument("--encoder-preset", default="scaled", choices=("scaled", "tiny", "llama3.2-3b"),
-                   help="llama3.2-3b: the released ARC encoder's shapes (default scaled)")
+    p.add_argument("--encoder-preset", default="scaled",
+                   choices=("scaled", "tiny", "llama3.2-3b", "llama3.2-1b", "qwen3-0.6b", "qwen3-1.7b",
+                            "scaled-llama3.2-1b", "scaled-qwen3-0.6b", "scaled-qwen3-1.7b"),
+                   help="llama3.2-3b: the released ARC encoder's shapes; llama3.2-1b, qwen3-0.6b, qwen3-1.7b: "
+                        "the same encoder on a 1B-class backbone; scaled-*: those scaled for a CPU, as 'scaled' "
+                        "is the 3B one (default scaled)")
     p.add_argument("--decoder-preset", default="scaled",
-                   choices=("scaled", "tiny", "llama3.1-8b", "mistral-7b", "llama2-7b", "olmo-7b"))
+                   choices=("scaled", "tiny", "llama3.1-8b", "mistral-7b", "llama2-7b", "olmo-7b", "qwen3-8b",
+                            "qwen2.5-7b"))
     p.add_argument("--pooling", type=int, default=4, help="pooling factor PF (default 4)")
     p.add_argument("--context-lens", type=int, nargs="+",
                    help="context lengths in tokens (default 256 .. 4096 on CPU, 256 .. 16384 elsewhere)")

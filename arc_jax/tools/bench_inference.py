@@ -71,9 +71,23 @@ SCALED_ENCODER = dict(SCALED_DECODER, n_layers=3, hidden_dim=512)
 TINY_DECODER = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "head_dim": 16, "hidden_dim": 128,
                 "vocab_size": 256}
 TINY_ENCODER = dict(TINY_DECODER, dim=48, n_heads=3, n_kv_heads=1, hidden_dim=96)
+# The 1B-class encoders scaled the same way, each keeping its variant (Qwen3's q/k norms and
+# head_dim other than dim / n_heads) and its weight FLOPs per token against SCALED_DECODER: Llama 3.2
+# 1B (14 layers) 0.123 (real, against Llama 3.1 8B: 0.122), Qwen3 0.6B (26) 0.058 (0.059), Qwen3
+# 1.7B (26) 0.185 (0.188).
+SCALED_1B_ENCODERS = {
+    "scaled-llama3.2-1b": dict(SCALED_DECODER, n_layers=2, n_heads=4, n_kv_heads=1, head_dim=64, hidden_dim=128),
+    "scaled-qwen3-0.6b": dict(SCALED_DECODER, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=64, hidden_dim=32,
+                              rope_theta=1e6, norm_eps=1e-6, qk_norm=True),
+    "scaled-qwen3-1.7b": dict(SCALED_DECODER, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=128, hidden_dim=256,
+                              rope_theta=1e6, norm_eps=1e-6, qk_norm=True),
+}
 DECODER_PRESETS = {"scaled": SCALED_DECODER, "tiny": TINY_DECODER, "llama3.1-8b": presets.LLAMA_3_1_8B,
-                   "mistral-7b": presets.MISTRAL_7B_V03, "llama2-7b": presets.LLAMA_2_7B, "olmo-7b": presets.OLMO_7B}
-ENCODER_PRESETS = {"scaled": SCALED_ENCODER, "tiny": TINY_ENCODER, "llama3.2-3b": None}  # None: presets.arc_encoder
+                   "mistral-7b": presets.MISTRAL_7B_V03, "llama2-7b": presets.LLAMA_2_7B, "olmo-7b": presets.OLMO_7B,
+                   "qwen3-8b": presets.QWEN3_8B, "qwen2.5-7b": presets.QWEN2_5_7B}
+# None: the real shapes, presets.arc_encoder on presets.ENCODER_BACKBONES[name].
+ENCODER_PRESETS = {"scaled": SCALED_ENCODER, "tiny": TINY_ENCODER, **SCALED_1B_ENCODERS,
+                   **dict.fromkeys(presets.ENCODER_BACKBONES)}
 CPU_CONTEXT_LENS = (256, 512, 1024, 2048, 4096)
 ACCELERATOR_CONTEXT_LENS = (256, 512, 1024, 2048, 4096, 8192, 16384)
 
@@ -81,15 +95,17 @@ ACCELERATOR_CONTEXT_LENS = (256, 512, 1024, 2048, 4096, 8192, 16384)
 def bench_configs(encoder_preset: str = "scaled", decoder_preset: str = "scaled",
                   pooling: int = 4) -> tuple[EncoderConfig, BackboneConfig]:
     """(encoder, decoder) configs: the released ARC encoder (Llama 3.2 3B minus 2 layers, mean
-    pooled queries in the last layer) or a smaller backbone in its place, pooling by `pooling`,
-    one head projecting to the decoder's width."""
+    pooled queries in the last layer), the same on a 1B-class backbone (Llama 3.2 1B, Qwen3 0.6B or
+    1.7B), or a scaled backbone in its place, pooling by `pooling`, one head projecting to the
+    decoder's width."""
     if decoder_preset not in DECODER_PRESETS:
         raise ValueError(f"unknown decoder preset {decoder_preset!r}; choose from {sorted(DECODER_PRESETS)}")
     if encoder_preset not in ENCODER_PRESETS:
         raise ValueError(f"unknown encoder preset {encoder_preset!r}; choose from {sorted(ENCODER_PRESETS)}")
     decoder = BackboneConfig.from_dict(DECODER_PRESETS[decoder_preset])
-    encoder = presets.arc_encoder(pooling, decoder_dims=decoder.dim)
     backbone = ENCODER_PRESETS[encoder_preset]
+    encoder = presets.arc_encoder(pooling, decoder_dims=decoder.dim,
+                                  backbone=presets.ENCODER_BACKBONES.get(encoder_preset, presets.LLAMA_3_2_3B))
     if backbone is not None:
         encoder = dict(encoder, backbone=backbone, n_truncated_layers=0,
                        projectors=[{"in_dim": backbone["dim"], "hidden_dim": backbone["dim"], "out_dim": decoder.dim}])

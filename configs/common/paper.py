@@ -25,6 +25,14 @@ DECODERS = {
     "mistral-7b-v0.3": (presets.MISTRAL_7B_V03, "Mistral-7B-v0.3/tokenizer.model.v3"),
     "llama2-7b-chat": (presets.LLAMA_2_7B, "Llama2-7B-Chat/tokenizer.model"),
     "olmo-7b": (presets.OLMO_7B, "OLMo-7B-hf/tokenizer.json"),  # allenai/OLMo-7B-hf
+    "qwen3-8b": (presets.QWEN3_8B, "Qwen3-8B/tokenizer.json"),  # Qwen/Qwen3-8B (its own tokenizer: retokenized)
+}
+
+# Encoder backbones, by the name of their download under ROOT/models: shape and tokenizer. The paper's
+# is Llama 3.2 3B; Llama 3.2 1B is the 1B-class one (the same tokenizer as Llama 3.1 8B).
+ENCODERS = {
+    "llama3.2-3b": (presets.LLAMA_3_2_3B, "Llama3.2-3B/tokenizer.model"),
+    "llama3.2-1b": (presets.LLAMA_3_2_1B, "Llama3.2-1B/tokenizer.model"),
 }
 
 # The paper's fine-tuning mixture (the ARC_finetuning dataset): file:weight:shots, shots being the
@@ -36,7 +44,8 @@ FINETUNE_MIXTURE = (
     "parasci.jsonl:12:5")
 
 
-def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str) -> ml_collections.ConfigDict:
+def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str,
+                encoder: str = "llama3.2-3b") -> ml_collections.ConfigDict:
     """Pretraining: reconstruction / continuation on a web crawl (continuation probability 0.8),
     AdamW as the reference's train.py (weight decay 0.1, beta2 0.95, eps 1e-8, beta1 cycled by the
     one-cycle schedule 0.95 -> 0.85 -> 0.95), one-cycle schedule warming up for 1000 steps to 1e-5
@@ -47,7 +56,8 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str) -> 
     one uniformly (decoder_schedule "random") and updates the shared encoder and that decoder's
     projector and <Rec>/<Cont>.
     `init_encoder`: under ROOT, e.g. "encoders/fresh_1head" (`arc-jax convert ... --fresh-encoder`:
-    Llama 3.2 3B truncated to 26 layers, fresh <Rec>/<Cont> (ones) and projectors (Kaiming uniform))."""
+    Llama 3.2 3B truncated to 26 layers, fresh <Rec>/<Cont> (ones) and projectors (Kaiming uniform)).
+    `encoder`: the backbone, a name in ENCODERS (the paper's Llama 3.2 3B by default)."""
     config = ml_collections.ConfigDict()
     config.seed = 0
     # The released encoders: 80k steps, ~2.6B tokens (paper Table 10; the reference's README says 2.6B
@@ -73,8 +83,9 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str) -> 
     config.decoder_weights = []  # one weight per decoder, e.g. --config.decoder_weights=[3,1]; [] = equal
 
     config.model = ml_collections.ConfigDict()
+    encoder_backbone, encoder_tokenizer = ENCODERS[encoder]
     config.model.encoder = ml_collections.ConfigDict(presets.arc_encoder(
-        pooling_factor, len(decoders), [DECODERS[name][0]["dim"] for name in decoders]))
+        pooling_factor, len(decoders), [DECODERS[name][0]["dim"] for name in decoders], backbone=encoder_backbone))
     config.model.decoders = [_decoder(name, head) for head, name in enumerate(decoders)]
     config.trainable = ml_collections.ConfigDict({"encoder_layers": -1, "embedding": True})
 
@@ -113,7 +124,7 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str) -> 
     config.data.single_task_batches = True
     config.data.chat_template = False  # pretraining inside the Llama 2 Chat template (long context)
     config.data.max_passages = 1  # fine-tuning only
-    config.data.encoder_tokenizer = "{data_dir}/models/Llama3.2-3B/tokenizer.model"
+    config.data.encoder_tokenizer = f"{{data_dir}}/models/{encoder_tokenizer}"
     # arc_jax.data.packing.PackingShape, sized for the paper's 128 samples a step on long documents.
     # Encoder: a sample compresses <= 256 tokens, so 32 rows x 1024 = 128 x 256 slots (4 full contexts
     # a row, up to 8 shorter ones). Decoder: sized for the earlier arc_jax layout (a 0..256 prefix
