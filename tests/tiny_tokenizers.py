@@ -88,14 +88,16 @@ def reference_bpe_encode(text: str, ranks: dict[bytes, int], pattern: str) -> li
     return ids
 
 
-def train_hf_tokenizer_json(lines: list[str], vocab_size: int = 400) -> str:
-    """A byte-level BPE tokenizer.json with <s>, </s> and <pad> as special added tokens."""
+def train_hf_tokenizer_json(lines: list[str], vocab_size: int = 400,
+                            special_tokens: tuple[str, ...] = ("<s>", "</s>", "<pad>")) -> str:
+    """A byte-level BPE tokenizer.json with `special_tokens` (<s>, </s> and <pad>; Qwen's are
+    <|endoftext|>, <|im_start|>, <|im_end|>) as special added tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<pad>"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tokenizer.train_from_iterator(lines, trainer)
     return tokenizer.to_str()

@@ -85,7 +85,7 @@ def _compress(ids: Sequence[int], decoder_tok: Tokenizer, encoder_tok: Tokenizer
     text_ids = encoder_tok.encode(decoder_tok.decode(list(ids)))[:max_len]
     if not text_ids:
         raise SkipRecord("the text to compress is empty after re-tokenisation")
-    return tuple([encoder_tok.bos_id] * bos + text_ids + [encoder_tok.eos_id] * eos)
+    return tuple([encoder_tok.bos_id] * (bos and encoder_tok.bos_id is not None) + text_ids + [encoder_tok.eos_id] * eos)
 
 
 def layout_sample(task: str, pieces: Sequence[prompts.Piece], contexts: Sequence[tuple[int, ...]],

@@ -56,18 +56,20 @@ _TIKTOKEN_LINE = re.compile(rb"[A-Za-z0-9+/]+=*[ \t]+\d+\r?")
 
 
 class Tokenizer:
-    """Text <-> ids. Subclasses set name (the format), path, bos_id, eos_id, pad_id (None when the
-    model has none) and vocab_size, and implement `_encode` (no bos/eos) and `decode`."""
+    """Text <-> ids. Subclasses set name (the format), path, bos_id, eos_id, pad_id (bos_id and
+    pad_id None when the model has none) and vocab_size, and implement `_encode` (no bos/eos) and
+    `decode`."""
 
     name: str
     path: str
-    bos_id: int
+    bos_id: int | None
     eos_id: int
     pad_id: int | None
     vocab_size: int
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        return [self.bos_id] * bos + self._encode(text) + [self.eos_id] * eos
+        """Ids of `text`; `bos` adds nothing for a model without BOS (bos_id None: Qwen, OLMo)."""
+        return [self.bos_id] * (bos and self.bos_id is not None) + self._encode(text) + [self.eos_id] * eos
 
     def _encode(self, text: str) -> list[int]:
         raise NotImplementedError
@@ -170,7 +172,9 @@ class SentencePieceTokenizer(Tokenizer):
 
 class HFTokenizer(Tokenizer):
     """A Hugging Face `tokenizer.json` (needs the optional `tokenizers` package). bos/eos/pad come
-    from the arguments, else tokenizer_config.json beside the file, else well-known added tokens."""
+    from the arguments, else tokenizer_config.json beside the file, else well-known added tokens.
+    A model without BOS gets bos_id None: tokenizer_config.json says "bos_token": null (Qwen), or
+    no begin token is known but an end token is (OLMo's bare tokenizer.json)."""
 
     def __init__(self, path: str | pathlib.Path, bos_token: str | None = None, eos_token: str | None = None,
                  pad_token: str | None = None):
@@ -187,11 +191,21 @@ class HFTokenizer(Tokenizer):
         self._tokenizer.encode_special_tokens = True  # special-token strings in text stay text
         config = _read_json_if_present(pathlib.Path(path).with_name("tokenizer_config.json"))
         added = [t.content for t in self._tokenizer.get_added_tokens_decoder().values()]
-        self.bos_id = self._token_id(bos_token or _token_content(config.get("bos_token")), "bos", added)
-        self.eos_id = self._token_id(eos_token or _token_content(config.get("eos_token")), "eos", added)
+        eos_token = eos_token or _token_content(config.get("eos_token"))
+        self.bos_id = self._bos_id(bos_token, config, eos_token, added)
+        self.eos_id = self._token_id(eos_token, "eos", added)
         pad_token = pad_token or _token_content(config.get("pad_token"))
         self.pad_id = self._tokenizer.token_to_id(pad_token) if pad_token else None
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def _bos_id(self, bos_token: str | None, config: dict, eos_token: str | None, added: list[str]) -> int | None:
+        if bos_token is None and "bos_token" in config and config["bos_token"] is None:
+            return None  # the model's own config: no BOS
+        token = bos_token or _token_content(config.get("bos_token"))
+        token = token or next((t for t in _KNOWN_HF_SPECIALS["bos"] if t in added), None)
+        if token is None and (eos_token or any(t in added for t in _KNOWN_HF_SPECIALS["eos"])):
+            return None  # an end token and no begin token: a model that reads no BOS
+        return self._token_id(token, "bos", added)
 
     def _token_id(self, token: str | None, role: str, added: list[str]) -> int:
         known = _KNOWN_HF_SPECIALS[role]
