@@ -6,7 +6,8 @@ transformers safetensors + config.json), "olmo" (allenai's own OLMo model.safete
 "arc_jax" (Orbax). Encoders: "released" (Hugging Face
 ARC-Encoder model.safetensors + config.json), "reference" (reference training checkpoint),
 "arc_jax". Each format module has `matches(path)`, `read(path) -> (config, params)` and
-`write(config, params, folder)`; params are numpy pytrees in the arc_jax layout.
+`write(config, params, folder)`; params are numpy pytrees in the arc_jax layout. Readers also take a
+Hugging Face hub id in place of a folder (hub.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from arc_jax.convert.atomic import atomic_output_dir
 from arc_jax.convert.errors import ConversionError
+from arc_jax.convert.hub import local_checkpoint
 
 DECODER_FORMATS = ("arc_jax", "olmo", "hf", "meta")
 # Formats arc_jax reads but does not write.
@@ -56,6 +58,7 @@ def detect_format(path: str | os.PathLike, kind: str) -> str:
 
 
 def _read(path, kind: str):
+    path = local_checkpoint(path)
     fmt = detect_format(path, kind)
     if fmt == "arc_jax":
         return _module(fmt).read(Path(path), kind)
@@ -72,7 +75,7 @@ def read_decoder_config(path: str | os.PathLike):
     read (a Meta params.json must then state its vocab_size)."""
     from arc_jax.convert.config_fields import load_json
 
-    path = Path(path)
+    path = local_checkpoint(path)
     fmt = detect_format(path, "decoder")
     if fmt == "arc_jax":
         return _module(fmt).read_config(path, "decoder")
@@ -111,4 +114,4 @@ def write_encoder(cfg, params, out: str | os.PathLike, format: str, overwrite: b
     return _write(cfg, params, out, format, ENCODER_FORMATS, "encoder", overwrite, options)
 
 
-__all__ = ["ConversionError", "detect_format", "read_decoder", "read_decoder_config", "read_encoder", "write_decoder", "write_encoder"]
+__all__ = ["ConversionError", "detect_format", "local_checkpoint", "read_decoder", "read_decoder_config", "read_encoder", "write_decoder", "write_encoder"]

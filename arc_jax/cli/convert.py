@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
                                           "checkpoint) or a decoder (Meta/Mistral consolidated, Hugging Face "
                                           "transformers) and write an arc_jax (Orbax) checkpoint. The layout is "
                                           "detected from the files. Nothing is written on failure.")
-    p.add_argument("src", help="source folder")
+    p.add_argument("src", help="source folder, or a Hugging Face hub id (e.g. kyutai/ARC8_Encoder_Llama)")
     p.add_argument("out", help="output folder (arc_jax checkpoint)")
     add_layout_options(p)
     fresh = p.add_argument_group("fresh encoder (--fresh-encoder: SRC is a decoder backbone, e.g. Llama 3.2 3B)")
@@ -52,13 +52,15 @@ def progress_bar(description: str):
 def read_any(src: Path, kind: str):
     """(kind, config, params) from any layout; kind "auto" tries encoder layouts first."""
     from arc_jax import convert
+    from arc_jax.train.checkpoint import read_checkpoint
 
+    src = convert.local_checkpoint(src)  # a Hugging Face hub id: its cached snapshot
     if kind != "auto":
         reader = convert.read_encoder if kind == "encoder" else convert.read_decoder
-        return (kind, *reader(src))
+        return (kind, *read_checkpoint(src, reader))  # a trainer workdir: its newest intact step
     try:
         convert.detect_format(src, "encoder")
-        return ("encoder", *convert.read_encoder(src))
+        return ("encoder", *read_checkpoint(src, convert.read_encoder))
     except convert.ConversionError as encoder_error:
         try:
             convert.detect_format(src, "decoder")

@@ -24,6 +24,7 @@ import numpy as np
 
 from arc_jax.inference.api import DecoderLM, Encoder
 from arc_jax.data.bad_records import DataError
+from arc_jax.convert.hub import is_hub_id, local_checkpoint
 from arc_jax.data.tokenizers import TOKENIZER_FILES, Tokenizer, load_tokenizer
 from arc_jax.inference.decoding import generate_ids
 from arc_jax.inference.sampling import DEFAULT_TOP_P
@@ -99,13 +100,14 @@ class ARCPipeline:
 
     def generate(self, prompts: Sequence[PromptPiece | Sequence[PromptPiece]], max_new_tokens: int = 64,
                  temperature: float = 0.0, top_p: float = DEFAULT_TOP_P, seed: int = 0) -> list[str]:
-        """The answer text per prompt: BOS, then the prompt's pieces, then up to max_new_tokens
+        """The answer text per prompt: BOS (if the decoder has one), then the prompt's pieces, then up to max_new_tokens
         tokens (greedy at temperature 0, else top-p sampling), stopping at EOS."""
         tokenizer = self.decoder_tokenizer
         id_prompts = []
         for prompt in prompts:
             pieces = [prompt] if isinstance(prompt, (str, Compressed)) else list(prompt)
-            id_prompts.append([[tokenizer.bos_id]] + [tokenizer.encode(p) if isinstance(p, str) else p for p in pieces])
+            bos = [[tokenizer.bos_id]] if tokenizer.bos_id is not None else []  # Qwen and OLMo read no BOS
+            id_prompts.append(bos + [tokenizer.encode(p) if isinstance(p, str) else p for p in pieces])
         out = self.generate_ids(id_prompts, max_new_tokens, temperature, top_p, seed, stop_ids=[tokenizer.eos_id],
                                 vocab_limit=min(tokenizer.vocab_size, self.decoder.config.vocab_size))
         return [tokenizer.decode(ids) for ids in out]
@@ -134,6 +136,8 @@ def _resolve_tokenizer(source: TokenizerLike, checkpoint: str | os.PathLike | No
         return load_tokenizer(source)
     if source is not None:  # a loaded tokenizer (anything with Tokenizer's interface)
         return source
+    if checkpoint is not None and is_hub_id(checkpoint):
+        checkpoint = local_checkpoint(checkpoint)  # loaded from the hub: its snapshot holds the tokenizer
     if checkpoint is not None and any((Path(checkpoint) / name).is_file() for name in TOKENIZER_FILES):
         return load_tokenizer(checkpoint)
     where = f"next to the {side} checkpoint {checkpoint} " if checkpoint is not None else ""
