@@ -16,9 +16,9 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qw
 
 import arc_jax
 from arc_jax.convert import ConversionError, detect_format, read_decoder, write_decoder
-from arc_jax.model import pack_decoder_inputs
 from arc_jax.model.config import BackboneConfig
-from test_decoder_parity import DIM, SHAPE, TOLERANCE, flax_logits, hf_logits, max_diff, random_tokens
+from test_decoder_parity import (DIM, SHAPE, TOLERANCE, flax_logits, hf_logits, max_diff, random_tokens,
+                                 spliced_logit_diff)
 from test_decoder_roundtrip import assert_same_params, assert_same_tensors, hf_tensors
 
 QWEN = dict(rope_theta=1e6, rms_norm_eps=1e-6, use_sliding_window=False)
@@ -81,21 +81,7 @@ def test_qwen_checkpoint_gives_transformers_logits(qwen_checkpoint):
 
 def test_spliced_block_matches_transformers_inputs_embeds(qwen_checkpoint):
     name, model, _, cfg, params = qwen_checkpoint
-    rng = np.random.default_rng(2)
-    block_a = rng.normal(0, 0.5, (3, DIM)).astype(np.float32)
-    block_b = rng.normal(0, 0.5, (2, DIM)).astype(np.float32)
-    samples = [[random_tokens(3, 5), block_a, random_tokens(4, 4), block_b, random_tokens(5, 6)],
-               [block_b, random_tokens(6, 9)]]
-    inputs, table, text_mask = pack_decoder_inputs(samples)
-    ours = flax_logits(cfg, params, inputs.tokens, inputs.segment_ids, inputs.positions, table,
-                       inputs.compressed_index)
-    embeds = model.get_input_embeddings()(torch.tensor(inputs.tokens, dtype=torch.long)).detach().numpy().copy()
-    slots = inputs.compressed_index >= 0
-    embeds[slots] = table[inputs.compressed_index[slots]]
-    reference = hf_logits(model, None, torch.tensor(inputs.segment_ids), torch.tensor(embeds))
-    diff = max_diff(ours[text_mask], reference[text_mask])
-    print(f"{name} spliced: max |logit diff| at {int(text_mask.sum())} text positions {diff:.2e}")
-    assert diff <= TOLERANCE
+    assert spliced_logit_diff(name, model, cfg, params) <= TOLERANCE
 
 
 def test_hf_round_trip_is_bit_exact_and_loads_in_transformers(qwen_checkpoint, tmp_path):

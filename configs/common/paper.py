@@ -86,7 +86,7 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str,
     encoder_backbone, encoder_tokenizer = ENCODERS[encoder]
     config.model.encoder = ml_collections.ConfigDict(presets.arc_encoder(
         pooling_factor, len(decoders), [DECODERS[name][0]["dim"] for name in decoders], backbone=encoder_backbone))
-    config.model.decoders = [_decoder(name, head) for head, name in enumerate(decoders)]
+    config.model.decoders = [decoder_config(name, head) for head, name in enumerate(decoders)]
     config.trainable = ml_collections.ConfigDict({"encoder_layers": -1, "embedding": True})
 
     # arc_jax.train.optimizer.OptimizerConfig (max_steps comes from config.max_steps). initial_lr and
@@ -189,7 +189,8 @@ def finetuning(decoders: list[str], pooling_factor: int, init_encoder: str,
     return config
 
 
-def _decoder(name: str, head: int) -> ml_collections.ConfigDict:
+def decoder_config(name: str, head: int) -> ml_collections.ConfigDict:
+    """config.model.decoders entry of DECODERS[name], served by encoder head `head`."""
     backbone, tokenizer = DECODERS[name]
     return ml_collections.ConfigDict({
         "path": f"{ROOT}/decoders/{name}",  # converted with `arc-jax convert` (any format arc_jax reads)
