@@ -1,10 +1,17 @@
 """The `arc-jax` command line. Each subcommand is a module here that declares its arguments next to
 its handler (`add_parser(subparsers)`); this module only assembles them, applies --config.a.b=value
-overrides where a subcommand takes a config, and prints expected failures as one line."""
+overrides where a subcommand takes a config, and prints expected failures as one line.
+
+Expected failures: arc_jax's own errors (arc_jax.errors), the operating system refusing a file
+(missing, unreadable, read-only, full disk: OSError) and Ctrl-C. Each ends in one line on stderr
+and a non-zero exit (2; 130 for Ctrl-C); anything else is a bug and keeps its traceback. `--debug`
+(anywhere on the line) or ARC_JAX_DEBUG=1 shows the traceback of expected failures too, for bug
+reports."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from arc_jax.cli import bench, convert, data, demo, evaluate, export, generate, plan, roundtrip, train
@@ -39,6 +46,8 @@ SUBCOMMANDS = (convert, export, roundtrip, demo, data, train, plan, generate, ev
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arc-jax", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of expected failures too (or set ARC_JAX_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in SUBCOMMANDS:
         command.add_parser(subparsers)
@@ -48,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    from arc_jax import errors
+
+    if args.debug or "--debug" in unknown:  # also taken after the subcommand
+        os.environ[errors.DEBUG_VARIABLE] = "1"  # library code shows what it would otherwise quieten
+    unknown = [u for u in unknown if u != "--debug"]
     # Left-over arguments are config overrides, and only subcommands that load a config take them.
     args.overrides = [u for u in unknown if u.startswith("--config.")]
     takes_overrides = getattr(args, "config_overrides", False)
@@ -56,10 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from arc_jax.errors import ArcJaxError
-
     try:
         return args.func(args) or 0
-    except ArcJaxError as e:  # an expected failure: one line, no traceback
-        print(f"arc-jax {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except (errors.ArcJaxError, OSError, KeyboardInterrupt) as e:  # an expected failure: one line, no traceback
+        if errors.debugging():
+            raise
+        print(f"arc-jax {args.command}: {expected_failure(e)}", file=sys.stderr, flush=True)
+        return 130 if isinstance(e, KeyboardInterrupt) else 2
+
+
+def expected_failure(e: BaseException) -> str:
+    """The line an expected failure prints after "arc-jax <command>: "."""
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if isinstance(e, OSError) and e.strerror:  # e.g. "error: /w/decoder_0/arc_jax.json: No space left on device"
+        return f"error: {e.filename + ': ' if e.filename else ''}{e.strerror}"
+    return f"error: {' '.join(str(e).splitlines())}"
