@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Literal, Sequence
 
 import jax
@@ -187,8 +188,9 @@ def load_encoder(path: str | os.PathLike, dtype=None, attention_impl: AttentionI
     """Released Hugging Face ARC-Encoder folder, reference training checkpoint, or arc_jax
     checkpoint/workdir. dtype None keeps the checkpoint's; "float32" or "bfloat16" casts."""
     from arc_jax.convert import read_encoder
+    from arc_jax.train.checkpoint import read_checkpoint
 
-    config, params = read_encoder(path)
+    config, params = read_checkpoint(path, read_encoder)  # a workdir: its newest intact step
     encoder = Encoder(config, params, dtype, attention_impl)
     encoder.path = str(path)
     return encoder
@@ -201,8 +203,11 @@ def load_decoder(path: str | os.PathLike, dtype=None, attention_impl: AttentionI
     Llama 3.1 RoPE scaling recorded in the checkpoint is dropped unless `keep_rope_scaling`: the
     reference ARC-Encoder code never applies it, and released encoders were trained that way."""
     from arc_jax.convert import read_decoder
+    from arc_jax.train.checkpoint import read_checkpoint
 
-    config, params = read_decoder(path)
+    # A workdir's random decoder is the same at every step; else its newest intact step names it.
+    has_own = (Path(path) / "decoder_0").is_dir()
+    config, params = read_decoder(path) if has_own else read_checkpoint(path, read_decoder)
     if config.rope_scaling is not None and not keep_rope_scaling:
         config = dataclasses.replace(config, rope_scaling=None)
     decoder = DecoderLM(config, params, dtype, attention_impl)

@@ -26,12 +26,13 @@ import ml_collections
 import numpy as np
 
 from arc_jax import sharding
-from arc_jax.config_loading import to_plain
+from arc_jax.config_loading import ConfigError, to_plain
 from arc_jax.model import ARCEncoder, Decoder, param_groups
 from arc_jax.train import flops, multihost
 from arc_jax.train.checkpoint import TrainCheckpoints
 from arc_jax.train.errors import TrainingStopped
 from arc_jax.train.program import DecoderPlacement, build_program, place_decoder
+from arc_jax.train.resume import check_resumable
 from arc_jax.train.run_config import DecoderSpec, RunConfig, parse_run_config, run_batches
 from arc_jax.train.step import loss_sums, metrics_from_sums
 
@@ -98,9 +99,9 @@ def _load_decoder(run: RunConfig, index: int, workdir: Path | None, template, me
     if cfg.rope_scaling is not None and (spec.backbone is None or spec.backbone.rope_scaling is None):
         cfg = dataclasses.replace(cfg, rope_scaling=None)  # the reference runs Llama 3.1 without RoPE scaling
     if spec.backbone is not None and cfg != spec.backbone:
-        raise ValueError(f"{path}: holds a decoder of another shape than config.model.decoders[{index}].backbone")
+        raise ConfigError(f"{path}: holds a decoder of another shape than config.model.decoders[{index}].backbone")
     if cfg.dim != run.encoder.projectors[spec.head].out_dim:
-        raise ValueError(f"{path}: decoder width {cfg.dim} is not the output width of encoder head {spec.head}")
+        raise ConfigError(f"{path}: decoder width {cfg.dim} is not the output width of encoder head {spec.head}")
     placed = place_decoder(run, index, cfg, template, mesh)
     params = jax.tree.map(lambda x: np.asarray(x).astype(spec.dtype), params)
     return FrozenDecoder(placed, jax.device_put(params, placed.shardings))
@@ -195,9 +196,13 @@ class Trainer:
     `keep_random_decoders=False` keeps random decoders in memory instead of saving them in the
     workdir (the benchmark: a random 8B decoder is not worth 16 GB of disk)."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, keep_random_decoders: bool = True):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path, keep_random_decoders: bool = True,
+                 accept_config_changes: bool = False):
         self.run = run = parse_run_config(config)  # every config error, before anything is built
         self.config, self.workdir = config, Path(workdir)
+        # The workdir's run: a config that trains something else stops here (arc_jax/train/resume.py).
+        for change in check_resumable(self.workdir, config, accept_config_changes):
+            print(f"config change accepted (--accept-config-changes): {change}", flush=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
 
         # Mesh and input (one pipeline per decoder: each tokenises for its own decoder). Under the
@@ -217,14 +222,14 @@ class Trainer:
         self.program = program = build_program(run, self.mesh, template, [dec.placement for dec in self.decoders])
         self.encoder, self.mask, self.state_sharding = program.encoder, program.mask, program.state_shardings
 
-        # State: fresh, or the latest checkpoint.
+        # State: fresh, or the newest intact checkpoint (checkpoint.py: damaged newer ones are set aside).
         make_state = program.make_state()
         self.checkpoints = TrainCheckpoints(self.workdir, keep=run.keep_checkpoints)
-        self.step = self.checkpoints.latest_step or 0
-        if self.step:  # resume: no initialisation (nor init_encoder read) to throw away
-            self.state, data_states, _ = self.checkpoints.restore(program.abstract_state(), self.step)
-            for d, feed in enumerate(self.feeds):
-                feed.set_state(data_states[str(d)])
+        resumed = self.checkpoints.resume(program.abstract_state())
+        self.step = resumed[0] if resumed else 0
+        if resumed:  # no initialisation (nor init_encoder read) to throw away
+            _, self.state, data_states = resumed
+            self._restore_feeds(data_states)
             print(f"resumed from step {self.step} in {self.workdir}", flush=True)
         else:
             self.state = make_state(_initial_encoder(run, self.encoder, template, program.param_shardings))
@@ -237,6 +242,18 @@ class Trainer:
         self.eval_fns = [jax.jit(functools.partial(loss_sums, encoder=self.encoder, decoder=dec.module,
                                                    decoder_index=dec.spec.head, mesh=self.mesh))
                          for dec in self.decoders]
+
+    def _restore_feeds(self, data_states: dict) -> None:
+        """The input pipelines where the checkpoint left them; a saved state this config's data
+        cannot follow (a seed or data change accepted with --accept-config-changes) stops in one line."""
+        try:
+            for d, feed in enumerate(self.feeds):
+                feed.set_state(data_states[str(d)])
+        except Exception as e:  # noqa: BLE001 (positions past the end, a missing decoder, ...)
+            self.checkpoints.close()
+            raise ConfigError(f"{self.workdir}: the input pipeline's saved state (checkpoint {self.step}) does not "
+                              f"fit this config's data ({type(e).__name__}: {e}); a run with other data or another "
+                              "seed needs a new workdir") from None
 
     def _eval_batches(self) -> list[list]:
         """Per decoder, a fixed list of held-out batches (the first config.eval.batches)."""
@@ -387,6 +404,8 @@ class Trainer:
         return values
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path, log_every: int | None = None) -> dict:
-    """Train (or resume) the run of `config` in `workdir`; returns the summary it prints."""
-    return Trainer(config, workdir).fit(log_every)
+def train(config: ml_collections.ConfigDict, workdir: str | Path, log_every: int | None = None,
+          accept_config_changes: bool = False) -> dict:
+    """Train (or resume) the run of `config` in `workdir`; returns the summary it prints.
+    `accept_config_changes`: resume although the config differs from the saved run's (resume.py)."""
+    return Trainer(config, workdir, accept_config_changes=accept_config_changes).fit(log_every)
