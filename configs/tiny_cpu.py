@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.grad_accum = 1
     config.compute_dtype = "float32"
     config.remat_policy = "none"
+    config.unroll_layers = False
     config.attention_impl = "xla"
     config.init_encoder = ""
 
@@ -87,7 +88,10 @@ def get_config() -> ml_collections.ConfigDict:
     # a decoder row two of them, an encoder row two spans; on this corpus ~9 samples a batch fill ~97%
     # of encoder and ~94% of decoder slots (first fit, leftovers carried).
     config.data.shape = ml_collections.ConfigDict({
-        "encoder_rows": 4, "encoder_len": 128, "decoder_rows": 4, "decoder_len": 168, "max_contexts_per_row": 4})
+        "encoder_rows": 4, "encoder_len": 128, "decoder_rows": 4, "decoder_len": 168, "max_contexts_per_row": 4,
+        # The longest context / sample a row may hold (0 = the row): windowed attention where it
+        # pays (arc_jax/model/attention.py), not at these short rows.
+        "encoder_span": 0, "decoder_span": 0})
     config.data.worker_count = 0  # grain worker processes; 0 = in the main process (tests)
     config.data.shards = 0  # data shards, each packing shape.*_rows / shards rows; 0 = one per process
 

@@ -12,8 +12,8 @@ so slot k of a context in encoder row r at output offset s reads table[r * out_l
 a special vector reads table[encoder_rows * out_len + (0 for <Rec>, 1 for <Cont>)] (`special_rows`).
 
 Rules for what does not fit (each counted in PackStats, never silent):
-- a context longer than `encoder_len` is truncated to it ("context_truncated");
-- a sample whose decoder slots exceed `decoder_len` is dropped ("sample_too_long");
+- a context longer than `encoder_len` (or `encoder_span`) is truncated to it ("context_truncated");
+- a sample whose decoder slots exceed `decoder_len` (or `decoder_span`) is dropped ("sample_too_long");
 - a sample that no longer fits in this batch is returned as leftover for the next batch.
 """
 
@@ -52,6 +52,21 @@ class PackingShape:
     # Contexts per encoder row; bounds the pooled length of a row, as each text adds at most one
     # partial group per pooling stage.
     max_contexts_per_row: int = 16
+    # The longest context (memory tokens included) / sample an encoder / decoder row may hold, in
+    # slots; 0 = the row length. Attention then only looks that far (windowed attention, see
+    # arc_jax/model/attention.py): a short span saves the scores across the packed texts of a row.
+    encoder_span: int = 0
+    decoder_span: int = 0
+
+    @property
+    def encoder_text_len(self) -> int:
+        """The longest encoder text (context and its memory tokens) a row holds."""
+        return min(self.encoder_span or self.encoder_len, self.encoder_len)
+
+    @property
+    def decoder_sample_len(self) -> int:
+        """The most decoder slots a sample may take."""
+        return min(self.decoder_span or self.decoder_len, self.decoder_len)
 
     def stage_lens(self, cfg: EncoderConfig) -> list[int]:
         return pooled_row_lengths(self.encoder_len, cfg.pooling_factors, self.max_contexts_per_row)
@@ -126,12 +141,12 @@ def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: Pack
     for index, sample in enumerate(samples):
         ctx = []
         for c in sample.contexts:
-            if len(c) + extra > shape.encoder_len:
+            if len(c) + extra > shape.encoder_text_len:
                 stats.counts["context_truncated"] += 1
-                c = c[: shape.encoder_len - extra]
+                c = c[: shape.encoder_text_len - extra]
             ctx.append(c)
-        need = decoder_slots(sample, cfg, shape.encoder_len)
-        if need > shape.decoder_len:
+        need = decoder_slots(sample, cfg, shape.encoder_text_len)
+        if need > shape.decoder_sample_len:
             stats.counts["sample_too_long"] += 1
             continue
         enc_rows = enc_fit.fits([len(c) + extra for c in ctx])

@@ -238,7 +238,7 @@ class BatchIterator:
         def add(key: tuple[int, int], sample: tasks.Sample) -> None:
             candidates.append((key, sample))
             pool = used.setdefault(self._pool(sample), [0, 0])
-            pool[0] += decoder_slots(sample, self.cfg, self.shape.encoder_len)
+            pool[0] += decoder_slots(sample, self.cfg, self.shape.encoder_text_len)
             pool[1] += sum(len(c) for c in sample.contexts)
 
         for key, sample in self.pending:

@@ -13,6 +13,13 @@ Implementations:
   bfloat16/float16 inputs (the mask becomes its additive bias; a causal prompt needs none, and
   rows holding one text each pass their lengths instead), and its XLA implementation elsewhere
   (jax's own default is XLA everywhere, so it is asked by name).
+- windowed (the "xla" path given a `span`, for training's packed rows): when no text of a row is
+  longer than `span` slots, a query can only see keys within span - 1 slots of it. The row is cut
+  into chunks of `chunk` slots and each query chunk attends only the `window` chunks on each side
+  of it (before it only, when causal) that can hold its text: [t x t] scores per row become
+  [t x (window + 1) * chunk] (causal) or [t x (2 window + 1) * chunk]. The packer enforces the
+  span (arc_jax/data/packing.py); every allowed (query, key) pair lies in the window, so the
+  result equals the dense path's (up to the order of float sums).
 - "splash": the Pallas splash-attention kernel for TPU (run by the Pallas interpreter elsewhere,
   which is how the CPU tests check it). It masks by segment ids and absolute index, which equals
   the position rule only when queries and keys are the same packed sequence; pooled-query layers
@@ -55,6 +62,67 @@ def _xla_attention(q, k, v, mask):
     logits = jnp.where(mask[:, None, None], logits, _MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, h, d)
+
+
+def span_window(row_len: int, span: int, causal: bool, min_chunk: int = 32) -> tuple[int, int] | None:
+    """(chunk, window) of windowed attention over rows of `row_len` slots whose texts are at most
+    `span` slots long, or None where dense attention reads no more keys per query.
+
+    A text of L slots spans at most ceil((L - 1) / chunk) + 1 consecutive chunks, so a window of
+    w = ceil((span - 1) / chunk) chunks on each side holds every key of a query's text. The chunk
+    is the divisor of `row_len` (at least `min_chunk`, so that the matmuls stay large) that reads
+    the fewest keys per query, the larger one on ties."""
+    if span <= 0 or span >= row_len:
+        return None
+    best = None
+    for chunk in range(min(min_chunk, row_len), row_len + 1):
+        if row_len % chunk:
+            continue
+        window = -(-(span - 1) // chunk)
+        keys = (window + 1 if causal else 2 * window + 1) * chunk
+        if best is None or keys <= best[0]:
+            best = (keys, chunk, window)
+    keys, chunk, window = best
+    return (chunk, window) if keys < row_len else None
+
+
+def keys_per_query(row_len: int, span: int, causal: bool) -> int:
+    """Keys each query's scores are computed against on the "xla" path: the row, or its window."""
+    window = span_window(row_len, span, causal)
+    if window is None:
+        return row_len
+    chunk, w = window
+    return (w + 1 if causal else 2 * w + 1) * chunk
+
+
+def _windowed(x, chunk: int, before: int, after: int):
+    """x [b, t, ...] -> [b, t / chunk, (before + 1 + after) * chunk, ...]: for each chunk, the
+    `before` chunks preceding it, itself and the `after` following, zero past the row's ends (a
+    zero segment id is padding, which the mask drops)."""
+    b, t = x.shape[:2]
+    n = t // chunk
+    padded = jnp.pad(x, [(0, 0), (before * chunk, after * chunk)] + [(0, 0)] * (x.ndim - 2))
+    padded = padded.reshape(b, n + before + after, chunk, *x.shape[2:])
+    return jnp.concatenate([padded[:, o:o + n] for o in range(before + 1 + after)], axis=2)
+
+
+def _windowed_attention(q, k, v, segment_ids, positions, causal: bool, chunk: int, window: int):
+    """Attention of a packed row on itself, each query chunk against its window of key chunks
+    (module docstring); the same mask rule as `attention_mask`, in the window."""
+    b, t, h, d = q.shape
+    n_kv, n = k.shape[2], t // chunk
+    after = 0 if causal else window
+    k, v, kv_seg, kv_pos = (_windowed(x, chunk, window, after) for x in (k, v, segment_ids, positions))
+    q_seg, q_pos = segment_ids.reshape(b, n, chunk), positions.reshape(b, n, chunk)
+    mask = (q_seg[..., None] == kv_seg[:, :, None, :]) & (kv_seg[:, :, None, :] != 0)  # [b, n, chunk, w]
+    if causal:
+        mask &= kv_pos[:, :, None, :] <= q_pos[..., None]
+    q = q.reshape(b, n, chunk, n_kv, h // n_kv, d)
+    logits = jnp.einsum("bnckgd,bnwkd->bnkgcw", q, k, preferred_element_type=jnp.float32) * (d**-0.5)
+    logits = jnp.where(mask[:, :, None, None], logits, _MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bnkgcw,bnwkd->bnckgd", probs, v)
     return out.reshape(b, t, h, d)
 
 
@@ -163,12 +231,15 @@ def dot_product_attention(
     implementation: AttentionImpl = "xla",
     same_sequence: bool = False,
     one_text_per_row: bool = False,
+    span: int = 0,
 ) -> jax.Array:
     """Grouped-query attention. q [b, t, heads, d]; k, v [b, s, kv_heads, d] -> [b, t, heads, d].
 
     `same_sequence`: queries and keys are the same packed sequence (not pooled queries).
     `one_text_per_row`: every row holds at most one text, from slot 0, padding after it (segment
-    ids 1 then 0): "jax_nn" then masks by lengths. Positions must run 0, 1, ... on both sides."""
+    ids 1 then 0): "jax_nn" then masks by lengths. Positions must run 0, 1, ... on both sides.
+    `span` (> 0): no text of a row is longer than this many slots; the "xla" path then attends
+    windows of the row (module docstring) where that reads fewer keys (`span_window`)."""
     if implementation not in _IMPLEMENTATIONS:
         raise ValueError(f"unknown attention implementation {implementation!r}; choose from {sorted(_IMPLEMENTATIONS)}")
     if one_text_per_row and implementation == "jax_nn":
@@ -177,5 +248,9 @@ def dot_product_attention(
         if same_sequence and q.shape[1] % SPLASH_BLOCK == 0:
             return _splash_attention(q, k, v, q_segment_ids, causal)
         implementation = "xla"
+    if implementation == "xla" and same_sequence:
+        window = span_window(q.shape[1], span, causal)
+        if window is not None:
+            return _windowed_attention(q, k, v, q_segment_ids, q_positions, causal, *window)
     mask = attention_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions, causal)
     return _IMPLEMENTATIONS[implementation](q, k, v, mask)

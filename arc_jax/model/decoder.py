@@ -37,12 +37,17 @@ class Decoder(nn.Module):
     attention_impl: AttentionImpl = "xla"
     remat_policy: str = "none"
     scan_layers: bool = True
+    unroll_layers: bool = False  # see LayerStack.unroll
+    # Training: no sample of a packed row is longer than this many slots (arc_jax/data/packing.py),
+    # so the layers attend windows of their rows; 0 = dense.
+    attention_span: int = 0
 
     def setup(self):
         c = self.cfg
         self.tok_embeddings = Embed(c.vocab_size, c.dim, self.dtype, self.param_dtype)
         self.layers = LayerStack(c, c.n_layers, True, self.dtype, self.param_dtype, self.attention_impl,
-                                 self.remat_policy, self.scan_layers)
+                                 self.remat_policy, self.scan_layers, span=self.attention_span,
+                                 unroll=self.unroll_layers)
         self.norm = Norm(c.norm_type, c.norm_eps, self.param_dtype)
         if not c.tie_embeddings:
             self.output = self.param("output", nn.with_logical_partitioning(nn.initializers.lecun_normal(),

@@ -85,8 +85,12 @@ class ARCEncoder(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     attention_impl: AttentionImpl = "xla"
     remat_policy: str = "none"
+    unroll_layers: bool = False  # see LayerStack.unroll
     # Every row holds at most one text (Encoder.compress knows per call): masks become lengths.
     one_text_per_row: bool = False
+    # Training: no context of a packed row is longer than this many slots (arc_jax/data/packing.py),
+    # so the layers before pooling attend windows of their rows; 0 = dense.
+    attention_span: int = 0
 
     def setup(self):
         cfg, b = self.cfg, self.cfg.backbone
@@ -94,7 +98,8 @@ class ARCEncoder(nn.Module):
         self.tok_embeddings = Embed(b.vocab_size, b.dim, self.dtype, self.param_dtype)
         if b.n_layers > n_pool:
             self.layers = LayerStack(b, b.n_layers - n_pool, cfg.causal, self.dtype, self.param_dtype,
-                                     self.attention_impl, self.remat_policy, one_text_per_row=self.one_text_per_row)
+                                     self.attention_impl, self.remat_policy, one_text_per_row=self.one_text_per_row,
+                                     span=self.attention_span, unroll=self.unroll_layers)
         self.pooling_layers = [
             Block(b, cfg.causal, self.dtype, self.param_dtype, self.attention_impl, self.one_text_per_row)
             for _ in range(n_pool)]

@@ -92,6 +92,7 @@ class Attention(nn.Module):
     param_dtype: Dtype = jnp.float32
     implementation: AttentionImpl = "xla"
     one_text_per_row: bool = False  # see attention.dot_product_attention
+    span: int = 0  # the longest text of a packed row, 0 = unknown; see attention.dot_product_attention
 
     @nn.compact
     def __call__(self, x_q, x_kv, q_segment_ids, kv_segment_ids, q_positions, kv_positions, same_sequence=False,
@@ -125,7 +126,7 @@ class Attention(nn.Module):
             q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
             q_positions=q_positions, kv_positions=kv_positions,
             causal=self.causal, implementation=self.implementation, same_sequence=same_sequence,
-            one_text_per_row=self.one_text_per_row)
+            one_text_per_row=self.one_text_per_row, span=self.span)
         return jnp.einsum("bthk,hkd->btd", out, cast(wo))
 
     def _attend_cache(self, q, k, v, q_positions, cache: KVCache, wo):
@@ -173,6 +174,7 @@ class Block(nn.Module):
     param_dtype: Dtype = jnp.float32
     attention_impl: AttentionImpl = "xla"
     one_text_per_row: bool = False  # see attention.dot_product_attention
+    span: int = 0  # see Attention
 
     @nn.compact
     def __call__(self, h, segment_ids, positions, queries=None, q_segment_ids=None, q_positions=None,
@@ -186,7 +188,7 @@ class Block(nn.Module):
         else:
             q_normed = attention_norm(queries)
         attention = Attention(c, self.causal, self.dtype, self.param_dtype, self.attention_impl,
-                              one_text_per_row=self.one_text_per_row, name="attention")
+                              one_text_per_row=self.one_text_per_row, span=self.span, name="attention")
         attended = attention(q_normed, h_normed, q_segment_ids, segment_ids, q_positions, positions, same_sequence,
                              cache=cache)
         if cache is not None:

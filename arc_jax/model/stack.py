@@ -60,6 +60,9 @@ class LayerStack(nn.Module):
     remat_policy: str = "none"  # scanned layout only
     scan_layers: bool = True
     one_text_per_row: bool = False  # see attention.dot_product_attention
+    span: int = 0  # the longest text of a packed row (training); see attention.dot_product_attention
+    # Scanned layout without cache: compile the scan fully unrolled (the same stacked parameters).
+    unroll: bool = False
 
     @nn.compact
     def __call__(self, h, segment_ids, positions, cache: KVCache | tuple[KVCache, ...] | None = None):
@@ -67,7 +70,7 @@ class LayerStack(nn.Module):
         when unrolled), (h, updated cache)."""
         if not self.scan_layers:
             blocks = [Block(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl,
-                            self.one_text_per_row, name=f"block_{i}") for i in range(self.n_layers)]
+                            self.one_text_per_row, self.span, name=f"block_{i}") for i in range(self.n_layers)]
             if cache is None:
                 for block in blocks:
                     h = block(h, segment_ids, positions)
@@ -82,7 +85,7 @@ class LayerStack(nn.Module):
                               in_axes=(nn.broadcast, nn.broadcast, 0), length=self.n_layers,
                               metadata_params={nn.PARTITION_NAME: "layers"})
             return scanned(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl,
-                           self.one_text_per_row, name="block")(h, segment_ids, positions, cache)
+                           self.one_text_per_row, self.span, name="block")(h, segment_ids, positions, cache)
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"unknown remat_policy {self.remat_policy!r}; choose from {sorted(REMAT_POLICIES)}")
         block_cls = _ScanBlock
@@ -94,10 +97,11 @@ class LayerStack(nn.Module):
             split_rngs={"params": True},
             in_axes=(nn.broadcast, nn.broadcast),
             length=self.n_layers,
+            unroll=self.n_layers if self.unroll else 1,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )
         h, _ = scanned(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl,
-                       self.one_text_per_row, name="block")(h, segment_ids, positions)
+                       self.one_text_per_row, self.span, name="block")(h, segment_ids, positions)
         return h
 
 

@@ -8,7 +8,8 @@ Convention (the MaxText / PaLM one, specialised to this model):
 - Executed counts (`train_step_flops`) are over the full static shapes of the batch
   (`PackingShape`): padding slots and masked attention entries are counted, because the hardware
   does that work too. Attention is counted as the "xla" implementation (arc_jax/model/attention.py)
-  computes it: dense [q_len x kv_len] scores per row and head, whatever the causal or segment mask.
+  computes it: dense [q_len x kv_len] scores per row and head, whatever the causal or segment mask,
+  or [q_len x window] where the shape's spans make it attend windows (`keys_per_query`).
   Useful counts (`useful_train_flops`, below) keep only the real tokens and allowed pairs.
 
 Notation: rows B, query positions t, key/value positions s, model dim D, heads H, kv heads K,
@@ -86,16 +87,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from arc_jax.data.packing import PackingShape, TrainBatch
+from arc_jax.model.attention import keys_per_query
 from arc_jax.model.config import BackboneConfig, EncoderConfig
 from arc_jax.model.inputs import EncoderInputs
 
 
-def block_matmul_flops(cfg: BackboneConfig, rows: int, q_len: int, kv_len: int) -> tuple[float, float]:
-    """Forward (weight, attention) matmul FLOPs of one block: W(t, s) and A(t, s) above."""
+def block_matmul_flops(cfg: BackboneConfig, rows: int, q_len: int, kv_len: int, keys: int | None = None
+                       ) -> tuple[float, float]:
+    """Forward (weight, attention) matmul FLOPs of one block: W(t, s) and A(t, s) above; `keys`:
+    the keys each query is scored against when not all kv_len (windowed attention)."""
     d_attn, d_kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     weights = 2 * rows * (q_len * cfg.dim * d_attn + 2 * kv_len * cfg.dim * d_kv + q_len * d_attn * cfg.dim
                           + 3 * q_len * cfg.dim * cfg.hidden_dim)
-    attention = 2 * rows * 2 * q_len * kv_len * d_attn
+    attention = 2 * rows * 2 * q_len * (kv_len if keys is None else keys) * d_attn
     return float(weights), float(attention)
 
 
@@ -116,7 +120,7 @@ def encoder_forward_flops(cfg: EncoderConfig, shape: PackingShape) -> tuple[floa
     """Forward (weight, attention) matmul FLOPs of the encoder backbone (projector excluded)."""
     b, rows, n = cfg.backbone, shape.encoder_rows, shape.encoder_len
     stages = encoder_stage_lens(cfg, shape)
-    w, a = block_matmul_flops(b, rows, n, n)
+    w, a = block_matmul_flops(b, rows, n, n, keys_per_query(n, shape.encoder_text_len, cfg.causal))
     n_plain = b.n_layers - len(stages)
     weights, attention = n_plain * w, n_plain * a
     kv_len = n
@@ -137,7 +141,7 @@ def projector_forward_flops(cfg: EncoderConfig, shape: PackingShape, decoder_ind
 def decoder_forward_flops(cfg: BackboneConfig, shape: PackingShape) -> tuple[float, float]:
     """Forward (weight, attention) matmul FLOPs of the decoder, output head in the weights."""
     rows, t = shape.decoder_rows, shape.decoder_len
-    w, a = block_matmul_flops(cfg, rows, t, t)
+    w, a = block_matmul_flops(cfg, rows, t, t, keys_per_query(t, shape.decoder_sample_len, causal=True))
     head = 2 * rows * t * cfg.dim * cfg.vocab_size
     return cfg.n_layers * w + head, cfg.n_layers * a
 

@@ -38,12 +38,14 @@ def frozen_groups(run: RunConfig) -> tuple[str, ...]:
 
 def encoder_module(run: RunConfig) -> ARCEncoder:
     return ARCEncoder(run.encoder, dtype=jnp.dtype(run.compute_dtype), attention_impl=run.attention_impl,
-                      remat_policy=run.remat_policy)
+                      remat_policy=run.remat_policy, unroll_layers=run.unroll_layers,
+                      attention_span=run.data.shape.encoder_text_len)
 
 
 def decoder_module(run: RunConfig, cfg: BackboneConfig, spec: DecoderSpec) -> Decoder:
     return Decoder(cfg, dtype=jnp.dtype(run.compute_dtype), param_dtype=jnp.dtype(spec.dtype),
-                   attention_impl=run.attention_impl, remat_policy=run.remat_policy)
+                   attention_impl=run.attention_impl, remat_policy=run.remat_policy,
+                   unroll_layers=run.unroll_layers, attention_span=run.data.shape.decoder_sample_len)
 
 
 @dataclasses.dataclass(frozen=True)

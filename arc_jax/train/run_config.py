@@ -16,6 +16,10 @@ Fields of a training config (see configs/tiny_cpu.py for a complete one):
     grad_accum = 1                          micro-batches (each of config.data.shape) per step
     compute_dtype = "float32"               "bfloat16": matmuls in bf16, f32 master weights and loss
     remat_policy = "none"                   per block: none | full | dots | dots_no_batch
+    unroll_layers = False                   compile the layer stacks unrolled (the same stacked
+                                            parameters): no loop, each layer's weights and saved
+                                            activations where they lie; faster steps on CPU,
+                                            compiles that grow with the depth
     attention_impl = "xla"                  xla | jax_nn (cuDNN on GPU in bf16) | splash (TPU)
     init_encoder = ""                       start from this encoder (any format arc_jax reads,
                                             or a trainer workdir); "" = random init
@@ -119,6 +123,7 @@ class RunConfig:
     grad_accum: int = 1
     compute_dtype: str = "float32"
     remat_policy: str = "none"
+    unroll_layers: bool = False
     attention_impl: str = "xla"
     init_encoder: str = ""
     init_special_from_head: int = -1
@@ -135,7 +140,7 @@ class RunConfig:
 _TOP_LEVEL = {"seed": int, "max_steps": int, "checkpoint_every": int, "keep_checkpoints": int,
               "init_special_from_head": int,
               "max_bad_steps": int, "log_every": int, "grad_accum": int, "compute_dtype": str,
-              "remat_policy": str, "attention_impl": str, "init_encoder": str, "decoder_schedule": str}
+              "remat_policy": str, "unroll_layers": bool, "attention_impl": str, "init_encoder": str, "decoder_schedule": str}
 _SECTIONS = {"model", "optimizer", "trainable", "eval", "mesh_shape", "data", "decoder_weights"}
 _DECODER_FIELDS = {"path": str, "backbone": (dict, type(None)), "tokenizer": str, "head": int, "dtype": str}
 
