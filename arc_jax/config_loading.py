@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import traceback
 import typing
 from pathlib import Path
 from typing import Sequence
@@ -21,13 +22,27 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
         raise ConfigError(f"{path}: config file not found")
     spec = importlib.util.spec_from_file_location(f"arc_jax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path}: defines no get_config()")
-    config = module.get_config()
+    try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"{path}: defines no get_config()")
+        config = module.get_config()
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 (a config file is user code: any error is the user's to fix)
+        raise ConfigError(_config_file_failure(path, e)) from None
     for override in overrides:
         apply_override(config, override, path)
     return config
+
+
+def _config_file_failure(path: Path, e: Exception) -> str:
+    """"<file>:<line>: <error>" of a config file that does not run, at its deepest line in the file."""
+    if isinstance(e, SyntaxError):
+        return f"{path}:{e.lineno}: invalid Python ({e.msg})"
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+    where = f"{path}:{lines[-1]}" if lines else str(path)
+    return f"{where}: the config file fails to run ({type(e).__name__}: {e})"
 
 
 def apply_override(config: ml_collections.ConfigDict, override: str, path: Path | str = "config") -> None:

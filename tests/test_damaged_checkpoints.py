@@ -42,8 +42,8 @@ def truncate(folder: Path) -> None:
 
 
 def error_lines(err: str) -> list[str]:
-    """stderr without the progress bars of convert/export (tqdm: "... B/s]")."""
-    return [line for line in err.strip().splitlines() if not line.rstrip().endswith("B/s]")]
+    """stderr without the progress bars of convert/export (tqdm: "... B/s]", carriage returns)."""
+    return [line for line in err.strip().splitlines() if line.strip() and not line.rstrip().endswith("B/s]")]
 
 
 def same_tree(a, b) -> bool:

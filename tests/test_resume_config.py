@@ -78,8 +78,8 @@ def test_restart_with_another_model_or_seed_stops_in_one_line(run_of_two_steps, 
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith(f"arc-jax train: error: {workdir}: this config is not the run saved there "
-                               "(checkpoint 2): model.encoder.backbone.n_layers 2 -> 3; seed 0 -> 1. Only max_steps"), lines
+    assert lines[0].startswith(f"arc-jax train: error: {workdir}: this config is not the run saved there (checkpoint "
+                               "2): model.encoder.backbone.n_layers 2 -> 3; seed 0 -> 1. Only max_steps"), lines
     assert "--accept-config-changes" in lines[0] and "Traceback" not in out + err
     assert sorted(p.name for p in workdir.rglob("*")) == before  # nothing written
 

@@ -43,9 +43,15 @@ Subcommands:
 SUBCOMMANDS = (convert, export, roundtrip, demo, data, train, plan, generate, evaluate, bench)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line too, pointing at --help (subcommands' parsers are of this class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="arc-jax", description=_DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="arc-jax", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of expected failures too (or set ARC_JAX_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -66,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = [u for u in unknown if u.startswith("--config.")]
     takes_overrides = getattr(args, "config_overrides", False)
     if len(args.overrides) != len(unknown) or (args.overrides and not takes_overrides):
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        prog = f"arc-jax {args.command}" if args.command else "arc-jax"
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see {prog} --help)\n")
     if args.command is None:
         parser.print_help()
         return 0

@@ -16,6 +16,17 @@ def add_parser(subparsers) -> None:
     _add_inference(benches)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an int >= 1 (lengths, counts), so a bad value is a usage error, not a traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected an int >= 1")
+    return value
+
+
 def _add_train(benches) -> None:
     p = benches.add_parser("train", help="step time, tokens/s and MFU of a config's train step",
                            description="Run warm steps of the config's train step (its own jit, shardings and "
@@ -23,7 +34,7 @@ def _add_train(benches) -> None:
                                        "matmul peak of this backend. Override config fields with "
                                        "--config.a.b=value.")
     p.add_argument("--config", required=True, help="config file (a Python file with get_config())")
-    p.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    p.add_argument("--steps", type=positive_int, default=10, help="timed steps (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first, compile included (default 2)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=run_train)
@@ -48,14 +59,17 @@ def _add_inference(benches) -> None:
     p.add_argument("--decoder-preset", default="scaled",
                    choices=("scaled", "tiny", "llama3.1-8b", "mistral-7b", "llama2-7b", "olmo-7b", "qwen3-8b",
                             "qwen2.5-7b"))
-    p.add_argument("--pooling", type=int, default=4, help="pooling factor PF (default 4)")
-    p.add_argument("--context-lens", type=int, nargs="+",
+    p.add_argument("--pooling", type=positive_int, default=4, help="pooling factor PF (default 4)")
+    p.add_argument("--context-lens", type=positive_int, nargs="+",
                    help="context lengths in tokens (default 256 .. 4096 on CPU, 256 .. 16384 elsewhere)")
-    p.add_argument("--new-tokens", type=int, nargs="+", default=[1, 100], help="tokens generated (default 1 100)")
-    p.add_argument("--prompt-len", type=int, default=32, help="question tokens after the context (default 32)")
+    p.add_argument("--new-tokens", type=positive_int, nargs="+", default=[1, 100],
+                   help="tokens generated (default 1 100)")
+    p.add_argument("--prompt-len", type=positive_int, default=32,
+                   help="question tokens after the context (default 32)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), help="default float32 on CPU, bfloat16 elsewhere")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per pipeline, the median kept (default 3)")
-    p.add_argument("--buckets-per-octave", type=int, default=64,
+    p.add_argument("--repeats", type=positive_int, default=3,
+                   help="timed runs per pipeline, the median kept (default 3)")
+    p.add_argument("--buckets-per-octave", type=positive_int, default=64,
                    help="decoder prompt/cache length buckets per octave (default 64: at most 1/64 padding; "
                         "1 = generate's default powers of two)")
     p.add_argument("--attention", choices=("xla", "jax_nn", "splash"),

@@ -263,7 +263,7 @@ def read_checkpoint(path: str | os.PathLike, read: Callable[[Path], T]) -> T:
 
     def checked(folder: Path) -> T:
         for item in ("config", "data"):
-            _restored_item(folder, item, lambda: json.loads((folder / item / "metadata").read_text()))
+            _restored_item(folder, item, lambda path=folder / item / "metadata": json.loads(path.read_text()))
         return read(folder)
 
     found, result, skipped = newest_intact(workdir, checked)
