@@ -91,6 +91,24 @@ def test_restart_walks_back_over_damaged_steps_and_ends_bit_identical(reference,
         assert same_tree(saved_state(workdir, step), saved_state(run, step)), step
 
 
+def test_a_save_killed_midway_is_cleaned_up_and_the_run_ends_bit_identical(reference, tmp_path, capsys, caplog):
+    """What SIGKILL during Orbax's asynchronous save leaves, made deterministic: step 8 still in its
+    temporary folder, half written. The restart removes it, resumes from 6 without a warning (nothing
+    committed was skipped) and saves 8 as the uninterrupted run did."""
+    run, data = reference
+    workdir = copy_of(run, tmp_path)
+    partial = workdir / "checkpoints" / "8.orbax-checkpoint-tmp"
+    (workdir / "checkpoints" / "8").rename(partial)
+    (partial / "commit_success.txt").unlink()
+    truncate(partial / "state")
+    with caplog.at_level(logging.WARNING, logger="arc_jax.train"):
+        assert main(train_args(workdir, data)) == 0
+    assert "resumed from step 6 in" in capsys.readouterr().out
+    assert not [r for r in caplog.records if r.name == "arc_jax.train"]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "4", "6", "8"]
+    assert same_tree(saved_state(workdir, 8), saved_state(run, 8))
+
+
 def test_no_intact_checkpoint_stops_in_one_line_and_moves_nothing(reference, tmp_path, capsys):
     run, data = reference
     workdir = copy_of(run, tmp_path)
