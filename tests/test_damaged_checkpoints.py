@@ -146,6 +146,24 @@ def test_load_encoder_and_generate_read_the_newest_intact_step(reference, tmp_pa
     assert listing(workdir) == before  # readers never move anything
 
 
+def test_a_run_started_from_a_damaged_workdir_starts_from_its_newest_intact_step(reference, tmp_path, caplog):
+    """config.init_encoder = a workdir whose newest checkpoint is damaged: step 6's encoder."""
+    from arc_jax.config_loading import load_config
+    from arc_jax.train.trainer import Trainer
+
+    run, data = reference
+    workdir = copy_of(run, tmp_path)
+    truncate(workdir / "checkpoints" / "8" / "state")
+    config = load_config(CONFIG, [f"--config.data.dir={data}", f"--config.init_encoder={workdir}",
+                                  "--config.max_steps=2", "--config.optimizer.warmup_steps=1"])
+    with caplog.at_level(logging.WARNING, logger="arc_jax.train"):
+        trainer = Trainer(config, tmp_path / "fine_tuned")
+    trainer.checkpoints.close()
+    assert same_tree(trainer.state.params, saved_state(run, 6)["params"])
+    warnings = [r.getMessage() for r in caplog.records if r.name == "arc_jax.train"]
+    assert len(warnings) == 1 and warnings[0].endswith("reading step 6"), warnings
+
+
 def test_a_reader_with_no_intact_step_says_so_in_one_line(reference, tmp_path, capsys):
     run, _ = reference
     workdir = copy_of(run, tmp_path)

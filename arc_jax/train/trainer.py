@@ -29,7 +29,7 @@ from arc_jax import sharding
 from arc_jax.config_loading import ConfigError, to_plain
 from arc_jax.model import ARCEncoder, Decoder, param_groups
 from arc_jax.train import flops, multihost
-from arc_jax.train.checkpoint import TrainCheckpoints
+from arc_jax.train.checkpoint import TrainCheckpoints, read_checkpoint
 from arc_jax.train.errors import TrainingStopped
 from arc_jax.train.program import DecoderPlacement, build_program, place_decoder
 from arc_jax.train.resume import check_resumable
@@ -125,7 +125,7 @@ def _initial_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
         return params
     from arc_jax.convert import read_encoder
 
-    cfg, loaded = read_encoder(run.init_encoder)
+    cfg, loaded = read_checkpoint(run.init_encoder, read_encoder)  # a workdir: its newest intact step
     # The pooling factor has no parameters: ARC4 fine-tunes start from an ARC8 pretraining.
     if (cfg.backbone, cfg.pool_type, cfg.causal) != (run.encoder.backbone, run.encoder.pool_type, run.encoder.causal):
         raise ValueError(f"{run.init_encoder}: its encoder (backbone, pool_type, causal) differs from "
