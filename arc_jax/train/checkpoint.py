@@ -126,11 +126,11 @@ class TrainCheckpoints:
                                                                                           int(folder.name)))
         chosen = _on_every_process(None if found is None else found.name)
         if len(set(chosen)) > 1:
-            self.manager.close()
+            self.close()
             raise TrainingError(f"{self.directory}: the processes found different newest intact checkpoints "
                                 f"({chosen}); check that every process sees the same files")
         if found is None:
-            self.manager.close()
+            self.close()
             raise TrainingError(f"{self.directory}: no checkpoint restores, so the run cannot resume "
                                 f"({'; '.join(skipped)}); move the folder away to start the run afresh")
         if skipped:
