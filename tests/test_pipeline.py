@@ -1,5 +1,6 @@
 """The training input pipeline: deterministic, resumable, counts bad records, packs densely."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -222,3 +223,29 @@ def test_resume_inside_a_document_whose_windows_span_batches(data_dir, tmp_path)
     resumed.set_state(state)
     for want in expected:
         assert same_batches(next(resumed)[0], want)
+
+
+def test_data_check_counts_useful_work_and_proposes_a_shape_that_fits(data_dir):
+    """An encoder twice too large for what the decoder rows hold: the check's useful fraction is the
+    batches' useful FLOPs over the step's executed ones, and its proposal (spans at the longest
+    texts, fewer encoder slots) does more useful work per executed FLOP, measured on the same data."""
+    from arc_jax.data.check import data_check
+    from arc_jax.model.config import BackboneConfig
+    from arc_jax.train import flops
+
+    overrides = ["--config.data.shape.encoder_rows=8", "--config.data.shape.encoder_len=128"]
+    report = data_check(config(data_dir, *overrides), n_batches=4)
+    cfg = config(data_dir, *overrides)
+    run = parse_run_config(cfg, device_count=1)
+    dec = BackboneConfig.from_dict(cfg.model.decoders[0].backbone.to_dict())
+    batches = list(itertools.islice((b for b, _ in pipeline(cfg)), 4))
+    useful = sum(flops.useful_train_flops(run.encoder, dec, b)["total"] for b in batches)
+    executed = 4 * flops.train_step_flops(run.encoder, dec, run.data.shape)["total"]
+    assert report["useful_fraction"] == pytest.approx(useful / executed, rel=1e-9)
+    longest = lambda seg: max(int(np.bincount(row, minlength=2)[1:].max()) for b in batches for row in np.asarray(seg(b)))
+    proposed = report["proposed_shape"]
+    assert proposed["encoder_span"] == longest(lambda b: b.encoder.segment_ids)
+    assert proposed["decoder_span"] == longest(lambda b: b.segment_ids)
+    assert proposed["encoder_rows"] * proposed["encoder_len"] < 8 * 128
+    assert report["proposed"]["useful_fraction"] > report["useful_fraction"] + 0.05
+    assert report["proposed"]["decoder_fill"] >= report["decoder_fill"] - 0.01

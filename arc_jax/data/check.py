@@ -1,16 +1,31 @@
 """`arc-jax data check`: run a config's input pipeline for some batches and report what it made,
-so data can be validated before accelerator hours are spent on it."""
+so data can be validated before accelerator hours are spent on it.
+
+With the first decoder's shape in the config (model.decoders[0].backbone), it also reports the
+batches' useful FLOPs over the FLOPs the train step executes at the static shape (arc_jax/train/
+flops.py: padding and attention across packed texts are the difference), the longest context
+and sample seen, and proposes a shape fitted to the data: spans at the longest texts (windowed
+attention) and as many encoder rows (of the same length) as the decoder rows' contexts need,
+which it then measures on the same batches."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
+
+import numpy as np
 
 from tqdm import tqdm
 
 from arc_jax.config_loading import to_plain
 from arc_jax.data.config import parse_data_config
+from arc_jax.data.packing import PackingShape
 from arc_jax.data.pipeline import build_batches
-from arc_jax.model.config import EncoderConfig
+from arc_jax.model.config import BackboneConfig, EncoderConfig
+
+# Encoder fill the proposal aims at: first fit leaves a little in each row.
+_TARGET_FILL = 0.95
 
 
 _EVENTS = {
@@ -28,10 +43,13 @@ def data_check(config, n_batches: int = 20) -> dict:
     decoder's tokenizer. The mesh is not resolved: a check may run on a machine other than the run's."""
     data = parse_data_config(config.data)
     encoder = EncoderConfig.from_dict(to_plain(config.model.encoder))
+    backbone = config.model.decoders[0].get("backbone")
+    decoder = BackboneConfig.from_dict(to_plain(backbone)) if backbone else None
     batches = build_batches(data, encoder, config.seed, config.model.decoders[0].tokenizer)
     start = time.perf_counter()
+    work = _Work(encoder, decoder, data.shape)
     for _ in tqdm(range(n_batches), desc="data check", unit="batch"):
-        next(batches)
+        work.add(next(batches)[0])
     seconds = time.perf_counter() - start
     total, bad = batches.total, batches.bad
     report = {
@@ -57,4 +75,105 @@ def data_check(config, n_batches: int = 20) -> dict:
     for event, n in sorted(total.counts.items()):
         print(f"  {n:8d} x {_EVENTS.get(event, event)}")
     print(bad.summary())
+    report.update(work.report())
+    if decoder is not None:
+        remake = lambda shape: build_batches(dataclasses.replace(data, shape=shape), encoder, config.seed,
+                                             config.model.decoders[0].tokenizer)
+        proposed, measured = _propose(work, remake, n_batches)
+        report["proposed_shape"] = dataclasses.asdict(proposed)
+        if measured is not None:
+            report["proposed"] = measured
+        _print_work(report, data.shape, proposed)
     return report
+
+
+class _Work:
+    """Useful and executed FLOPs, fills and longest texts of the batches of one shape."""
+
+    def __init__(self, encoder: EncoderConfig, decoder: BackboneConfig | None, shape: PackingShape):
+        from arc_jax.train import flops
+
+        self.flops, self.encoder, self.decoder, self.shape = flops, encoder, decoder, shape
+        self.executed = flops.train_step_flops(encoder, decoder, shape)["total"] if decoder else 0.0
+        self.useful, self.batches = 0.0, 0
+        self.counts: dict[str, int] = {}
+        self.encoder_tokens: list[int] = []
+        self.longest_context = self.longest_sample = 0
+        self.contexts = 0
+
+    def add(self, batch) -> None:
+        self.batches += 1
+        if self.decoder is not None:
+            self.useful += self.flops.useful_train_flops(self.encoder, self.decoder, batch)["total"]
+        counts = self.flops.batch_counts(batch)
+        for k, v in counts.items():
+            self.counts[k] = self.counts.get(k, 0) + v
+        self.encoder_tokens.append(counts["encoder_tokens"])
+        enc = _text_lengths(batch.encoder.segment_ids)
+        self.contexts += len(enc)
+        self.longest_context = max(self.longest_context, max(enc, default=0))
+        self.longest_sample = max(self.longest_sample, max(_text_lengths(batch.segment_ids), default=0))
+
+    def report(self) -> dict:
+        c = self.counts
+        out = {"encoder_fill": c["encoder_tokens"] / c["encoder_slots"],
+               "decoder_fill": c["decoder_tokens"] / c["decoder_slots"],
+               "longest_context": self.longest_context, "longest_sample": self.longest_sample}
+        if self.decoder is not None:
+            out.update(useful_flops_per_batch=self.useful / self.batches, executed_flops_per_batch=self.executed,
+                       useful_fraction=self.useful / (self.batches * self.executed))
+        return out
+
+
+def _candidates(work: _Work) -> list[PackingShape]:
+    """Shapes with spans at the longest texts seen and encoder rows of the same length or halved
+    (while a row still holds the longest context), as many as the batches' encoder tokens need,
+    never more encoder slots than now."""
+    s, longest = work.shape, max(1, work.longest_context)
+    mean_context = sum(work.encoder_tokens) / max(1, work.contexts)
+    out, length = [], s.encoder_len
+    while length >= longest and len(out) < 12:
+        low = math.ceil(np.mean(work.encoder_tokens) / length)
+        for rows in range(low, math.ceil(max(work.encoder_tokens) / length) + 2):
+            if rows * length <= s.encoder_rows * s.encoder_len:
+                out.append(dataclasses.replace(
+                    s, encoder_rows=rows, encoder_len=length, encoder_span=work.longest_context,
+                    decoder_span=work.longest_sample,
+                    max_contexts_per_row=min(length, max(2, math.ceil(length / mean_context) + 1))))
+        length //= 2
+    return out
+
+
+def _propose(work: _Work, remake, n_batches: int) -> tuple[PackingShape, dict | None]:
+    """The candidate shape (`_candidates`) doing the most useful work per executed FLOP on the same
+    data while its decoder rows stay as full (within a point), measured by packing the batches
+    again; the current shape when none does better."""
+    best, best_report = work.shape, None
+    best_fraction, decoder_fill = work.report()["useful_fraction"], work.report()["decoder_fill"]
+    for shape in tqdm(_candidates(work), desc="shapes tried", unit="shape"):
+        check, batches = _Work(work.encoder, work.decoder, shape), remake(shape)
+        for _ in range(n_batches):
+            check.add(next(batches)[0])
+        r = check.report()
+        if r["useful_fraction"] > best_fraction + 1e-9 and r["decoder_fill"] >= decoder_fill - 0.01:
+            best, best_report, best_fraction = shape, r, r["useful_fraction"]
+    return best, best_report
+
+
+def _text_lengths(segment_ids) -> list[int]:
+    """Slots of each text (segment) of each row."""
+    seg = np.asarray(segment_ids).reshape(-1, np.shape(segment_ids)[-1])
+    return [int(n) for row in seg for n in np.bincount(row)[1:] if n]
+
+
+def _print_work(report: dict, shape: PackingShape, proposed: PackingShape) -> None:
+    print(f"  useful FLOPs {report['useful_fraction']:.1%} of executed (longest context {report['longest_context']}, "
+          f"longest sample {report['longest_sample']} slots)")
+    if proposed == shape:
+        print("  the shape fits the data: nothing to propose")
+        return
+    changed = {k: v for k, v in dataclasses.asdict(proposed).items() if getattr(shape, k) != v}
+    flags = " ".join(f"--config.data.shape.{k}={v}" for k, v in changed.items())
+    p = report["proposed"]
+    print(f"  proposed: {flags}\n    -> useful {p['useful_fraction']:.1%} of executed, encoder fill "
+          f"{p['encoder_fill']:.1%}, decoder fill {p['decoder_fill']:.1%} (measured on the same data)")

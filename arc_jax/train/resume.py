@@ -13,6 +13,7 @@ say how long, how often and on what hardware the run goes on, not what it trains
     max_bad_steps                    patience with non-finite steps
     mesh_shape                       restore reshards the state onto the new mesh
     remat_policy                     memory against time, same numbers
+    unroll_layers                    compile time against step time, same numbers
     data.worker_count                how many processes read the input, not what they read
 Everything else (model, data, optimiser, seed, grad_accum, dtypes, ...) is the run itself.
 """
@@ -28,7 +29,7 @@ from arc_jax.config_loading import ConfigError, to_plain
 from arc_jax.train.checkpoint import newest_intact
 
 RESUMABLE = ("max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "eval", "max_bad_steps", "mesh_shape",
-             "remat_policy", "data.worker_count")
+             "remat_policy", "unroll_layers", "data.worker_count")
 ABSENT = "(absent)"
 
 
