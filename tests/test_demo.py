@@ -67,3 +67,32 @@ def test_refuses_a_folder_that_is_not_a_demo(tmp_path):
     with pytest.raises(FileExistsError, match="not a demo"):
         _prepare_workdir(tmp_path, resume=True)
     assert (tmp_path / "precious.txt").exists()
+
+
+def test_seed_reaches_every_stage(demo, tmp_path):
+    """--seed 1 against the default seed 0 (the module's run): another corpus, another decoder LM,
+    another fresh encoder, recorded in demo.json."""
+    import numpy as np
+
+    from arc_jax.convert import read_decoder, read_encoder
+
+    other = tmp_path / "seed1"
+    assert main(["demo", "--smoke", "--workdir", str(other), "--max-examples", "6", "--seed", "1"]) == 0
+    assert json.loads((other / "demo.json").read_text())["seed"] == 1
+    assert json.loads((demo / "demo.json").read_text())["seed"] == 0
+    for name in ("pretrain.jsonl", "fresh_documents.jsonl"):
+        assert (other / "data" / name).read_text() != (demo / "data" / name).read_text(), name
+
+    def differ(a, b):
+        return not all(np.array_equal(x, y) for x, y in zip(_leaves(a), _leaves(b), strict=True))
+
+    assert differ(read_decoder(other / "decoder_lm" / "decoder")[1], read_decoder(demo / "decoder_lm" / "decoder")[1])
+    fresh = read_encoder(other / "encoder_init")[1]["decoder_0"], read_encoder(demo / "encoder_init")[1]["decoder_0"]
+    assert differ(*fresh)
+    assert (other / "results.json").exists()
+
+
+def _leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)

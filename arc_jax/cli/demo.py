@@ -19,6 +19,8 @@ def add_parser(subparsers) -> None:
                    help="ARC encoders to train (default 4; `4 8` adds ARC8, ~4 more minutes)")
     p.add_argument("--max-examples", type=int, default=None, help="evaluate at most this many held-out questions")
     p.add_argument("--shots", type=int, default=None, help="in-context examples in the evaluation prompts")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds every stage: corpus, decoder LM, encoder init and training data order (default 0)")
     p.set_defaults(func=run)
 
 
@@ -28,4 +30,4 @@ def run(args: argparse.Namespace):
     if args.shots is None:
         args.shots = SHOTS
     run_demo(args.workdir, resume=args.resume, smoke=args.smoke, pooling_factors=tuple(args.pooling_factors),
-             max_examples=args.max_examples, shots=args.shots)
+             max_examples=args.max_examples, shots=args.shots, seed=args.seed)

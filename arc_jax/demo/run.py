@@ -1,6 +1,6 @@
 """`arc-jax demo`: the paper's experiment in miniature, end to end on a CPU.
 
-    arc-jax demo [--workdir arc_jax_demo] [--resume] [--smoke]
+    arc-jax demo [--workdir arc_jax_demo] [--resume] [--smoke] [--seed 0]
 
 Stages, each through the code a real run uses (config files in configs/, the input pipeline, the
 trainer, Orbax checkpoints, the evaluation harness):
@@ -24,7 +24,9 @@ trainer, Orbax checkpoints, the evaluation harness):
 A run reuses nothing: without --resume an earlier demo in the workdir is deleted first (a folder
 that is not a demo's is refused). With --resume every stage continues from its checkpoints and a
 finished stage is kept. --smoke shrinks every stage to a few steps of tiny models (the test suite's
-version: it checks the artefacts, not the numbers).
+version: it checks the artefacts, not the numbers). --seed seeds every stage: the corpus (its people
+and facts), the decoder LM's weights and data order, the encoder's fresh parts, and the encoder
+runs' data order; 0 is the README's run.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class _Clock:
 
 def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smoke: bool = False,
              pooling_factors: tuple[int, ...] = (4,), max_examples: int | None = None, shots: int = SHOTS,
-             say: Callable[[str], None] = print) -> dict:
+             seed: int = 0, say: Callable[[str], None] = print) -> dict:
     """Run (or resume) the demo in `workdir`; returns what results.json holds (mode -> em in percent,
     f1, compression_ratio, prefill_tokens, n). Settings and stage times go to workdir/demo.json."""
     from arc_jax.demo.synthetic import build_tiny_data, write_fresh_people
@@ -130,14 +132,14 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
     _show_progress_logs()
     clock = _Clock(say)
     data_dir = workdir / "data"
-    common = [f"data.dir={data_dir}"]
+    common = [f"data.dir={data_dir}", f"seed={seed}"]
 
     # 1. Data.
-    dec_config = _load("demo_decoder.py", common + (SMOKE_DECODER if smoke else []))
+    dec_config = _load("demo_decoder.py", common + [f"data.corpus.seed={seed}"] + (SMOKE_DECODER if smoke else []))
 
     def data():
         paths = build_tiny_data(data_dir, **dict(dec_config.data.corpus))
-        return paths | write_fresh_people(data_dir, dec_config.demo.encoder_people)
+        return paths | write_fresh_people(data_dir, dec_config.demo.encoder_people, seed=seed)
 
     paths = clock.stage("data", data)
     say(f"corpus and tokenizer in {data_dir}")
@@ -149,24 +151,25 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
 
     # 3. The encoder: made from the decoder, pretrained, fine-tuned per pooling factor.
     pre_dir, tuned = _train_encoders(workdir, dec_config, decoder_path, common, smoke=smoke,
-                                     pooling_factors=pooling_factors, clock=clock)
+                                     pooling_factors=pooling_factors, clock=clock, seed=seed)
     # 4. Evaluation on the held-out people.
     results = _evaluate_held_out(workdir, paths, decoder_path, tuned, pooling_factors=pooling_factors,
                                  shots=shots, max_examples=max_examples, clock=clock)
     # 5. Report.
-    run = {"smoke": smoke, "pooling_factors": list(pooling_factors), "shots": shots, "max_examples": max_examples}
+    run = {"smoke": smoke, "seed": seed, "pooling_factors": list(pooling_factors), "shots": shots,
+           "max_examples": max_examples}
     return _report(workdir, results, run, lm_summary["params"], clock, decoder_path=decoder_path, lm_dir=lm_dir,
                    pre_dir=pre_dir, tuned=tuned)
 
 
 def _train_encoders(workdir: Path, dec_config, decoder_path: Path, common: list[str], *, smoke: bool,
-                    pooling_factors: tuple[int, ...], clock: _Clock) -> tuple[Path, dict[int, Path]]:
+                    pooling_factors: tuple[int, ...], clock: _Clock, seed: int = 0) -> tuple[Path, dict[int, Path]]:
     """Stage 3: the encoder made from the decoder's layers, pretrained, then fine-tuned once per
     pooling factor. Returns the pretraining's workdir and each pooling factor's fine-tuning workdir."""
     from arc_jax.train.trainer import Trainer
 
     fresh_path = workdir / "encoder_init"
-    clock.stage("encoder init", _fresh_encoder, decoder_path, fresh_path, dec_config)
+    clock.stage("encoder init", _fresh_encoder, decoder_path, fresh_path, dec_config, seed)
     arc = SMOKE_ARC if smoke else []
     decoder_overrides = [f"model.decoders.0.path={decoder_path}"]
     pre_config = _arc_config("demo_arc_pretrain.py", dec_config,
@@ -240,7 +243,7 @@ def _report(workdir: Path, results: dict, run: dict, decoder_params: int, clock:
     return table
 
 
-def _fresh_encoder(decoder_path: Path, out: Path, dec_config) -> None:
+def _fresh_encoder(decoder_path: Path, out: Path, dec_config, seed: int = 0) -> None:
     """The encoder's starting point: the decoder's first layers (all but `demo.truncated_layers`),
     fresh <Rec>/<Cont> and projector, written in arc_jax format (the trainer's init_encoder)."""
     from arc_jax.convert import write_encoder
@@ -248,7 +251,7 @@ def _fresh_encoder(decoder_path: Path, out: Path, dec_config) -> None:
 
     demo = dec_config.demo
     cfg, params = fresh_encoder(decoder_path, n_truncated_layers=demo.truncated_layers, compress_rates=(-4,),
-                                out_dims=(dec_config.model.dim,), hidden_dim=demo.projector_hidden, seed=0)
+                                out_dims=(dec_config.model.dim,), hidden_dim=demo.projector_hidden, seed=seed)
     write_encoder(cfg, params, out, "arc_jax", overwrite=True)
 
 

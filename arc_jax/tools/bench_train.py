@@ -90,8 +90,8 @@ def format_result(r: dict) -> str:
         f"{r['decoder_parameters'] / 1e6:,.1f}M frozen",
         f"step time    {r['step_seconds'] * 1e3:,.1f} ms  ({r['steps']} steps; warm-up + compile "
         f"{r['warmup_and_compile_seconds']:.1f} s)",
-        f"throughput   {r['text_tokens_per_second']:,.0f} decoder text tokens/s, {r['loss_tokens_per_second']:,.0f}"
-        " loss tokens/s",
+        f"throughput   {r['decoder_tokens_per_second']:,.0f} decoder tokens/s (real slots), "
+        f"{r['text_tokens_per_second']:,.0f} text tokens/s, {r['loss_tokens_per_second']:,.0f} loss tokens/s",
         f"row fill     encoder {r['encoder_fill']:.1%}, decoder {r['decoder_fill']:.1%} (real slots / slots)",
         f"FLOPs/step   useful {r['useful_flops_per_step'] / 1e12:,.4f} TFLOP, executed "
         f"{r['executed_flops_per_step'] / 1e12:,.4f} TFLOP (useful {r['useful_fraction']:.1%} of executed)",

@@ -166,10 +166,11 @@ def _special_source(run: RunConfig, loaded: dict) -> str | None:
 
 def throughput(work: dict, executed_flops: float, steps: int, seconds: float, peak: float) -> dict[str, float]:
     """Rates of `steps` steps that took `seconds`: `work` sums their `TrainProgram.batch_work` (all
-    processes), `executed_flops` their static-shape FLOPs. Non-padding decoder text tokens and
-    loss tokens per second, the rows' fill (real slots over slots, encoder and decoder), and MFU on
+    processes), `executed_flops` their static-shape FLOPs. Non-padding decoder slots (text,
+    compressed and special vectors), text tokens and loss tokens per second, the rows' fill (real slots over slots, encoder and decoder), and MFU on
     useful FLOPs ("mfu") with MFU on executed FLOPs beside it, against `peak` FLOP/s."""
-    return {"text_tokens_per_second": work["text_tokens"] / seconds,
+    return {"decoder_tokens_per_second": work["decoder_tokens"] / seconds,
+            "text_tokens_per_second": work["text_tokens"] / seconds,
             "loss_tokens_per_second": work["loss_tokens"] / seconds,
             "encoder_fill": work["encoder_tokens"] / max(1, work["encoder_slots"]),
             "decoder_fill": work["decoder_tokens"] / max(1, work["decoder_slots"]),
