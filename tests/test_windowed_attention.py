@@ -164,3 +164,28 @@ def test_a_train_step_with_spans_and_unrolled_layers_equals_the_dense_scanned_st
     np.testing.assert_allclose(float(m_fast["grad_norm"]), float(m_dense["grad_norm"]), rtol=1e-5)
     for x, y in zip(jax.tree.leaves(fast.opt.adam), jax.tree.leaves(dense.opt.adam), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5 * max(np.abs(y).max(), 1e-30))
+
+
+def test_executed_flops_count_the_windows_only_where_the_xla_path_attends_them():
+    from arc_jax.data.packing import PackingShape
+    from arc_jax.model.config import BackboneConfig, EncoderConfig, ProjectorConfig
+    from arc_jax.train import flops
+
+    backbone = BackboneConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=4, head_dim=16, hidden_dim=128, vocab_size=64)
+    enc = EncoderConfig(backbone=backbone, projectors=(ProjectorConfig(64, 64, 64),), compress_rates=(-4,))
+    dense = PackingShape(encoder_rows=2, encoder_len=256, decoder_rows=2, decoder_len=512)
+    spans = dataclasses_replace(dense, encoder_span=64, decoder_span=81)
+    # A = 2 rows x 2 matmuls x 2 FLOPs x queries x keys x (heads x head_dim = 64), 3x for forward and
+    # both gradients: one plain encoder layer (160 keys of 256, bidirectional) and two decoder
+    # layers (128 of 512, causal)
+    saved = 3 * 1 * (2 * 2 * 2 * 256 * (256 - 160) * 64) + 3 * 2 * (2 * 2 * 2 * 512 * (512 - 128) * 64)
+    d, w = flops.train_step_flops(enc, backbone, dense), flops.train_step_flops(enc, backbone, spans)
+    assert d["total"] - w["total"] == saved and d["attention"] - w["attention"] == saved
+    kernels = flops.train_step_flops(enc, backbone, spans, attention_impl="jax_nn")
+    assert kernels["total"] == d["total"]
+
+
+def dataclasses_replace(x, **kw):
+    import dataclasses
+
+    return dataclasses.replace(x, **kw)

@@ -47,7 +47,7 @@ def data_check(config, n_batches: int = 20) -> dict:
     decoder = BackboneConfig.from_dict(to_plain(backbone)) if backbone else None
     batches = build_batches(data, encoder, config.seed, config.model.decoders[0].tokenizer)
     start = time.perf_counter()
-    work = _Work(encoder, decoder, data.shape)
+    work = _Work(encoder, decoder, data.shape, config.get("attention_impl", "xla"))
     for _ in tqdm(range(n_batches), desc="data check", unit="batch"):
         work.add(next(batches)[0])
     seconds = time.perf_counter() - start
@@ -90,11 +90,14 @@ def data_check(config, n_batches: int = 20) -> dict:
 class _Work:
     """Useful and executed FLOPs, fills and longest texts of the batches of one shape."""
 
-    def __init__(self, encoder: EncoderConfig, decoder: BackboneConfig | None, shape: PackingShape):
+    def __init__(self, encoder: EncoderConfig, decoder: BackboneConfig | None, shape: PackingShape,
+                 attention_impl: str = "xla"):
         from arc_jax.train import flops
 
         self.flops, self.encoder, self.decoder, self.shape = flops, encoder, decoder, shape
-        self.executed = flops.train_step_flops(encoder, decoder, shape)["total"] if decoder else 0.0
+        self.attention_impl = attention_impl
+        self.executed = (flops.train_step_flops(encoder, decoder, shape, attention_impl=attention_impl)["total"]
+                         if decoder else 0.0)
         self.useful, self.batches = 0.0, 0
         self.counts: dict[str, int] = {}
         self.encoder_tokens: list[int] = []
@@ -151,7 +154,7 @@ def _propose(work: _Work, remake, n_batches: int) -> tuple[PackingShape, dict | 
     best, best_report = work.shape, None
     best_fraction, decoder_fill = work.report()["useful_fraction"], work.report()["decoder_fill"]
     for shape in tqdm(_candidates(work), desc="shapes tried", unit="shape"):
-        check, batches = _Work(work.encoder, work.decoder, shape), remake(shape)
+        check, batches = _Work(work.encoder, work.decoder, shape, work.attention_impl), remake(shape)
         for _ in range(n_batches):
             check.add(next(batches)[0])
         r = check.report()

@@ -80,7 +80,7 @@ def span_window(row_len: int, span: int, causal: bool, min_chunk: int = 32) -> t
         if row_len % chunk:
             continue
         window = -(-(span - 1) // chunk)
-        keys = (window + 1 if causal else 2 * window + 1) * chunk
+        keys = _window_keys(chunk, window, causal)
         if best is None or keys <= best[0]:
             best = (keys, chunk, window)
     keys, chunk, window = best
@@ -90,10 +90,11 @@ def span_window(row_len: int, span: int, causal: bool, min_chunk: int = 32) -> t
 def keys_per_query(row_len: int, span: int, causal: bool) -> int:
     """Keys each query's scores are computed against on the "xla" path: the row, or its window."""
     window = span_window(row_len, span, causal)
-    if window is None:
-        return row_len
-    chunk, w = window
-    return (w + 1 if causal else 2 * w + 1) * chunk
+    return row_len if window is None else _window_keys(*window, causal)
+
+
+def _window_keys(chunk: int, window: int, causal: bool) -> int:
+    return (window + 1 if causal else 2 * window + 1) * chunk
 
 
 def _windowed(x, chunk: int, before: int, after: int):

@@ -116,11 +116,12 @@ def encoder_output_len(cfg: EncoderConfig, shape: PackingShape) -> int:
     return stages[-1] if stages else shape.encoder_len
 
 
-def encoder_forward_flops(cfg: EncoderConfig, shape: PackingShape) -> tuple[float, float]:
-    """Forward (weight, attention) matmul FLOPs of the encoder backbone (projector excluded)."""
+def encoder_forward_flops(cfg: EncoderConfig, shape: PackingShape, windowed: bool = True) -> tuple[float, float]:
+    """Forward (weight, attention) matmul FLOPs of the encoder backbone (projector excluded);
+    `windowed`: its attention reads the windows of the shape's span (the "xla" implementation)."""
     b, rows, n = cfg.backbone, shape.encoder_rows, shape.encoder_len
     stages = encoder_stage_lens(cfg, shape)
-    w, a = block_matmul_flops(b, rows, n, n, keys_per_query(n, shape.encoder_text_len, cfg.causal))
+    w, a = block_matmul_flops(b, rows, n, n, keys_per_query(n, shape.encoder_text_len * windowed, cfg.causal))
     n_plain = b.n_layers - len(stages)
     weights, attention = n_plain * w, n_plain * a
     kv_len = n
@@ -138,28 +139,31 @@ def projector_forward_flops(cfg: EncoderConfig, shape: PackingShape, decoder_ind
     return float(2 * table_rows * (p.in_dim * p.hidden_dim + p.hidden_dim * p.out_dim))
 
 
-def decoder_forward_flops(cfg: BackboneConfig, shape: PackingShape) -> tuple[float, float]:
-    """Forward (weight, attention) matmul FLOPs of the decoder, output head in the weights."""
+def decoder_forward_flops(cfg: BackboneConfig, shape: PackingShape, windowed: bool = True) -> tuple[float, float]:
+    """Forward (weight, attention) matmul FLOPs of the decoder, output head in the weights;
+    `windowed` as for the encoder."""
     rows, t = shape.decoder_rows, shape.decoder_len
-    w, a = block_matmul_flops(cfg, rows, t, t, keys_per_query(t, shape.decoder_sample_len, causal=True))
+    w, a = block_matmul_flops(cfg, rows, t, t, keys_per_query(t, shape.decoder_sample_len * windowed, causal=True))
     head = 2 * rows * t * cfg.dim * cfg.vocab_size
     return cfg.n_layers * w + head, cfg.n_layers * a
 
 
 def train_step_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, shape: PackingShape,
-                     decoder_index: int = 0, *, encoder_frozen: bool = False, grad_accum: int = 1
-                     ) -> dict[str, float]:
+                     decoder_index: int = 0, *, encoder_frozen: bool = False, grad_accum: int = 1,
+                     attention_impl: str = "xla") -> dict[str, float]:
     """Model FLOPs of one train step, by part (see the module docstring): encoder, projector,
     decoder, their total, and "attention", the attention matmuls of all parts (within the total).
 
     `grad_accum` micro-batches of `shape` make the step; `encoder_frozen` (only the decoder's head
-    trains) leaves the encoder its forward pass."""
+    trains) leaves the encoder its forward pass. Only the "xla" `attention_impl` attends the windows
+    of the shape's spans (arc_jax/model/attention.py); the kernels score whole rows."""
     if not 0 <= decoder_index < enc_cfg.n_decoders:
         raise ValueError(f"decoder_index={decoder_index} but the encoder has {enc_cfg.n_decoders} projectors")
     if grad_accum < 1:
         raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
-    enc_w, enc_a = encoder_forward_flops(enc_cfg, shape)
-    dec_w, dec_a = decoder_forward_flops(dec_cfg, shape)
+    windowed = attention_impl == "xla"
+    enc_w, enc_a = encoder_forward_flops(enc_cfg, shape, windowed)
+    dec_w, dec_a = decoder_forward_flops(dec_cfg, shape, windowed)
     encoder_passes = 1 if encoder_frozen else 3
     out = {
         "encoder": grad_accum * encoder_passes * (enc_w + enc_a),

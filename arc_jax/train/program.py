@@ -106,7 +106,8 @@ class TrainProgram:
         (arc_jax/train/flops.py; `batch_work` gives a batch's useful ones)."""
         run, dec = self.run, self.decoders[d]
         return flops.train_step_flops(run.encoder, dec.module.cfg, run.data.shape, dec.spec.head,
-                                      encoder_frozen=run.trainable.encoder_frozen, grad_accum=run.grad_accum)
+                                      encoder_frozen=run.trainable.encoder_frozen, grad_accum=run.grad_accum,
+                                      attention_impl=run.attention_impl)
 
     def batch_work(self, d: int, batch) -> dict[str, float]:
         """What the host `batch` of decoder `d` holds (numpy, before it goes to the devices; micro-
