@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.grad_accum = 1
     config.compute_dtype = "float32"
     config.remat_policy = "none"
+    config.unroll_layers = False
     config.attention_impl = "xla"
     config.init_encoder = ""  # set by the demo: the encoder made from the decoder's layers
 

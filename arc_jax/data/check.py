@@ -130,15 +130,17 @@ class _Work:
 
 def _candidates(work: _Work) -> list[PackingShape]:
     """Shapes with spans at the longest texts seen and encoder rows of the same length or halved
-    (while a row still holds the longest context), as many as the batches' encoder tokens need,
-    never more encoder slots than now."""
+    (while a row still holds the longest context), from as many as the batches' encoder tokens
+    fill to as many as full decoder rows would need (their contexts scaled up by the decoder's
+    empty share: an encoder too small for the decoder leaves decoder slots empty)."""
     s, longest = work.shape, max(1, work.longest_context)
     mean_context = sum(work.encoder_tokens) / max(1, work.contexts)
+    decoder_fill = max(work.report()["decoder_fill"], 1e-3)
     out, length = [], s.encoder_len
-    while length >= longest and len(out) < 12:
+    while length >= longest and len(out) < 16:
         low = math.ceil(np.mean(work.encoder_tokens) / length)
-        for rows in range(low, math.ceil(max(work.encoder_tokens) / length) + 2):
-            if rows * length <= s.encoder_rows * s.encoder_len:
+        for rows in range(low, math.ceil(max(work.encoder_tokens) / decoder_fill / length) + 2):
+            if len(out) < 16:
                 out.append(dataclasses.replace(
                     s, encoder_rows=rows, encoder_len=length, encoder_span=work.longest_context,
                     decoder_span=work.longest_sample,
