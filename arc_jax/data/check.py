@@ -181,4 +181,5 @@ def _print_work(report: dict, shape: PackingShape, proposed: PackingShape) -> No
     flags = " ".join(f"--config.data.shape.{k}={v}" for k, v in changed.items())
     p = report["proposed"]
     print(f"  proposed: {flags}\n    -> useful {p['useful_fraction']:.1%} of executed, encoder fill "
-          f"{p['encoder_fill']:.1%}, decoder fill {p['decoder_fill']:.1%} (measured on the same data)")
+          f"{p['encoder_fill']:.1%}, decoder fill {p['decoder_fill']:.1%} (measured on the same data; the spans are "
+          "the longest texts seen: a longer one would be cut or dropped, and counted)")
