@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
     # A sample: a document (~80 tokens, compressed to ~20 vectors at PF 4) with its question and
     # answer: ~80 encoder tokens and ~40 decoder slots.
     config.data.shape = ml_collections.ConfigDict({
-        "encoder_rows": 8, "encoder_len": 256, "decoder_rows": 4, "decoder_len": 256, "max_contexts_per_row": 8})
+        "encoder_rows": 8, "encoder_len": 256, "decoder_rows": 4, "decoder_len": 256, "max_contexts_per_row": 8,
+        "encoder_span": 0, "decoder_span": 53})  # a sample takes <= 53 slots (arc-jax data check)
     config.eval = ml_collections.ConfigDict({"sources": "", "every": 0, "batches": 1})
     return config

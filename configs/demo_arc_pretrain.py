@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.grad_accum = 1
     config.compute_dtype = "float32"
     config.remat_policy = "none"
-    config.unroll_layers = False
+    config.unroll_layers = True  # 0.95x the step time of the scanned stacks (A/B on the fine-tuning step)
     config.attention_impl = "xla"
     config.init_encoder = ""  # set by the demo: the encoder made from the decoder's layers
 
@@ -91,8 +91,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.rand_filter = 0.8  # the reference's crawl filter; the demo's documents have no "rand"
     config.data.single_task_batches = True
     config.data.encoder_tokenizer = "{data_dir}/tokenizer.model"
+    # Sized with `arc-jax data check` (its proposal, measured on the demo's data): 8 encoder rows left
+    # the decoder rows 68% full (useful work 59% of executed); 11 rows of at most 5 contexts fill
+    # ~89% of both (77%), and the texts' spans (<= 64 encoder tokens, <= 81 decoder slots) bound
+    # attention. With them ARC4 rose from 35.7% to 53.2% EM (README): more samples a step.
     config.data.shape = ml_collections.ConfigDict({
-        "encoder_rows": 8, "encoder_len": 128, "decoder_rows": 8, "decoder_len": 224, "max_contexts_per_row": 4})
+        "encoder_rows": 11, "encoder_len": 128, "decoder_rows": 8, "decoder_len": 224, "max_contexts_per_row": 5,
+        "encoder_span": 64, "decoder_span": 81})
     config.data.worker_count = 0
     config.data.shards = 0
     config.eval = ml_collections.ConfigDict({"sources": "{data_dir}/pretrain_eval.jsonl", "every": 100, "batches": 2})
