@@ -153,8 +153,9 @@ def _propose(work: _Work, remake, n_batches: int) -> tuple[PackingShape, dict | 
     """The candidate shape (`_candidates`) doing the most useful work per executed FLOP on the same
     data while its decoder rows stay as full (within a point), measured by packing the batches
     again; the current shape when none does better."""
+    current = work.report()
     best, best_report = work.shape, None
-    best_fraction, decoder_fill = work.report()["useful_fraction"], work.report()["decoder_fill"]
+    best_fraction, decoder_fill = current["useful_fraction"], current["decoder_fill"]
     for shape in tqdm(_candidates(work), desc="shapes tried", unit="shape"):
         check, batches = _Work(work.encoder, work.decoder, shape, work.attention_impl), remake(shape)
         for _ in range(n_batches):
