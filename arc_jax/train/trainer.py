@@ -14,6 +14,7 @@ were saved (with, under "alternate", the keys of the records decoder 1 replays n
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import time
@@ -320,7 +321,7 @@ class Trainer:
         writer = SummaryWriter(str(self.workdir / "tensorboard")) if jax.process_index() == 0 else None
         preemption = multihost.Preemption()
         start, t0 = self.step, time.perf_counter()
-        interval = {"t": t0, "flops": 0.0, "steps": 0, "work": {}}
+        interval = {"t": t0, "flops": 0.0, "steps": 0, "work": collections.Counter()}
         metrics, previous, logged = None, None, {}
         try:
             while self.step < run.max_steps:
@@ -329,8 +330,7 @@ class Trainer:
                 batch, work = self._next_batch(d)
                 self.state, metrics = self.steps[d](self.state, self.decoders[d].params, batch)
                 interval["flops"] += self.flops_per_step[d]
-                for k, v in work.items():
-                    interval["work"][k] = interval["work"].get(k, 0) + v
+                interval["work"].update(work)  # Counter.update adds
                 interval["steps"] += 1
                 # The previous step's counter (done by now, or nearly): no wait on this step.
                 if previous is not None:
@@ -379,7 +379,7 @@ class Trainer:
         values.update(throughput(multihost.sum_over_processes(interval["work"]), interval["flops"],
                                  interval["steps"], seconds, peak))
         values["decoder"] = d
-        interval.update(t=now, flops=0.0, steps=0, work={})
+        interval.update(t=now, flops=0.0, steps=0, work=collections.Counter())
         if writer is not None:
             for k, v in values.items():
                 writer.add_scalar(k, v, self.step)
