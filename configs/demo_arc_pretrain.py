@@ -97,7 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
     # attention. With them ARC4 rose from 35.7% to 53.2% EM (README): more samples a step.
     config.data.shape = ml_collections.ConfigDict({
         "encoder_rows": 11, "encoder_len": 128, "decoder_rows": 8, "decoder_len": 224, "max_contexts_per_row": 5,
-        "encoder_span": 64, "decoder_span": 81})
+        "encoder_span": 64, "decoder_span": 81, "loss_slots": 0})
     config.data.worker_count = 0
     config.data.shards = 0
     config.eval = ml_collections.ConfigDict({"sources": "{data_dir}/pretrain_eval.jsonl", "every": 100, "batches": 2})

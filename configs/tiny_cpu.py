@@ -91,7 +91,7 @@ def get_config() -> ml_collections.ConfigDict:
         "encoder_rows": 4, "encoder_len": 128, "decoder_rows": 4, "decoder_len": 168, "max_contexts_per_row": 4,
         # The longest context / sample a row may hold (0 = the row): windowed attention where it
         # pays (arc_jax/model/attention.py), not at these short rows.
-        "encoder_span": 0, "decoder_span": 0})
+        "encoder_span": 0, "decoder_span": 0, "loss_slots": 0})
     config.data.worker_count = 0  # grain worker processes; 0 = in the main process (tests)
     config.data.shards = 0  # data shards, each packing shape.*_rows / shards rows; 0 = one per process
 

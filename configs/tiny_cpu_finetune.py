@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
     # two samples a decoder row: ~4 samples a batch fill ~92% of encoder and ~91% of decoder slots
     # (`arc-jax data check --config configs/tiny_cpu_finetune.py --batches 30`).
     config.data.shape = ml_collections.ConfigDict({
-        "encoder_rows": 6, "encoder_len": 168, "decoder_rows": 2, "decoder_len": 300, "max_contexts_per_row": 4})
+        "encoder_rows": 6, "encoder_len": 168, "decoder_rows": 2, "decoder_len": 300, "max_contexts_per_row": 4,
+        "encoder_span": 0, "decoder_span": 0, "loss_slots": 0})
     config.eval = ml_collections.ConfigDict({"sources": "{data_dir}/qa_eval.jsonl:1:2", "every": 50, "batches": 2})
     return config

@@ -131,8 +131,8 @@ def decoder_case(cfg: BackboneConfig):
     model = Decoder(cfg)
     params = abstract_params(model, tokens, segment_ids, positions, table, compressed_index)
 
-    def logits(p, compressed):
-        return model.apply({"params": p}, tokens, segment_ids, positions, compressed, compressed_index)
+    def logits(p, compressed, logit_slots=None):
+        return model.apply({"params": p}, tokens, segment_ids, positions, compressed, compressed_index, logit_slots)
 
     return logits, params, table, tokens
 
@@ -143,6 +143,21 @@ def test_decoder_forward_matches_xla():
     xla = xla_flops(logits, params, table)
     assert MIN_RATIO <= xla / (w + a) <= MAX_RATIO, xla / (w + a)
     assert xla_flops(logits, params, table, compiled=True) == pytest.approx(xla, rel=0.01)
+
+
+def test_decoder_forward_with_a_loss_buffer_matches_xla():
+    """The head on 32 listed slots a row instead of all 256 (a vocabulary large enough that the
+    difference is far outside the tolerance)."""
+    cfg = dataclasses.replace(DECODER, vocab_size=2048)
+    shape = dataclasses.replace(SHAPE, loss_slots=32)
+    logits, params, table, _ = decoder_case(cfg)
+    slots = np.tile(np.arange(32, dtype=np.int32) * 7, (shape.decoder_rows, 1))
+    listed = lambda p, compressed: logits(p, compressed, slots)
+    w, a = flops.decoder_forward_flops(cfg, shape)
+    xla = xla_flops(listed, params, table)
+    assert MIN_RATIO <= xla / (w + a) <= MAX_RATIO, xla / (w + a)
+    w_all, a_all = flops.decoder_forward_flops(cfg, SHAPE)
+    assert xla / (w_all + a_all) < MIN_RATIO / 1.3
 
 
 def test_frozen_decoder_backward_to_inputs():

@@ -249,3 +249,10 @@ def test_data_check_counts_useful_work_and_proposes_a_shape_that_fits(data_dir):
     assert proposed["encoder_rows"] * proposed["encoder_len"] < 8 * 128
     assert report["proposed"]["useful_fraction"] > report["useful_fraction"] + 0.05
     assert report["proposed"]["decoder_fill"] >= report["decoder_fill"] - 0.01
+    # The output head ran on every slot; the loss buffer proposed holds the rows' loss tokens
+    # (pretraining: every text token), smaller than a row, and is measured fuller.
+    loss_per_row = [int(n) for b in batches for n in (np.asarray(b.loss_mask) > 0).sum(-1)]
+    assert report["most_loss_tokens_per_row"] == max(loss_per_row)
+    assert report["head_fill"] == pytest.approx(sum(loss_per_row) / (len(loss_per_row) * run.data.shape.decoder_len))
+    assert 0 < proposed["loss_slots"] < run.data.shape.decoder_len and proposed["loss_slots"] % 8 == 0
+    assert report["proposed"]["head_fill"] > report["head_fill"]

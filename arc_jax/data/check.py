@@ -5,8 +5,9 @@ With the first decoder's shape in the config (model.decoders[0].backbone), it al
 batches' useful FLOPs over the FLOPs the train step executes at the static shape (arc_jax/train/
 flops.py: padding and attention across packed texts are the difference), the longest context
 and sample seen, and proposes a shape fitted to the data: spans at the longest texts (windowed
-attention) and as many encoder rows (of the same length) as the decoder rows' contexts need,
-which it then measures on the same batches."""
+attention) and as many encoder rows (of the same length) as the decoder rows' contexts need, then a loss
+buffer (the output head on the loss-carrying slots only) sized from the rows' loss tokens, each
+measured on the same batches."""
 
 from __future__ import annotations
 
@@ -33,7 +34,12 @@ _EVENTS = {
     "context_truncated": "contexts truncated to encoder_len",
     "sample_too_long": "samples dropped: longer than decoder_len",
     "does_not_fit_a_batch": "samples dropped: they fit no empty batch",
+    "sample_too_many_loss_tokens": "samples dropped: more loss tokens than loss_slots",
 }
+
+# Loss buffers tried: the most loss tokens a row held, and the quantiles of the rows' loss tokens,
+# rounded up to a multiple of 8 (a rarely full row then waits, its samples carried over).
+_LOSS_QUANTILES = (1.0, 0.99, 0.95, 0.9)
 
 
 def data_check(config, n_batches: int = 20) -> dict:
@@ -103,6 +109,7 @@ class _Work:
         self.encoder_tokens: list[int] = []
         self.longest_context = self.longest_sample = 0
         self.contexts = 0
+        self.row_loss_tokens: list[int] = []  # loss tokens of each decoder row
 
     def add(self, batch) -> None:
         self.batches += 1
@@ -116,12 +123,18 @@ class _Work:
         self.contexts += len(enc)
         self.longest_context = max(self.longest_context, max(enc, default=0))
         self.longest_sample = max(self.longest_sample, max(_text_lengths(batch.segment_ids), default=0))
+        loss = np.asarray(batch.loss_mask) > 0
+        self.row_loss_tokens += loss.reshape(-1, loss.shape[-1]).sum(-1).tolist()
 
     def report(self) -> dict:
         c = self.counts
+        rows = max(1, len(self.row_loss_tokens))
         out = {"encoder_fill": c["encoder_tokens"] / c["encoder_slots"],
                "decoder_fill": c["decoder_tokens"] / c["decoder_slots"],
-               "longest_context": self.longest_context, "longest_sample": self.longest_sample}
+               "longest_context": self.longest_context, "longest_sample": self.longest_sample,
+               "most_loss_tokens_per_row": max(self.row_loss_tokens, default=0),
+               # loss tokens over the slots the output head runs on (the loss buffer, or every slot)
+               "head_fill": c["loss_tokens"] / (rows * self.shape.head_slots)}
         if self.decoder is not None:
             out.update(useful_flops_per_batch=self.useful / self.batches, executed_flops_per_batch=self.executed,
                        useful_fraction=self.useful / (self.batches * self.executed))
@@ -156,14 +169,30 @@ def _propose(work: _Work, remake, n_batches: int) -> tuple[PackingShape, dict | 
     current = work.report()
     best, best_report = work.shape, None
     best_fraction, decoder_fill = current["useful_fraction"], current["decoder_fill"]
-    for shape in tqdm(_candidates(work), desc="shapes tried", unit="shape"):
-        check, batches = _Work(work.encoder, work.decoder, shape, work.attention_impl), remake(shape)
-        for _ in range(n_batches):
-            check.add(next(batches)[0])
-        r = check.report()
-        if r["useful_fraction"] > best_fraction + 1e-9 and r["decoder_fill"] >= decoder_fill - 0.01:
-            best, best_report, best_fraction = shape, r, r["useful_fraction"]
+
+    def measure(shapes, desc):
+        nonlocal best, best_report, best_fraction
+        for shape in tqdm(shapes, desc=desc, unit="shape"):
+            check, batches = _Work(work.encoder, work.decoder, shape, work.attention_impl), remake(shape)
+            for _ in range(n_batches):
+                check.add(next(batches)[0])
+            r = check.report()
+            if r["useful_fraction"] > best_fraction + 1e-9 and r["decoder_fill"] >= decoder_fill - 0.01:
+                best, best_report, best_fraction = shape, r, r["useful_fraction"]
+
+    measure(_candidates(work), "shapes tried")
+    measure([dataclasses.replace(best, loss_slots=n) for n in _loss_buffers(work)], "loss buffers tried")
     return best, best_report
+
+
+def _loss_buffers(work: _Work) -> list[int]:
+    """Loss buffer sizes to try (`_LOSS_QUANTILES` of the rows' loss tokens) smaller than the
+    slots the output head runs on now."""
+    if not work.row_loss_tokens:
+        return []
+    sizes = {min(work.shape.decoder_len, max(8, 8 * math.ceil(np.quantile(work.row_loss_tokens, q) / 8)))
+             for q in _LOSS_QUANTILES}
+    return sorted((n for n in sizes if n < work.shape.head_slots), reverse=True)
 
 
 def _text_lengths(segment_ids) -> list[int]:
@@ -175,6 +204,9 @@ def _text_lengths(segment_ids) -> list[int]:
 def _print_work(report: dict, shape: PackingShape, proposed: PackingShape) -> None:
     print(f"  useful FLOPs {report['useful_fraction']:.1%} of executed (longest context {report['longest_context']}, "
           f"longest sample {report['longest_sample']} slots)")
+    buffer = f"a loss buffer of {shape.loss_slots}" if shape.loss_slots else f"all {shape.decoder_len} slots (no loss buffer)"
+    print(f"  output head on {buffer} a decoder row: {report['head_fill']:.1%} of them carry loss (at most "
+          f"{report['most_loss_tokens_per_row']} loss tokens a row)")
     if proposed == shape:
         print("  the shape fits the data: nothing to propose")
         return
@@ -182,5 +214,6 @@ def _print_work(report: dict, shape: PackingShape, proposed: PackingShape) -> No
     flags = " ".join(f"--config.data.shape.{k}={v}" for k, v in changed.items())
     p = report["proposed"]
     print(f"  proposed: {flags}\n    -> useful {p['useful_fraction']:.1%} of executed, encoder fill "
-          f"{p['encoder_fill']:.1%}, decoder fill {p['decoder_fill']:.1%} (measured on the same data; the spans are "
-          "the longest texts seen: a longer one would be cut or dropped, and counted)")
+          f"{p['encoder_fill']:.1%}, decoder fill {p['decoder_fill']:.1%}, loss slots filled {p['head_fill']:.1%} "
+          "(measured on the same data; the spans are the longest texts seen: a longer one would be cut or dropped, "
+          "and counted; a row's samples stay within its loss buffer, the rest wait for the next batch)")

@@ -14,6 +14,8 @@ a special vector reads table[encoder_rows * out_len + (0 for <Rec>, 1 for <Cont>
 Rules for what does not fit (each counted in PackStats, never silent):
 - a context longer than `encoder_len` (or `encoder_span`) is truncated to it ("context_truncated");
 - a sample whose decoder slots exceed `decoder_len` (or `decoder_span`) is dropped ("sample_too_long");
+- with a loss buffer (`loss_slots`), a sample with more loss tokens than a row's buffer is dropped
+  ("sample_too_many_loss_tokens"), and one whose loss tokens no row's buffer still has room for waits;
 - a sample that no longer fits in this batch is returned as leftover for the next batch.
 """
 
@@ -57,6 +59,16 @@ class PackingShape:
     # arc_jax/model/attention.py): a short span saves the scores across the packed texts of a row.
     encoder_span: int = 0
     decoder_span: int = 0
+    # Loss-carrying slots a decoder row may hold, 0 = off. On, the packer lists each row's loss slots
+    # (TrainBatch.loss_slots, a row's samples kept within it) and the train step runs the final norm
+    # and the output head ([dim x vocab], large against small models) on those slots only instead of
+    # on every slot of the row; the loss is the same.
+    loss_slots: int = 0
+
+    def __post_init__(self):
+        if self.loss_slots < 0 or self.loss_slots > self.decoder_len:
+            raise ValueError(f"data.shape.loss_slots={self.loss_slots}: expected 0 (off) to decoder_len="
+                             f"{self.decoder_len}, the loss-carrying slots a decoder row may hold")
 
     @property
     def encoder_text_len(self) -> int:
@@ -67,6 +79,11 @@ class PackingShape:
     def decoder_sample_len(self) -> int:
         """The most decoder slots a sample may take."""
         return min(self.decoder_span or self.decoder_len, self.decoder_len)
+
+    @property
+    def head_slots(self) -> int:
+        """The slots of a decoder row the output head runs on: the loss buffer, or the whole row."""
+        return self.loss_slots or self.decoder_len
 
     def stage_lens(self, cfg: EncoderConfig) -> list[int]:
         return pooled_row_lengths(self.encoder_len, cfg.pooling_factors, self.max_contexts_per_row)
@@ -81,6 +98,9 @@ class TrainBatch(NamedTuple):
     targets: np.ndarray           # next-token targets at text slots
     loss_mask: np.ndarray         # float32, 1 where the target carries loss
     task_ids: np.ndarray          # index into TASKS per slot (-1 for padding), for per-task losses
+    # [decoder_rows, shape.loss_slots] int32: the slots of each row whose target carries loss, in
+    # order, then -1; None when the shape has no loss buffer (the head runs on every slot).
+    loss_slots: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -120,6 +140,19 @@ def decoder_slots(sample: Sample, cfg: EncoderConfig, encoder_len: int) -> int:
     return len(sample.x) + sum(per_context) + _has_special(sample, cfg) * len(sample.contexts)
 
 
+def loss_tokens(sample: Sample) -> int:
+    """The sample's targets that carry loss: the slots it takes in its row's loss buffer."""
+    return sum(sample.loss_mask)
+
+
+def _decoder_row(fit: FirstFit, loss_room: list[int] | None, need: int, n_loss: int) -> list[int] | None:
+    """[the first decoder row with room for `need` slots and, with a loss buffer, `n_loss` loss
+    slots], or None."""
+    if loss_room is None:
+        return fit.fits([need])
+    return next(([r] for r, free in enumerate(fit.room) if need <= free and n_loss <= loss_room[r]), None)
+
+
 def pack_batch(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShape
                ) -> tuple[TrainBatch, list[Sample], PackStats]:
     """(batch, leftover samples that did not fit, statistics) for samples taken in order."""
@@ -134,6 +167,7 @@ def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: Pack
     extra = cfg.n_memory_tokens
     enc_fit = FirstFit(shape.encoder_len, n_rows=shape.encoder_rows, max_items=shape.max_contexts_per_row)
     dec_fit = FirstFit(shape.decoder_len, n_rows=shape.decoder_rows, max_items=shape.decoder_len)
+    loss_room = [shape.loss_slots] * shape.decoder_rows if shape.loss_slots else None
     contexts: list[tuple[int, ...]] = []
     placed: list[tuple[Sample, list[int]]] = []  # sample, ids of its contexts
     placed_index: list[int] = []
@@ -149,14 +183,20 @@ def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: Pack
         if need > shape.decoder_sample_len:
             stats.counts["sample_too_long"] += 1
             continue
+        n_loss = loss_tokens(sample)
+        if shape.loss_slots and n_loss > shape.loss_slots:
+            stats.counts["sample_too_many_loss_tokens"] += 1
+            continue
         enc_rows = enc_fit.fits([len(c) + extra for c in ctx])
-        dec_rows = dec_fit.fits([need])
+        dec_rows = _decoder_row(dec_fit, loss_room, need, n_loss)
         if enc_rows is None or dec_rows is None:
             leftover.append(sample)
             continue
         ids = list(range(len(contexts), len(contexts) + len(ctx)))
         enc_fit.place(enc_rows, [len(c) + extra for c in ctx], ids)
         dec_fit.place(dec_rows, [need], [len(placed)])
+        if loss_room is not None:
+            loss_room[dec_rows[0]] -= n_loss
         contexts += ctx
         placed.append((sample, ids))
         placed_index.append(index)
@@ -191,8 +231,20 @@ def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: Pack
     stats.encoder_tokens = int((encoder.segment_ids > 0).sum())
     stats.encoder_slots = encoder.segment_ids.size
     batch = TrainBatch(encoder, decoder.tokens, decoder.segment_ids, decoder.positions, decoder.compressed_index,
-                       targets, loss_mask, task_ids)
+                       targets, loss_mask, task_ids, _loss_slots(loss_mask, shape.loss_slots))
     return batch, leftover, stats, placed_index
+
+
+def _loss_slots(loss_mask: np.ndarray, buffer: int) -> np.ndarray | None:
+    """Each row's loss-carrying slots in order, -1 after them ([rows, buffer]); None without a buffer.
+    The packer kept every row's loss tokens within `buffer`."""
+    if not buffer:
+        return None
+    slots = np.full((loss_mask.shape[0], buffer), -1, np.int32)
+    for row, mask in enumerate(loss_mask):
+        where = np.flatnonzero(mask > 0)
+        slots[row, : len(where)] = where
+    return slots
 
 
 def _spliced_pieces(sample: Sample, places: Sequence[EncoderLayout], out_len: int, special: int | None) -> list:

@@ -32,8 +32,8 @@ from arc_jax.data import tasks
 from arc_jax.data.bad_records import BadRecords, DataError
 from arc_jax.data.config import DataConfig
 from arc_jax.data.mixture import MixtureSampler, parse_sources
-from arc_jax.data.packing import (PackingShape, PackStats, TrainBatch, decoder_slots, output_len, pack_batch,
-                                  pack_batch_placed)
+from arc_jax.data.packing import (PackingShape, PackStats, TrainBatch, decoder_slots, loss_tokens, output_len,
+                                  pack_batch, pack_batch_placed)
 from arc_jax.data.sources import open_source
 from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.model.config import EncoderConfig
@@ -227,19 +227,21 @@ class BatchIterator:
         """The first pool whose candidates exceed the lookahead budget, or None while none does."""
         s = self.shape
         # Draw a little more than fits so first-fit can choose; the rest waits for the next batch.
-        dec_budget, enc_budget = LOOKAHEAD * s.decoder_rows * s.decoder_len, LOOKAHEAD * s.encoder_rows * s.encoder_len
-        return next((pool for pool, (dec, enc) in used.items() if dec > dec_budget or enc > enc_budget), None)
+        budgets = (LOOKAHEAD * s.decoder_rows * s.decoder_len, LOOKAHEAD * s.encoder_rows * s.encoder_len,
+                   LOOKAHEAD * s.decoder_rows * s.loss_slots if s.loss_slots else float("inf"))
+        return next((pool for pool, use in used.items() if any(u > b for u, b in zip(use, budgets))), None)
 
     def __next__(self) -> tuple[TrainBatch, PackStats]:
         candidates: list[tuple[tuple[int, int], tasks.Sample]] = []
-        used: dict[str, list[int]] = {}  # pool -> [decoder slots, encoder tokens] of its candidates
+        used: dict[str, list[int]] = {}  # pool -> [decoder slots, encoder tokens, loss tokens] of its candidates
         passed_over: collections.Counter[str] = collections.Counter()
 
         def add(key: tuple[int, int], sample: tasks.Sample) -> None:
             candidates.append((key, sample))
-            pool = used.setdefault(self._pool(sample), [0, 0])
+            pool = used.setdefault(self._pool(sample), [0, 0, 0])
             pool[0] += decoder_slots(sample, self.cfg, self.shape.encoder_text_len)
             pool[1] += sum(len(c) for c in sample.contexts)
+            pool[2] += loss_tokens(sample)
 
         for key, sample in self.pending:
             add(key, sample)

@@ -3,7 +3,7 @@
 Parameter tree: tok_embeddings/embedding [vocab, dim], layers/block/... (stacked),
 norm/scale [dim], output [dim, vocab] (none with tie_embeddings: the logits read the embedding table).
 
-`__call__` is the training and scoring path; `cached_forward` is generation's prefill and decode
+`__call__` is the training and scoring path (training may ask for the logits of its loss slots only); `cached_forward` is generation's prefill and decode
 step over a KV cache (arc_jax/model/kv_cache.py). Generation prefills with the scanned layers and
 decodes with the unrolled layout (`scan_layers=False`: layers/block_0/..., see
 arc_jax/model/stack.py), whose parameters `unstack_layers` makes from the scanned ones.
@@ -64,9 +64,16 @@ class Decoder(nn.Module):
         return jnp.einsum("...d,dv->...v", self.norm(h), self.output.astype(self.dtype),
                           preferred_element_type=jnp.float32)
 
-    def __call__(self, tokens, segment_ids, positions, compressed=None, compressed_index=None):
-        """Float32 logits [rows, len, vocab]; slots holding compressed vectors are not meaningful."""
-        logits = self._logits(self.layers(self._embed(tokens, compressed, compressed_index), segment_ids, positions))
+    def __call__(self, tokens, segment_ids, positions, compressed=None, compressed_index=None, logit_slots=None):
+        """Float32 logits [rows, len, vocab]; slots holding compressed vectors are not meaningful.
+
+        Training with a loss buffer passes `logit_slots` [rows, k] (slot indices of each row, -1 for
+        none: arc_jax/data/packing.py): the final norm and the output head then run on those k slots
+        only and the logits are [rows, k, vocab] (a -1 entry's are not meaningful)."""
+        h = self.layers(self._embed(tokens, compressed, compressed_index), segment_ids, positions)
+        if logit_slots is not None:
+            h = jnp.take_along_axis(h, jnp.maximum(logit_slots, 0)[..., None].astype(jnp.int32), axis=1)
+        logits = self._logits(h)
         return nn.with_logical_constraint(logits, ("activation_batch", "activation_length", "activation_vocab"))
 
     def cached_forward(self, tokens, positions, cache: KVCache | tuple[KVCache, ...], logit_index, compressed=None,

@@ -30,8 +30,9 @@ for the memory-token baseline; + 2 for <Rec>, <Cont>):
 
     P = 2N (in·hidden + hidden·out)
 
-Decoder (T = decoder_len on decoder_rows rows, L_dec layers, vocabulary V):
-W_dec = L_dec · W(T, T) + 2·B·T·D·V (output head), A_dec = L_dec · A(T, T).
+Decoder (T = decoder_len on decoder_rows rows, L_dec layers, vocabulary V; the output head runs on
+T_head = T slots a row, or on the shape's loss buffer, T_head = loss_slots, when it has one):
+W_dec = L_dec · W(T, T) + 2·B·T_head·D·V (output head), A_dec = L_dec · A(T, T).
 
 One train step:
 
@@ -67,7 +68,7 @@ Attention runs over exactly the (query, key) pairs `attention.attention_mask` al
 position within a text when causal (a causal sequence of L positions: L(L+1)/2 pairs), so the
 causal decoder's sample of L slots costs L(L+1)/2 pairs where the executed count runs L_row².
 `train_step_flops` above is the executed count: useful <= executed, and the ratio shows what
-padding, dense masked attention and the head on every slot cost. The trainer and bench train
+padding, dense masked attention and the head on every slot (without a loss buffer) cost. The trainer and bench train
 count each batch on the host from its numpy arrays before it goes to the devices (no device round
 trip); with several processes each counts its own rows and the reports sum over processes
 (`multihost.sum_over_processes`). Memory-token encoders count their memory tokens as real slots.
@@ -140,11 +141,11 @@ def projector_forward_flops(cfg: EncoderConfig, shape: PackingShape, decoder_ind
 
 
 def decoder_forward_flops(cfg: BackboneConfig, shape: PackingShape, windowed: bool = True) -> tuple[float, float]:
-    """Forward (weight, attention) matmul FLOPs of the decoder, output head in the weights;
-    `windowed` as for the encoder."""
+    """Forward (weight, attention) matmul FLOPs of the decoder, output head (on the shape's
+    `head_slots` a row) in the weights; `windowed` as for the encoder."""
     rows, t = shape.decoder_rows, shape.decoder_len
     w, a = block_matmul_flops(cfg, rows, t, t, keys_per_query(t, shape.decoder_sample_len * windowed, causal=True))
-    head = 2 * rows * t * cfg.dim * cfg.vocab_size
+    head = 2 * rows * shape.head_slots * cfg.dim * cfg.vocab_size
     return cfg.n_layers * w + head, cfg.n_layers * a
 
 

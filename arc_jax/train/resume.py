@@ -16,6 +16,10 @@ say how long, how often and on what hardware the run goes on, not what it trains
     unroll_layers                    compile time against step time, same numbers
     data.worker_count                how many processes read the input, not what they read
 Everything else (model, data, optimiser, seed, grad_accum, dtypes, ...) is the run itself.
+
+A field added to the config after a run was saved is absent from its checkpoints; where its value
+means what the code did before the field existed (ADDED_AS_OFF: the batch-shape options that are
+off at 0), absent and that value are the same run.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from arc_jax.train.checkpoint import newest_intact
 RESUMABLE = ("max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "eval", "max_bad_steps", "mesh_shape",
              "remat_policy", "unroll_layers", "data.worker_count")
 ABSENT = "(absent)"
+ADDED_AS_OFF = {"data.shape.encoder_span": 0, "data.shape.decoder_span": 0, "data.shape.loss_slots": 0}
 
 
 def flat_fields(tree, prefix: str = "") -> dict:
@@ -53,8 +58,8 @@ def resumable(field: str) -> bool:
 def config_changes(saved: dict, config: ml_collections.ConfigDict | dict) -> list[str]:
     """"field old -> new" for each field outside RESUMABLE where `config` differs from `saved` (a
     config as a checkpoint holds it), sorted by field."""
-    old = flat_fields(saved)
-    new = flat_fields(json.loads(json.dumps(to_plain(config))))  # as a checkpoint would hold it
+    old = {**ADDED_AS_OFF, **flat_fields(saved)}
+    new = {**ADDED_AS_OFF, **flat_fields(json.loads(json.dumps(to_plain(config))))}  # as a checkpoint would hold it
     return [f"{field} {_shown(old.get(field, ABSENT))} -> {_shown(new.get(field, ABSENT))}"
             for field in sorted(set(old) | set(new))
             if not resumable(field) and old.get(field, ABSENT) != new.get(field, ABSENT)]

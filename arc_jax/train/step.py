@@ -1,7 +1,9 @@
 """The train step: a pure function of (state, frozen decoder, batch), jitted once per decoder.
 
 loss = token-mean next-token cross-entropy over the loss-masked text slots of the decoder, which
-reads the compressed table of the encoder (see arc_jax/data/packing.py). With gradient
+reads the compressed table of the encoder (see arc_jax/data/packing.py). With a loss buffer
+(data.shape.loss_slots) the decoder's final norm and output head run on the slots the batch lists
+as carrying loss only: the same loss and gradients for less work. With gradient
 accumulation the batch has a leading micro-batch axis; the step sums cross-entropy and gradients
 over the micro-batches (lax.scan) and divides by the total loss tokens once, so A micro-batches
 give the gradient of one batch A times as large. Only the trainable groups are differentiated
@@ -73,16 +75,26 @@ def loss_sums(params, decoder_params, batch: TrainBatch, encoder: ARCEncoder, de
     with sharding.activation_sharding(mesh) if mesh is not None else contextlib.nullcontext():
         table = encoder.apply({"params": params}, batch.encoder, decoder_index, method=ARCEncoder.compressed_table)
         logits = decoder.apply({"params": decoder_params}, batch.tokens, batch.segment_ids, batch.positions, table,
-                               batch.compressed_index)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch.targets)
-    mask = batch.loss_mask
+                               batch.compressed_index, batch.loss_slots)
+    targets, mask, task_ids = at_loss_slots(batch)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
     sums = {"ce": (ce * mask).sum(), "tokens": mask.sum(),
-            "correct": ((logits.argmax(-1) == batch.targets) * mask).sum()}
+            "correct": ((logits.argmax(-1) == targets) * mask).sum()}
     for i, task in enumerate(TASKS):
-        task_mask = mask * (batch.task_ids == i)
+        task_mask = mask * (task_ids == i)
         sums[f"ce/{task}"] = (ce * task_mask).sum()
         sums[f"tokens/{task}"] = task_mask.sum()
     return sums
+
+
+def at_loss_slots(batch: TrainBatch) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(targets, loss mask, task ids) where the decoder's logits are: every slot, or with a loss
+    buffer the slots it lists ([rows, loss_slots]; its -1 entries carry no loss)."""
+    if batch.loss_slots is None:
+        return batch.targets, batch.loss_mask, batch.task_ids
+    listed = batch.loss_slots >= 0
+    take = lambda x: jnp.take_along_axis(x, jnp.maximum(batch.loss_slots, 0), axis=-1)
+    return take(batch.targets), take(batch.loss_mask) * listed, jnp.where(listed, take(batch.task_ids), -1)
 
 
 def metrics_from_sums(sums: dict) -> dict:
