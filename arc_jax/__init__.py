@@ -12,6 +12,8 @@ sharding.py places everything on the mesh; errors.py holds the failures reported
 
 from arc_jax.inference.api import DecoderLM, Encoder, load_decoder, load_encoder
 from arc_jax.inference.generate import ARCPipeline, Compressed
+from arc_jax.inference.store import CompressedStore, write_store
 
 __version__ = "0.1.0"
-__all__ = ["ARCPipeline", "Compressed", "DecoderLM", "Encoder", "load_decoder", "load_encoder"]
+__all__ = ["ARCPipeline", "Compressed", "CompressedStore", "DecoderLM", "Encoder", "load_decoder", "load_encoder",
+           "write_store"]
