@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from arc_jax.cli import bench, convert, data, demo, evaluate, export, generate, plan, roundtrip, train
+from arc_jax.cli import bench, convert, data, demo, evaluate, export, generate, index, plan, roundtrip, train
 
 _DESCRIPTION = """arc_jax: train, convert and run ARC-Encoder context compressors in JAX.
 
@@ -33,6 +33,8 @@ Subcommands:
   plan       compile a config's train step for a TPU topology or GPU node without the hardware: fits?,
              collectives, step time bound (plan --config CONFIG --topology v5p-64 | 8xh100; needs the
              tpu or gpu-compile extra); plan --generate for the inference programs
+  index      compress a jsonl corpus once into a store on disk (index --encoder E --data F --out STORE
+             [--pq M:BITS]); generate and eval read it with --store
   generate   answer a prompt with compressed context files (KV-cached decoding)
   eval       score closed-book, open-book and compressed contexts on jsonl benchmarks
   bench      train: step time, tokens/s and MFU of a config's train step;
@@ -40,7 +42,7 @@ Subcommands:
 """
 
 # In the order `arc-jax --help` lists them.
-SUBCOMMANDS = (convert, export, roundtrip, demo, data, train, plan, generate, evaluate, bench)
+SUBCOMMANDS = (convert, export, roundtrip, demo, data, train, plan, index, generate, evaluate, bench)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -52,6 +52,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--step", type=int,
                    help="with a training workdir as --encoder: evaluate its checkpoint of this step (default: the "
                         "latest)")
+    p.add_argument("--store",
+                   help="read the compressed and truncated modes' documents from this store (arc-jax index of the "
+                        "benchmark file with --field passages, or the document field, and the same --max-passages) "
+                        "instead of compressing them; refused unless --encoder (in --dtype) wrote it")
     p.add_argument("--pooling-factor", type=int,
                    help="compress with this pooling factor instead of the encoder's (the reference's --comp_rate; "
                         "pooling has no parameters)")
@@ -69,10 +73,15 @@ def run(args: argparse.Namespace):
         pipe = load_pipeline(args)
         if args.pooling_factor is not None:
             pipe.encoder = with_pooling_factor(pipe.encoder, args.pooling_factor)
+        store = None
+        if args.store:
+            import arc_jax
+
+            store = arc_jax.CompressedStore(args.store)  # evaluate checks its encoder and decoder head
         results = evaluate(pipe, benchmarks, args.modes.split(","), args.out, protocol=args.protocol, shots=args.shots,
                            max_examples=args.max_examples, batch_size=args.batch_size,
                            max_new_tokens=args.max_new_tokens, seed=args.seed, max_passages=args.max_passages,
-                           context_window=args.context_window)
+                           context_window=args.context_window, store=store)
     except ValueError as e:  # bad options or inputs the models cannot take: one line, no traceback
         raise DataError(str(e)) from None
     out = Path(args.out)

@@ -59,6 +59,7 @@ from arc_jax.data.bad_records import DataError
 from arc_jax.data.sources import field_problem, parse_record
 from arc_jax.evaluation.metrics import (CONTEXT_METRICS, CORPUS_METRICS, REFERENCE_METRICS_BY_KIND, record_scores,
                                         score)
+from arc_jax.inference.store import token_hash
 
 MODES = ("closed_book", "open_book", "compressed", "truncated")
 KINDS = ("qa", "translation", "summarization", "long_context")
@@ -158,13 +159,20 @@ def _texts(record: dict, names: Sequence[str], role: str, required: bool, types=
     return [v.strip() for v in ([values] if isinstance(values, str) else values)]
 
 
+def record_document(record: dict, names: Sequence[str], max_passages: int = 1, required: bool = True) -> str | None:
+    """A record's document as the harness reads it (and `arc-jax index` indexes it, so that `eval
+    --store` finds the same text): the first present field of `names`, a string or the first
+    `max_passages` strings of a list, each stripped, joined by newlines. ValueError(reason)."""
+    passages = _texts(record, names, "the document", required)
+    return "\n".join(passages[:max_passages]) if passages else None
+
+
 def example_from_record(record: dict, bench: Benchmark, line: int, need_document: bool,
                         max_passages: int = 1) -> Example:
     """An Example from one parsed record; ValueError(reason) when the record cannot make one."""
     kind = bench.kind
     answers = _texts(record, _ANSWER_FIELDS[kind], "the reference answers", True)
-    passages = _texts(record, _DOCUMENT_FIELDS[kind], "the document", need_document)
-    document = "\n".join(passages[:max_passages]) if passages else None
+    document = record_document(record, _DOCUMENT_FIELDS[kind], max_passages, need_document)
     question = _texts(record, _QUESTION_FIELDS[kind], "the question", kind in ("qa", "long_context"), str)
     if kind == "translation":
         language = record.get("language", bench.language)
@@ -493,7 +501,7 @@ def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] =
              "compressed"), out_dir: str | Path | None = None, *, protocol: str = "reference", shots: int = 5,
              max_examples: int | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
              seed: float | None = None, max_passages: int = 1, chunk_len: int = 1024, max_chunks: int = 32,
-             context_window: int | None = 4096, progress: bool = True) -> dict:
+             context_window: int | None = 4096, progress: bool = True, store=None) -> dict:
     """Evaluate `pipe` (an ARCPipeline) on each benchmark in each mode; returns the results dict
     (also written to out_dir as results.json, results.md and predictions/, after each batch).
 
@@ -507,7 +515,11 @@ def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] =
     is evaluated as its long_context/eval_long_context.py does: the chat prompt with the dataset's
     labels, <Cont> after each chunk when the encoder has it, the compressed vectors and the text
     prompts cut to fit `context_window` (Llama 2's 4096) with the new tokens, the answer the whole
-    generation stripped. All files are read and checked first. With out_dir, an evaluation killed part-way
+    generation stripped. `store` (a CompressedStore that `arc-jax index` wrote from the benchmark
+    file, with the document field and max_passages eval reads): the compressed and truncated modes
+    read each document's block from the store record of the same file line instead of compressing
+    it; refused unless the pipeline's encoder wrote the store for its decoder head and each record's
+    encoder token ids are the document's. All files are read and checked first. With out_dir, an evaluation killed part-way
     resumes there: records already predicted (whole batches) are read back, not generated again,
     and the results are those of an uninterrupted run; out_dir must hold the same settings."""
     modes = list(dict.fromkeys(modes))
@@ -521,6 +533,16 @@ def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] =
     if not benches:
         raise ValueError("no benchmark to evaluate")
     seed = (REFERENCE_SHUFFLE if protocol == "reference" else 0) if seed is None else seed
+    if store is not None:
+        if any(b.kind == "long_context" for b in benches):
+            raise ValueError("a store holds one block per document; long-context benchmarks (chunked) are compressed "
+                             "online")
+        if len(benches) != 1:
+            raise ValueError(f"a store indexes one benchmark file, {len(benches)} given")
+        store.check_encoder(pipe.encoder)
+        if store.decoder_index != pipe.decoder_index:
+            raise ValueError(f"{store.path} holds vectors for decoder head {store.decoder_index}, the pipeline's is "
+                             f"{pipe.decoder_index}")
     need_document = any(m != "closed_book" for m in modes)
     loaded = [(b, load_examples(b, need_document, max_passages)) for b in benches]
     splits = []
@@ -539,7 +561,8 @@ def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] =
                             "max_examples": max_examples, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                             "max_passages": max_passages, "chunk_len": chunk_len, "max_chunks": max_chunks,
                             "context_window": context_window,
-                            "decoder_index": getattr(pipe, "decoder_index", None)},
+                            "decoder_index": getattr(pipe, "decoder_index", None),
+                            "store": None if store is None else str(store.path)},
                "benchmarks": {}}
     if out_dir is not None:
         _claim(Path(out_dir), results["settings"], [str(b.path) for b in benches])
@@ -548,7 +571,7 @@ def evaluate(pipe, benchmarks: Sequence[Benchmark | str], modes: Sequence[str] =
         decoding = _Decoding(tokenizer, limit, [i for i in stops if i < vocab_limit], vocab_limit, protocol,
                              [i for i in newline_stops if i < vocab_limit], context_window)
         results["benchmarks"][bench.name] = _evaluate_one(pipe, bench, examples, shot_ids, eval_ids, modes, decoding,
-                                                          batch_size, chunk_len, max_chunks, progress, out_dir)
+                                                          batch_size, chunk_len, max_chunks, progress, out_dir, store)
         if out_dir is not None:
             write_results(results, out_dir)
     return results
@@ -629,7 +652,7 @@ class _BenchmarkRun:
     its prompts are laid out, compressed and cut, and its prediction records."""
 
     def __init__(self, pipe, bench: Benchmark, examples: list[Example], shot_ids: list[int], decoding: _Decoding,
-                 chunk_len: int, max_chunks: int):
+                 chunk_len: int, max_chunks: int, store=None):
         self.pipe, self.bench, self.decoding = pipe, bench, decoding
         self.chunk_len, self.max_chunks = chunk_len, max_chunks
         self.long = bench.kind == "long_context"
@@ -648,12 +671,15 @@ class _BenchmarkRun:
             metric_names = tuple(m for m in metric_names if m not in CONTEXT_METRICS)
         self.metric_names = metric_names
         self.per_record = [m for m in metric_names if m not in CORPUS_METRICS]  # BLEU: a corpus metric only
+        self.store = store
 
     def compress(self, indices: list[int]) -> dict[int, list[np.ndarray]]:
         """The compressed blocks of these examples' documents (long ones: a block per chunk, cut to
         the window in the reference protocol)."""
         pipe, tokenizer, decoding = self.pipe, self.decoding.tokenizer, self.decoding
         texts = [self.examples[i].document for i in indices]
+        if self.store is not None:
+            return {i: [block.vectors] for i, block in zip(indices, self.store.read(self.store_records(indices)))}
         if not self.long:
             return dict(zip(indices, compress_documents(pipe, texts)))
         for i in indices:
@@ -668,6 +694,24 @@ class _BenchmarkRun:
                 room = decoding.window - len(tokenizer.encode(head)) - decoding.max_new_tokens
                 doc_blocks[:], self.block_texts[i][:] = cut_blocks(doc_blocks, self.block_texts[i], room, self.special)
         return dict(zip(indices, compressed))
+
+    def store_records(self, indices: list[int]) -> list[int]:
+        """The store records of these examples' documents: the record indexed from the same line of
+        the benchmark file, refused (one line) when there is none or its encoder token ids differ."""
+        records = []
+        for i in indices:
+            ex = self.examples[i]
+            k = self.store.index_of_line(ex.line)
+            where = f"{self.bench.path}:{ex.line}"
+            if k is None:
+                raise DataError(f"{self.store.path} has no record of line {ex.line} ({where}); index this benchmark "
+                                "file with arc-jax index")
+            if self.store.token_hashes[k].tobytes() != token_hash(self.pipe.encoder_tokenizer.encode(ex.document)):
+                raise DataError(f"{self.store.path}: its record of line {ex.line} is not the document eval reads at "
+                                f"{where} (its encoder token ids differ); index this file with the field and "
+                                "--max-passages eval reads")
+            records.append(k)
+        return records
 
     def template(self, i: int, mode: str) -> list[Piece]:
         if self.long:
@@ -730,11 +774,13 @@ def _resume(runs: dict[str, _ModeRun], out_dir, bench: Benchmark, lines: list[in
 
 def _evaluate_one(pipe, bench: Benchmark, examples: list[Example], shot_ids: list[int], eval_ids: list[int],
                   modes: list[str], decoding: _Decoding, batch_size: int, chunk_len: int, max_chunks: int,
-                  progress: bool, out_dir) -> dict:
+                  progress: bool, out_dir, store=None) -> dict:
     from tqdm import tqdm
 
-    bench_run = _BenchmarkRun(pipe, bench, examples, shot_ids, decoding, chunk_len, max_chunks)
+    bench_run = _BenchmarkRun(pipe, bench, examples, shot_ids, decoding, chunk_len, max_chunks, store)
     examples = bench_run.examples
+    if store is not None:  # every document checked before any generation
+        bench_run.store_records(list(dict.fromkeys(shot_ids + eval_ids)))
     runs = {m: _ModeRun() for m in modes}
     start = _resume(runs, out_dir, bench, [examples[i].line for i in eval_ids], batch_size)
     needs_blocks = any(m in ("compressed", "truncated") for m in modes)
