@@ -64,7 +64,8 @@ def generate_ids(decoder: DecoderLM, prompts: Sequence[Sequence[Piece]], max_new
     `vocab_limit` are generated (a tokenizer smaller than the embedding table has no others).
     `buckets_per_octave` > 1 pads prompt and cache lengths to that many lengths per octave instead
     of a power of two (8: at most 1/8 padding, as `arc-jax bench inference` runs): less wasted
-    work per call, more compiled programs."""
+    work per call, more compiled programs. A chunk holds at most `max_rows` prompts; its rows are
+    padded to a power of two, never past `max_rows`."""
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if temperature < 0:
@@ -87,12 +88,10 @@ def generate_ids(decoder: DecoderLM, prompts: Sequence[Sequence[Piece]], max_new
     # Similar lengths share a chunk, so little of a chunk is padding.
     lengths = [sum(len(p) for p in pieces) for pieces in checked]
     order = sorted(range(len(checked)), key=lambda i: lengths[i])
-    stop_array = np.full(bucket_length(len(stops), 4), _NO_TOKEN, np.int32)
-    stop_array[: len(stops)] = stops
     for start in range(0, len(order), max_rows):
         chunk = order[start: start + max_rows]
         out = _run_chunk(decoder, [checked[i] for i in chunk], max(lengths[i] for i in chunk), max_new_tokens,
-                         temperature, top_p, seed + start, stop_array, vocab_limit, buckets_per_octave)
+                         temperature, top_p, seed + start, stops, vocab_limit, buckets_per_octave, max_rows)
         for i, row in zip(chunk, out):
             results[i] = _cut(row, stops)
     return results
@@ -112,6 +111,27 @@ def generation_lengths(prompt_len: int, max_new_tokens: int, per_octave: int = 1
     return bucket_length(prompt_len, per_octave=per_octave), bucket_length(prompt_len + max_new_tokens, per_octave=per_octave)
 
 
+class ChunkShape(NamedTuple):
+    """The static shapes of a chunk's programs: rows (prompts padded to a power of two, at most
+    max_rows), prefill length, KV cache length, output slots."""
+
+    rows: int
+    prompt_len: int
+    cache_len: int
+    out_len: int
+
+
+def chunk_shape(n_prompts: int, max_len: int, max_new_tokens: int, per_octave: int = 1,
+                max_rows: int | None = None) -> ChunkShape:
+    """The shapes a chunk of n_prompts prompts, the longest max_len positions, runs at (also what
+    `arc-jax bench serve` counts KV-cache bytes on and times the decode program with)."""
+    rows = bucket_length(n_prompts, 1)
+    if max_rows is not None:
+        rows = min(rows, max(max_rows, n_prompts))
+    return ChunkShape(rows, *generation_lengths(max_len, max_new_tokens, per_octave),
+                      bucket_length(max_new_tokens, 8))
+
+
 class _Sampling(NamedTuple):
     """Runtime values of token choice (traced: changing them compiles nothing)."""
 
@@ -122,15 +142,24 @@ class _Sampling(NamedTuple):
     key: jax.Array
 
 
+def sampling_values(stop_ids: Sequence[int], temperature: float, top_p: float, vocab_limit: int,
+                    seed: int) -> _Sampling:
+    """The traced sampling argument of the prefill and decode programs (stop ids padded to a few
+    lengths, so their number compiles little)."""
+    stop_array = np.full(bucket_length(len(stop_ids), 4), _NO_TOKEN, np.int32)
+    stop_array[: len(stop_ids)] = stop_ids
+    return _Sampling(stop_array, np.float32(max(temperature, 1e-6)), np.float32(top_p), np.int32(vocab_limit),
+                     jax.random.key(seed))
+
+
 def _run_chunk(decoder: DecoderLM, prompts: list[list], max_len: int, max_new_tokens: int, temperature: float,
-               top_p: float, seed: int, stop_array: np.ndarray, vocab_limit: int, per_octave: int) -> np.ndarray:
-    rows = bucket_length(len(prompts), 1)
-    prompt_len, cache_len = generation_lengths(max_len, max_new_tokens, per_octave)
+               top_p: float, seed: int, stop_ids: list[int], vocab_limit: int, per_octave: int,
+               max_rows: int | None = None) -> np.ndarray:
+    rows, prompt_len, cache_len, out_len = chunk_shape(len(prompts), max_len, max_new_tokens, per_octave, max_rows)
     # Padding rows: one token each, stopped from the start so they never hold the loop.
     inputs, table, _ = pack_decoder_inputs(prompts + [[[0]]] * (rows - len(prompts)), row_len=prompt_len)
     lengths = inputs.segment_ids.sum(axis=1).astype(np.int32)
-    sampling = _Sampling(stop_array, np.float32(max(temperature, 1e-6)), np.float32(top_p), np.int32(vocab_limit),
-                         jax.random.key(seed))
+    sampling = sampling_values(stop_ids, temperature, top_p, vocab_limit, seed)
     greedy = temperature == 0
     compressed = device_table(table, decoder.config.dim, decoder.dtype)
     token, done, cache = _prefill(decoder.params, inputs.tokens, compressed, inputs.compressed_index, lengths,
@@ -138,7 +167,7 @@ def _run_chunk(decoder: DecoderLM, prompts: list[list], max_len: int, max_new_to
     if max_new_tokens == 1:  # the prefill's logits gave it: no decode program
         return np.asarray(token)[: len(prompts), None]
     out = _decode(decoder.params, cache, token, done, lengths, np.int32(max_new_tokens), sampling,
-                  module=decoder.module, cache_len=cache_len, out_len=bucket_length(max_new_tokens, 8), greedy=greedy)
+                  module=decoder.module, cache_len=cache_len, out_len=out_len, greedy=greedy)
     return np.asarray(out)[: len(prompts)]
 
 
