@@ -1,5 +1,6 @@
-"""`arc-jax bench train` (step time, tokens/s, MFU) and `arc-jax bench inference` (compressed vs full
-context)."""
+"""`arc-jax bench train` (step time, tokens/s, MFU), `arc-jax bench inference` (compressed vs full
+context, one request) and `arc-jax bench serve` (full text, online compression and the store, many
+requests at once)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ def add_parser(subparsers) -> None:
     benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     _add_train(benches)
     _add_inference(benches)
+    _add_serve(benches)
+
+
+ENCODER_PRESETS = ("scaled", "tiny", "llama3.2-3b", "llama3.2-1b", "qwen3-0.6b", "qwen3-1.7b", "scaled-llama3.2-1b",
+                   "scaled-qwen3-0.6b", "scaled-qwen3-1.7b")
+ENCODER_PRESETS_HELP = ("llama3.2-3b: the released ARC encoder's shapes; llama3.2-1b, qwen3-0.6b, qwen3-1.7b: the same "
+                        "encoder on a 1B-class backbone; scaled-*: those scaled for a CPU, as 'scaled' is the 3B one "
+                        "(default scaled)")
+DECODER_PRESETS = ("scaled", "tiny", "llama3.1-8b", "mistral-7b", "llama2-7b", "olmo-7b", "qwen3-8b", "qwen2.5-7b")
 
 
 def positive_int(text: str) -> int:
@@ -50,15 +60,8 @@ def _add_inference(benches) -> None:
                                        "preset shapes; the default 'scaled' models run on a CPU in a few minutes. "
                                        "Writes inference_bench.md, .json and .png (with matplotlib) to --out.")
     p.add_argument("--out", default="arc_jax_runs/bench_inference", help="output folder")
-    p.add_argument("--encoder-preset", default="scaled",
-                   choices=("scaled", "tiny", "llama3.2-3b", "llama3.2-1b", "qwen3-0.6b", "qwen3-1.7b",
-                            "scaled-llama3.2-1b", "scaled-qwen3-0.6b", "scaled-qwen3-1.7b"),
-                   help="llama3.2-3b: the released ARC encoder's shapes; llama3.2-1b, qwen3-0.6b, qwen3-1.7b: "
-                        "the same encoder on a 1B-class backbone; scaled-*: those scaled for a CPU, as 'scaled' "
-                        "is the 3B one (default scaled)")
-    p.add_argument("--decoder-preset", default="scaled",
-                   choices=("scaled", "tiny", "llama3.1-8b", "mistral-7b", "llama2-7b", "olmo-7b", "qwen3-8b",
-                            "qwen2.5-7b"))
+    p.add_argument("--encoder-preset", default="scaled", choices=ENCODER_PRESETS, help=ENCODER_PRESETS_HELP)
+    p.add_argument("--decoder-preset", default="scaled", choices=DECODER_PRESETS)
     p.add_argument("--pooling", type=positive_int, default=4, help="pooling factor PF (default 4)")
     p.add_argument("--context-lens", type=positive_int, nargs="+",
                    help="context lengths in tokens (default 256 .. 4096 on CPU, 256 .. 16384 elsewhere)")
@@ -78,6 +81,77 @@ def _add_inference(benches) -> None:
     p.set_defaults(func=run_inference)
 
 
+def at_least_two(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value}: expected an int >= 2 (decode throughput needs a decode step)")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value}: expected a finite number >= 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0: expected a number > 0")
+    return value
+
+
+def _add_serve(benches) -> None:
+    p = benches.add_parser("serve", help="TTFT, decode tokens/s and memory of full text, online compression and "
+                                         "the store, at several batch sizes",
+                           description="For each context length and batch size, answer a batch of requests (each "
+                                       "its own context and --prompt-len question) three ways: the full context in "
+                                       "the decoder's prompt, the contexts compressed by the encoder on the request "
+                                       "path, and the compressed contexts read from a store written beforehand. "
+                                       "Reports time to first token, decode tokens/s and weights + KV-cache bytes "
+                                       "(compile excluded, median of --repeats), and the largest batch of each that "
+                                       "fits --memory-budget. Random weights of the preset shapes. Writes "
+                                       "serve_bench.md, .json and .png (with matplotlib) to --out.")
+    p.add_argument("--out", default="arc_jax_runs/bench_serve", help="output folder")
+    p.add_argument("--encoder-preset", default="scaled", choices=ENCODER_PRESETS, help=ENCODER_PRESETS_HELP)
+    p.add_argument("--decoder-preset", default="scaled", choices=DECODER_PRESETS)
+    p.add_argument("--pooling", type=positive_int, default=4, help="pooling factor PF (default 4)")
+    p.add_argument("--context-lens", type=positive_int, nargs="+",
+                   help="context lengths in tokens (default 1024 2048 4096 on CPU, 1024 4096 16384 elsewhere)")
+    p.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 8, 32, 64],
+                   help="requests answered together (default 1 8 32 64); each pipeline also runs at its largest "
+                        "batch in --memory-budget")
+    p.add_argument("--memory-budget", type=positive_float,
+                   help="GiB for weights + KV cache (default 5x the decoder's weights: an 80 GB H100 over Llama "
+                        "3.1 8B's 16 GB)")
+    p.add_argument("--new-tokens", type=at_least_two, default=32,
+                   help="tokens generated per request, >= 2 (default 32)")
+    p.add_argument("--prompt-len", type=positive_int, default=32,
+                   help="question tokens after the context (default 32)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), help="default float32 on CPU, bfloat16 elsewhere")
+    p.add_argument("--repeats", type=positive_int, default=3,
+                   help="timed runs per case, the median kept (default 3)")
+    p.add_argument("--buckets-per-octave", type=positive_int, default=64,
+                   help="decoder prompt/cache length buckets per octave (default 64: at most 1/64 padding)")
+    p.add_argument("--attention", choices=("xla", "jax_nn", "splash"),
+                   help="attention implementation of both models (default jax_nn on GPU, xla elsewhere)")
+    p.add_argument("--max-case-seconds", type=non_negative_float,
+                   help="skip a case (one pipeline at one batch) whose estimated warm-up + repeats exceed this "
+                        "(default 60 on CPU; 0: run the full grid, the default elsewhere)")
+    p.add_argument("--store-records", type=positive_int, default=8,
+                   help="distinct contexts per length in the store; requests cycle through them (default 8)")
+    p.add_argument("--store-vector-dtype", choices=("float32", "bfloat16"),
+                   help="the store's vectors (default: the encoder's compute dtype)")
+    p.add_argument("--store-pq", metavar="M:BITS",
+                   help="product-quantised store vectors, M sub-quantisers of 2**BITS centroids (needs faiss: "
+                        "pip install 'arc-jax[pq]')")
+    p.set_defaults(func=run_serve)
+
+
 def run_train(args: argparse.Namespace):
     from arc_jax.tools.bench_train import main_train
     from arc_jax.config_loading import load_config
@@ -92,3 +166,12 @@ def run_inference(args: argparse.Namespace):
 
     main_inference(args.encoder_preset, args.decoder_preset, args.pooling, args.context_lens, args.new_tokens,
                    args.prompt_len, args.dtype, args.repeats, args.buckets_per_octave, args.out, args.attention)
+
+
+def run_serve(args: argparse.Namespace):
+    from arc_jax.tools.bench_serve import main_serve
+
+    main_serve(args.encoder_preset, args.decoder_preset, args.pooling, args.context_lens, args.batch_sizes,
+               args.memory_budget, args.new_tokens, args.prompt_len, args.dtype, args.repeats, args.buckets_per_octave,
+               args.attention, args.max_case_seconds, args.store_records, args.store_vector_dtype, args.store_pq,
+               args.out)
