@@ -19,6 +19,13 @@ from arc_jax.model import ARCEncoder, Decoder, pack_encoder_inputs
 from arc_jax.tools.roundtrip import tiny_configs
 
 HEAD = 1  # the tiny encoder's second decoder head: a store is for one head
+VOCAB = 512  # room for a tiny sentencepiece tokenizer (byte fallback: > 259 pieces)
+
+
+def configs():
+    enc, dec = tiny_configs()
+    return (dataclasses.replace(enc, backbone=dataclasses.replace(enc.backbone, vocab_size=VOCAB)),
+            dataclasses.replace(dec, vocab_size=VOCAB))
 
 
 def random_params(module, seed, *inputs):
@@ -37,7 +44,7 @@ def random_params(module, seed, *inputs):
 
 
 def make_encoder(seed=1, dtype=None):
-    cfg, _ = tiny_configs()
+    cfg, _ = configs()
     inputs, _ = pack_encoder_inputs([[[1, 2, 3, 4]]], cfg)
     return arc_jax.Encoder(cfg, random_params(ARCEncoder(cfg), seed, inputs), dtype)
 
@@ -49,13 +56,13 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def decoder():
-    _, cfg = tiny_configs()
+    _, cfg = configs()
     tokens = np.zeros((1, 8), np.int32)
     return arc_jax.DecoderLM(cfg, random_params(Decoder(cfg), 2, tokens, tokens, tokens))
 
 
 # 14 texts of 17..40 tokens: one encoder row length (64), units of 4 records.
-TEXTS = [np.random.default_rng(i).integers(3, 256, 17 + (7 * i) % 24).tolist() for i in range(14)]
+TEXTS = [np.random.default_rng(i).integers(3, VOCAB, 17 + (7 * i) % 24).tolist() for i in range(14)]
 UNIT = 4
 OPTIONS = dict(decoder_index=HEAD, records_per_unit=UNIT, batch_size=UNIT, chunk_rows=16, progress=False)
 
@@ -217,3 +224,99 @@ def test_a_store_path_that_is_something_else_is_refused(encoder, tmp_path):
     with pytest.raises(DataError, match="not a compressed store"):
         arc_jax.CompressedStore(tmp_path)
     shutil.rmtree(tmp_path)
+
+
+# --- The command line ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoints(encoder, decoder, tmp_path_factory):
+    """The models on disk with one sentencepiece tokenizer for both sides."""
+    import tiny_tokenizers as tiny
+
+    root = tmp_path_factory.mktemp("models")
+    encoder.save(root / "enc")
+    decoder.save(root / "dec")
+    (root / "tok.model").write_bytes(tiny.train_sentencepiece(tiny.corpus(), vocab_size=360))
+    return root
+
+
+def model_args(root, head=HEAD):
+    tok = str(root / "tok.model")
+    return ["--encoder", str(root / "enc"), "--encoder-tokenizer", tok, "--decoder-index", str(head)]
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def test_index_skips_bad_records_and_generate_reads_stored_ones(checkpoints, tmp_path, capsys):
+    from arc_jax.cli import main
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [
+        {"id": "eiffel", "text": "The tower reads the compressed context."},
+        {"text": "  Pooling the vectors of the document.  "},
+        '{"text": "torn',
+        {"id": "eiffel", "text": "a second record with the same id"},
+        {"title": "no text field"},
+        {"text": ""},
+        {"id": 7, "text": ["The decoder reads vectors.", "A second passage."]}])
+    assert main(["index", *model_args(checkpoints), "--data", str(corpus), "--out", str(tmp_path / "st"),
+                 "--batch-size", "1"]) == 0
+    out = capsys.readouterr().out
+    for line, reason in ((3, "malformed JSON"), (4, "id 'eiffel' already used"), (5, "missing field 'text'"),
+                         (6, "empty field 'text'")):
+        assert f"corpus.jsonl:{line}: {reason}" in out
+    assert "indexed 3 records" in out and "(4 skipped)" in out
+    store = arc_jax.CompressedStore(tmp_path / "st")
+    assert store.ids == ["eiffel", "corpus.jsonl:2", "7"] and list(store.lines) == [1, 2, 7]
+
+    # generate --store --id: the stored blocks where online compression would put the texts.
+    pipe = arc_jax.ARCPipeline(arc_jax.load_encoder(checkpoints / "enc"), arc_jax.load_decoder(checkpoints / "dec"),
+                               HEAD, checkpoints / "tok.model", checkpoints / "tok.model")
+    texts = ["The decoder reads vectors.", "Pooling the vectors of the document."]  # list fields: first passage
+    expected = pipe.generate([[b for block in pipe.compress(texts) for b in (block, "\n")] + ["Answer:"]],
+                             max_new_tokens=4)[0]
+    generate = ["generate", *model_args(checkpoints), "--decoder", str(checkpoints / "dec"), "--decoder-tokenizer",
+                str(checkpoints / "tok.model"), "--store", str(tmp_path / "st"), "--id", "7", "corpus.jsonl:2",
+                "--prompt", "Answer:", "--max-new-tokens", "4"]
+    assert main(generate) == 0 and capsys.readouterr().out == expected + "\n"
+    assert main(generate[:-6] + ["nope"] + generate[-4:]) == 2
+    assert "no record with id 'nope'" in capsys.readouterr().err
+    other_head = model_args(checkpoints, head=0)
+    assert main(["generate", *other_head, *generate[7:]]) == 2
+    assert "holds vectors for decoder head 1, not for --decoder-index 0" in capsys.readouterr().err
+
+
+def test_eval_with_the_store_equals_eval_with_online_compression(checkpoints, tmp_path, capsys):
+    from arc_jax.cli import main
+
+    words = ["crimson", "surgeon", "1982", "canary", "Stowport", "quiet"]
+    bench = write_jsonl(tmp_path / "qa.jsonl", [
+        {"question": f"What is fact {i}?", "answer": [w], "passages": [f"Fact {i} is {w}. The encoder reads it.",
+                                                                      "An unused second passage."]}
+        for i, w in enumerate(words)])
+    assert main(["index", *model_args(checkpoints), "--data", str(bench), "--field", "passages",
+                 "--out", str(tmp_path / "st"), "--batch-size", "1"]) == 0
+    # Eval compresses a batch of one document at a time here, as the index did: the same vectors.
+    evaluate = ["eval", *model_args(checkpoints), "--decoder", str(checkpoints / "dec"), "--decoder-tokenizer",
+                str(checkpoints / "tok.model"), "--data", str(bench), "--shots", "1", "--modes", "compressed",
+                "--batch-size", "1", "--max-new-tokens", "3"]
+    assert main(evaluate + ["--out", str(tmp_path / "online")]) == 0
+    assert main(evaluate + ["--out", str(tmp_path / "stored"), "--store", str(tmp_path / "st")]) == 0
+    capsys.readouterr()
+    predictions = [(tmp_path / run / "predictions" / "qa.compressed.jsonl").read_text() for run in ("online", "stored")]
+    assert predictions[0] == predictions[1] and len(predictions[0].splitlines()) == 5
+    results = [json.loads((tmp_path / run / "results.json").read_text())["benchmarks"] for run in ("online", "stored")]
+    assert results[0] == results[1]
+
+    # A store of another field, or read with another encoder: refused before generating.
+    assert main(["index", *model_args(checkpoints), "--data", str(bench), "--field", "question",
+                 "--out", str(tmp_path / "questions")]) == 0
+    capsys.readouterr()
+    assert main(evaluate + ["--out", str(tmp_path / "x"), "--store", str(tmp_path / "questions")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "qa.jsonl:" in err[0] and "not the document eval reads" in err[0]
+    assert main(evaluate + ["--out", str(tmp_path / "y"), "--store", str(tmp_path / "st"), "--dtype", "bfloat16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "written by another encoder" in err[0] and "(float32), this encoder's" in err[0]
