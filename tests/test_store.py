@@ -320,3 +320,28 @@ def test_eval_with_the_store_equals_eval_with_online_compression(checkpoints, tm
     assert main(evaluate + ["--out", str(tmp_path / "y"), "--store", str(tmp_path / "st"), "--dtype", "bfloat16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "written by another encoder" in err[0] and "(float32), this encoder's" in err[0]
+
+
+def test_rows_sharded_over_two_local_devices_give_the_same_vectors(tmp_path):
+    """In a process with two (fake CPU) devices each compress call's rows are split over both: the
+    store equals Encoder.compress on one device, bit for bit."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = f"""
+import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
+import jax, numpy as np, arc_jax, test_store as t
+from arc_jax.inference import store as s
+assert len(jax.local_devices()) == 2
+enc = t.make_encoder()
+assert s._Compressor(enc, t.HEAD, np.float32).rows.mesh.size == 2
+st = arc_jax.write_store(enc, t.TEXTS, {str(tmp_path / "store")!r}, **t.OPTIONS)
+one_device = t.online(enc)  # Encoder.compress runs on the default device only
+assert all(np.array_equal(a.vectors, b) for a, b in zip(st.read(range(len(t.TEXTS))), one_device))
+print("same")
+"""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]
