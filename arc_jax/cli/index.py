@@ -88,7 +88,7 @@ def run(args: argparse.Namespace):
     import arc_jax
     from arc_jax.data.bad_records import BadRecords
     from arc_jax.errors import DataError
-    from arc_jax.inference.generate import _resolve_tokenizer
+    from arc_jax.inference.generate import resolve_tokenizer
     from arc_jax.train import multihost
 
     multihost.initialize()  # several processes (SLURM, TPU pod, JAX_* variables): each writes its own units
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace):
         raise DataError(f"--max-passages must be >= 1, got {args.max_passages}")
     try:
         encoder = arc_jax.load_encoder(args.encoder, dtype=None if args.dtype == "keep" else args.dtype)
-        tokenizer = _resolve_tokenizer(args.encoder_tokenizer, encoder.path, "encoder")
+        tokenizer = resolve_tokenizer(args.encoder_tokenizer, encoder.path, "encoder")
         bad = BadRecords()
         texts, ids, lines = read_corpus(args.data, args.field, args.max_passages, args.id_field, tokenizer, bad)
         if not texts:

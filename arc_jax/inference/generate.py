@@ -81,7 +81,7 @@ class ARCPipeline:
     def _tokenizer(self, side: str) -> Tokenizer:
         if side not in self._tokenizers:
             model = self.encoder if side == "encoder" else self.decoder
-            self._tokenizers[side] = _resolve_tokenizer(self._tokenizer_sources[side], getattr(model, "path", None),
+            self._tokenizers[side] = resolve_tokenizer(self._tokenizer_sources[side], getattr(model, "path", None),
                                                         side)
         return self._tokenizers[side]
 
@@ -131,7 +131,10 @@ class ARCPipeline:
         return block.vectors
 
 
-def _resolve_tokenizer(source: TokenizerLike, checkpoint: str | os.PathLike | None, side: str) -> Tokenizer:
+def resolve_tokenizer(source: TokenizerLike, checkpoint: str | os.PathLike | None, side: str) -> Tokenizer:
+    """The tokenizer `source` names (a file or folder, or a loaded one), else the one in the
+    checkpoint's folder (or its hub snapshot); DataError naming the argument to pass. Also how
+    `arc-jax index` finds the encoder's."""
     if isinstance(source, (str, os.PathLike)):
         return load_tokenizer(source)
     if source is not None:  # a loaded tokenizer (anything with Tokenizer's interface)
