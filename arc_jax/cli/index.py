@@ -47,6 +47,8 @@ def add_parser(subparsers) -> None:
 def read_corpus(path: str, field: str, max_passages: int, id_field: str, tokenizer, bad) -> tuple[list, list, list]:
     """(token ids, record ids, lines) of the usable records; the others go to `bad` (BadRecords)
     with their line and reason."""
+    import numpy as np
+
     from arc_jax.data.sources import parse_record
     from arc_jax.errors import DataError
     from arc_jax.evaluation.harness import record_document
@@ -80,7 +82,7 @@ def read_corpus(path: str, field: str, max_passages: int, id_field: str, tokeniz
             bad.skip(path, number, reason)
             continue
         seen.add(str(record_id))
-        texts.append(ids_), ids.append(str(record_id)), lines.append(number)
+        texts.append(np.asarray(ids_, np.int32)), ids.append(str(record_id)), lines.append(number)
     return texts, ids, lines
 
 

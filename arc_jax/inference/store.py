@@ -49,7 +49,7 @@ from arc_jax.errors import DataError
 from arc_jax.inference import pq as pq_codec
 from arc_jax.inference.api import Encoder, encoder_programs
 from arc_jax.inference.generate import Compressed
-from arc_jax.inference.shapes import bucket_length, check_token_ids, stage_lengths
+from arc_jax.inference.shapes import bucket_length, stage_lengths
 from arc_jax.model.inputs import pack_encoder_inputs, pack_rows_first_fit, round_up
 from arc_jax.model.pooling import pool_groups
 
@@ -279,7 +279,7 @@ def write_store(encoder: Encoder, token_ids: Sequence[Sequence[int]], out: str |
                          "head(s)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    texts = check_token_ids(token_ids, encoder.config.backbone.vocab_size, "token_ids")
+    texts = token_arrays(token_ids, encoder.config.backbone.vocab_size)
     if not texts:
         raise DataError(f"{out}: no text to index")
     ids = [str(i) for i in range(len(texts))] if record_ids is None else [str(r) for r in record_ids]
@@ -332,6 +332,23 @@ def write_store(encoder: Encoder, token_ids: Sequence[Sequence[int]], out: str |
 
         multihost_utils.sync_global_devices("arc_jax.store.done")
     return CompressedStore(out) if len(_done_units(out)) == len(plan.units) else None
+
+
+def token_arrays(token_ids: Sequence[Sequence[int]], vocab_size: int) -> list[np.ndarray]:
+    """Each text's ids as an int32 array (4 bytes a token: a corpus is held whole while it is
+    indexed), checked as Encoder.compress checks them."""
+    if isinstance(token_ids, np.ndarray) and token_ids.ndim == 1:
+        raise TypeError("token_ids: expected a list of token-id lists, got a single 1-D array")
+    texts = []
+    for i, ids in enumerate(token_ids):
+        array = np.asarray(ids, np.int64).reshape(-1)
+        if not len(array):
+            raise ValueError(f"token_ids[{i}] is empty")
+        if array.min() < 0 or array.max() >= vocab_size:
+            bad = array[(array < 0) | (array >= vocab_size)][0]
+            raise ValueError(f"token_ids[{i}] holds token id {bad} outside the vocabulary [0, {vocab_size})")
+        texts.append(array.astype(np.int32))
+    return texts
 
 
 def _check_ids(ids: list[str], n: int) -> None:
