@@ -110,6 +110,8 @@ class _Work:
         self.longest_context = self.longest_sample = 0
         self.contexts = 0
         self.row_loss_tokens: list[int] = []  # loss tokens of each decoder row
+        self.samples = 0
+        self.most_sample_loss = 0  # loss tokens of the sample with the most
 
     def add(self, batch) -> None:
         self.batches += 1
@@ -122,9 +124,14 @@ class _Work:
         enc = _text_lengths(batch.encoder.segment_ids)
         self.contexts += len(enc)
         self.longest_context = max(self.longest_context, max(enc, default=0))
-        self.longest_sample = max(self.longest_sample, max(_text_lengths(batch.segment_ids), default=0))
-        loss = np.asarray(batch.loss_mask) > 0
-        self.row_loss_tokens += loss.reshape(-1, loss.shape[-1]).sum(-1).tolist()
+        samples = _text_lengths(batch.segment_ids)
+        self.samples += len(samples)
+        self.longest_sample = max(self.longest_sample, max(samples, default=0))
+        loss = (np.asarray(batch.loss_mask) > 0).reshape(-1, np.shape(batch.loss_mask)[-1])
+        self.row_loss_tokens += loss.sum(-1).tolist()
+        seg = np.asarray(batch.segment_ids).reshape(loss.shape)
+        self.most_sample_loss = max([self.most_sample_loss] + [int(np.bincount(s, weights=m).max())
+                                                               for s, m in zip(seg, loss)])
 
     def report(self) -> dict:
         c = self.counts
@@ -132,6 +139,7 @@ class _Work:
         out = {"encoder_fill": c["encoder_tokens"] / c["encoder_slots"],
                "decoder_fill": c["decoder_tokens"] / c["decoder_slots"],
                "longest_context": self.longest_context, "longest_sample": self.longest_sample,
+               "samples_per_batch": self.samples / max(1, self.batches),
                "most_loss_tokens_per_row": max(self.row_loss_tokens, default=0),
                # loss tokens over the slots the output head runs on (the loss buffer, or every slot)
                "head_fill": c["loss_tokens"] / (rows * self.shape.head_slots)}
@@ -162,35 +170,62 @@ def _candidates(work: _Work) -> list[PackingShape]:
     return out
 
 
+def _decoder_candidates(work: _Work, shape: PackingShape) -> list[PackingShape]:
+    """`shape` with shorter decoder rows: k of the longest sample (rounded up to 4 slots) a row, as
+    many rows (a multiple of the current count's factor of 8) as hold about today's slots; shorter
+    rows fit the samples more tightly and attend fewer keys."""
+    longest = max(1, work.longest_sample)
+    slots = shape.decoder_rows * shape.decoder_len
+    unit = math.gcd(shape.decoder_rows, 8)  # rows stay divisible by the devices they may be split over
+    out = []
+    for k in range(1, shape.decoder_len // longest + 1):
+        length = 4 * math.ceil(k * longest / 4)
+        for rows in {unit * math.floor(slots / length / unit), unit * math.ceil(slots / length / unit)}:
+            if length < shape.decoder_len and rows and 0.6 * slots <= rows * length <= 1.15 * slots:
+                out.append(dataclasses.replace(shape, decoder_rows=rows, decoder_len=length,
+                                               decoder_span=min(shape.decoder_span or longest, length),
+                                               loss_slots=min(shape.loss_slots, length)))
+    return out
+
+
 def _propose(work: _Work, remake, n_batches: int) -> tuple[PackingShape, dict | None]:
-    """The candidate shape (`_candidates`) doing the most useful work per executed FLOP on the same
-    data while its decoder rows stay as full (within a point), measured by packing the batches
-    again; the current shape when none does better."""
+    """The candidate shape doing the most useful work per executed FLOP on the same data while its
+    decoder rows stay as full (within a point), measured by packing the batches again; the current
+    shape when none does better. Candidates in turn: encoder rows and spans (`_candidates`), shorter
+    decoder rows (`_decoder_candidates`, whose batches must also hold as many samples, -1% to +10%: the
+    batch size is the recipe's), a loss buffer (`_loss_buffers`), each stage from the best of the one
+    before."""
     current = work.report()
-    best, best_report = work.shape, None
+    best, best_report, best_work = work.shape, None, work
     best_fraction, decoder_fill = current["useful_fraction"], current["decoder_fill"]
 
-    def measure(shapes, desc):
-        nonlocal best, best_report, best_fraction
+    def measure(shapes, desc, same_samples=False):
+        nonlocal best, best_report, best_fraction, best_work
         for shape in tqdm(shapes, desc=desc, unit="shape"):
             check, batches = _Work(work.encoder, work.decoder, shape, work.attention_impl), remake(shape)
             for _ in range(n_batches):
                 check.add(next(batches)[0])
             r = check.report()
-            if r["useful_fraction"] > best_fraction + 1e-9 and r["decoder_fill"] >= decoder_fill - 0.01:
-                best, best_report, best_fraction = shape, r, r["useful_fraction"]
+            samples = r["samples_per_batch"] / current["samples_per_batch"]
+            if (r["useful_fraction"] > best_fraction + 1e-9 and r["decoder_fill"] >= decoder_fill - 0.01
+                    and (not same_samples or 0.99 <= samples <= 1.1)):
+                best, best_report, best_fraction, best_work = shape, r, r["useful_fraction"], check
 
     measure(_candidates(work), "shapes tried")
-    measure([dataclasses.replace(best, loss_slots=n) for n in _loss_buffers(work)], "loss buffers tried")
+    measure(_decoder_candidates(work, best), "decoder rows tried", same_samples=True)
+    measure([dataclasses.replace(best, loss_slots=n) for n in _loss_buffers(best_work)], "loss buffers tried")
     return best, best_report
 
 
 def _loss_buffers(work: _Work) -> list[int]:
     """Loss buffer sizes to try (`_LOSS_QUANTILES` of the rows' loss tokens) smaller than the
-    slots the output head runs on now."""
+    slots the output head runs on now, and never smaller than the most loss tokens a sample had
+    (a buffer that drops whole kinds of samples, such as every document's last window, would bias
+    what is trained on)."""
     if not work.row_loss_tokens:
         return []
-    sizes = {min(work.shape.decoder_len, max(8, 8 * math.ceil(np.quantile(work.row_loss_tokens, q) / 8)))
+    sizes = {min(work.shape.decoder_len,
+                 max(8, work.most_sample_loss, 8 * math.ceil(np.quantile(work.row_loss_tokens, q) / 8)))
              for q in _LOSS_QUANTILES}
     return sorted((n for n in sizes if n < work.shape.head_slots), reverse=True)
 
@@ -216,4 +251,5 @@ def _print_work(report: dict, shape: PackingShape, proposed: PackingShape) -> No
     print(f"  proposed: {flags}\n    -> useful {p['useful_fraction']:.1%} of executed, encoder fill "
           f"{p['encoder_fill']:.1%}, decoder fill {p['decoder_fill']:.1%}, loss slots filled {p['head_fill']:.1%} "
           "(measured on the same data; the spans are the longest texts seen: a longer one would be cut or dropped, "
-          "and counted; a row's samples stay within its loss buffer, the rest wait for the next batch)")
+          "and counted; the loss buffer holds the sample with the most loss tokens seen, and a row's samples "
+          "stay within it, the rest wait for the next batch)")
