@@ -73,6 +73,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Read by configs/demo_arc_pretrain.py: the encoder is this model's layers minus the last
     # `truncated_layers`, with a projector of `projector_hidden`.
     # `encoder_people`: the new people whose documents and QA the ARC stages train on
-    # (arc_jax.demo.synthetic.write_fresh_people).
-    config.demo = ml_collections.ConfigDict({"truncated_layers": 0, "projector_hidden": 256, "encoder_people": 1500})
+    # (arc_jax.demo.synthetic.write_fresh_people). More people, same steps: the fine-tuning repeats each
+    # person's questions fewer times and generalises better to the held-out people: 1500 -> 4000
+    # took ARC4 from 53.2% to 76.9% EM (seed 0, the same decoder LM, stages and steps).
+    config.demo = ml_collections.ConfigDict({"truncated_layers": 0, "projector_hidden": 256, "encoder_people": 4000})
     return config
