@@ -72,7 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.dir = lm.data.dir
     config.data.generate = "tiny_corpus"
     config.data.corpus = lm.data.corpus
-    # Documents about 1500 people neither the decoder nor the evaluation has seen (the demo writes
+    # Documents about 4000 people (demo.encoder_people) neither the decoder nor the evaluation has seen (the demo writes
     # them with arc_jax.demo.synthetic.write_fresh_people): the decoder cannot fill in memorised
     # facts, so only what the compressed vectors carry lowers the loss.
     config.data.sources = "{data_dir}/fresh_documents.jsonl"

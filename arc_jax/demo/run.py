@@ -7,7 +7,7 @@ trainer, Orbax checkpoints, the evaluation harness):
 
 1. data      the synthetic people corpus and its sentencepiece tokenizer (arc_jax.demo.synthetic),
              60 held-out people whose facts exist only in their evaluation documents, and
-             documents + QA about 1500 other new people for the encoder stages;
+             documents + QA about 4000 other new people for the encoder stages;
 2. decoder   a small decoder LM trained from scratch (configs/demo_decoder.py, arc_jax.demo.decoder_lm)
              on the corpus's documents and on open-book QA in the harness's "Document/Question/
              Answer" few-shot format, then frozen;
