@@ -482,7 +482,7 @@ def plot(result: dict, path: str | Path) -> None:
     for ax, title in zip(axes, titles):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("context length (tokens)" if ax is axes[3] else "batch size")
         ax.set_title(title)
         ax.grid(alpha=0.3)
