@@ -54,6 +54,17 @@ def test_resume_gives_the_batches_of_an_uninterrupted_run(data_dir):
         assert same_batches(next(resumed)[0], want)
 
 
+def test_a_state_naming_a_sample_the_data_does_not_make_is_refused_in_one_line(data_dir):
+    run = pipeline(config(data_dir))
+    next(run)
+    state = json.loads(json.dumps(run.get_state()))
+    shard = next(iter(state["shards"].values()))
+    assert shard["pending"], "the tiny config leaves samples waiting after a batch"
+    shard["pending"][0] = [shard["pending"][0][0], 999]  # no record has 1000 windows
+    with pytest.raises(DataError, match=r"pending sample \(\d+, 999\)"):
+        pipeline(config(data_dir)).set_state(state)
+
+
 def test_batches_are_a_function_of_config_seed_and_process(data_dir):
     a, b = pipeline(config(data_dir)), pipeline(config(data_dir))
     assert all(same_batches(next(a)[0], next(b)[0]) for _ in range(3))

@@ -190,14 +190,26 @@ class BatchIterator:
         self.recent.clear()
         if self.remember:
             self.recent.extend([(int(p), int(w)) for p, w in keys] for keys in state.get("recent", []))
-        made: dict[int, Made | Skipped] = {}
-        self.pending = []
-        for entry in state["pending"]:
-            position, window = (entry, 0) if isinstance(entry, int) else entry  # int: a state saved before windows
-            if position not in made:
-                made[position] = self.maker(int(position))[1]
-            self.pending.append(((int(position), int(window)), made[position].samples[window]))
+        keys = [(entry, 0) if isinstance(entry, int) else entry for entry in state["pending"]]  # int: before windows
+        self.pending = list(self._remake(keys))
+        lost = next((key for key, sample in self.pending if sample is None), None)
+        if lost is not None:
+            raise DataError(f"input-pipeline state: pending sample {lost} (record position, window) is not made by "
+                            "this data any more (data.sources or the data's settings changed?)")
         self._stream = None
+
+    def _remake(self, keys) -> Iterator[tuple[tuple[int, int], tasks.Sample | None]]:
+        """Each (position, window) key with its sample made again by this iterator's maker (a record
+        made once however many of its windows are named), or None where the maker makes no such
+        sample (a skipped record, or fewer windows)."""
+        made: dict[int, Made | Skipped] = {}
+        for position, window in keys:
+            position, window = int(position), int(window)
+            if position not in made:
+                made[position] = self.maker(position)[1]
+            item = made[position]
+            missing = isinstance(item, Skipped) or window >= len(item.samples)
+            yield (position, window), None if missing else item.samples[window]
 
     def _samples(self) -> Iterator:
         import grain
@@ -275,16 +287,9 @@ class BatchIterator:
         iterator's state does not move. Nothing is silent: a key whose record or window this maker
         does not make is counted as "replay_not_made", a sample that does not fit the batch (its
         tokens for this decoder take more slots) as "replay_did_not_fit" (or "sample_too_long")."""
-        made: dict[int, Made | Skipped] = {}
-        samples, not_made = [], 0
-        for position, window in keys:
-            if position not in made:
-                made[position] = self.maker(int(position))[1]
-            item = made[position]
-            if isinstance(item, Skipped) or window >= len(item.samples):
-                not_made += 1
-                continue
-            samples.append(item.samples[window])
+        remade = [sample for _, sample in self._remake(keys)]
+        samples = [sample for sample in remade if sample is not None]
+        not_made = len(remade) - len(samples)
         batch, leftover, stats = pack_batch(samples, self.cfg, self.shape)
         del stats.counts["carried_over"]  # nothing waits: a replayed batch is made once
         if leftover:
