@@ -207,21 +207,8 @@ def bench_serve(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, context_lens: S
     vocab = min(enc_cfg.backbone.vocab_size, dec_cfg.vocab_size)
     question = rng.integers(2, vocab, prompt_len).tolist()
 
-    plan = []  # (context, batch, {pipeline: largest?}) in run order
-    largest_batches = []
-    for n in context_lens:
-        positions = dict(zip(("full", "compressed"), prompt_lengths(enc_cfg, n, prompt_len)))
-        largest = {}
-        for p in PIPELINES:
-            cache_len = chunk_shape(1, positions["full" if p == "full" else "compressed"], new_tokens,
-                                    buckets_per_octave).cache_len
-            largest[p] = largest_batch(budget, pipeline_weights[p], per_position * cache_len)
-        largest_batches.append({"context_len": n, **largest,
-                                "store_over_full": largest["store"] / largest["full"] if largest["full"] else None,
-                                "online_over_full": largest["online"] / largest["full"] if largest["full"] else None})
-        for b in sorted(set(batch_sizes) | {b for b in largest.values() if b}):
-            plan.append((n, b, [p for p in PIPELINES if b in batch_sizes or b == largest[p]], largest))
-
+    plan, largest_batches = _serve_plan(enc_cfg, context_lens, batch_sizes, prompt_len, new_tokens,
+                                        buckets_per_octave, budget, pipeline_weights, per_position)
     rows = []
     bar = tqdm(total=sum(len(ps) for _, _, ps, _ in plan), desc="bench serve", unit="case", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
@@ -257,6 +244,27 @@ def bench_serve(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, context_lens: S
         "device_peak_bytes": (stats or {}).get("peak_bytes_in_use"),
         "rows": rows, "largest_batch": largest_batches,
     }
+
+
+def _serve_plan(enc_cfg: EncoderConfig, context_lens: list[int], batch_sizes: list[int], prompt_len: int,
+                new_tokens: int, buckets_per_octave: int, budget: float, pipeline_weights: dict[str, int],
+                per_position: int) -> tuple[list[tuple], list[dict]]:
+    """The cases in run order, (context, batch, pipelines, largest batch per pipeline), and per
+    context length the largest batch of each pipeline in the budget (each also run)."""
+    plan, largest_batches = [], []
+    for n in context_lens:
+        positions = dict(zip(("full", "compressed"), prompt_lengths(enc_cfg, n, prompt_len)))
+        largest = {}
+        for p in PIPELINES:
+            cache_len = chunk_shape(1, positions["full" if p == "full" else "compressed"], new_tokens,
+                                    buckets_per_octave).cache_len
+            largest[p] = largest_batch(budget, pipeline_weights[p], per_position * cache_len)
+        largest_batches.append({"context_len": n, **largest,
+                                "store_over_full": largest["store"] / largest["full"] if largest["full"] else None,
+                                "online_over_full": largest["online"] / largest["full"] if largest["full"] else None})
+        for b in sorted(set(batch_sizes) | {b for b in largest.values() if b}):
+            plan.append((n, b, [p for p in PIPELINES if b in batch_sizes or b == largest[p]], largest))
+    return plan, largest_batches
 
 
 def _run_batch(encoder: Encoder, decoder: DecoderLM, store, contexts: list[list[int]], question: list[int], n: int,
