@@ -365,19 +365,26 @@ def plot(result: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(result: dict, out: str | Path) -> list[Path]:
-    """inference_bench.json, .md, and .png (when matplotlib is installed) in `out`."""
+def write_report(result: dict, out: str | Path, stem: str, table: Callable[[dict], str],
+                 draw: Callable[[dict, Path], None]) -> list[Path]:
+    """A benchmark's <stem>.json (`result`), .md (`table(result)`) and .png (`draw`, when matplotlib
+    is installed) in `out`; `bench serve` writes its files the same way."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = [out / "inference_bench.json", out / "inference_bench.md"]
+    written = [out / f"{stem}.json", out / f"{stem}.md"]
     written[0].write_text(json.dumps(result, indent=1) + "\n")
-    written[1].write_text(markdown_table(result))
+    written[1].write_text(table(result))
     try:
-        plot(result, out / "inference_bench.png")
-        written.append(out / "inference_bench.png")
+        draw(result, out / f"{stem}.png")
+        written.append(out / f"{stem}.png")
     except ImportError:
         print("matplotlib is not installed: no plot (pip install 'matplotlib>=3.8')")
     return written
+
+
+def write_outputs(result: dict, out: str | Path) -> list[Path]:
+    """inference_bench.json, .md, and .png (when matplotlib is installed) in `out`."""
+    return write_report(result, out, "inference_bench", markdown_table, plot)
 
 
 def main_inference(encoder_preset: str = "scaled", decoder_preset: str = "scaled", pooling: int = 4,

@@ -56,7 +56,6 @@ larger than a GPU's at the same n.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -74,7 +73,7 @@ from arc_jax.inference.decoding import chunk_shape, decode_program, generate_ids
 from arc_jax.inference.shapes import bucket_length
 from arc_jax.model import BackboneConfig, EncoderConfig
 from arc_jax.model.kv_cache import empty_cache
-from arc_jax.tools.bench_inference import BOS, bench_configs, prompt_lengths, random_models
+from arc_jax.tools.bench_inference import BOS, bench_configs, prompt_lengths, random_models, write_report
 from arc_jax.tools.compiled import compiled_memory
 
 PIPELINES = ("full", "online", "store")
@@ -506,17 +505,7 @@ def plot(result: dict, path: str | Path) -> None:
 
 def write_outputs(result: dict, out: str | Path) -> list[Path]:
     """serve_bench.json, .md, and .png (when matplotlib is installed) in `out`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "serve_bench.json", out / "serve_bench.md"]
-    written[0].write_text(json.dumps(result, indent=1) + "\n")
-    written[1].write_text(markdown_table(result))
-    try:
-        plot(result, out / "serve_bench.png")
-        written.append(out / "serve_bench.png")
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install 'matplotlib>=3.8')")
-    return written
+    return write_report(result, out, "serve_bench", markdown_table, plot)
 
 
 def main_serve(encoder_preset: str = "scaled", decoder_preset: str = "scaled", pooling: int = 4,
