@@ -59,26 +59,36 @@ def _add_inference(benches) -> None:
                                        "excluded, median of --repeats) and their ratios. Random weights of the "
                                        "preset shapes; the default 'scaled' models run on a CPU in a few minutes. "
                                        "Writes inference_bench.md, .json and .png (with matplotlib) to --out.")
-    p.add_argument("--out", default="arc_jax_runs/bench_inference", help="output folder")
+    _add_model_arguments(p, "arc_jax_runs/bench_inference", "256 .. 4096 on CPU, 256 .. 16384 elsewhere")
+    p.add_argument("--new-tokens", type=positive_int, nargs="+", default=[1, 100],
+                   help="tokens generated (default 1 100)")
+    _add_run_arguments(p, "pipeline")
+    p.set_defaults(func=run_inference)
+
+
+def _add_model_arguments(p: argparse.ArgumentParser, out: str, context_lens: str) -> None:
+    """bench inference's and bench serve's output folder, model presets, pooling and context lengths."""
+    p.add_argument("--out", default=out, help="output folder")
     p.add_argument("--encoder-preset", default="scaled", choices=ENCODER_PRESETS, help=ENCODER_PRESETS_HELP)
     p.add_argument("--decoder-preset", default="scaled", choices=DECODER_PRESETS)
     p.add_argument("--pooling", type=positive_int, default=4, help="pooling factor PF (default 4)")
     p.add_argument("--context-lens", type=positive_int, nargs="+",
-                   help="context lengths in tokens (default 256 .. 4096 on CPU, 256 .. 16384 elsewhere)")
-    p.add_argument("--new-tokens", type=positive_int, nargs="+", default=[1, 100],
-                   help="tokens generated (default 1 100)")
+                   help=f"context lengths in tokens (default {context_lens})")
+
+
+def _add_run_arguments(p: argparse.ArgumentParser, timed: str) -> None:
+    """bench inference's and bench serve's question length, dtype, repeats, length buckets and attention."""
     p.add_argument("--prompt-len", type=positive_int, default=32,
                    help="question tokens after the context (default 32)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), help="default float32 on CPU, bfloat16 elsewhere")
     p.add_argument("--repeats", type=positive_int, default=3,
-                   help="timed runs per pipeline, the median kept (default 3)")
+                   help=f"timed runs per {timed}, the median kept (default 3)")
     p.add_argument("--buckets-per-octave", type=positive_int, default=64,
                    help="decoder prompt/cache length buckets per octave (default 64: at most 1/64 padding; "
                         "1 = generate's default powers of two)")
     p.add_argument("--attention", choices=("xla", "jax_nn", "splash"),
                    help="attention implementation of both models (default jax_nn on GPU: cuDNN flash attention; "
                         "xla elsewhere)")
-    p.set_defaults(func=run_inference)
 
 
 def at_least_two(text: str) -> int:
@@ -116,12 +126,7 @@ def _add_serve(benches) -> None:
                                        "(compile excluded, median of --repeats), and the largest batch of each that "
                                        "fits --memory-budget. Random weights of the preset shapes. Writes "
                                        "serve_bench.md, .json and .png (with matplotlib) to --out.")
-    p.add_argument("--out", default="arc_jax_runs/bench_serve", help="output folder")
-    p.add_argument("--encoder-preset", default="scaled", choices=ENCODER_PRESETS, help=ENCODER_PRESETS_HELP)
-    p.add_argument("--decoder-preset", default="scaled", choices=DECODER_PRESETS)
-    p.add_argument("--pooling", type=positive_int, default=4, help="pooling factor PF (default 4)")
-    p.add_argument("--context-lens", type=positive_int, nargs="+",
-                   help="context lengths in tokens (default 1024 2048 4096 on CPU, 1024 4096 16384 elsewhere)")
+    _add_model_arguments(p, "arc_jax_runs/bench_serve", "1024 2048 4096 on CPU, 1024 4096 16384 elsewhere")
     p.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 8, 32, 64],
                    help="requests answered together (default 1 8 32 64); each pipeline also runs at its largest "
                         "batch in --memory-budget")
@@ -130,15 +135,7 @@ def _add_serve(benches) -> None:
                         "3.1 8B's 16 GB)")
     p.add_argument("--new-tokens", type=at_least_two, default=32,
                    help="tokens generated per request, >= 2 (default 32)")
-    p.add_argument("--prompt-len", type=positive_int, default=32,
-                   help="question tokens after the context (default 32)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), help="default float32 on CPU, bfloat16 elsewhere")
-    p.add_argument("--repeats", type=positive_int, default=3,
-                   help="timed runs per case, the median kept (default 3)")
-    p.add_argument("--buckets-per-octave", type=positive_int, default=64,
-                   help="decoder prompt/cache length buckets per octave (default 64: at most 1/64 padding)")
-    p.add_argument("--attention", choices=("xla", "jax_nn", "splash"),
-                   help="attention implementation of both models (default jax_nn on GPU, xla elsewhere)")
+    _add_run_arguments(p, "case")
     p.add_argument("--max-case-seconds", type=non_negative_float,
                    help="skip a case (one pipeline at one batch) whose estimated warm-up + repeats exceed this "
                         "(default 60 on CPU; 0: run the full grid, the default elsewhere)")
