@@ -110,39 +110,6 @@ def test_packed_rows_keep_segments_apart(trained):
     assert all((a == b).all() for a, b in zip((tokens, seg, pos, w), again))  # deterministic
 
 
-def test_the_loss_on_gathered_loss_slots_equals_the_loss_on_every_slot(trained):
-    """lm_loss runs the head on the loss slots only: same loss and gradients as the head on every
-    slot with the weights masking the rest (the reference written here from the full logits)."""
-    import jax
-    import jax.numpy as jnp
-
-    from arc_jax.model.decoder import Decoder
-
-    config, workdir, _ = trained
-    data_dir = Path(config.data.dir)
-    data = lm.build_data(config, data_dir, load_tokenizer(data_dir / "tokenizer.model"))
-    batch, _ = next(data.batches({"epoch": 0, "index": 0}))
-    n = int((batch["loss_weights"] > 0).sum())
-    assert n and len(batch["loss_slots"]) % lm.LOSS_SLOT_BUCKET == 0 and (batch["loss_weights"][n:] == 0).all()
-    module = Decoder(lm.backbone_from_config(config))
-    params = arc_jax.load_decoder(workdir / "decoder").params
-
-    tokens, seg = batch["tokens"], batch["segment_ids"]
-    w = batch["weights"][:, 1:] * (seg[:, 1:] == seg[:, :-1]) * (seg[:, 1:] > 0)  # next token, same segment
-
-    def every_slot(p):
-        logits = module.apply({"params": p}, tokens, seg, batch["positions"])[:, :-1]
-        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], axis=-1)[..., 0]
-        return (nll * w).sum() / w.sum()
-
-    (loss, n_weight), grads = jax.value_and_grad(lambda p: lm.lm_loss(p, module, batch), has_aux=True)(params)
-    want, want_grads = jax.value_and_grad(every_slot)(params)
-    np.testing.assert_allclose(loss, want, rtol=1e-6)
-    assert n == (w > 0).sum() and n_weight == pytest.approx(w.sum(), rel=1e-6)
-    for got, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
-
-
 def test_training_lowers_the_loss_and_writes_a_loadable_decoder(trained):
     config, workdir, summary = trained
     assert summary["final_loss"] < summary["first_loss"] - 0.5

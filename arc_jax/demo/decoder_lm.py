@@ -222,7 +222,6 @@ class LMData:
             while index < n_batches:
                 sl = slice(index * self.rows, (index + 1) * self.rows)
                 batch = dict(zip(("tokens", "segment_ids", "positions", "weights"), (a[sl] for a in arrays)))
-                batch.update(loss_slots(batch["tokens"], batch["segment_ids"], batch["weights"]))
                 index += 1
                 yield batch, {"epoch": epoch, "index": index}
             epoch, index = epoch + 1, 0
@@ -230,37 +229,16 @@ class LMData:
 
 # --- Model and step --------------------------------------------------------------------------------
 
-# The loss positions of a batch are padded to a multiple of this: a few compiled shapes, little padding.
-LOSS_SLOT_BUCKET = 128
-
-
-def loss_slots(tokens: np.ndarray, segment_ids: np.ndarray, weights: np.ndarray,
-               bucket: int = LOSS_SLOT_BUCKET) -> dict[str, np.ndarray]:
-    """The positions whose next token carries loss (within a segment, weight > 0), as flat indices
-    into the batch's [rows * len] slots with that next token and its weight, padded with weight 0 to
-    a multiple of `bucket`. Most slots carry none (QA prompts weigh 0: ~76% of the demo's), so the
-    step runs the final norm, the output head and the softmax on these only (`lm_loss`)."""
-    seg = np.asarray(segment_ids)
-    w = np.asarray(weights)[:, 1:] * ((seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] > 0))
-    rows, cols = np.nonzero(w > 0)
-    k = max(bucket, -(-len(rows) // bucket) * bucket)
-    out = {"loss_slots": np.zeros(k, np.int32), "loss_targets": np.zeros(k, np.int32),
-           "loss_weights": np.zeros(k, np.float32)}
-    out["loss_slots"][:len(rows)] = rows * seg.shape[1] + cols
-    out["loss_targets"][:len(rows)] = np.asarray(tokens)[rows, cols + 1]
-    out["loss_weights"][:len(rows)] = w[rows, cols]
-    return out
-
-
 def lm_loss(params, module: Decoder, batch) -> tuple[jax.Array, jax.Array]:
-    """Mean next-token cross-entropy within segments, weighted by the target tokens' weights: the
-    logits of the batch's loss slots (`loss_slots`) only."""
-    h = module.apply({"params": params}, batch["tokens"], batch["segment_ids"], batch["positions"],
-                     method=Decoder.hidden_states)
-    logits = module.apply({"params": params}, h.reshape(-1, h.shape[-1])[batch["loss_slots"]], method=Decoder.head)
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch["loss_targets"][:, None], axis=-1)[:, 0]
-    w = batch["loss_weights"]
-    return (nll * w).sum() / jnp.maximum(w.sum(), 1.0), w.sum()
+    """Mean next-token cross-entropy within segments, weighted by the target tokens' weights."""
+    tokens, seg = batch["tokens"], batch["segment_ids"]
+    logits = module.apply({"params": params}, tokens, seg, batch["positions"])[:, :-1]
+    targets = tokens[:, 1:]
+    mask = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] > 0)
+    w = batch["weights"][:, 1:] * mask
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], axis=-1)[..., 0]
+    total = jnp.maximum(w.sum(), 1.0)
+    return (nll * w).sum() / total, w.sum()
 
 
 def make_train_step(module: Decoder, ocfg: opt.OptimizerConfig):

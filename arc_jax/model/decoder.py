@@ -58,13 +58,7 @@ class Decoder(nn.Module):
         h = self.tok_embeddings(tokens)
         return constrain_residual(h if compressed is None else splice_compressed(h, compressed, compressed_index))
 
-    def hidden_states(self, tokens, segment_ids, positions, compressed=None, compressed_index=None):
-        """The last layer's outputs [rows, len, dim], before the final norm and the output head
-        (`head`): a loss that reads a few slots gathers them first (the demo's decoder LM)."""
-        return self.layers(self._embed(tokens, compressed, compressed_index), segment_ids, positions)
-
-    def head(self, h):
-        """Float32 logits of hidden states [..., dim]: the final norm, then the output head."""
+    def _logits(self, h):
         if self.cfg.tie_embeddings:
             return self.tok_embeddings.attend(self.norm(h))
         return jnp.einsum("...d,dv->...v", self.norm(h), self.output.astype(self.dtype),
@@ -76,10 +70,10 @@ class Decoder(nn.Module):
         Training with a loss buffer passes `logit_slots` [rows, k] (slot indices of each row, -1 for
         none: arc_jax/data/packing.py): the final norm and the output head then run on those k slots
         only and the logits are [rows, k, vocab] (a -1 entry's are not meaningful)."""
-        h = self.hidden_states(tokens, segment_ids, positions, compressed, compressed_index)
+        h = self.layers(self._embed(tokens, compressed, compressed_index), segment_ids, positions)
         if logit_slots is not None:
             h = jnp.take_along_axis(h, jnp.maximum(logit_slots, 0)[..., None].astype(jnp.int32), axis=1)
-        logits = self.head(h)
+        logits = self._logits(h)
         return nn.with_logical_constraint(logits, ("activation_batch", "activation_length", "activation_vocab"))
 
     def cached_forward(self, tokens, positions, cache: KVCache | tuple[KVCache, ...], logit_index, compressed=None,
@@ -95,7 +89,7 @@ class Decoder(nn.Module):
         h = self._embed(tokens, compressed, compressed_index)
         h, cache = self.layers(h, jnp.ones_like(tokens), positions, cache)
         last = jnp.take_along_axis(h, logit_index[:, None, None].astype(jnp.int32), axis=1)[:, 0]
-        return self.head(last), cache
+        return self._logits(last), cache
 
 
 def unstack_layers(params: dict, n_layers: int) -> dict:
