@@ -38,7 +38,9 @@ Subcommands:
   generate   answer a prompt with compressed context files (KV-cached decoding)
   eval       score closed-book, open-book and compressed contexts on jsonl benchmarks
   bench      train: step time, tokens/s and MFU of a config's train step;
-             inference: time and FLOPs of compressed vs full-context answering
+             inference: time and FLOPs of compressed vs full-context answering;
+             serve: time to first token, decode tokens/s and memory of full text, online
+             compression and the store, at several batch sizes
 """
 
 # In the order `arc-jax --help` lists them.
