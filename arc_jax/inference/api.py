@@ -28,7 +28,7 @@ from arc_jax.model.attention import AttentionImpl
 from arc_jax.model.config import BackboneConfig, EncoderConfig
 from arc_jax.model.decoder import Decoder
 from arc_jax.model.encoder import ARCEncoder
-from arc_jax.model.inputs import pack_decoder_inputs, pack_encoder_inputs, pack_rows_first_fit
+from arc_jax.model.inputs import pack_decoder_inputs, pack_encoder_inputs, pack_rows_first_fit, round_up
 
 Task = Literal["continuation", "reconstruction"]
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -75,6 +75,30 @@ def encoder_programs(module: ARCEncoder):
     return encode, compress
 
 
+def run_packed(texts: Sequence[Sequence[int]], config: EncoderConfig, max_rows: int, fn,
+               row_multiple: int = 1) -> list:
+    """Encoder inputs of checked token-id texts, run chunk by chunk: the texts packed first-fit into
+    rows of a power-of-two length, at most `max_rows` rows a chunk, a chunk's rows padded with empty
+    ones to a power of two (then to a multiple of `row_multiple`: the local devices the rows are
+    split over). Calls `fn(inputs, one_text_per_row)` per chunk; returns per text (that chunk's
+    outputs, the text's place in them). `Encoder.compress` and the compressed store's writer both
+    pack this way, so a store holds exactly the vectors online compression gives."""
+    results: list = [None] * len(texts)
+    extra = config.n_memory_tokens
+    row_len = bucket_length(max(len(t) for t in texts) + extra) if len(texts) else 0
+    rows = pack_rows_first_fit([len(t) + extra for t in texts], row_len)
+    for start in range(0, len(rows), max_rows):
+        chunk = rows[start: start + max_rows]
+        chunk += [[]] * (round_up(bucket_length(len(chunk), 1), row_multiple) - len(chunk))
+        inputs, layout = pack_encoder_inputs(
+            [[texts[i] for i in row] for row in chunk], config, row_len=row_len,
+            stage_lens=stage_lengths(config, row_len, max((len(r) for r in chunk), default=1)))
+        outputs = fn(inputs, all(len(row) <= 1 for row in chunk))
+        for i, place in zip((i for row in chunk for i in row), layout):
+            results[i] = outputs, place
+    return results
+
+
 class Encoder:
     """An ARC encoder with its decoder heads, ready to encode and compress token-id lists."""
 
@@ -92,20 +116,7 @@ class Encoder:
         """Pack texts into rows, run `fn(inputs, one_text_per_row)` per chunk of rows, cut per-text
         outputs."""
         texts = check_token_ids(ids, self.config.backbone.vocab_size, what)
-        results: list[np.ndarray | None] = [None] * len(texts)
-        extra = self.config.n_memory_tokens
-        row_len = bucket_length(max(len(t) for t in texts) + extra) if texts else 0
-        rows = pack_rows_first_fit([len(t) + extra for t in texts], row_len)
-        for start in range(0, len(rows), self.max_rows):
-            chunk = rows[start: start + self.max_rows]
-            chunk += [[]] * (bucket_length(len(chunk), 1) - len(chunk))  # empty rows pad to a bucket
-            inputs, layout = pack_encoder_inputs(
-                [[texts[i] for i in row] for row in chunk], self.config, row_len=row_len,
-                stage_lens=stage_lengths(self.config, row_len, max((len(r) for r in chunk), default=1)))
-            outputs = fn(inputs, all(len(row) <= 1 for row in chunk))
-            for i, place in zip((i for row in chunk for i in row), layout):
-                results[i] = outputs, place
-        return results
+        return run_packed(texts, self.config, self.max_rows, fn)
 
     def encode(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """Raw encoder output per text: [m_i, enc_dim] float32 (m_i = pooled length)."""

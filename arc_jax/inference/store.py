@@ -47,10 +47,8 @@ import numpy as np
 from arc_jax.convert.atomic import write_file_atomic
 from arc_jax.errors import DataError
 from arc_jax.inference import pq as pq_codec
-from arc_jax.inference.api import Encoder, encoder_programs
+from arc_jax.inference.api import Encoder, encoder_programs, run_packed
 from arc_jax.inference.generate import Compressed
-from arc_jax.inference.shapes import bucket_length, stage_lengths
-from arc_jax.model.inputs import pack_encoder_inputs, pack_rows_first_fit, round_up
 from arc_jax.model.pooling import pool_groups
 
 FORMAT, VERSION = "arc_jax.compressed_store", 1
@@ -173,27 +171,21 @@ class _Compressor:
             self.params = jax.device_put(encoder.params, NamedSharding(mesh, PartitionSpec()))
             self.rows = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
-    def __call__(self, texts: list[list[int]]) -> tuple[list[np.ndarray], np.ndarray]:
+    def __call__(self, texts: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
         """Per text its vectors [m_i, dim] (in out_dtype), and the projected <Cont> [1, dim] float32."""
-        cfg, extra = self.encoder.config, self.encoder.config.n_memory_tokens
-        results: list = [None] * len(texts)
-        row_len = bucket_length(max(len(t) for t in texts) + extra)
-        rows = pack_rows_first_fit([len(t) + extra for t in texts], row_len)
         special = None
-        for start in range(0, len(rows), self.encoder.max_rows):
-            chunk = rows[start: start + self.encoder.max_rows]
-            chunk += [[]] * (round_up(bucket_length(len(chunk), 1), self.n_devices) - len(chunk))
-            inputs, layout = pack_encoder_inputs(
-                [[texts[i] for i in row] for row in chunk], cfg, row_len=row_len,
-                stage_lens=stage_lengths(cfg, row_len, max((len(r) for r in chunk), default=1)))
+
+        def run(inputs, one_text_per_row):
+            nonlocal special
             if self.rows is not None:
                 inputs = jax.device_put(inputs, self.rows)
             h, specials = self._program({"params": self.params}, inputs, decoder=self.decoder_index,
-                                        one_text_per_row=all(len(row) <= 1 for row in chunk))
-            h, special = np.asarray(h.astype(self.out_dtype)), np.asarray(specials.astype(jnp.float32))[1:2]
-            for i, place in zip((i for row in chunk for i in row), layout):
-                results[i] = h[place.row, place.start: place.start + place.length]
-        return results, special
+                                        one_text_per_row=one_text_per_row)
+            special = np.asarray(specials.astype(jnp.float32))[1:2]  # the last chunk's, as before
+            return np.asarray(h.astype(self.out_dtype))
+
+        placed = run_packed(texts, self.encoder.config, self.encoder.max_rows, run, row_multiple=self.n_devices)
+        return [h[p.row, p.start: p.start + p.length] for h, p in placed], special
 
 
 # --- Writing -----------------------------------------------------------------------------------
