@@ -86,14 +86,15 @@ CASES = {
         ["new"]),
     "train: missing data": (
         "train", "train --config {config} --workdir {root}/new --config.max_steps=2 --config.optimizer.warmup_steps=1 "
-                 "--config.data.generate= --config.data.sources={inputs}/none.jsonl", "none.jsonl: no such file", []),
+                 "--config.data.dir={data} --config.data.generate= --config.data.sources={inputs}/none.jsonl", "none.jsonl: no such file", []),
     "train: no such option": (
         "train", "train --config {config} --workdir {root}/new --steps 3", "unrecognized arguments: --steps 3",
         ["new"]),
     "data check: config file missing": (
         "data", "data check --config {inputs}/missing.py", "config file not found", []),
     "data check: missing sources": (
-        "data", "data check --config {config} --config.data.generate= --config.data.sources={inputs}/none.jsonl",
+        "data", "data check --config {config} --config.data.dir={data} --config.data.generate= "
+                "--config.data.sources={inputs}/none.jsonl",
         "none.jsonl: no such file", []),
     "data show: a malformed record, strict": (
         "data", "data show --config {config} --config.data.dir={data} --config.data.generate= "

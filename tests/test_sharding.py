@@ -24,9 +24,12 @@ def test_sharded_steps_match_one_device(tmp_path):
     meshes = report["meshes"]
     for shape, result in meshes.items():
         assert abs(result["loss"] - report["reference_loss"]) < 1e-5, (shape, result)
-        # The first step moves each parameter by about lr = 1e-4 (Adam's normalised update); summation
-        # order changes it by a small fraction of that where a gradient is near zero.
-        assert result["max_param_diff"] < 2.5e-5, (shape, result)
+        # Gradients (through Adam's first moments) equal to float32 rounding of the largest one.
+        assert result["max_grad_diff"] < 1e-5 * report["reference_max_grad"], (shape, result)
+        # Adam's first update is lr * g / (|g| + eps): its slope in g is at most lr / eps (at g = 0),
+        # so a gradient rounding of d moves a parameter by at most lr * d / eps (lr <= 1e-3, eps 1e-8).
+        # Where gradients are ~eps this magnifies d; the bound is what any summation order may give.
+        assert result["max_param_diff"] <= 1e-3 * max(result["max_grad_diff"], 1e-12) / 1e-8, (shape, result)
     assert meshes["[8, 1, 1]"]["param_bytes_fraction"] == pytest.approx(1.0)   # pure data parallel: replicated
     assert meshes["[1, -1, 1]"]["param_bytes_fraction"] < 0.13                  # FSDP over 8
     assert meshes["[2, 2, 2]"]["param_bytes_fraction"] < 0.3                   # FSDP 2 x tensor 2
