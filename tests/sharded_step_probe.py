@@ -19,7 +19,8 @@ from arc_jax.train.step import StepConfig, init_state, state_shardings, train_st
 
 
 def max_diff(a, b) -> float:
-    return max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def first_moments(state):
@@ -47,10 +48,10 @@ def main(config_path, data_dir):
 
     ref_state, ref_metrics = jax.jit(step)(init_state(jax.tree.map(jnp.array, params)), dec_params, batch)
     ref_state = jax.device_get(ref_state)
-    report_max_grad = max(float(np.abs(x).max()) for x in jax.tree.leaves(first_moments(ref_state)))
+    ref_max_grad = max(float(np.abs(x).max()) for x in jax.tree.leaves(first_moments(ref_state)))
     total_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
     report = {"devices": jax.device_count(), "reference_loss": float(ref_metrics["loss"]),
-              "reference_max_grad": report_max_grad, "meshes": {}}
+              "reference_max_grad": ref_max_grad, "meshes": {}}
     for shape in ([8, 1, 1], [1, -1, 1], [2, 2, 2]):
         mesh = sharding.make_mesh(shape)
         p_sharding = sharding.param_shardings(boxed, mesh)

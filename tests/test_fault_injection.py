@@ -86,7 +86,8 @@ CASES = {
         ["new"]),
     "train: missing data": (
         "train", "train --config {config} --workdir {root}/new --config.max_steps=2 --config.optimizer.warmup_steps=1 "
-                 "--config.data.dir={data} --config.data.generate= --config.data.sources={inputs}/none.jsonl", "none.jsonl: no such file", []),
+                 "--config.data.dir={data} --config.data.generate= --config.data.sources={inputs}/none.jsonl",
+        "none.jsonl: no such file", []),
     "train: no such option": (
         "train", "train --config {config} --workdir {root}/new --steps 3", "unrecognized arguments: --steps 3",
         ["new"]),
