@@ -29,6 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
     # Long enough for the decoder to read numbers as well as words (notes/lm_experiments.md).
     config.max_steps = 1800
+    # The layer stack compiled without a loop (same parameters): 0.93x the step time (A/B, 5 x 4 steps).
+    config.unroll_layers = True
     config.log_every = 100
     config.checkpoint_every = 500
     config.keep_checkpoints = 2

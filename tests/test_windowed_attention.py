@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arc_jax.model.attention import dot_product_attention, span_window
+from arc_jax.model.attention import block_causal_chunk, dot_product_attention, keys_per_query, span_window
 
 
 def _packed_rows(rng, rows: int, row_len: int, span: int):
@@ -46,6 +46,17 @@ def _per_text_attention(q, k, v, seg, pos, causal):
     return out
 
 
+def _random_case(seed: int, b: int, row_len: int, span: int, heads: int, kv_heads: int, d: int = 8):
+    """Packed rows (`_packed_rows`), random q, k, v, the real slots and a loss weight on them."""
+    rng = np.random.default_rng(seed)
+    seg, pos = _packed_rows(rng, b, row_len, span)
+    q = rng.normal(size=(b, row_len, heads, d)).astype(np.float32)
+    k, v = (rng.normal(size=(b, row_len, kv_heads, d)).astype(np.float32) for _ in range(2))
+    real = seg > 0
+    weight = rng.normal(size=(b, row_len, heads, d)).astype(np.float32) * real[..., None, None]
+    return seg, pos, q, k, v, real, weight
+
+
 def test_span_window_covers_the_longest_text_with_the_fewest_keys():
     # causal, texts <= 81 slots of 512-slot rows: chunks of 32 and 3 chunks back (128 keys)
     assert span_window(512, 81, causal=True) == (32, 3)
@@ -63,14 +74,8 @@ def test_span_window_covers_the_longest_text_with_the_fewest_keys():
 @pytest.mark.parametrize("causal,row_len,span,heads,kv_heads", [
     (True, 128, 20, 4, 2), (False, 128, 20, 4, 4), (True, 96, 33, 2, 1), (False, 160, 40, 4, 2)])
 def test_windowed_attention_equals_per_text_attention_and_the_dense_path(causal, row_len, span, heads, kv_heads):
-    rng = np.random.default_rng(row_len + span)
-    b, d = 3, 8
-    seg, pos = _packed_rows(rng, b, row_len, span)
+    seg, pos, q, k, v, real, weight = _random_case(row_len + span, 3, row_len, span, heads, kv_heads)
     assert span_window(row_len, span, causal) is not None  # the windowed path is the one tested
-    q = rng.normal(size=(b, row_len, heads, d)).astype(np.float32)
-    k, v = (rng.normal(size=(b, row_len, kv_heads, d)).astype(np.float32) for _ in range(2))
-    real = seg > 0
-    weight = rng.normal(size=(b, row_len, heads, d)).astype(np.float32) * real[..., None, None]
 
     def attend(q, k, v, span):
         return dot_product_attention(q, k, v, q_segment_ids=seg, kv_segment_ids=seg, q_positions=pos,
@@ -83,6 +88,33 @@ def test_windowed_attention_equals_per_text_attention_and_the_dense_path(causal,
     # gradients of a loss reading the real queries: equal to the dense path's
     loss = lambda span: jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v, span) * weight), argnums=(0, 1, 2))
     for got, want in zip(loss(span)(q, k, v), loss(0)(q, k, v)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6)
+
+
+def test_block_causal_chunks_and_their_keys():
+    assert [block_causal_chunk(n) for n in (512, 256, 224, 96, 64)] == [64, 64, 112, None, None]
+    # 4 chunks of 64: queries of chunk j read 64 (j + 1) keys, 160 on average; 8 of 64: 288
+    assert keys_per_query(256, 0, causal=True) == 160 and keys_per_query(512, 0, causal=True) == 288
+    assert keys_per_query(256, 0, causal=False) == 256  # bidirectional rows stay dense
+    assert keys_per_query(512, 81, causal=True) == 128  # a window, where one applies, wins
+
+
+@pytest.mark.parametrize("row_len,span,heads,kv_heads", [(256, 256, 4, 2), (192, 120, 2, 2), (128, 20, 2, 1)])
+def test_block_causal_attention_equals_per_text_attention_and_dense_gradients(row_len, span, heads, kv_heads):
+    """Rows of several texts (one as long as `span`, crossing chunk boundaries), no span given:
+    the "xla" path scores query chunk j against key chunks 0..j only."""
+    seg, pos, q, k, v, real, weight = _random_case(row_len, 2, row_len, span, heads, kv_heads)
+    assert block_causal_chunk(row_len) is not None  # the block-causal path is the one tested
+
+    def attend(q, k, v, implementation):
+        return dot_product_attention(q, k, v, q_segment_ids=seg, kv_segment_ids=seg, q_positions=pos,
+                                     kv_positions=pos, causal=True, same_sequence=True, implementation=implementation)
+
+    blocked = np.asarray(attend(q, k, v, "xla"))
+    np.testing.assert_allclose(blocked[real], _per_text_attention(q, k, v, seg, pos, True)[real], atol=2e-6)
+    # gradients against jax.nn.dot_product_attention's dense XLA implementation
+    grads = lambda impl: jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v, impl) * weight), argnums=(0, 1, 2))(q, k, v)
+    for got, want in zip(grads("xla"), grads("jax_nn")):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6)
 
 
@@ -176,13 +208,16 @@ def test_executed_flops_count_the_windows_only_where_the_xla_path_attends_them()
     dense = PackingShape(encoder_rows=2, encoder_len=256, decoder_rows=2, decoder_len=512)
     spans = dataclasses_replace(dense, encoder_span=64, decoder_span=81)
     # A = 2 rows x 2 matmuls x 2 FLOPs x queries x keys x (heads x head_dim = 64), 3x for forward and
-    # both gradients: one plain encoder layer (160 keys of 256, bidirectional) and two decoder
-    # layers (128 of 512, causal)
-    saved = 3 * 1 * (2 * 2 * 2 * 256 * (256 - 160) * 64) + 3 * 2 * (2 * 2 * 2 * 512 * (512 - 128) * 64)
-    d, w = flops.train_step_flops(enc, backbone, dense), flops.train_step_flops(enc, backbone, spans)
-    assert d["total"] - w["total"] == saved and d["attention"] - w["attention"] == saved
+    # both gradients. Against whole rows (the kernels' count): one plain encoder layer reads 160 keys of
+    # 256 (bidirectional, span 64) and two decoder layers 128 of 512 (causal, span 81); without spans
+    # the decoder is block-causal, 8 chunks of 64: 288 keys a query
+    scores = lambda layers, q_len, keys: 3 * layers * (2 * 2 * 2 * q_len * keys * 64)
     kernels = flops.train_step_flops(enc, backbone, spans, attention_impl="jax_nn")
-    assert kernels["total"] == d["total"]
+    assert kernels == flops.train_step_flops(enc, backbone, dense, attention_impl="jax_nn")
+    w, d = flops.train_step_flops(enc, backbone, spans), flops.train_step_flops(enc, backbone, dense)
+    saved = scores(1, 256, 256 - 160) + scores(2, 512, 512 - 128)
+    assert kernels["total"] - w["total"] == saved and kernels["attention"] - w["attention"] == saved
+    assert kernels["total"] - d["total"] == scores(2, 512, 512 - 288)
 
 
 def dataclasses_replace(x, **kw):

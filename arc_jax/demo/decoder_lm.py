@@ -340,7 +340,7 @@ def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int |
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} pieces but the model vocab_size is {cfg.vocab_size}")
     data = build_data(config, data_dir, tokenizer)
     ocfg = optimizer_config(config)
-    module = Decoder(cfg)
+    module = Decoder(cfg, unroll_layers=config.get("unroll_layers", False))
     state, data_state, ckpts = _init_or_restore(config, module, workdir, resume)
     start = int(state["opt"].step)
     step_fn = make_train_step(module, ocfg)

@@ -9,7 +9,8 @@ Convention (the MaxText / PaLM one, specialised to this model):
   (`PackingShape`): padding slots and masked attention entries are counted, because the hardware
   does that work too. Attention is counted as the "xla" implementation (arc_jax/model/attention.py)
   computes it: dense [q_len x kv_len] scores per row and head, whatever the causal or segment mask,
-  or [q_len x window] where the shape's spans make it attend windows (`keys_per_query`).
+  or [q_len x window] where the shape's spans make it attend windows, or for causal rows without
+  a window the chunks up to each query's own (block-causal): `keys_per_query`.
   Useful counts (`useful_train_flops`, below) keep only the real tokens and allowed pairs.
 
 Notation: rows B, query positions t, key/value positions s, model dim D, heads H, kv heads K,
@@ -93,7 +94,7 @@ from arc_jax.model.config import BackboneConfig, EncoderConfig
 from arc_jax.model.inputs import EncoderInputs
 
 
-def block_matmul_flops(cfg: BackboneConfig, rows: int, q_len: int, kv_len: int, keys: int | None = None
+def block_matmul_flops(cfg: BackboneConfig, rows: int, q_len: int, kv_len: int, keys: float | None = None
                        ) -> tuple[float, float]:
     """Forward (weight, attention) matmul FLOPs of one block: W(t, s) and A(t, s) above; `keys`:
     the keys each query is scored against when not all kv_len (windowed attention)."""
@@ -119,10 +120,12 @@ def encoder_output_len(cfg: EncoderConfig, shape: PackingShape) -> int:
 
 def encoder_forward_flops(cfg: EncoderConfig, shape: PackingShape, windowed: bool = True) -> tuple[float, float]:
     """Forward (weight, attention) matmul FLOPs of the encoder backbone (projector excluded);
-    `windowed`: its attention reads the windows of the shape's span (the "xla" implementation)."""
+    `windowed`: its attention reads the windows of the shape's span, or block-causal chunks (the
+    "xla" implementation: `keys_per_query`); otherwise whole rows."""
     b, rows, n = cfg.backbone, shape.encoder_rows, shape.encoder_len
     stages = encoder_stage_lens(cfg, shape)
-    w, a = block_matmul_flops(b, rows, n, n, keys_per_query(n, shape.encoder_text_len * windowed, cfg.causal))
+    keys = keys_per_query(n, shape.encoder_text_len, cfg.causal) if windowed else None
+    w, a = block_matmul_flops(b, rows, n, n, keys)
     n_plain = b.n_layers - len(stages)
     weights, attention = n_plain * w, n_plain * a
     kv_len = n
@@ -144,7 +147,8 @@ def decoder_forward_flops(cfg: BackboneConfig, shape: PackingShape, windowed: bo
     """Forward (weight, attention) matmul FLOPs of the decoder, output head (on the shape's
     `head_slots` a row) in the weights; `windowed` as for the encoder."""
     rows, t = shape.decoder_rows, shape.decoder_len
-    w, a = block_matmul_flops(cfg, rows, t, t, keys_per_query(t, shape.decoder_sample_len * windowed, causal=True))
+    keys = keys_per_query(t, shape.decoder_sample_len, causal=True) if windowed else None
+    w, a = block_matmul_flops(cfg, rows, t, t, keys)
     head = 2 * rows * shape.head_slots * cfg.dim * cfg.vocab_size
     return cfg.n_layers * w + head, cfg.n_layers * a
 
