@@ -139,11 +139,14 @@ def test_pretraining_hyperparameters(name):
     d = config.data
     assert (d.task, d.max_len, d.continuation_prob) == ("pretrain", 256, 0.8)
     assert d.chat_template is name.startswith("long_context")
-    # The paper's 128 samples of <= 256 compressed tokens fill the encoder rows exactly; the longest
-    # sample (prefix + continuation + pooled span + <Cont>) fits a decoder row.
-    assert d.shape.encoder_rows * d.shape.encoder_len == 128 * 256
-    assert d.shape.decoder_len >= 2 * 256 + 256 // 8 + 1
-    assert 128 * 392 <= 0.9 * d.shape.decoder_rows * d.shape.decoder_len  # ~392 slots a sample, at <= 90% fill
+    # The paper's 128 samples of <= 256 compressed tokens fill the encoder rows exactly, and the decoder
+    # rows hold 4 samples each of the reference layout's longest (continuation + pooled span + <Cont>,
+    # and the chat template's ~17 tokens in the long-context config) at >= 90% fill: 128 a step.
+    longest = 256 + 256 // 8 + 1 + (17 if d.chat_template else 0)
+    assert d.layout == "reference" and d.shape.encoder_rows * d.shape.encoder_len == 128 * 256
+    assert 4 * longest <= d.shape.decoder_len and 4 * longest >= 0.9 * d.shape.decoder_len
+    assert d.shape.decoder_rows * 4 == 128
+    assert 4 * 256 <= d.shape.loss_slots <= d.shape.decoder_len  # 4 full samples' loss tokens
     assert run.eval.sources and run.eval.every > 0
 
 

@@ -127,16 +127,23 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str,
     config.data.encoder_tokenizer = f"{{data_dir}}/models/{encoder_tokenizer}"
     # arc_jax.data.packing.PackingShape, sized for the paper's 128 samples a step on long documents.
     # Encoder: a sample compresses <= 256 tokens, so 32 rows x 1024 = 128 x 256 slots (4 full contexts
-    # a row, up to 8 shorter ones). Decoder: sized for the earlier arc_jax layout (a 0..256 prefix
-    # before the block: ~392 slots a sample, 128 samples ~88% of 32 rows x 1792). The reference layout
-    # has no prefix: at most 256 + 32 + 1 = 289 slots a sample, so these rows fill about 65%; 32 x 1280
-    # would fill ~90% (not changed yet: the README's plan table was compiled with 1792). Shorter
-    # documents make more, smaller samples per step (about the same tokens). 8 GPUs: 4 + 4 rows each;
-    # the rows divide 8, 16 and 32 devices. `arc-jax data check --config ...` reports the real numbers
-    # on your data. PF 4 (compress_rates [-4]) adds 32 vectors a sample: use decoder_len 2048 to keep
-    # 128 samples. With several decoders, a step's batch is tokenised for the decoder drawn for it.
+    # a row, up to 8 shorter ones). Decoder: a sample of the reference layout takes at most 256 + 32 +
+    # 1 = 289 slots (continuation, pooled span, <Cont>), so a row of 1232 holds 4 full ones (1156)
+    # and the rows hold the 128 full samples a step the encoder does; documents' shorter last windows
+    # make more, smaller samples. The output head runs on a loss buffer of 1136 slots a row (4 full
+    # samples carry 1024 loss tokens; rows of shorter ones up to 1090 in the check below; a sample that
+    # does not fit waits for the next batch). `arc-jax data check` on data shaped
+    # like the paper's (arc_jax/tools/paper_shaped_data.py, 20 batches, 151 samples a batch either
+    # way): useful FLOPs 66.6% of executed with rows of 1792 and no buffer, 87.2% with rows of 1232,
+    # 90.1% with the buffer; the rows are 93% full. The earlier arc_jax layout (a 0..256 prefix before
+    # the block, ~392 slots a sample) fits 3 a row: use decoder_len 1792 with it. PF 4
+    # (compress_rates [-4]) adds 32 vectors a sample: decoder_len 1296 keeps 4 a row. 8 GPUs: 4 + 4
+    # rows each; the rows divide 8, 16 and 32 devices. `arc-jax data check --config ...` reports the
+    # real numbers on your data. With several decoders, a step's batch is tokenised for the decoder
+    # drawn for it.
     config.data.shape = ml_collections.ConfigDict({
-        "encoder_rows": 32, "encoder_len": 1024, "decoder_rows": 32, "decoder_len": 1792, "max_contexts_per_row": 8})
+        "encoder_rows": 32, "encoder_len": 1024, "decoder_rows": 32, "decoder_len": 1232, "max_contexts_per_row": 8,
+        "loss_slots": 1136})
     config.data.worker_count = 4  # grain worker processes per host (tokenisation); 0 = in the main process
     config.data.shards = 0  # one data shard per process
 
