@@ -140,10 +140,12 @@ def test_search_space_keeps_the_global_batch():
 
 
 def _oversized(extra):
-    """tiny_cpu with sequences 16x longer on a v5e-4 (16 GiB): the xla attention's scores exceed HBM."""
+    """tiny_cpu with sequences 16x longer on a v5e-4 (16 GiB): dense attention's scores exceed HBM
+    and the compiler says so. jax_nn attention (dense [t x t] scores off a GPU): the "xla" path's
+    block-causal chunks compile for minutes (5 on CI's 2 cores) to a peak just over HBM."""
     from arc_jax.cli import main
 
-    return main(["plan", "--config", CONFIG, "--topology", "v5e-4", *extra,
+    return main(["plan", "--config", CONFIG, "--topology", "v5e-4", *extra, "--config.attention_impl=jax_nn",
                  "--config.data.shape.encoder_len=2048", "--config.data.shape.decoder_len=16384"])
 
 
@@ -155,6 +157,19 @@ def test_an_oversized_batch_does_not_fit_in_one_line(libtpu, capsys):
     # The compiler's sizes and what to try, on that one line.
     assert "exceeds available HBM" in verdict[0] and "remat_policy=full" in verdict[0]
     assert out.rstrip().endswith("verdict: does not fit on v5e-4")
+
+
+def test_a_compiled_step_over_hbm_says_what_to_try():
+    """The compiler may accept a step whose peak is just over HBM: that verdict names the options too."""
+    from arc_jax.tools.plan import _step_lines
+
+    memory = dict(peak=17 << 30, argument=1, output=1, alias=1, temp=17 << 30, generated_code=1)
+    step = dict(decoder=0, fits=False, memory=memory, other_decoders_bytes_per_device=0, model_flops_per_step=1e12,
+                compiled_cost={"flops": 1e12}, collectives={}, unknown_loops=[], predicted_step_seconds=0.1,
+                time_bounds={"compute": 0.1, "hbm": 0.05, "ici": 0.0}, mfu_ceiling=0.5)
+    first = _step_lines(step, 16 << 30)[0]
+    assert first.startswith("decoder 0: does not fit: peak 17.00 GiB of 16.00 GiB") and "remat_policy=full" in first
+    assert "try" not in _step_lines(dict(step, fits=True), 18 << 30)[0]
 
 
 @pytest.mark.slow

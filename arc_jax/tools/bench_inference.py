@@ -22,9 +22,10 @@ twice:
               count causal attention), decode step s (1..N-1) the prompt and the s tokens so far.
               So N new tokens after L prompt positions cost exactly a prefill of L + N - 1
               positions plus N - 1 more output-head rows;
-    executed  on the shapes the library runs, attention dense over [q x kv] as the "xla" path
-              computes it: the encoder row padded to a power of two, its pooled stages to a
-              multiple of 8, the decoder prompt and KV cache to their length buckets
+    executed  on the shapes the library runs, attention as the "xla" path computes it (dense
+              over [q x kv], the prefill block-causal where its bucket cuts into chunks:
+              `attention.keys_per_query`): the encoder row padded to a power of two, its pooled
+              stages to a multiple of 8, the decoder prompt and KV cache to their length buckets
               (`decoding.generation_lengths`), every decode step attending the whole cache.
 
 Decoder lengths are bucketed 64 to an octave here (multiples of 16 up to 2048 positions, 32 up to
@@ -55,6 +56,7 @@ from arc_jax.inference.api import DecoderLM, Encoder
 from arc_jax.inference.shapes import bucket_length, stage_lengths
 from arc_jax.inference.decoding import generate_ids, generation_lengths
 from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig, pack_encoder_inputs, presets
+from arc_jax.model.attention import keys_per_query
 from arc_jax.model.pooling import pooled_length
 from arc_jax.train.flops import block_matmul_flops
 
@@ -129,9 +131,9 @@ def _encoder_flops(cfg: EncoderConfig, n: int, stage_lens: Sequence[int]) -> flo
 
 def _prefill_flops(cfg: BackboneConfig, length: int, causal: bool = True) -> float:
     """A prefill of `length` positions; logits at the last prompt position only. Its attention is
-    the causal triangle, position i attending i keys (`causal`), or the dense square the "xla"
-    path computes."""
-    weights, attention = block_matmul_flops(cfg, 1, length, length)
+    the causal triangle, position i attending i keys (`causal`), or what the "xla" path computes:
+    the block-causal chunks up to each query's own, or the dense square (`keys_per_query`)."""
+    weights, attention = block_matmul_flops(cfg, 1, length, length, keys_per_query(length, 0, causal=True))
     if causal:
         attention = block_matmul_flops(cfg, 1, 1, 1)[1] * length * (length + 1) / 2
     return cfg.n_layers * (weights + attention) + 2 * cfg.dim * cfg.vocab_size

@@ -178,14 +178,17 @@ def plan(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1, 
     return result
 
 
+_WHAT_TO_TRY = ("; try a larger topology, more fsdp devices (config.mesh_shape), config.remat_policy=full or "
+                "micro-batches (config.grad_accum)")
+
+
 def _step_lines(s: dict, hbm: int) -> list[str]:
     if "memory" not in s:
-        return [f"decoder {s['decoder']}: does not fit: {s['error'].rstrip('.')}; try a larger topology, more fsdp "
-                "devices (config.mesh_shape), config.remat_policy=full or micro-batches (config.grad_accum)"]
+        return [f"decoder {s['decoder']}: does not fit: {s['error'].rstrip('.')}{_WHAT_TO_TRY}"]
     m = s["memory"]
     verdict = "fits" if s["fits"] else "does not fit"
     lines = [f"decoder {s['decoder']}: {verdict}: peak {gib(m['peak'])} of {gib(hbm)} HBM per device "
-             f"(headroom {gib(hbm - m['peak'])}, {m['peak'] / hbm:.1%} used)",
+             f"(headroom {gib(hbm - m['peak'])}, {m['peak'] / hbm:.1%} used)" + ("" if s["fits"] else _WHAT_TO_TRY),
              f"  compiled   arguments {gib(m['argument'])}, outputs {gib(m['output'])} ({gib(m['alias'])} aliased "
              f"to donated arguments), temporaries {gib(m['temp'])}, generated code {gib(m['generated_code'])}"
              + (f", other frozen decoders {gib(s['other_decoders_bytes_per_device'])}"
