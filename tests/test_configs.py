@@ -169,6 +169,10 @@ def test_finetuning_hyperparameters(name):
     pretrain = name.replace("finetune_arc4_", "pretrain_arc8_").replace("finetune_arc8_", "pretrain_arc8_")
     assert run.init_encoder.endswith(f"/runs/{pretrain}")
     assert [d.backbone for d in run.decoders] == [d.backbone for d in parse_run_config(_load(pretrain), 8).decoders]
+    # The output head runs on a loss buffer, not every slot: at most a fifth of a row, and room for a
+    # last answer of 511 tokens and its EOS (the paper-shaped data's longest were 351).
+    shape = config.data.shape
+    assert 512 <= shape.loss_slots <= shape.decoder_len // 5
 
 
 def test_add_olmo_trains_only_the_new_head():
