@@ -210,7 +210,12 @@ def test_a_refused_restart_leaves_the_workdir_as_it_was(run, capsys):
 def test_ctrl_c_during_training_stops_in_one_line_with_the_checkpoints_intact(run, tmp_path):
     """SIGINT after step 3's line: exit 130, one line, and every checkpoint left restores."""
     workdir = tmp_path / "run"
-    cmd = [sys.executable, "-u", "-m", "arc_jax.cli", "train", "--config", str(CONFIG), "--workdir", str(workdir),
+    # `python -m arc_jax.cli train ...` with SIGINT's handler set first: a shell without job control
+    # starts background commands with SIGINT ignored, which their children inherit (Python then leaves
+    # it ignored), so a suite run with `... &` would see the run finish all its steps instead.
+    cli = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "from arc_jax.cli import main; sys.exit(main())")
+    cmd = [sys.executable, "-u", "-c", cli, "train", "--config", str(CONFIG), "--workdir", str(workdir),
            "--log-every", "1", "--config.max_steps=200", "--config.checkpoint_every=2",
            "--config.optimizer.warmup_steps=1", "--config.eval.every=0", f"--config.data.dir={run.data}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
