@@ -27,7 +27,8 @@ Implementations:
 - "splash": the Pallas splash-attention kernel for TPU (run by the Pallas interpreter elsewhere,
   which is how the CPU tests check it). It masks by segment ids and absolute index, which equals
   the position rule only when queries and keys are the same packed sequence; pooled-query layers
-  and lengths that are not a multiple of its 128-token blocks use the "xla" path.
+  use the "xla" path. A row that is not a multiple of its 128-slot blocks is padded to one inside
+  the attention only (the rest of the layer runs on the row's own length).
 """
 
 from __future__ import annotations
@@ -245,6 +246,17 @@ def _splash_attention(q, k, v, segment_ids, causal: bool):
                          check_vma=False)(q, k, v, segment_ids)
 
 
+def _splash_attention_padded(q, k, v, segment_ids, causal: bool):
+    """Splash on rows of any length: a row that is not a multiple of the kernel's blocks is padded
+    to the next one with padding slots (segment id 0, attended by no real query) and cut back."""
+    t = q.shape[1]
+    pad = -t % SPLASH_BLOCK
+    if pad == 0:
+        return _splash_attention(q, k, v, segment_ids, causal)
+    padded = lambda x: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+    return _splash_attention(padded(q), padded(k), padded(v), padded(segment_ids), causal)[:, :t]
+
+
 _IMPLEMENTATIONS = {"xla": _xla_attention, "jax_nn": _jax_nn_attention, "splash": None}
 
 
@@ -275,8 +287,8 @@ def dot_product_attention(
     if one_text_per_row and implementation == "jax_nn":
         return _jax_nn_attention_by_lengths(q, k, v, q_segment_ids, kv_segment_ids, causal)
     if implementation == "splash":
-        if same_sequence and q.shape[1] % SPLASH_BLOCK == 0:
-            return _splash_attention(q, k, v, q_segment_ids, causal)
+        if same_sequence:
+            return _splash_attention_padded(q, k, v, q_segment_ids, causal)
         implementation = "xla"
     if implementation == "xla" and same_sequence:
         window = span_window(q.shape[1], span, causal)
