@@ -192,12 +192,16 @@ def causal_prompt_attention(q, k, v, implementation: AttentionImpl = "xla") -> j
 
 
 def _splash_local(q, k, v, segment_ids, causal: bool, interpret: bool):
-    """The kernel over this device's rows and kv heads."""
+    """The kernel over this device's rows and kv heads. A row that is not a multiple of the kernel's
+    blocks is padded to the next one with padding slots (segment id 0, attended by no real query)
+    and cut back."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 
-    b, t, h, d = q.shape
-    n_kv = k.shape[2]
+    b, row_len, h, d = q.shape
+    pad = -row_len % SPLASH_BLOCK
+    q, k, v, segment_ids = (jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)) for x in (q, k, v, segment_ids))
+    t, n_kv = row_len + pad, k.shape[2]
     group = h // n_kv
     mask = splash_mask.CausalMask((t, t)) if causal else splash_mask.FullMask((t, t))
     blocks = splash.BlockSizes(*(SPLASH_BLOCK,) * 8)
@@ -212,7 +216,7 @@ def _splash_local(q, k, v, segment_ids, causal: bool, interpret: bool):
         return jax.vmap(lambda qh, kh, vh: kernel(qh, kh, vh, segment_ids=ids))(q_row, k_row, v_row)
 
     out = jax.vmap(one_row)(q, k, v, segment_ids)  # [b, kv, group, t, d]
-    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)[:, :row_len]
 
 
 def _mesh_axes(mesh, logical: str, size: int) -> tuple[str, ...] | None:
@@ -246,17 +250,6 @@ def _splash_attention(q, k, v, segment_ids, causal: bool):
                          check_vma=False)(q, k, v, segment_ids)
 
 
-def _splash_attention_padded(q, k, v, segment_ids, causal: bool):
-    """Splash on rows of any length: a row that is not a multiple of the kernel's blocks is padded
-    to the next one with padding slots (segment id 0, attended by no real query) and cut back."""
-    t = q.shape[1]
-    pad = -t % SPLASH_BLOCK
-    if pad == 0:
-        return _splash_attention(q, k, v, segment_ids, causal)
-    padded = lambda x: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    return _splash_attention(padded(q), padded(k), padded(v), padded(segment_ids), causal)[:, :t]
-
-
 _IMPLEMENTATIONS = {"xla": _xla_attention, "jax_nn": _jax_nn_attention, "splash": None}
 
 
@@ -288,7 +281,7 @@ def dot_product_attention(
         return _jax_nn_attention_by_lengths(q, k, v, q_segment_ids, kv_segment_ids, causal)
     if implementation == "splash":
         if same_sequence:
-            return _splash_attention_padded(q, k, v, q_segment_ids, causal)
+            return _splash_attention(q, k, v, q_segment_ids, causal)
         implementation = "xla"
     if implementation == "xla" and same_sequence:
         window = span_window(q.shape[1], span, causal)
