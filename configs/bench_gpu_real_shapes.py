@@ -1,32 +1,36 @@
 """`arc-jax bench train` at the paper's shapes with random weights and no download: the Llama 3.2 3B
 encoder (26 layers, pooling factor 8) of configs/pretrain_arc8_llama3.py against a Llama 3.1
-8B-shaped decoder in bfloat16, fed by tiny_cpu's generated corpus (token ids are far below the
-128k vocabulary, which is all the shapes need). One GPU (80 GB): 8 encoder rows of 1024 tokens and
-8 decoder rows of 1792 slots (1/4 of the pretraining batch, ~32 samples).
+8B-shaped decoder in bfloat16, one GPU's share of that config's step: 8 of its 32 encoder rows of
+1024 tokens and 8 of its 32 decoder rows of 1232 slots with their loss buffers (~32 samples).
 
-    arc-jax bench train --config configs/bench_gpu_real_shapes.py
+The rows are filled from data shaped like the paper's (arc_jax/tools/paper_shaped_data.py: crawl
+documents log-normal around 700 tokens, words of the synthetic corpus and its tokenizer), which the
+pipeline generates on first use into data.dir (~54 MB, about 10 s), so that the useful FLOPs and
+the useful MFU are those of the paper's pretraining batches. Token ids stay far below the 128k
+vocabulary, which is all the shapes need.
+
+    arc-jax bench train --config configs/bench_gpu_real_shapes.py [--profile DIR]
 """
 
 import importlib.util
 from pathlib import Path
 
 
-def _config(name: str):
-    spec = importlib.util.spec_from_file_location(f"arc_jax_config_{name}", Path(__file__).with_name(f"{name}.py"))
+def get_config():
+    spec = importlib.util.spec_from_file_location("arc_jax_config_pretrain_arc8_llama3",
+                                                  Path(__file__).with_name("pretrain_arc8_llama3.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def get_config():
-    config = _config("pretrain_arc8_llama3")
-    tiny = _config("tiny_cpu")
+    config = module.get_config()
     config.init_encoder = ""  # random encoder
     config.model.decoders[0].path = ""  # random decoder, kept in memory by the benchmark
-    config.model.decoders[0].tokenizer = tiny.model.decoders[0].tokenizer
-    config.data = tiny.data
-    config.data.shape.update({"encoder_rows": 8, "encoder_len": 1024, "decoder_rows": 8, "decoder_len": 1792,
-                              "max_contexts_per_row": 8})
+    config.data.dir = "~/.cache/arc_jax/paper_shaped"
+    config.data.generate = "paper_shaped"
+    config.data.encoder_tokenizer = "{data_dir}/tokenizer.model"
+    config.model.decoders[0].tokenizer = "{data_dir}/tokenizer.model"
+    shape = config.data.shape  # the whole step on 8 GPUs; one GPU takes a quarter of the rows
+    shape.encoder_rows //= 4
+    shape.decoder_rows //= 4
     config.eval.sources = ""
     config.eval.every = 0
     config.mesh_shape = [1, -1, 1]

@@ -31,3 +31,85 @@ def test_bench_train_prints_and_writes_step_time_throughput_fill_and_both_mfus(t
     assert abs(r["executed_mfu"] - r["executed_flops_per_second"] / r["peak_flops_per_second"]) < 1e-9
     assert r["encoder_parameters"] > 0 and r["decoder_parameters"] > 0
     assert not list(tmp_path.glob("decoder_*"))  # nothing but the data was written
+
+
+def test_bench_train_profile_names_the_largest_ops_and_their_kinds(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "train", "--config", str(CONFIG), "--steps", "1", "--warmup", "1", "--json", str(out),
+                 "--profile", str(tmp_path / "trace"), f"--config.data.dir={tmp_path / 'data'}"]) == 0
+    printed = capsys.readouterr().out
+    p = json.loads(out.read_text())["profile"]
+    assert list((tmp_path / "trace").glob("**/*.xplane.pb"))  # the trace stays for TensorBoard / xprof
+    assert "largest ops" in printed and p["top_ops"][0]["op"] in printed
+    assert p["steps"] == 3 and p["op_ms_per_step"] > 0
+    times = [r["ms"] for r in p["top_ops"]]
+    assert times == sorted(times, reverse=True) and sum(times) <= p["op_ms_per_step"] * (1 + 1e-9)
+    assert abs(sum(k["share"] for k in p["by_kind"].values()) - 1) < 1e-9
+    # The CPU trace's ops are XLA's, not the thread pool's bookkeeping.
+    assert not any("ThreadpoolListener" in r["op"] or r["op"].startswith("end: ") for r in p["top_ops"])
+
+
+class _Event:
+    def __init__(self, name, ns, start=None, **stats):
+        self.name, self.duration_ns, self.start_ns, self.stats = name, ns, start, list(stats.items())
+
+
+class _Line:
+    def __init__(self, name, events):  # events without a start follow each other
+        self.name, self.events, t = name, events, 0
+        for e in events:
+            e.start_ns = t if e.start_ns is None else e.start_ns
+            t = e.start_ns + e.duration_ns
+
+
+class _Plane:
+    def __init__(self, name, lines):
+        self.name, self.lines = name, lines
+
+
+class _Profile:
+    def __init__(self, planes):
+        self.planes = planes
+
+
+def test_profile_summary_of_a_gpu_trace_counts_kernels_once_by_their_hlo_op():
+    from arc_jax.tools.profile_summary import summarize_profile
+
+    gpu = _Plane("/device:GPU:0", [
+        _Line("Stream #13(Compute)", [
+            _Event("sm90_xmma_gemm_bf16bf16_bf16f32", 6_000_000, hlo_op="custom-call.12"),
+            _Event("sm90_xmma_gemm_bf16bf16_bf16f32", 6_000_000, hlo_op="custom-call.12"),
+            _Event("cudnn_generated_fort_native_sdpa_sm90", 5_000_000, hlo_op="custom-call.7"),
+            _Event("loop_multiply_fusion", 2_000_000, hlo_op="fusion.3"),
+            _Event("loop_multiply_fusion", 1_000_000)]),  # no hlo_op: named by its kernel
+        _Line("Stream #14(Memcpy)", [_Event("MemcpyD2D", 500_000, hlo_op="copy.1")]),
+        _Line("XLA Modules", [_Event("jit_train_step", 20_500_000)]),  # the same time again, summarised
+        _Line("Steps", [_Event("0", 20_500_000)])])
+    host = _Plane("/host:CPU", [_Line("tf_XLAPjRtCpuClient/1", [_Event("ynn_fusion", 99_000_000)])])
+    s = summarize_profile(_Profile([host, gpu]), steps=2)
+    assert abs(s["op_ms_per_step"] - 10.25) < 1e-9  # 20.5 ms over 2 steps; host events and summary lines left out
+    top = {r["op"]: r for r in s["top_ops"]}
+    assert list(top) == ["custom-call.12", "custom-call.7", "fusion.3", "loop_multiply_fusion", "copy.1"]
+    assert top["custom-call.12"]["ms"] == 6 and top["custom-call.12"]["calls_per_step"] == 1
+    assert [top[op]["kind"] for op in top] == ["matmul", "attention", "fusion", "fusion", "copy"]
+    assert {k: v["ms"] for k, v in s["by_kind"].items()} == {"matmul": 6, "attention": 2.5, "fusion": 1.5, "copy": 0.25}
+
+
+def test_profile_summary_prefers_a_devices_xla_ops_line():
+    from arc_jax.tools.profile_summary import summarize_profile
+
+    tpu = _Plane("/device:TPU:0", [
+        _Line("XLA Ops", [_Event("while.4", 4_000_000, start=0),  # around its body's two ops: not counted
+                          _Event("fusion.1", 3_000_000, start=0), _Event("all-gather.2", 1_000_000, start=3_000_000)]),
+        _Line("XLA Modules", [_Event("jit_train_step", 4_000_000)]),
+        _Line("TensorCore Sync Flags", [_Event("sync", 9_000_000)])])
+    s = summarize_profile(_Profile([tpu]), steps=1)
+    assert s["op_ms_per_step"] == 4 and s["by_kind"]["collective"]["ms"] == 1
+
+
+def test_nominal_peak_by_device_kind():
+    from arc_jax.tools.bench_train import nominal_bf16_peak
+
+    assert nominal_bf16_peak("NVIDIA H200") == 989e12 and nominal_bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
+    assert nominal_bf16_peak("NVIDIA H100 PCIe") == 756e12 and nominal_bf16_peak("TPU v5 lite") == 197e12
+    assert nominal_bf16_peak("TPU v5") == 459e12 and nominal_bf16_peak("cpu") is None

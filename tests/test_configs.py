@@ -390,4 +390,8 @@ def test_the_gpu_benchmark_has_the_papers_shapes_and_needs_no_files():
     assert run.encoder.backbone.n_layers == 26 and run.encoder.pooling_factors == (8,)
     assert run.decoders[0].backbone == BackboneConfig.from_dict(presets.LLAMA_3_1_8B)
     assert run.compute_dtype == "bfloat16" and not run.init_encoder and not run.decoders[0].path
-    assert config.data.generate == "tiny_corpus"
+    # The data is generated (shaped like the paper's), and the rows are a quarter of the pretraining step's.
+    assert config.data.generate == "paper_shaped"
+    paper = _load("pretrain_arc8_llama3").data.shape
+    assert config.data.shape.to_dict() == {**paper.to_dict(), "encoder_rows": paper.encoder_rows // 4,
+                                           "decoder_rows": paper.decoder_rows // 4}

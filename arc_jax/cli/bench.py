@@ -47,6 +47,9 @@ def _add_train(benches) -> None:
     p.add_argument("--steps", type=positive_int, default=10, help="timed steps (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first, compile included (default 2)")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--profile", metavar="DIR",
+                   help="after the timed steps, trace 3 more into DIR (jax.profiler: TensorBoard's profile plugin "
+                        "or xprof) and print the largest ops' device time a step, by kind")
     p.set_defaults(func=run_train)
 
 
@@ -153,7 +156,7 @@ def run_train(args: argparse.Namespace):
     from arc_jax.tools.bench_train import main_train
     from arc_jax.config_loading import load_config
 
-    result = main_train(load_config(args.config, args.overrides), args.steps, args.warmup)
+    result = main_train(load_config(args.config, args.overrides), args.steps, args.warmup, args.profile)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 

@@ -19,7 +19,8 @@ a config sets can be overridden on the command line):
                                  reconstruction (the reference draws per document; with the reference
                                  layout 0.8 gives ~2/3 continuation samples: they read 2*max_len tokens)
     shape                        arc_jax.data.packing.PackingShape fields: the static batch shape
-    generate = ""                a corpus built in dir before the first read ("tiny_corpus"); "" = none
+    generate = ""                a corpus built in dir before the first read ("tiny_corpus", or "paper_shaped":
+                                 arc_jax/tools/paper_shaped_data.py); "" = none
     corpus = {}                  the generator's keyword arguments
     strict = False               a bad record stops the run instead of being counted and skipped
     chat_template = False        pretraining inside the Llama 2 Chat template (arc_jax's windows;

@@ -39,7 +39,8 @@ from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.model.config import EncoderConfig
 
 # Corpora that config.data.generate can name, built on first use: "module:function(folder, **corpus)".
-GENERATORS = {"tiny_corpus": "arc_jax.demo.synthetic:build_tiny_data"}
+GENERATORS = {"tiny_corpus": "arc_jax.demo.synthetic:build_tiny_data",
+              "paper_shaped": "arc_jax.tools.paper_shaped_data:build"}
 
 LOOKAHEAD = 2.0  # candidates drawn per batch, as a multiple of its capacity
 

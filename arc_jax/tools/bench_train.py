@@ -10,7 +10,12 @@ masks allow, the output head on the loss tokens), counted on the host from each 
 "executed" on the static packed shape (padding and dense masked attention included), what the
 hardware runs. MFU ("mfu") is useful FLOPs / step time / peak, "executed_mfu" the same on
 executed FLOPs; the peak is the measured rate of a large jitted matmul in the config's compute
-dtype on this backend, times the device count. Throughput counts non-padding decoder text tokens
+dtype on this backend, times the device count. Where the device's nominal dense bf16 peak is known
+(`NOMINAL_BF16_PEAKS`: NVIDIA H100 / H200 / A100, TPU v4 / v5e / v5p / v6e) and the step computes in
+bfloat16, "nominal_mfu" is useful FLOPs over that peak, the figure MaxText and others quote.
+`profile_dir` traces `profile_steps` more steps after the timed ones (jax.profiler, for TensorBoard
+or xprof) and adds "profile", the largest ops' device time a step (arc_jax/tools/profile_summary.py).
+Throughput counts non-padding decoder text tokens
 and loss tokens per second; the fills are real slots over slots of the encoder and decoder rows.
 Random decoders stay in memory (nothing is written but a temporary workdir).
 """
@@ -25,10 +30,26 @@ import time
 import jax
 import ml_collections
 
+from arc_jax.tools import profile_summary
 from arc_jax.train import flops, multihost
 
+# Dense bf16 FLOP/s of one device by the vendor's datasheet, matched against jax's device_kind in order.
+NOMINAL_BF16_PEAKS = (
+    ("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12), ("A100", 312e12),
+    ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v5", 459e12), ("TPU v6", 918e12),
+)
 
-def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2) -> dict:
+
+def nominal_bf16_peak(device_kind: str) -> float | None:
+    """The datasheet's dense bf16 FLOP/s of a device of this kind, or None when not known."""
+    for name, peak in NOMINAL_BF16_PEAKS:
+        if name.lower() in device_kind.lower():
+            return peak
+    return None
+
+
+def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2, profile_dir: str | None = None,
+                profile_steps: int = 3) -> dict:
     from arc_jax.train.trainer import Trainer, decoder_at, throughput
 
     with tempfile.TemporaryDirectory(prefix="arc_jax_bench_") as workdir:
@@ -63,6 +84,11 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
         seconds = time.perf_counter() - t0
         # The best of two measurements around the steps: a busy machine lowers the peak, not the MFU.
         peak_one = max(peak_before, flops.measure_matmul_peak(run.compute_dtype))
+        profile = None
+        if profile_dir:
+            with jax.profiler.trace(profile_dir):
+                run_steps(profile_steps)
+            profile = profile_summary.summarize(profile_dir, profile_steps)
         trainer.checkpoints.close()
 
     peak = peak_one * jax.device_count()
@@ -80,6 +106,12 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
         "executed_flops_per_second": executed / seconds, "peak_flops_per_second": peak,
         **throughput(work, executed, steps, seconds, peak), "loss": float(metrics["loss"]),
     }
+    nominal = nominal_bf16_peak(result["device_kind"]) if run.compute_dtype == "bfloat16" else None
+    if nominal:
+        result["nominal_peak_flops_per_second"] = nominal * jax.device_count()
+        result["nominal_mfu"] = result["achieved_flops_per_second"] / result["nominal_peak_flops_per_second"]
+    if profile:
+        result["profile"] = profile
     return result
 
 
@@ -99,11 +131,14 @@ def format_result(r: dict) -> str:
         f"{r['executed_flops_per_second'] / 1e12:,.3f} TFLOP/s executed",
         f"peak         {r['peak_flops_per_second'] / 1e12:,.3f} TFLOP/s (measured matmul, all devices)",
         f"MFU          {r['mfu']:.1%} on useful FLOPs (executed {r['executed_mfu']:.1%})",
+        *([f"nominal MFU  {r['nominal_mfu']:.1%} of the datasheet's {r['nominal_peak_flops_per_second'] / 1e12:,.0f} "
+           f"dense bf16 TFLOP/s (useful FLOPs)"] if "nominal_mfu" in r else []),
+        *([profile_summary.format_summary(r["profile"])] if "profile" in r else []),
     ])
 
 
-def main_train(config: ml_collections.ConfigDict, steps: int, warmup: int) -> dict:
+def main_train(config: ml_collections.ConfigDict, steps: int, warmup: int, profile_dir: str | None = None) -> dict:
     multihost.initialize()
-    result = bench_train(config, steps, warmup)
+    result = bench_train(config, steps, warmup, profile_dir)
     print(format_result(result), flush=True)
     return result

@@ -87,6 +87,18 @@ def write(folder: str | pathlib.Path, n_documents: int = 4000, n_records: int = 
           f"under {folder} (synthetic tokenizer: {tokens_per_word:.2f} tokens a word)")
 
 
+def build(folder: str | pathlib.Path, documents: int = 4000, records: int = 2000, seed: int = 0) -> None:
+    """`write` once: what `config.data.generate = "paper_shaped"` asks for. A folder that already
+    holds this data (its marker file names the same arguments) is left as it is."""
+    folder = pathlib.Path(folder).expanduser()
+    marker = folder / "paper_shaped.json"
+    arguments = {"documents": documents, "records": records, "seed": seed}
+    if marker.exists() and json.loads(marker.read_text()) == arguments:
+        return
+    write(folder, documents, records, seed)
+    marker.write_text(json.dumps(arguments) + "\n")  # last, so that an interrupted write is redone
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder")

@@ -1,0 +1,137 @@
+"""Where a profiled step's device time goes: the largest ops of a `jax.profiler` trace, by kind.
+
+`arc-jax bench train --profile DIR` traces a few steps into DIR (open it in TensorBoard's profile
+plugin or xprof for the timeline) and prints this summary of the newest trace there. Time is
+summed per op over the traced steps and divided by their count:
+
+- on a GPU, the kernels of the device's stream lines, named by the HLO op that launched them
+  (the trace's `hlo_op` stat) when the trace has it, else by kernel name;
+- on a TPU, the "XLA Ops" line of each device;
+- on the CPU, the XLA ops that the runtime's worker threads record (their thread-pool
+  bookkeeping left out).
+
+Only events that contain no other on their line count (a loop's event around its body's ops would
+count them twice).
+
+Each op gets a kind from its name: matmul (cuBLAS / cuBLASLt / CUTLASS kernels, XLA dots and
+convolutions), attention (cuDNN or Pallas/Mosaic kernels), collective, copy (memcpy, memset, copy
+and transpose ops), else fusion (elementwise, reductions: the memory-bound rest). Kernels that
+overlap on separate streams are each counted, so shares are of summed op time, which can exceed
+the step's wall time.
+"""
+
+from __future__ import annotations
+
+import collections
+import pathlib
+import re
+
+# Lines of a device plane that summarise other lines or are not ops (their events would be counted twice).
+_SUMMARY_LINES = re.compile(r"XLA Modules|Steps|TraceMe|Launch Stats|Source|Framework|Host Offload|Sparse",
+                            re.IGNORECASE)
+_CPU_BOOKKEEPING = re.compile(r"^ThreadpoolListener|^end: |^ThunkExecutor|^SlinkyThreadPool")
+_KINDS = (
+    ("collective", re.compile(r"nccl|all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute|"
+                              r"allreduce|allgather|reducescatter|\bsend|\brecv", re.IGNORECASE)),
+    ("attention", re.compile(r"cudnn|fmha|flash|mosaic|splash|pallas|attention", re.IGNORECASE)),
+    ("matmul", re.compile(r"gemm|cublas|cutlass|nvjet|xmma|\bdot|convolution|matmul|__cublas|sm90_", re.IGNORECASE)),
+    ("copy", re.compile(r"memcpy|memset|^copy|transpose|copy[-_.]|dynamic-update-slice", re.IGNORECASE)),
+)
+
+
+def op_kind(name: str) -> str:
+    """The kind of an op or kernel, from its name (module docstring)."""
+    for kind, pattern in _KINDS:
+        if pattern.search(name):
+            return kind
+    return "fusion"
+
+
+def newest_trace(folder: str | pathlib.Path) -> pathlib.Path:
+    traces = sorted(pathlib.Path(folder).glob("**/*.xplane.pb"), key=lambda p: p.stat().st_mtime)
+    if not traces:
+        raise FileNotFoundError(f"{folder}: no *.xplane.pb trace under it")
+    return traces[-1]
+
+
+def _stat(event, key: str):
+    for k, v in event.stats:
+        if k == key:
+            return v
+    return None
+
+
+def _leaves(events):
+    """The events of one line that contain no other: a while loop's or an executor's event around
+    the ops it runs would count their time twice."""
+    events = sorted(events, key=lambda e: (e.start_ns, -e.duration_ns))
+    for event, following in zip(events, events[1:] + [None]):
+        if following is None or following.start_ns >= event.start_ns + event.duration_ns:
+            yield event
+
+
+def _op_events(profile):
+    """(op name, kernel name, duration in ns) of each op event, chosen as the module docstring says."""
+    devices = [p for p in profile.planes if p.name.startswith("/device:")]
+    for plane in devices:
+        lines = list(plane.lines)
+        ops_lines = [line for line in lines if line.name == "XLA Ops"]
+        chosen = ops_lines or [line for line in lines if not _SUMMARY_LINES.search(line.name)]
+        for line in chosen:
+            for event in _leaves(line.events):
+                op = _stat(event, "hlo_op") if not ops_lines else None
+                yield str(op or event.name), event.name, event.duration_ns
+    if devices:
+        return
+    for plane in profile.planes:
+        if plane.name != "/host:CPU":
+            continue
+        for line in plane.lines:
+            if not line.name.startswith("tf_XLA"):
+                continue
+            for event in _leaves(e for e in line.events if not _CPU_BOOKKEEPING.search(e.name)):
+                yield event.name, event.name, event.duration_ns
+
+
+def summarize(folder: str | pathlib.Path, steps: int, top: int = 15) -> dict:
+    """Device time per step of the newest trace under `folder`, `steps` steps traced: the `top`
+    ops by time and the total by kind, in milliseconds per step, with shares of the summed time."""
+    import jax
+
+    path = newest_trace(folder)
+    return summarize_profile(jax.profiler.ProfileData.from_file(str(path)), steps, top, str(path))
+
+
+def summarize_profile(profile, steps: int, top: int = 15, path: str = "") -> dict:
+    """`summarize` of a loaded trace (a jax.profiler.ProfileData, or anything with its planes,
+    lines, events and stats)."""
+    by_op, kernels, counts = collections.Counter(), {}, collections.Counter()
+    for op, kernel, ns in _op_events(profile):
+        by_op[op] += ns
+        counts[op] += 1
+        kernels.setdefault(op, kernel)
+    total = sum(by_op.values())
+    if not total:
+        raise ValueError(f"{path}: no op events in the trace")
+    by_kind = collections.Counter()
+    for op, ns in by_op.items():
+        by_kind[op_kind(f"{op} {kernels[op]}")] += ns
+    ms = 1e-6 / steps
+    return {
+        "trace": path, "steps": steps, "op_ms_per_step": total * ms,
+        "by_kind": {kind: {"ms": ns * ms, "share": ns / total} for kind, ns in by_kind.most_common()},
+        "top_ops": [{"op": op, "kernel": kernels[op], "kind": op_kind(f"{op} {kernels[op]}"), "ms": ns * ms,
+                     "share": ns / total, "calls_per_step": counts[op] / steps}
+                    for op, ns in by_op.most_common(top)],
+    }
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"profile      {s['op_ms_per_step']:,.1f} ms of op time a step ({s['steps']} steps traced: {s['trace']})",
+             "  by kind    " + ", ".join(f"{k} {v['ms']:,.1f} ms ({v['share']:.0%})" for k, v in s["by_kind"].items()),
+             "  largest ops (ms a step, share, calls a step, kind, op [kernel]):"]
+    for r in s["top_ops"]:
+        kernel = "" if r["kernel"] == r["op"] else f"  [{r['kernel'][:60]}]"
+        lines.append(f"    {r['ms']:9,.2f} {r['share']:6.1%} {r['calls_per_step']:6.0f}  {r['kind']:<10} "
+                     f"{r['op'][:60]}{kernel}")
+    return "\n".join(lines)
