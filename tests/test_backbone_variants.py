@@ -107,3 +107,26 @@ def test_configs_without_the_new_fields_read_as_before():
     old = {k: v for k, v in BASE.to_dict().items() if k not in ("qkv_bias", "qk_norm", "tie_embeddings")}
     assert BackboneConfig.from_dict(old) == BASE
     assert not (BASE.qkv_bias or BASE.qk_norm or BASE.tie_embeddings)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_bfloat16_logits_are_the_heads_bfloat16_output_and_its_backward_stays_bfloat16(tie):
+    """As the reference's `output(h).float()`: the head's matmul is bfloat16 in and out, so its
+    input gradient is a bfloat16 matmul too (float32 out would make it float32, a TF32 GEMM on GPUs)."""
+    cfg = dataclasses.replace(BASE, tie_embeddings=tie)
+    model = Decoder(cfg, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    tokens = jnp.arange(16, dtype=jnp.int32).reshape(2, 8) % cfg.vocab_size
+    ids, pos = jnp.ones_like(tokens), jnp.tile(jnp.arange(8, dtype=jnp.int32), (2, 1))
+    params = nn.unbox(model.init(jax.random.key(0), tokens, ids, pos)["params"])
+    logits = model.apply({"params": params}, tokens, ids, pos)
+    assert logits.dtype == jnp.float32
+    assert bool(jnp.all(logits.astype(jnp.bfloat16).astype(jnp.float32) == logits))  # bfloat16 values
+
+    def loss(p):
+        return model.apply({"params": p}, tokens, ids, pos).sum()
+
+    grad = jax.make_jaxpr(jax.grad(loss))(params)
+    # The head's matmuls, forward and backward: those with a vocabulary-sized operand (outside the layers' scan).
+    head = [e for e in grad.eqns if e.primitive.name == "dot_general"
+            and any(cfg.vocab_size in v.aval.shape for v in e.invars)]
+    assert len(head) >= 2 and all(v.aval.dtype == jnp.bfloat16 for e in head for v in e.invars)

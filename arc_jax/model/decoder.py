@@ -59,10 +59,13 @@ class Decoder(nn.Module):
         return constrain_residual(h if compressed is None else splice_compressed(h, compressed, compressed_index))
 
     def _logits(self, h):
+        """The output head in the compute dtype, then float32: the reference's `output(h).float()`
+        (bfloat16 logits from a bfloat16 decoder). Float32 out of a bfloat16 matmul would also
+        make its backward a float32 matmul (the float32 cotangent against bfloat16 weights): on an
+        H200 that input gradient ran as a TF32 GEMM of 25 ms in a 1,096 ms step."""
         if self.cfg.tie_embeddings:
-            return self.tok_embeddings.attend(self.norm(h))
-        return jnp.einsum("...d,dv->...v", self.norm(h), self.output.astype(self.dtype),
-                          preferred_element_type=jnp.float32)
+            return self.tok_embeddings.attend(self.norm(h)).astype(jnp.float32)
+        return jnp.einsum("...d,dv->...v", self.norm(h), self.output.astype(self.dtype)).astype(jnp.float32)
 
     def __call__(self, tokens, segment_ids, positions, compressed=None, compressed_index=None, logit_slots=None):
         """Float32 logits [rows, len, vocab]; slots holding compressed vectors are not meaningful.

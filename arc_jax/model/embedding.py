@@ -22,5 +22,5 @@ class Embed(nn.Module):
         return jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
 
     def attend(self, x):
-        """Float32 logits x @ table.T [..., vocab]."""
-        return jnp.einsum("...d,vd->...v", x, self.embedding.astype(self.dtype), preferred_element_type=jnp.float32)
+        """Logits x @ table.T [..., vocab] in the compute dtype (Decoder._logits says why)."""
+        return jnp.einsum("...d,vd->...v", x, self.embedding.astype(self.dtype))

@@ -5,13 +5,14 @@ plugin or xprof for the timeline) and prints this summary of the newest trace th
 summed per op over the traced steps and divided by their count:
 
 - on a GPU, the kernels of the device's stream lines, named by the HLO op that launched them
-  (the trace's `hlo_op` stat) when the trace has it, else by kernel name;
+  (the trace's `hlo_op` stat) when the trace has it, else by kernel name (also for the kernels
+  of XLA's command buffers, CUDA graphs whose `hlo_op` names the graph, not the op);
 - on a TPU, the "XLA Ops" line of each device;
 - on the CPU, the XLA ops that the runtime's worker threads record (their thread-pool
   bookkeeping left out).
 
-Only events that contain no other on their line count (a loop's event around its body's ops would
-count them twice).
+On a TPU's or the CPU's lines, only events that contain no other count (a loop's event around
+its body's ops would count them twice).
 
 Each op gets a kind from its name: matmul (cuBLAS / cuBLASLt / CUTLASS kernels, XLA dots and
 convolutions), attention (cuDNN or Pallas/Mosaic kernels), collective, copy (memcpy, memset, copy
@@ -78,9 +79,11 @@ def _op_events(profile):
         ops_lines = [line for line in lines if line.name == "XLA Ops"]
         chosen = ops_lines or [line for line in lines if not _SUMMARY_LINES.search(line.name)]
         for line in chosen:
-            for event in _leaves(line.events):
-                op = _stat(event, "hlo_op") if not ops_lines else None
-                yield str(op or event.name), event.name, event.duration_ns
+            for event in _leaves(line.events) if ops_lines else line.events:  # kernels of a stream do not nest
+                op = None if ops_lines else _stat(event, "hlo_op")
+                if op is None or str(op).startswith("command_buffer"):  # a CUDA graph's kernels: by kernel name
+                    op = event.name
+                yield str(op), event.name, event.duration_ns
     if devices:
         return
     for plane in profile.planes:
