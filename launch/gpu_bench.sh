@@ -6,7 +6,7 @@
 #   1. `arc-jax bench inference` at the released shapes: the Llama 3.2 3B ARC encoder (PF 4)
 #      and a Llama 3.1 8B decoder in bfloat16, full context vs compressed context, 1 and 100
 #      generated tokens;
-#   2. `arc-jax bench train --config configs/bench_gpu_real_shapes.py`: MFU of the pretraining
+#   2. `arc-jax bench train --config configs/bench_gpu_real_shapes.py --profile OUT/trace`: useful MFU of the pretraining
 #      step at the paper's shapes.
 #
 #   bash launch/gpu_bench.sh [OUT]          (default arc_jax_runs/gpu_bench)
@@ -36,5 +36,5 @@ timeout "${INFERENCE_TIMEOUT:-0}" "$py" -m arc_jax bench inference --encoder-pre
   --out "$out/inference" 2>&1 \
   | tee "$out/inference.log" || status=1
 timeout "${TRAIN_TIMEOUT:-0}" "$py" -m arc_jax bench train --config configs/bench_gpu_real_shapes.py \
-  --config.attention_impl="${ATTENTION:-jax_nn}" --steps "${TRAIN_STEPS:-5}" --json "$out/train.json" 2>&1 | tee "$out/train.log" || status=1
+  --config.attention_impl="${ATTENTION:-jax_nn}" --steps "${TRAIN_STEPS:-5}" --json "$out/train.json" --profile "$out/trace" 2>&1 | tee "$out/train.log" || status=1
 exit $status

@@ -111,5 +111,6 @@ def test_nominal_peak_by_device_kind():
     from arc_jax.tools.bench_train import nominal_bf16_peak
 
     assert nominal_bf16_peak("NVIDIA H200") == 989e12 and nominal_bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
-    assert nominal_bf16_peak("NVIDIA H100 PCIe") == 756e12 and nominal_bf16_peak("TPU v5 lite") == 197e12
-    assert nominal_bf16_peak("TPU v5") == 459e12 and nominal_bf16_peak("cpu") is None
+    assert nominal_bf16_peak("TPU v5 lite") == 197e12 and nominal_bf16_peak("TPU v5") == 459e12
+    assert nominal_bf16_peak("TPU v6 lite") == 918e12 and nominal_bf16_peak("TPU v4") == 275e12
+    assert nominal_bf16_peak("NVIDIA H100 PCIe") is None and nominal_bf16_peak("cpu") is None

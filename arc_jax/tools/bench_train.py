@@ -11,7 +11,7 @@ masks allow, the output head on the loss tokens), counted on the host from each 
 hardware runs. MFU ("mfu") is useful FLOPs / step time / peak, "executed_mfu" the same on
 executed FLOPs; the peak is the measured rate of a large jitted matmul in the config's compute
 dtype on this backend, times the device count. Where the device's nominal dense bf16 peak is known
-(`NOMINAL_BF16_PEAKS`: NVIDIA H100 / H200 / A100, TPU v4 / v5e / v5p / v6e) and the step computes in
+(arc_jax/tools/topology.py's chips: NVIDIA H100 / H200 SXM, TPU v4 / v5e / v5p / v6e) and the step computes in
 bfloat16, "nominal_mfu" is useful FLOPs over that peak, the figure MaxText and others quote.
 `profile_dir` traces `profile_steps` more steps after the timed ones (jax.profiler, for TensorBoard
 or xprof) and adds "profile", the largest ops' device time a step (arc_jax/tools/profile_summary.py).
@@ -33,18 +33,19 @@ import ml_collections
 from arc_jax.tools import profile_summary
 from arc_jax.train import flops, multihost
 
-# Dense bf16 FLOP/s of one device by the vendor's datasheet, matched against jax's device_kind in order.
-NOMINAL_BF16_PEAKS = (
-    ("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12), ("A100", 312e12),
-    ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v5", 459e12), ("TPU v6", 918e12),
-)
+# jax's device_kind -> the chip of arc_jax/tools/topology.py whose datasheet bf16 peak applies, most
+# specific name first (None: a variant with another peak, e.g. the H100 PCIe's 756 TFLOP/s).
+_DEVICE_KINDS = (("H100 PCIe", None), ("H100", "h100"), ("H200", "h200"), ("TPU v5 lite", "v5e"),
+                 ("TPU v5e", "v5e"), ("TPU v5", "v5p"), ("TPU v6", "v6e"), ("TPU v4", "v4"))
 
 
 def nominal_bf16_peak(device_kind: str) -> float | None:
     """The datasheet's dense bf16 FLOP/s of a device of this kind, or None when not known."""
-    for name, peak in NOMINAL_BF16_PEAKS:
+    from arc_jax.tools.topology import CHIPS
+
+    for name, chip in _DEVICE_KINDS:
         if name.lower() in device_kind.lower():
-            return peak
+            return CHIPS[chip].peak_flops if chip else None
     return None
 
 

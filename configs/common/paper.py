@@ -70,10 +70,13 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str,
     config.log_every = 50
     config.grad_accum = 1  # config.data.shape already holds all the samples of a step
     config.compute_dtype = "bfloat16"  # bf16 matmuls; float32 master weights, Adam moments and loss
-    # Full rematerialisation: a block keeps only its input for the backward pass, so the activations of
-    # 26 + 32 layers fit beside the weights. "dots_no_batch" (keep the weight matmuls' outputs) saves
-    # the recomputation when memory allows (fewer rows per device, or a bigger accelerator).
-    config.remat_policy = "full"
+    # Rematerialisation keeping the weight matmuls' outputs ("dots_no_batch"): the backward pass
+    # recomputes a block's norms, RoPE, SwiGLU and attention but none of its weight matmuls. One H200
+    # (bench_gpu_real_shapes.py: a quarter of this step's rows) ran the step in 908 ms against 1,081 ms
+    # with full rematerialisation (which keeps only a block's input), the peak rising from 62 to 94 GiB;
+    # on 8 H100s (4 + 4 rows each, FSDP) `arc-jax plan` puts the peak at 32.2 GiB (15.4 with "full").
+    # --config.remat_policy=full where memory is short. Fine-tuning's longer rows use "full".
+    config.remat_policy = "dots_no_batch"
     config.attention_impl = "jax_nn"  # cuDNN flash attention on GPU; use "splash" on TPU, "xla" on CPU
     config.init_encoder = f"{ROOT}/{init_encoder}"  # any encoder format arc_jax reads, or a run's workdir
     # With several decoders: one drawn per step with probabilities decoder_weights (equal: the paper's
@@ -167,6 +170,7 @@ def finetuning(decoders: list[str], pooling_factor: int, init_encoder: str,
     checkpoint). `shape`: the run's config.data.shape, sized for its pooling factor and data.max_len."""
     config = pretraining(decoders, pooling_factor, init_encoder)
     config.max_steps = 4000  # the paper: 4k-8k; the reference fine-tunes one-decoder encoders for 4000 steps
+    config.remat_policy = "full"  # rows of 4096 slots: on v5e-16 they peak at 10.5 of 16 GiB a chip even so
     config.checkpoint_every = 500
     config.log_every = 10
     # initial_lr / final_lr as the reference's fine-tuning yaml (div factors encoder_lr / 1e-20 and
