@@ -2,7 +2,7 @@
 encoder (26 layers, pooling factor 8) of configs/pretrain_arc8_llama3.py against a Llama 3.1
 8B-shaped decoder in bfloat16, a quarter of that config's step on one GPU: 8 of its 32 encoder rows
 of 1024 tokens and 8 of its 32 decoder rows of 1232 slots with their loss buffers (~32 samples),
-with its rematerialisation ("dots_no_batch"). The step peaks at 94 GiB (an H200 holds it; JAX
+with its rematerialisation ("dots_no_batch"). The step peaks at 92 GiB (an H200 holds it; JAX
 preallocates 75% of the GPU's memory unless XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise); on an
 80 GB GPU add --config.remat_policy=full (62 GiB).
 
