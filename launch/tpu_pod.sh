@@ -19,10 +19,7 @@
 #   CONFIG            config file, relative to the repository (required)
 #   WORKDIR           run folder every host can write, normally gs://bucket/path (required)
 #   EXTRA_ARGS        more `arc-jax train` arguments, after this script's --config.attention_impl=splash
-#                     and --config.remat_policy (a later override wins), e.g. "--config.data.dir=/mnt/disks/arc_jax"
-#   REMAT_POLICY      --config.remat_policy for TPUs (default full; empty: the config's own). The paper
-#                     pretraining configs' dots_no_batch (faster on GPUs) made the v5p-64 step move 41.7 GiB
-#                     of collectives a device (collective-permutes) instead of 8.6 in `arc-jax plan`
+#                     (a later override wins), e.g. "--config.data.dir=/mnt/disks/arc_jax"
 #   REMOTE_DIR        where the code goes on each worker (default: arc_jax, in the login's home)
 #   PYTHON            interpreter for the workers' virtualenv (default python3.11: arc_jax needs >= 3.11
 #                     and the Ubuntu 22.04 TPU images ship 3.10; it is apt-installed when missing)
@@ -50,8 +47,6 @@ ACCELERATOR_TYPE="${ACCELERATOR_TYPE:-v4-32}"
 RUNTIME_VERSION="${RUNTIME_VERSION:-tpu-ubuntu2204-base}"
 CREATE_ARGS="${CREATE_ARGS:-}"
 EXTRA_ARGS="${EXTRA_ARGS:-}"
-REMAT_POLICY="${REMAT_POLICY-full}"
-TPU_REMAT="${REMAT_POLICY:+--config.remat_policy=$REMAT_POLICY}"
 REMOTE_DIR="${REMOTE_DIR:-arc_jax}"
 PYTHON="${PYTHON:-python3.11}"
 SKIP_INSTALL="${SKIP_INSTALL:-0}"
@@ -81,7 +76,7 @@ on_all_workers() {
 
 # 0. Will the run fit? Compile it for the accelerator here, before any TPU time is spent.
 if [[ "${SKIP_PLAN:-0}" != "1" ]]; then
-  plan_args=(--config "$REPO/$CONFIG" --topology "$ACCELERATOR_TYPE" --config.attention_impl=splash $TPU_REMAT)
+  plan_args=(--config "$REPO/$CONFIG" --topology "$ACCELERATOR_TYPE" --config.attention_impl=splash)
   for arg in $EXTRA_ARGS; do  # only the config overrides: the other train flags mean nothing to plan
     if [[ "$arg" == --config.* ]]; then
       plan_args+=("$arg")
@@ -125,7 +120,7 @@ if [[ "$SKIP_INSTALL" != "1" ]]; then
 fi
 
 # 4. Training, on every worker at once (the hosts wait for each other in jax.distributed.initialize).
-TRAIN="arc-jax train --config $CONFIG --workdir $WORKDIR --config.attention_impl=splash $TPU_REMAT $EXTRA_ARGS"
+TRAIN="arc-jax train --config $CONFIG --workdir $WORKDIR --config.attention_impl=splash $EXTRA_ARGS"
 echo "[tpu_pod] training: $TRAIN"
 if [[ "$DETACH" == "1" ]]; then
   on_all_workers "cd $REMOTE_DIR && . .venv/bin/activate && nohup $TRAIN > train.log 2>&1 < /dev/null &"

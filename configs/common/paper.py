@@ -75,9 +75,10 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str,
     # (bench_gpu_real_shapes.py: a quarter of this step's rows) ran the step in 908 ms against 1,081 ms
     # with full rematerialisation (which keeps only a block's input), the peak rising from 62 to 92 GiB;
     # on 8 H100s (4 + 4 rows each, FSDP) `arc-jax plan` puts the peak at 31.1 GiB (15.4 with "full").
-    # --config.remat_policy=full where memory is short, and on TPUs (launch/tpu_pod.sh sets it): there,
-    # with splash attention, `arc-jax plan` found the v5p-64 step moving 41.7 GiB of collectives a
-    # device (collective-permutes) against 8.6 with "full". Fine-tuning's longer rows use "full".
+    # --config.remat_policy=full where memory is short. On v5p-64 (splash) `arc-jax plan` finds this
+    # step moving 41.7 GiB of collectives a device against 8.6 with "full" (XLA's collective-permute
+    # matmuls over the FSDP weight shards), an ICI bound of 75 ms under the 121 ms compute bound that
+    # "full" would raise by its recomputation; not measured on a TPU. Fine-tuning's longer rows use "full".
     config.remat_policy = "dots_no_batch"
     config.attention_impl = "jax_nn"  # cuDNN flash attention on GPU; use "splash" on TPU, "xla" on CPU
     config.init_encoder = f"{ROOT}/{init_encoder}"  # any encoder format arc_jax reads, or a run's workdir
