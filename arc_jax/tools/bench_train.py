@@ -11,13 +11,13 @@ masks allow, the output head on the loss tokens), counted on the host from each 
 hardware runs. MFU ("mfu") is useful FLOPs / step time / peak, "executed_mfu" the same on
 executed FLOPs; the peak is the measured rate of a large jitted matmul in the config's compute
 dtype on this backend, times the device count. Where the device's nominal dense bf16 peak is known
-(arc_jax/tools/topology.py's chips: NVIDIA H100 / H200 SXM, TPU v4 / v5e / v5p / v6e) and the step computes in
-bfloat16, "nominal_mfu" is useful FLOPs over that peak, the figure MaxText and others quote.
-`profile_dir` traces `profile_steps` more steps after the timed ones (jax.profiler, for TensorBoard
-or xprof) and adds "profile", the largest ops' device time a step (arc_jax/tools/profile_summary.py).
-Throughput counts non-padding decoder text tokens
-and loss tokens per second; the fills are real slots over slots of the encoder and decoder rows.
-Random decoders stay in memory (nothing is written but a temporary workdir).
+(the chips of arc_jax/tools/topology.py: NVIDIA H100 / H200 SXM, TPU v4 / v5e / v5p / v6e) and the
+step computes in bfloat16, "nominal_mfu" is useful FLOPs over that peak, the figure MaxText and
+others quote. Throughput counts non-padding decoder text tokens and loss tokens per second; the
+fills are real slots over slots of the encoder and decoder rows. `profile_dir` traces
+`profile_steps` more steps after the timed ones (jax.profiler, for TensorBoard or xprof) and adds
+"profile", the largest ops' device time a step (arc_jax/tools/profile_summary.py). Random decoders
+stay in memory (nothing is written but a temporary workdir).
 """
 
 from __future__ import annotations
