@@ -41,7 +41,7 @@ def test_bench_train_profile_names_the_largest_ops_and_their_kinds(tmp_path, cap
     p = json.loads(out.read_text())["profile"]
     assert list((tmp_path / "trace").glob("**/*.xplane.pb"))  # the trace stays for TensorBoard / xprof
     assert "largest ops" in printed and p["top_ops"][0]["op"] in printed
-    assert p["steps"] == 3 and p["op_ms_per_step"] > 0
+    assert p["steps"] == 3 and p["devices"] == 1 and p["op_ms_per_step"] > 0
     times = [r["ms"] for r in p["top_ops"]]
     assert times == sorted(times, reverse=True) and sum(times) <= p["op_ms_per_step"] * (1 + 1e-9)
     assert abs(sum(k["share"] for k in p["by_kind"].values()) - 1) < 1e-9
@@ -98,13 +98,17 @@ def test_profile_summary_of_a_gpu_trace_counts_kernels_once_by_their_hlo_op():
 def test_profile_summary_prefers_a_devices_xla_ops_line():
     from arc_jax.tools.profile_summary import summarize_profile
 
-    tpu = _Plane("/device:TPU:0", [
-        _Line("XLA Ops", [_Event("while.4", 4_000_000, start=0),  # around its body's two ops: not counted
-                          _Event("fusion.1", 3_000_000, start=0), _Event("all-gather.2", 1_000_000, start=3_000_000)]),
-        _Line("XLA Modules", [_Event("jit_train_step", 4_000_000)]),
-        _Line("TensorCore Sync Flags", [_Event("sync", 9_000_000)])])
-    s = summarize_profile(_Profile([tpu]), steps=1)
-    assert s["op_ms_per_step"] == 4 and s["by_kind"]["collective"]["ms"] == 1
+    def tpu(i, fusion_ns):
+        return _Plane(f"/device:TPU:{i}", [
+            _Line("XLA Ops", [_Event("while.4", 4_000_000, start=0),  # around its body's two ops: not counted
+                              _Event("fusion.1", fusion_ns, start=0),
+                              _Event("all-gather.2", 1_000_000, start=3_000_000)]),
+            _Line("XLA Modules", [_Event("jit_train_step", 4_000_000)]),
+            _Line("TensorCore Sync Flags", [_Event("sync", 9_000_000)])])
+
+    s = summarize_profile(_Profile([tpu(0, 3_000_000), tpu(1, 2_000_000)]), steps=1)
+    assert s["devices"] == 2 and s["op_ms_per_step"] == 3.5  # (4 + 3 ms) over two devices
+    assert s["by_kind"]["collective"]["ms"] == 1 and s["top_ops"][0]["calls_per_step"] == 1
 
 
 def test_nominal_peak_by_device_kind():

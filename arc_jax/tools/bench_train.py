@@ -16,7 +16,8 @@ step computes in bfloat16, "nominal_mfu" is useful FLOPs over that peak, the fig
 others quote. Throughput counts non-padding decoder text tokens and loss tokens per second; the
 fills are real slots over slots of the encoder and decoder rows. `profile_dir` traces
 `profile_steps` more steps after the timed ones (jax.profiler, for TensorBoard or xprof) and adds
-"profile", the largest ops' device time a step (arc_jax/tools/profile_summary.py). Random decoders
+"profile", the largest ops' device time a step (arc_jax/tools/profile_summary.py; with several
+processes each traces into profile_dir/process_N and reports its own devices). Random decoders
 stay in memory (nothing is written but a temporary workdir).
 """
 
@@ -87,6 +88,8 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
         peak_one = max(peak_before, flops.measure_matmul_peak(run.compute_dtype))
         profile = None
         if profile_dir:
+            if jax.process_count() > 1:  # each process traces its own devices, into a folder of its own
+                profile_dir = f"{profile_dir}/process_{jax.process_index()}"
             with jax.profiler.trace(profile_dir):
                 run_steps(profile_steps)
             profile = profile_summary.summarize(profile_dir, profile_steps)

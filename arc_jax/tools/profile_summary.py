@@ -2,7 +2,8 @@
 
 `arc-jax bench train --profile DIR` traces a few steps into DIR (open it in TensorBoard's profile
 plugin or xprof for the timeline) and prints this summary of the newest trace there. Time is
-summed per op over the traced steps and divided by their count:
+summed per op over the traced steps and the devices, and divided by their counts (milliseconds a
+step on one device):
 
 - on a GPU, the kernels of the device's stream lines, named by the HLO op that launched them
   (the trace's `hlo_op` stat) when the trace has it, else by kernel name (also for the kernels
@@ -108,6 +109,7 @@ def summarize(folder: str | pathlib.Path, steps: int, top: int = 15) -> dict:
 def summarize_profile(profile, steps: int, top: int = 15, path: str = "") -> dict:
     """`summarize` of a loaded trace (a jax.profiler.ProfileData, or anything with its planes,
     lines, events and stats)."""
+    devices = max(1, sum(p.name.startswith("/device:") for p in profile.planes))
     by_op, kernels, counts = collections.Counter(), {}, collections.Counter()
     for op, kernel, ns in _op_events(profile):
         by_op[op] += ns
@@ -119,18 +121,19 @@ def summarize_profile(profile, steps: int, top: int = 15, path: str = "") -> dic
     by_kind = collections.Counter()
     for op, ns in by_op.items():
         by_kind[op_kind(f"{op} {kernels[op]}")] += ns
-    ms = 1e-6 / steps
+    ms = 1e-6 / steps / devices
     return {
-        "trace": path, "steps": steps, "op_ms_per_step": total * ms,
+        "trace": path, "steps": steps, "devices": devices, "op_ms_per_step": total * ms,
         "by_kind": {kind: {"ms": ns * ms, "share": ns / total} for kind, ns in by_kind.most_common()},
         "top_ops": [{"op": op, "kernel": kernels[op], "kind": op_kind(f"{op} {kernels[op]}"), "ms": ns * ms,
-                     "share": ns / total, "calls_per_step": counts[op] / steps}
+                     "share": ns / total, "calls_per_step": counts[op] / steps / devices}
                     for op, ns in by_op.most_common(top)],
     }
 
 
 def format_summary(s: dict) -> str:
-    lines = [f"profile      {s['op_ms_per_step']:,.1f} ms of op time a step ({s['steps']} steps traced: {s['trace']})",
+    lines = [f"profile      {s['op_ms_per_step']:,.1f} ms of op time a step and device ({s['steps']} steps, "
+             f"{s['devices']} device(s) traced: {s['trace']})",
              "  by kind    " + ", ".join(f"{k} {v['ms']:,.1f} ms ({v['share']:.0%})" for k, v in s["by_kind"].items()),
              "  largest ops (ms a step, share, calls a step, kind, op [kernel]):"]
     for r in s["top_ops"]:
