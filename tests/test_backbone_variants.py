@@ -130,3 +130,22 @@ def test_bfloat16_logits_are_the_heads_bfloat16_output_and_its_backward_stays_bf
     head = [e for e in grad.eqns if e.primitive.name == "dot_general"
             and any(cfg.vocab_size in v.aval.shape for v in e.invars)]
     assert len(head) >= 2 and all(v.aval.dtype == jnp.bfloat16 for e in head for v in e.invars)
+
+
+def test_saving_the_attention_kernels_forward_runs_it_once_with_the_same_gradients():
+    """remat_policy "dots_no_batch_attention" keeps the fused attention kernel's forward outputs:
+    splash (the Pallas interpreter here; cuDNN's forward is kept the same way) runs its forward once
+    where dots_no_batch runs it again in the backward pass, and the gradients do not change."""
+    tokens = jnp.arange(32, dtype=jnp.int32).reshape(2, 16) % BASE.vocab_size
+    ids, pos = jnp.ones_like(tokens), jnp.tile(jnp.arange(16, dtype=jnp.int32), (2, 1))
+    params = nn.unbox(Decoder(BASE).init(jax.random.key(0), tokens, ids, pos)["params"])
+
+    def grad_of(policy):
+        model = Decoder(BASE, attention_impl="splash", remat_policy=policy)
+        grad = jax.grad(lambda p: model.apply({"params": p}, tokens, ids, pos).sum())
+        return str(jax.make_jaxpr(grad)(params)).count("pallas_call"), grad(params)
+
+    (dots_kernels, dots), (kept_kernels, kept) = map(grad_of, ["dots_no_batch", "dots_no_batch_attention"])
+    assert kept_kernels == dots_kernels - 1  # forward, dq and dkv kernels: no second forward
+    for x, y in zip(jax.tree.leaves(dots), jax.tree.leaves(kept), strict=True):
+        np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6)

@@ -28,11 +28,26 @@ from arc_jax.model.kv_cache import KVCache
 from arc_jax.model.layers import Block
 
 # Names accepted by `remat_policy`; "none" stores every activation, "full" recomputes the block.
+# The forward primitives of the fused attention kernels: cuDNN's (jax.nn.dot_product_attention on a
+# GPU) and Pallas's (splash on a TPU, interpreted elsewhere). Their outputs hold what their backward
+# kernels read (the attention output and its softmax statistics).
+FUSED_ATTENTION_FORWARD = frozenset({"dot_product_attention_fwd", "dot_product_attention_fwd_wrapper", "pallas_call"})
+
+
+def dots_no_batch_and_attention_saveable(prim, *avals, **params) -> bool:
+    """dots_no_batch, and the fused attention kernels' forward outputs: the backward pass then
+    recomputes neither the weight matmuls nor the attention kernel (with dots_no_batch alone, a
+    cuDNN or splash forward runs twice a step)."""
+    return (prim.name in FUSED_ATTENTION_FORWARD
+            or jax.checkpoint_policies.dots_with_no_batch_dims_saveable(prim, *avals, **params))
+
+
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_no_batch_attention": dots_no_batch_and_attention_saveable,
 }
 
 
