@@ -2,9 +2,11 @@
 encoder (26 layers, pooling factor 8) of configs/pretrain_arc8_llama3.py against a Llama 3.1
 8B-shaped decoder in bfloat16, a quarter of that config's step on one GPU: 8 of its 32 encoder rows
 of 1024 tokens and 8 of its 32 decoder rows of 1232 slots with their loss buffers (~32 samples),
-with its rematerialisation ("dots_no_batch"). The step peaks at 92 GiB (an H200 holds it; JAX
-preallocates 75% of the GPU's memory unless XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise); on an
-80 GB GPU add --config.remat_policy=full (62 GiB).
+with its rematerialisation ("dots_no_batch_attention"). The step peaks at about 96 GiB (92 GiB in
+`arc-jax plan`, which compiles XLA's attention, and about 4 GB of saved cuDNN attention outputs):
+an H200 holds it, with XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 as launch/gpu_bench.sh sets (JAX
+preallocates 75% of the GPU's memory otherwise); on an 80 GB GPU add --config.remat_policy=full
+(62 GiB).
 
 The rows are filled from data shaped like the paper's (arc_jax/tools/paper_shaped_data.py: crawl
 documents log-normal around 700 tokens, words of the synthetic corpus and its tokenizer), which the

@@ -95,6 +95,25 @@ def test_profile_summary_of_a_gpu_trace_counts_kernels_once_by_their_hlo_op():
     assert {k: v["ms"] for k, v in s["by_kind"].items()} == {"matmul": 6, "attention": 2.5, "fusion": 1.5, "copy": 0.25}
 
 
+def test_profile_summary_of_a_trace_without_ops_says_so():
+    from arc_jax.tools.profile_summary import format_summary, summarize_profile
+
+    s = summarize_profile(_Profile([_Plane("/host:CPU", [_Line("python", [_Event("PjitFunction(step)", 5)])])]), 1)
+    assert s["op_ms_per_step"] == 0 and not s["top_ops"] and "no op events" in format_summary(s)
+
+
+def test_profile_summary_counts_cpu_ops_on_any_thread():
+    from arc_jax.tools.profile_summary import summarize_profile
+
+    host = _Plane("/host:CPU", [
+        _Line("python", [_Event("PjitFunction(step)", 9_000_000, start=0),  # no hlo_op: not an op
+                         _Event("fusion.1", 2_000_000, start=1_000_000, hlo_op="fusion.1")]),  # run inline
+        _Line("tf_XLAPjRtCpuClient/1", [_Event("ThunkExecutor::Execute", 5_000_000, start=0),
+                                        _Event("dot.2", 3_000_000, start=0, hlo_op="dot.2")])])
+    s = summarize_profile(_Profile([host]), steps=1)
+    assert {r["op"]: r["ms"] for r in s["top_ops"]} == {"dot.2": 3, "fusion.1": 2}
+
+
 def test_profile_summary_prefers_a_devices_xla_ops_line():
     from arc_jax.tools.profile_summary import summarize_profile
 

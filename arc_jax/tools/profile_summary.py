@@ -9,8 +9,7 @@ step on one device):
   (the trace's `hlo_op` stat) when the trace has it, else by kernel name (also for the kernels
   of XLA's command buffers, CUDA graphs whose `hlo_op` names the graph, not the op);
 - on a TPU, the "XLA Ops" line of each device;
-- on the CPU, the XLA ops that the runtime's worker threads record (their thread-pool
-  bookkeeping left out).
+- on the CPU, the events that name an XLA op (an `hlo_op` stat), on whichever thread ran them.
 
 On a TPU's or the CPU's lines, only events that contain no other count (a loop's event around
 its body's ops would count them twice).
@@ -31,7 +30,6 @@ import re
 # Lines of a device plane that summarise other lines or are not ops (their events would be counted twice).
 _SUMMARY_LINES = re.compile(r"XLA Modules|Steps|TraceMe|Launch Stats|Source|Framework|Host Offload|Sparse",
                             re.IGNORECASE)
-_CPU_BOOKKEEPING = re.compile(r"^ThreadpoolListener|^end: |^ThunkExecutor|^SlinkyThreadPool")
 _KINDS = (
     ("collective", re.compile(r"nccl|all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute|"
                               r"allreduce|allgather|reducescatter|\bsend|\brecv", re.IGNORECASE)),
@@ -90,10 +88,8 @@ def _op_events(profile):
     for plane in profile.planes:
         if plane.name != "/host:CPU":
             continue
-        for line in plane.lines:
-            if not line.name.startswith("tf_XLA"):
-                continue
-            for event in _leaves(e for e in line.events if not _CPU_BOOKKEEPING.search(e.name)):
+        for line in plane.lines:  # worker threads, or the caller's thread when XLA runs a program inline
+            for event in _leaves(e for e in line.events if _stat(e, "hlo_op") is not None):
                 yield event.name, event.name, event.duration_ns
 
 
@@ -115,23 +111,23 @@ def summarize_profile(profile, steps: int, top: int = 15, path: str = "") -> dic
         by_op[op] += ns
         counts[op] += 1
         kernels.setdefault(op, kernel)
-    total = sum(by_op.values())
-    if not total:
-        raise ValueError(f"{path}: no op events in the trace")
+    total = sum(by_op.values())  # a trace without op events: an empty summary, not an error
     by_kind = collections.Counter()
     for op, ns in by_op.items():
         by_kind[op_kind(f"{op} {kernels[op]}")] += ns
-    ms = 1e-6 / steps / devices
+    ms, share = 1e-6 / steps / devices, 1 / max(total, 1)
     return {
         "trace": path, "steps": steps, "devices": devices, "op_ms_per_step": total * ms,
-        "by_kind": {kind: {"ms": ns * ms, "share": ns / total} for kind, ns in by_kind.most_common()},
+        "by_kind": {kind: {"ms": ns * ms, "share": ns * share} for kind, ns in by_kind.most_common()},
         "top_ops": [{"op": op, "kernel": kernels[op], "kind": op_kind(f"{op} {kernels[op]}"), "ms": ns * ms,
-                     "share": ns / total, "calls_per_step": counts[op] / steps / devices}
+                     "share": ns * share, "calls_per_step": counts[op] / steps / devices}
                     for op, ns in by_op.most_common(top)],
     }
 
 
 def format_summary(s: dict) -> str:
+    if not s["top_ops"]:
+        return f"profile      no op events in the trace ({s['trace']})"
     lines = [f"profile      {s['op_ms_per_step']:,.1f} ms of op time a step and device ({s['steps']} steps, "
              f"{s['devices']} device(s) traced: {s['trace']})",
              "  by kind    " + ", ".join(f"{k} {v['ms']:,.1f} ms ({v['share']:.0%})" for k, v in s["by_kind"].items()),

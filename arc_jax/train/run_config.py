@@ -15,7 +15,7 @@ Fields of a training config (see configs/tiny_cpu.py for a complete one):
     log_every = 10                          steps between metric lines / TensorBoard points
     grad_accum = 1                          micro-batches (each of config.data.shape) per step
     compute_dtype = "float32"               "bfloat16": matmuls in bf16, f32 master weights and loss
-    remat_policy = "none"                   per block: none | full | dots | dots_no_batch
+    remat_policy = "none"                   per block: none | full | dots | dots_no_batch | dots_no_batch_attention
     unroll_layers = False                   compile the layer stacks unrolled (the same stacked
                                             parameters): no loop, each layer's weights and saved
                                             activations where they lie; faster steps on CPU,

@@ -70,16 +70,19 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str,
     config.log_every = 50
     config.grad_accum = 1  # config.data.shape already holds all the samples of a step
     config.compute_dtype = "bfloat16"  # bf16 matmuls; float32 master weights, Adam moments and loss
-    # Rematerialisation keeping the weight matmuls' outputs ("dots_no_batch"): the backward pass
-    # recomputes a block's norms, RoPE, SwiGLU and attention but none of its weight matmuls. One H200
-    # (bench_gpu_real_shapes.py: a quarter of this step's rows) ran the step in 908 ms against 1,081 ms
-    # with full rematerialisation (which keeps only a block's input), the peak rising from 62 to 92 GiB;
-    # on 8 H100s (4 + 4 rows each, FSDP) `arc-jax plan` puts the peak at 31.1 GiB (15.4 with "full").
-    # --config.remat_policy=full where memory is short. On v5p-64 (splash) `arc-jax plan` finds this
-    # step moving 41.7 GiB of collectives a device against 8.6 with "full" (XLA's collective-permute
-    # matmuls over the FSDP weight shards), an ICI bound of 75 ms under the 121 ms compute bound that
-    # "full" would raise by its recomputation; not measured on a TPU. Fine-tuning's longer rows use "full".
-    config.remat_policy = "dots_no_batch"
+    # Rematerialisation keeping the weight matmuls' outputs and the fused attention kernel's
+    # ("dots_no_batch_attention", arc_jax/model/stack.py): the backward pass recomputes a block's norms,
+    # RoPE and SwiGLU but neither its weight matmuls nor its attention. One H200
+    # (bench_gpu_real_shapes.py: a quarter of this step's rows) ran the step in 908 ms with
+    # "dots_no_batch" against 1,081 ms with "full" (which keeps only a block's input), and in 881 ms
+    # with this policy on another H200 (cuDNN's forward ran once a layer instead of twice: attention
+    # 142 ms instead of 173). Peaks from `arc-jax plan`: 8 H100s (4 + 4 rows each, FSDP) 31.1 GiB a GPU
+    # against 15.4 with "full" (plus the saved attention outputs, ~2 GB, which plan's XLA attention does
+    # not show); v5p-64 with splash 13.1 GiB against 4.6, and 42.6 GiB of collectives a device against
+    # 8.6 (XLA's collective-permute matmuls over the FSDP weight shards): an ICI bound of 76 ms under
+    # the 121 ms compute bound, which "full" would raise by its recomputation; not measured on a TPU.
+    # --config.remat_policy=full where memory is short. Fine-tuning's longer rows use "full".
+    config.remat_policy = "dots_no_batch_attention"
     config.attention_impl = "jax_nn"  # cuDNN flash attention on GPU; use "splash" on TPU, "xla" on CPU
     config.init_encoder = f"{ROOT}/{init_encoder}"  # any encoder format arc_jax reads, or a run's workdir
     # With several decoders: one drawn per step with probabilities decoder_weights (equal: the paper's
