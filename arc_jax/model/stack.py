@@ -27,10 +27,10 @@ from arc_jax.model.config import BackboneConfig
 from arc_jax.model.kv_cache import KVCache
 from arc_jax.model.layers import Block
 
-# Names accepted by `remat_policy`; "none" stores every activation, "full" recomputes the block.
 # The forward primitives of the fused attention kernels: cuDNN's (jax.nn.dot_product_attention on a
-# GPU) and Pallas's (splash on a TPU, interpreted elsewhere). Their outputs hold what their backward
-# kernels read (the attention output and its softmax statistics).
+# GPU) and Pallas's (splash on a TPU, interpreted elsewhere; arc_jax's only Pallas kernels are
+# attention's). Their outputs hold what their backward kernels read (the attention output and its
+# softmax statistics).
 FUSED_ATTENTION_FORWARD = frozenset({"dot_product_attention_fwd", "dot_product_attention_fwd_wrapper", "pallas_call"})
 
 
@@ -42,6 +42,7 @@ def dots_no_batch_and_attention_saveable(prim, *avals, **params) -> bool:
             or jax.checkpoint_policies.dots_with_no_batch_dims_saveable(prim, *avals, **params))
 
 
+# Names accepted by `remat_policy`; "none" stores every activation, "full" recomputes the block.
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
