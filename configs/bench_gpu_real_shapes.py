@@ -4,9 +4,8 @@ encoder (26 layers, pooling factor 8) of configs/pretrain_arc8_llama3.py against
 of 1024 tokens and 8 of its 32 decoder rows of 1232 slots with their loss buffers (~32 samples),
 with its rematerialisation ("dots_no_batch_attention"). The step peaks at about 96 GiB (92 GiB in
 `arc-jax plan`, which compiles XLA's attention, and about 4 GB of saved cuDNN attention outputs):
-an H200 holds it, with XLA_PYTHON_CLIENT_MEM_FRACTION=0.92 as launch/gpu_bench.sh sets (JAX
-preallocates 75% of the GPU's memory otherwise); on an 80 GB GPU add --config.remat_policy=full
-(62 GiB).
+an H200 holds it (measured with XLA_PYTHON_CLIENT_MEM_FRACTION=0.92, as launch/gpu_bench.sh sets:
+JAX's default 75% is about 100 GiB there); on an 80 GB GPU add --config.remat_policy=full (62 GiB).
 
 The rows are filled from data shaped like the paper's (arc_jax/tools/paper_shaped_data.py: crawl
 documents log-normal around 700 tokens, words of the synthetic corpus and its tokenizer), which the

@@ -15,8 +15,8 @@
 # NEW_TOKENS ("1 100"), REPEATS (3), TRAIN_STEPS (5), ATTENTION (jax_nn: cuDNN flash attention),
 # PYTHON (python3), INFERENCE_TIMEOUT / TRAIN_TIMEOUT (seconds per part, default none).
 set -uo pipefail
-# The train bench's step peaks at about 96 GiB on one GPU (configs/bench_gpu_real_shapes.py): more than
-# JAX's default 75% of an H200.
+# The train bench's step peaks at about 96 GiB on one GPU (configs/bench_gpu_real_shapes.py), close to
+# JAX's default 75% of an H200 (100 GiB); its figures in the README were measured with 0.92.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
 py=${PYTHON:-python3}
 out=${1:-arc_jax_runs/gpu_bench}

@@ -34,7 +34,7 @@ _KINDS = (
     ("collective", re.compile(r"nccl|all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute|"
                               r"allreduce|allgather|reducescatter|\bsend|\brecv", re.IGNORECASE)),
     ("attention", re.compile(r"cudnn|fmha|flash|mosaic|splash|pallas|attention", re.IGNORECASE)),
-    ("matmul", re.compile(r"gemm|cublas|cutlass|nvjet|xmma|\bdot|convolution|matmul|__cublas|sm90_", re.IGNORECASE)),
+    ("matmul", re.compile(r"gemm|cublas|cutlass|nvjet|xmma|\bdot|convolution|matmul|sm90_", re.IGNORECASE)),
     ("copy", re.compile(r"memcpy|memset|^copy|transpose|copy[-_.]|dynamic-update-slice", re.IGNORECASE)),
 )
 
@@ -112,14 +112,15 @@ def summarize_profile(profile, steps: int, top: int = 15, path: str = "") -> dic
         counts[op] += 1
         kernels.setdefault(op, kernel)
     total = sum(by_op.values())  # a trace without op events: an empty summary, not an error
+    kinds = {op: op_kind(f"{op} {kernels[op]}") for op in by_op}
     by_kind = collections.Counter()
     for op, ns in by_op.items():
-        by_kind[op_kind(f"{op} {kernels[op]}")] += ns
+        by_kind[kinds[op]] += ns
     ms, share = 1e-6 / steps / devices, 1 / max(total, 1)
     return {
         "trace": path, "steps": steps, "devices": devices, "op_ms_per_step": total * ms,
         "by_kind": {kind: {"ms": ns * ms, "share": ns * share} for kind, ns in by_kind.most_common()},
-        "top_ops": [{"op": op, "kernel": kernels[op], "kind": op_kind(f"{op} {kernels[op]}"), "ms": ns * ms,
+        "top_ops": [{"op": op, "kernel": kernels[op], "kind": kinds[op], "ms": ns * ms,
                      "share": ns * share, "calls_per_step": counts[op] / steps / devices}
                     for op, ns in by_op.most_common(top)],
     }
