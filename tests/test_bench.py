@@ -114,6 +114,16 @@ def test_profile_summary_counts_cpu_ops_on_any_thread():
     assert {r["op"]: r["ms"] for r in s["top_ops"]} == {"dot.2": 3, "fusion.1": 2}
 
 
+def test_profile_summary_of_cpu_ops_ignores_planes_that_are_not_accelerators():
+    # With libtpu loaded in the process (a deviceless TPU compile before, as in the test suite),
+    # a CPU trace also holds an empty "/device:CUSTOM:Megascale Trace" plane: not a device.
+    from arc_jax.tools.profile_summary import summarize_profile
+
+    host = _Plane("/host:CPU", [_Line("tf_XLAEigen/1", [_Event("dot.2", 3_000_000, hlo_op="dot.2")])])
+    s = summarize_profile(_Profile([_Plane("/device:CUSTOM:Megascale Trace", []), host]), steps=1)
+    assert s["devices"] == 1 and {r["op"]: r["ms"] for r in s["top_ops"]} == {"dot.2": 3}
+
+
 def test_profile_summary_prefers_a_devices_xla_ops_line():
     from arc_jax.tools.profile_summary import summarize_profile
 

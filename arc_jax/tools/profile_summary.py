@@ -9,7 +9,8 @@ step on one device):
   (the trace's `hlo_op` stat) when the trace has it, else by kernel name (also for the kernels
   of XLA's command buffers, CUDA graphs whose `hlo_op` names the graph, not the op);
 - on a TPU, the "XLA Ops" line of each device;
-- on the CPU, the events that name an XLA op (an `hlo_op` stat), on whichever thread ran them.
+- on the CPU (no GPU or TPU device plane), the events that name an XLA op (an `hlo_op` stat), on
+  whichever thread ran them.
 
 On a TPU's or the CPU's lines, only events that contain no other count (a loop's event around
 its body's ops would count them twice).
@@ -27,6 +28,9 @@ import collections
 import pathlib
 import re
 
+# Planes of the accelerators' devices; not libtpu's "/device:CUSTOM:Megascale Trace", which a trace also
+# holds whenever libtpu is loaded in the process (a CPU run after a deviceless TPU compile).
+_DEVICE_PLANE = re.compile(r"/device:(GPU|TPU):\d+")
 # Lines of a device plane that summarise other lines or are not ops (their events would be counted twice).
 _SUMMARY_LINES = re.compile(r"XLA Modules|Steps|TraceMe|Launch Stats|Source|Framework|Host Offload|Sparse",
                             re.IGNORECASE)
@@ -72,7 +76,7 @@ def _leaves(events):
 
 def _op_events(profile):
     """(op name, kernel name, duration in ns) of each op event, chosen as the module docstring says."""
-    devices = [p for p in profile.planes if p.name.startswith("/device:")]
+    devices = [p for p in profile.planes if _DEVICE_PLANE.fullmatch(p.name)]
     for plane in devices:
         lines = list(plane.lines)
         ops_lines = [line for line in lines if line.name == "XLA Ops"]
@@ -105,7 +109,7 @@ def summarize(folder: str | pathlib.Path, steps: int, top: int = 15) -> dict:
 def summarize_profile(profile, steps: int, top: int = 15, path: str = "") -> dict:
     """`summarize` of a loaded trace (a jax.profiler.ProfileData, or anything with its planes,
     lines, events and stats)."""
-    devices = max(1, sum(p.name.startswith("/device:") for p in profile.planes))
+    devices = max(1, sum(bool(_DEVICE_PLANE.fullmatch(p.name)) for p in profile.planes))
     by_op, kernels, counts = collections.Counter(), {}, collections.Counter()
     for op, kernel, ns in _op_events(profile):
         by_op[op] += ns
