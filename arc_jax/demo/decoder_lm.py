@@ -45,7 +45,7 @@ from arc_jax.model import param_groups
 from arc_jax.model.config import BackboneConfig
 from arc_jax.model.decoder import Decoder
 from arc_jax.model.inputs import pack_rows_first_fit
-from arc_jax.train import optimizer as opt
+from arc_jax.train import optimizer as opt, xla_cpu
 from arc_jax.train.checkpoint import TrainCheckpoints, abstract_like
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,6 @@ def lm_loss(params, module: Decoder, batch) -> tuple[jax.Array, jax.Array]:
 
 
 def make_train_step(module: Decoder, ocfg: opt.OptimizerConfig):
-    @functools.partial(jax.jit, donate_argnums=(0,))
     def step(state, batch):
         def loss_fn(p):
             return lm_loss(p[SHARED], module, batch)
@@ -255,7 +254,7 @@ def make_train_step(module: Decoder, ocfg: opt.OptimizerConfig):
         new = param_groups.split(new)[SHARED]
         return {"params": new, "opt": opt_state}, {"loss": loss, "grad_norm": gnorm, "tokens": n_tokens}
 
-    return step
+    return jax.jit(step, donate_argnums=(0,), compiler_options=xla_cpu.train_step_options(jax.default_backend()))
 
 
 def backbone_from_config(config) -> BackboneConfig:

@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from arc_jax import sharding
 from arc_jax.model import ARCEncoder, Decoder, param_groups
 from arc_jax.model.config import BackboneConfig
-from arc_jax.train import flops
+from arc_jax.train import flops, xla_cpu
 from arc_jax.train.run_config import DecoderSpec, RunConfig
 from arc_jax.train.step import StepConfig, TrainState, init_state, state_shardings, train_step
 from arc_jax.train.trainable import shared_mask
@@ -131,7 +131,8 @@ class TrainProgram:
             return new_state, {**metrics, "bad_steps": new_state.bad_steps}
 
         return jax.jit(step, in_shardings=(self.state_shardings, dec.shardings, self.batch_sharding),
-                       out_shardings=(self.state_shardings, sharding.replicated(self.mesh)), donate_argnums=0)
+                       out_shardings=(self.state_shardings, sharding.replicated(self.mesh)), donate_argnums=0,
+                       compiler_options=xla_cpu.train_step_options(self.mesh.devices.flat[0].platform))
 
 
 def build_program(run: RunConfig, mesh: Mesh, template, decoders: list[DecoderPlacement]) -> TrainProgram:
