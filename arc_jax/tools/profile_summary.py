@@ -10,7 +10,10 @@ step on one device):
   of XLA's command buffers, CUDA graphs whose `hlo_op` names the graph, not the op);
 - on a TPU, the "XLA Ops" line of each device;
 - on the CPU (no GPU or TPU device plane), the events that name an XLA op (an `hlo_op` stat), on
-  whichever thread ran them.
+  whichever thread ran them. The dots' events there cover a fraction of their work (bench_cpu_55m:
+  0.9 s a step of dot events for ~0.9 TFLOP of matmuls, beyond the CPU's rate; the work runs on
+  Eigen's thread pool outside them, as far as the trace shows): on the CPU the summary undercounts
+  matmuls, its op time a step falls short of the step time, and it measures the other ops.
 
 On a TPU's or the CPU's lines, only events that contain no other count (a loop's event around
 its body's ops would count them twice).
