@@ -1,8 +1,9 @@
 """XLA:CPU compile options of the training steps (the trainer's and the demo decoder LM's).
 
-On the CPU, XLA hands some fusions (elementwise, reductions) and dots to YNNPACK by default. Without
-them (`xla_cpu_experimental_ynn_fusion_type` empty: XLA's own fused loops and Eigen's matmuls)
-`arc-jax bench train --config configs/bench_cpu_55m.py` steps 0.91x as long on this project's 2-core
+On the CPU, jaxlib 0.10's XLA hands dots, with the elementwise ops and reductions it fuses into them,
+to YNNPACK by default. Without that (`xla_cpu_experimental_ynn_fusion_type` empty: XLA's own dot
+thunks, on Eigen, and its own fused loops)
+`arc-jax bench train --config configs/bench_cpu_55m.py` steps 0.90x as long on this project's 2-core
 AMD EPYC machine (medians of interleaved runs; README, Benchmark). Other ops are unchanged; results
 differ from YNNPACK's only by the rounding of float sums.
 
