@@ -1,10 +1,14 @@
 """The train steps compile for the CPU without YNNPACK's fusions (arc_jax/train/xla_cpu.py)."""
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import pytest
 
 from arc_jax.train import xla_cpu
+
+TINY = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
 
 
 def _mlp(x, w):
@@ -15,10 +19,15 @@ def _compiled_text(fn, *args, **jit_kwargs) -> str:
     return jax.jit(fn, **jit_kwargs).lower(*args).compile().as_text()
 
 
-def test_the_option_removes_ynnpack_fusions_from_a_cpu_program():
+def _skip_without_ynnpack_fusions():
     x = jnp.ones((64, 64))
     if "__ynn_fusion" not in _compiled_text(_mlp, x, x):
         pytest.skip("this jaxlib makes no YNNPACK fusions here: nothing to turn off")
+
+
+def test_the_option_removes_ynnpack_fusions_from_a_cpu_program():
+    _skip_without_ynnpack_fusions()
+    x = jnp.ones((64, 64))
     options = xla_cpu.train_step_options("cpu")
     assert options == {xla_cpu.YNN_FUSION_TYPE: ""}
     assert "__ynn_fusion" not in _compiled_text(_mlp, x, x, compiler_options=options)
@@ -34,12 +43,9 @@ def test_the_trainers_step_compiles_with_it(tmp_path):
     from arc_jax.config_loading import load_config
     from arc_jax.tools.plan import build, compile_step
     from arc_jax.train.run_config import parse_run_config
-    from pathlib import Path
 
-    if "__ynn_fusion" not in _compiled_text(_mlp, jnp.ones((64, 64)), jnp.ones((64, 64))):
-        pytest.skip("this jaxlib makes no YNNPACK fusions here: nothing to turn off")
-    config = load_config(Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py",
-                         [f"--config.data.dir={tmp_path}"])
+    _skip_without_ynnpack_fusions()
+    config = load_config(TINY, [f"--config.data.dir={tmp_path}"])
     run = parse_run_config(config, device_count=1)
     built = build(run, jax.devices("cpu")[:1], quiet=True)
     compiled, exhausted = compile_step(built.program.step(0), built.args[0])
