@@ -77,9 +77,13 @@ def _leaves(events):
             yield event
 
 
+def _device_planes(profile) -> list:
+    return [p for p in profile.planes if _DEVICE_PLANE.fullmatch(p.name)]
+
+
 def _op_events(profile):
     """(op name, kernel name, duration in ns) of each op event, chosen as the module docstring says."""
-    devices = [p for p in profile.planes if _DEVICE_PLANE.fullmatch(p.name)]
+    devices = _device_planes(profile)
     for plane in devices:
         lines = list(plane.lines)
         ops_lines = [line for line in lines if line.name == "XLA Ops"]
@@ -112,7 +116,7 @@ def summarize(folder: str | pathlib.Path, steps: int, top: int = 15) -> dict:
 def summarize_profile(profile, steps: int, top: int = 15, path: str = "") -> dict:
     """`summarize` of a loaded trace (a jax.profiler.ProfileData, or anything with its planes,
     lines, events and stats)."""
-    devices = max(1, sum(bool(_DEVICE_PLANE.fullmatch(p.name)) for p in profile.planes))
+    devices = max(1, len(_device_planes(profile)))
     by_op, kernels, counts = collections.Counter(), {}, collections.Counter()
     for op, kernel, ns in _op_events(profile):
         by_op[op] += ns

@@ -26,13 +26,13 @@ _OPTIONS = ((YNN_FUSION_TYPE, ""),)
 
 
 @functools.cache
-def _accepted(options: tuple[tuple[str, str], ...]) -> bool:
-    """Whether this jaxlib's CPU compiler takes `options` (a tiny program compiled with them)."""
+def _accepted() -> bool:
+    """Whether this jaxlib's CPU compiler takes the options (a tiny program compiled with them)."""
     try:
         with jax.default_device(jax.devices("cpu")[0]):
-            jax.jit(lambda x: x + 1, compiler_options=dict(options)).lower(np.float32(0)).compile()
+            jax.jit(lambda x: x + 1, compiler_options=dict(_OPTIONS)).lower(np.float32(0)).compile()
     except jax.errors.JaxRuntimeError as e:
-        warnings.warn(f"this jaxlib's XLA:CPU does not take {dict(options)}; train steps compile without it ({e})",
+        warnings.warn(f"this jaxlib's XLA:CPU does not take {dict(_OPTIONS)}; train steps compile without it ({e})",
                       stacklevel=3)
         return False
     return True
@@ -43,4 +43,4 @@ def train_step_options(platform: str) -> dict[str, str]:
     "tpu"): the options above on the CPU, none elsewhere or when XLA_FLAGS names them."""
     if platform != "cpu" or any(name in os.environ.get("XLA_FLAGS", "") for name, _ in _OPTIONS):
         return {}
-    return dict(_OPTIONS) if _accepted(_OPTIONS) else {}
+    return dict(_OPTIONS) if _accepted() else {}
