@@ -147,7 +147,13 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+    """SwiGLU: w2(silu(w1 x) * w3 x).
+
+    w1 x and w3 x are one matmul, x against the two weights stacked ([..., 2, hidden] out): XLA:CPU
+    otherwise writes a transposed copy of each [tokens, hidden] gradient for the two weight
+    gradients (bench_cpu_55m: 0.92x the step time, interleaved A/B, the same loss). The parameters
+    stay w1 and w3, as checkpoints and converters hold them; stacked on a new leading axis, their
+    "embed" / "mlp" sharding carries over unchanged (a concatenation along "mlp" would not)."""
 
     cfg: BackboneConfig
     dtype: Dtype = jnp.float32
@@ -159,8 +165,8 @@ class FeedForward(nn.Module):
         w1 = _param(self, "w1", (c.dim, c.hidden_dim), ("embed", "mlp"), self.param_dtype)
         w3 = _param(self, "w3", (c.dim, c.hidden_dim), ("embed", "mlp"), self.param_dtype)
         w2 = _param(self, "w2", (c.hidden_dim, c.dim), ("mlp", "embed"), self.param_dtype)
-        gate = jax.nn.silu(x @ w1.astype(self.dtype))
-        return (gate * (x @ w3.astype(self.dtype))) @ w2.astype(self.dtype)
+        up = jnp.einsum("...d,kdf->...kf", x, jnp.stack([w1, w3]).astype(self.dtype))
+        return (jax.nn.silu(up[..., 0, :]) * up[..., 1, :]) @ w2.astype(self.dtype)
 
 
 class Block(nn.Module):
