@@ -4,6 +4,10 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+from xla_flags import OPTIMIZATION  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
+
+if OPTIMIZATION.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {OPTIMIZATION}".strip()
 
 import jax  # noqa: E402
 

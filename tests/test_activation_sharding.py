@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from xla_flags import with_devices
+
 TESTS = Path(__file__).resolve().parent
 
 
 def test_splash_under_a_mesh_and_constrained_step():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": with_devices(8), "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, str(TESTS / "activation_sharding_probe.py"),
                           str(TESTS.parent / "configs" / "tiny_cpu.py")], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -29,6 +29,7 @@ import pytest
 
 from arc_jax.config_loading import load_config
 from arc_jax.demo.synthetic import build_tiny_data
+from xla_flags import OPTIMIZATION
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "tiny_cpu.py"
@@ -50,7 +51,7 @@ def clean_environment(devices: int) -> dict[str, str]:
            and "proxy" not in k.lower()}
     env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices), JAX_DEFAULT_MATMUL_PRECISION="highest",
                JAX_COMPILATION_CACHE_DIR=str(ROOT / ".jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", XLA_FLAGS=OPTIMIZATION)
     return env
 
 

@@ -19,6 +19,7 @@ from arc_jax.config_loading import load_config  # noqa: E402
 from arc_jax.demo.synthetic import build_tiny_data  # noqa: E402
 from test_multiprocess_training import (CONFIG, clean_environment, compare_params, losses, report,  # noqa: E402
                                         run_all, saved_data_state, saved_params)
+from xla_flags import with_devices  # noqa: E402
 
 MAX_STEPS, CHECKPOINT_EVERY = 4, 2
 OVERRIDES = [f"--config.max_steps={MAX_STEPS}", f"--config.checkpoint_every={CHECKPOINT_EVERY}",
@@ -31,7 +32,7 @@ DEADLINE = 480  # seconds a run may take (cold compilation cache, busy 2-core ma
 def environment() -> dict[str, str]:
     env = clean_environment(8)
     del env["JAX_NUM_CPU_DEVICES"]
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    env["XLA_FLAGS"] = with_devices(8)
     return env
 
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from arc_jax.sharding import make_mesh
+from xla_flags import with_devices
 
 TESTS = Path(__file__).resolve().parent
 
 
 def test_sharded_steps_match_one_device(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": with_devices(8), "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, str(TESTS / "sharded_step_probe.py"), str(TESTS.parent / "configs" /
                           "tiny_cpu.py"), str(tmp_path)], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]

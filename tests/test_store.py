@@ -17,6 +17,7 @@ from arc_jax.inference import pq as pq_codec
 from arc_jax.inference import store as store_module
 from arc_jax.model import ARCEncoder, Decoder, pack_encoder_inputs
 from arc_jax.tools.roundtrip import tiny_configs
+from xla_flags import with_devices
 
 HEAD = 1  # the tiny encoder's second decoder head: a store is for one head
 VOCAB = 512  # room for a tiny sentencepiece tokenizer (byte fallback: > 259 pieces)
@@ -342,6 +343,6 @@ one_device = t.online(enc)  # Encoder.compress runs on the default device only
 assert all(np.array_equal(a.vectors, b) for a, b in zip(st.read(range(len(t.TEXTS))), one_device))
 print("same")
 """
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": with_devices(2), "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]
