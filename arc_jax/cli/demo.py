@@ -10,7 +10,7 @@ def add_parser(subparsers) -> None:
                                            "evaluate",
                               description="Generate a synthetic corpus, train a small decoder LM from scratch, "
                                           "pretrain and fine-tune ARC encoders against it, and evaluate "
-                                          "closed-book, open-book and compressed QA on held-out people (~15 min on "
+                                          "closed-book, open-book and compressed QA on held-out people (~13 min on "
                                           "2 CPU cores).")
     p.add_argument("--workdir", default="arc_jax_demo", help="where everything is written (default arc_jax_demo)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --workdir")
