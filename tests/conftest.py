@@ -1,10 +1,11 @@
-"""CPU-only test session: float32 matmuls at full precision and a persistent compilation cache."""
+"""CPU-only test session: float32 matmuls at full precision, LLVM without its optimisation passes
+(tests/xla_flags.py) and a persistent compilation cache."""
 
 import os
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-from xla_flags import OPTIMIZATION  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
+from xla_flags import OPTIMIZATION  # noqa: E402  (pytest puts tests/ on sys.path for this conftest)
 
 if OPTIMIZATION.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {OPTIMIZATION}".strip()
