@@ -32,6 +32,21 @@ def test_results_hold_every_mode_with_well_formed_metrics(demo):
     assert results["closed_book"]["prefill_tokens"] < results["open_book"]["prefill_tokens"]
 
 
+def test_questions_are_asked_zero_shot_as_the_encoder_is_fine_tuned(demo):
+    # One example before each question, the same for all, was copied into most wrong ARC4 answers of
+    # the full demo (arc_jax/demo/run.py, SHOTS): by default each prompt holds the question's document only.
+    assert json.loads((demo / "demo.json").read_text())["shots"] == 0
+    for mode, path in [("open_book", "text/predictions/qa_eval.open_book.jsonl"),
+                       ("arc4", "arc4/predictions/qa_eval.compressed.jsonl")]:
+        records = [json.loads(line) for line in (demo / "eval" / path).read_text().splitlines()]
+        assert len(records) == 6, mode
+        for r in records:
+            text = "".join(piece.get("text", "") for piece in r["prompt"] if "compressed" not in piece)
+            compressed = [piece for piece in r["prompt"] if "compressed" in piece]
+            assert text.count("Question:") == 1, (mode, text)
+            assert len(compressed) == (1 if mode == "arc4" else 0), mode
+
+
 def test_artefacts_exist(demo):
     assert (demo / "results.md").read_text().count("\n") == 6  # header, rule, 4 modes
     assert (demo / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--pooling-factors", type=int, nargs="+", default=[4],
                    help="ARC encoders to train (default 4; `4 8` adds ARC8, ~4 more minutes)")
     p.add_argument("--max-examples", type=int, default=None, help="evaluate at most this many held-out questions")
-    p.add_argument("--shots", type=int, default=None, help="in-context examples in the evaluation prompts")
+    p.add_argument("--shots", type=int, default=None,
+                   help="in-context examples in the evaluation prompts (default 0, as the encoder is fine-tuned)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds every stage: corpus, decoder LM, encoder init and training data order (default 0)")
     p.set_defaults(func=run)
