@@ -19,7 +19,7 @@ from arc_jax.cli import bench, convert, data, demo, evaluate, export, generate, 
 _DESCRIPTION = """arc_jax: train, convert and run ARC-Encoder context compressors in JAX.
 
 Subcommands:
-  demo       the paper in miniature on CPU (~13 min): synthetic corpus, decoder LM trained from
+  demo       the paper in miniature on CPU (8-14 min): synthetic corpus, decoder LM trained from
              scratch, ARC4 encoder (ARC8 optional) pretrained and fine-tuned, closed/open/compressed QA
   convert    read an encoder or decoder in any supported layout, write an arc_jax checkpoint
              (or build a fresh encoder from a Llama backbone to start pretraining)
