@@ -10,7 +10,7 @@ loss mask, and the number of text tokens before its compressed block, read back 
 
 What is not the reference's: xformers (CUDA-only) is replaced by a stand-in that runs torch's
 `scaled_dot_product_attention` on each block of the block-diagonal mask separately (only the allowed
-(query, key) pairs, as xformers' kernels), and the modules the model code imports but does not run
+(query, key) pairs, as xformers' kernels; checked against dense masked attention at start-up), and the modules the model code imports but does not run
 (tokenizers, data loading, generation) are empty stubs. Token ids are the batches' own.
 
     python notes/reference_step_bench.py --reference /path/to/ARC-Encoder --config configs/bench_cpu_55m.py
@@ -151,12 +151,11 @@ def _install_xformers_stand_in() -> None:
         out = []
         for a, b, c, d in zip(qs[:-1], qs[1:], ks[:-1], ks[1:]):
             qb, kb, vb = (x[0, lo:hi].transpose(0, 1) for x, lo, hi in ((q, a, b), (k, c, d), (v, c, d)))
-            causal = mask.causal and b - a > 1
-            if causal and b - a != d - c:
+            if mask.causal and b - a != d - c:
                 allowed = torch.ones(b - a, d - c, dtype=torch.bool).tril()
                 out.append(F.scaled_dot_product_attention(qb, kb, vb, attn_mask=allowed))
             else:
-                out.append(F.scaled_dot_product_attention(qb, kb, vb, is_causal=causal))
+                out.append(F.scaled_dot_product_attention(qb, kb, vb, is_causal=mask.causal))
         return torch.cat(out, dim=1).transpose(0, 1).contiguous()[None]
 
     attn_bias = types.ModuleType("xformers.ops.fmha.attn_bias")
@@ -169,6 +168,27 @@ def _install_xformers_stand_in() -> None:
     ops.fmha, root.ops = fmha, ops
     sys.modules.update({"xformers": root, "xformers.ops": ops, "xformers.ops.fmha": fmha,
                         "xformers.ops.fmha.attn_bias": attn_bias})
+    _check_stand_in(memory_efficient_attention, BlockDiagonalMask, BlockDiagonalCausalMask)
+
+
+def _check_stand_in(attention, block_mask, causal_mask) -> None:
+    """The stand-in equals dense attention under the block-diagonal mask (top-left causal within a
+    block, as xformers' masks), on random blocks with as many or fewer queries than keys."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    for mask_cls in (block_mask, causal_mask):
+        for q_lens, kv_lens in (([3, 1, 5], [3, 1, 5]), ([2, 1, 3], [7, 4, 9])):
+            q, k, v = (torch.randn(1, sum(n), 2, 8, generator=gen) for n in (q_lens, kv_lens, kv_lens))
+            allowed = torch.zeros(sum(q_lens), sum(kv_lens), dtype=torch.bool)
+            qs, ks = np.cumsum([0, *q_lens]), np.cumsum([0, *kv_lens])
+            for i in range(len(q_lens)):
+                block = torch.ones(q_lens[i], kv_lens[i], dtype=torch.bool)
+                allowed[qs[i]:qs[i + 1], ks[i]:ks[i + 1]] = block.tril() if mask_cls.causal else block
+            scores = torch.einsum("qhd,khd->hqk", q[0], k[0]) / 8 ** 0.5
+            dense = torch.einsum("hqk,khd->qhd", scores.masked_fill(~allowed, float("-inf")).softmax(-1), v[0])
+            got = attention(q, k, v, mask_cls.from_seqlens(q_lens, kv_lens))[0]
+            assert torch.allclose(got, dense, atol=1e-5), (mask_cls.__name__, q_lens, kv_lens)
 
 
 def build_model(reference: str, shapes: dict):
