@@ -10,8 +10,9 @@ loss mask, and the number of text tokens before its compressed block, read back 
 
 What is not the reference's: xformers (CUDA-only) is replaced by a stand-in that runs torch's
 `scaled_dot_product_attention` on each block of the block-diagonal mask separately (only the allowed
-(query, key) pairs, as xformers' kernels; checked against dense masked attention at start-up), and the modules the model code imports but does not run
-(tokenizers, data loading, generation) are empty stubs. Token ids are the batches' own.
+(query, key) pairs, as xformers' kernels; checked against dense masked attention at start-up), and
+the modules the model code imports but does not run (tokenizers, data loading, generation) are empty
+stubs. Token ids are the batches' own.
 
     python notes/reference_step_bench.py --reference /path/to/ARC-Encoder --config configs/bench_cpu_55m.py
 
