@@ -147,3 +147,25 @@ def test_nominal_peak_by_device_kind():
     assert nominal_bf16_peak("TPU v5 lite") == 197e12 and nominal_bf16_peak("TPU v5") == 459e12
     assert nominal_bf16_peak("TPU v6 lite") == 918e12 and nominal_bf16_peak("TPU v4") == 275e12
     assert nominal_bf16_peak("NVIDIA H100 PCIe") is None and nominal_bf16_peak("cpu") is None
+
+
+def test_bench_train_counts_what_the_splash_kernel_runs(tmp_path):
+    """tiny_cpu's decoder rows of 168 slots (filled past slot 128) are padded to two of the kernel's
+    128-slot blocks, whose diagonal alone is 2 x 128² pairs against the 168² the static count takes:
+    the executed FLOPs reported are the static count's adjusted by the batches' blocks, here above it."""
+    from arc_jax.config_loading import load_config
+    from arc_jax.data.config import parse_data_config
+    from arc_jax.model.config import BackboneConfig, EncoderConfig
+    from arc_jax.train import flops
+
+    out = tmp_path / "bench.json"
+    overrides = [f"--config.data.dir={tmp_path / 'data'}", "--config.attention_impl=splash"]
+    assert main(["bench", "train", "--config", str(CONFIG), "--steps", "2", "--warmup", "1", "--json", str(out),
+                 *overrides]) == 0
+    r = json.loads(out.read_text())
+    config = load_config(CONFIG, overrides)
+    static = flops.train_step_flops(EncoderConfig.from_dict(config.model.encoder.to_dict()),
+                                    BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict()),
+                                    parse_data_config(config.data).shape, attention_impl="splash")["total"]
+    assert r["executed_flops_per_step"] > static
+    assert r["useful_flops_per_step"] < r["executed_flops_per_step"]

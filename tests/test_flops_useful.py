@@ -179,3 +179,21 @@ def test_random_batches_never_exceed_executed(cfg):
         assert 0 < useful[part] < executed[part], part
     counts = flops.batch_counts(batch)
     assert (counts["encoder_tokens"], counts["decoder_tokens"]) == (stats.encoder_tokens, stats.decoder_tokens)
+
+
+def test_splash_skipped_flops_by_hand():
+    """The splash kernel's rows are padded to its 128-slot blocks and it computes the blocks holding
+    an allowed pair, where the static count takes each row's own slots whole. Two samples of 128
+    decoder slots each (7 compressed slots, 121 text tokens) fill a 256-slot row on blocks 0 and 1:
+    2 of the 4 blocks, against 256² pairs counted. Their contexts (8 tokens each) take one 10-slot
+    encoder row each: one block each, against 10² pairs: the padding costs more than is skipped."""
+    x = tuple(range(1, 122))
+    sample = dataclasses.replace(SAMPLE, x=x, y=x, loss_mask=(True,) * 121)
+    shape = PackingShape(encoder_rows=2, encoder_len=10, decoder_rows=1, decoder_len=256, max_contexts_per_row=2)
+    batch, leftover, _ = pack_batch([sample, sample], ENCODER, shape)
+    assert not leftover and batch.segment_ids.tolist() == [[1] * 128 + [2] * 128]
+    per_pair_enc, per_pair_dec = 2 * 2 * 4, 2 * 2 * 6  # 2·2·Hd
+    encoder = 3 * 1 * per_pair_enc * (2 * 10 * 10 - 2 * 128 * 128)  # 3 passes, the one plain layer
+    decoder = 3 * 1 * per_pair_dec * (256 * 256 - 2 * 128 * 128)
+    assert flops.splash_skipped_flops(ENCODER, DECODER, batch) == encoder + decoder
+    assert flops.splash_skipped_flops(ENCODER, DECODER, batch, encoder_frozen=True) == encoder / 3 + decoder

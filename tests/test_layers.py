@@ -121,6 +121,74 @@ def test_splash_kernel_matches_the_reference_with_gradients(causal, t):
     (spl_loss, spl_out), spl_grads = jax.value_and_grad(lambda *a: loss("splash", *a), argnums=(0, 1, 2),
                                                         has_aux=True)(q, k, v)
     np.testing.assert_allclose(np.asarray(spl_out)[seg > 0], np.asarray(ref_out)[seg > 0], atol=2e-5)
+    assert np.isfinite(np.asarray(spl_out)).all()  # t=200: row 1's second block is padding only, skipped
     for a, b in zip(spl_grads, ref_grads):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
     assert "pallas_call" in str(jax.make_jaxpr(lambda *a: loss("splash", *a))(q, k, v))  # the kernel ran
+
+
+def _rows_of_texts(t, *rows):
+    seg, pos = np.zeros((len(rows), t), np.int32), np.zeros((len(rows), t), np.int32)
+    for r, lengths in enumerate(rows):
+        start = 0
+        for i, n in enumerate(lengths):
+            seg[r, start:start + n], pos[r, start:start + n] = i + 1, np.arange(n)
+            start += n
+    return seg, pos
+
+
+@pytest.mark.parametrize("lengths, t, causal, blocks", [
+    ((128, 128, 128, 128), 512, True, 4),  # four texts on four blocks: the diagonal only
+    ((128, 128, 128, 128), 512, False, 4),
+    ((200, 312), 512, True, 8),  # text 1 on blocks 0-1 (3 pairs), text 2 on 1-3 (6), (1, 1) shared
+    ((200, 312), 512, False, 12),  # 2x2 + 3x3 - 1
+    ((300,), 300, True, 6),  # padded to 384: the third block is partly padding, the triangle of 3
+])
+def test_splash_blocks_counts_the_blocks_holding_an_allowed_pair_by_hand(lengths, t, causal, blocks):
+    from arc_jax.model.attention import splash_blocks
+
+    seg, pos = _rows_of_texts(t, lengths)
+    assert splash_blocks(seg, pos, causal) == blocks
+
+
+def test_splash_blocks_agrees_with_the_dense_mask_on_random_packings():
+    from arc_jax.model.attention import attention_mask, splash_blocks
+
+    rng = np.random.default_rng(5)
+    for causal in (False, True):
+        rows = [tuple(rng.integers(1, 200, size=rng.integers(1, 6))) for _ in range(6)]
+        rows = [tuple(n for n in r if n) for r in rows]
+        t = max(sum(r) for r in rows)
+        seg, pos = _rows_of_texts(t, *rows)
+        pad = -t % 128
+        mask = np.asarray(attention_mask(np.pad(seg, [(0, 0), (0, pad)]), np.pad(seg, [(0, 0), (0, pad)]),
+                                         np.pad(pos, [(0, 0), (0, pad)]), np.pad(pos, [(0, 0), (0, pad)]), causal))
+        n = (t + pad) // 128
+        assert splash_blocks(seg, pos, causal) == int(mask.reshape(len(rows), n, 128, n, 128).any(axis=(2, 4)).sum())
+
+
+def test_splash_skips_blocks_across_texts_with_the_reference_values_and_gradients():
+    """Four texts of 100 slots and 240 of padding on 640 slots: 7 of the causal triangle's 15 blocks
+    hold an allowed pair (each text's, the second to fourth straddling two blocks), the last query
+    block is padding only; values and gradients are the "xla" path's, and every output is finite."""
+    import jax
+
+    from arc_jax.model.attention import splash_blocks
+
+    seg, pos = _rows_of_texts(640, (100, 100, 100, 100))
+    assert splash_blocks(seg, pos, True) == 7
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.normal(size=(1, 640, n, 16)).astype(np.float32) for n in (2, 1, 1))
+    real = jnp.asarray(seg > 0)[:, :, None, None]
+
+    def loss(impl, q, k, v):
+        out = dot_product_attention(q, k, v, q_segment_ids=seg, kv_segment_ids=seg, q_positions=pos,
+                                    kv_positions=pos, causal=True, implementation=impl, same_sequence=True)
+        return jnp.sum(jnp.where(real, jnp.sin(out), 0.0)), out
+
+    (_, ref_out), ref_grads = jax.value_and_grad(lambda *a: loss("xla", *a), (0, 1, 2), has_aux=True)(q, k, v)
+    (_, out), grads = jax.value_and_grad(lambda *a: loss("splash", *a), (0, 1, 2), has_aux=True)(q, k, v)
+    assert np.isfinite(np.asarray(out)).all()
+    np.testing.assert_allclose(np.asarray(out)[seg > 0], np.asarray(ref_out)[seg > 0], atol=2e-5)
+    for a, b in zip(grads, ref_grads):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)

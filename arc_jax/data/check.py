@@ -3,7 +3,8 @@ so data can be validated before accelerator hours are spent on it.
 
 With the first decoder's shape in the config (model.decoders[0].backbone), it also reports the
 batches' useful FLOPs over the FLOPs the train step executes at the static shape (arc_jax/train/
-flops.py: padding and attention across packed texts are the difference), the longest context
+flops.py: padding and attention across packed texts are the difference; with "splash" attention,
+less the blocks its kernel skips on these batches), the longest context
 and sample seen, and proposes a shape fitted to the data: spans at the longest texts (windowed
 attention) and as many encoder rows (of the same length) as the decoder rows' contexts need, then a loss
 buffer (the output head on the loss-carrying slots only) sized from the rows' loss tokens, each
@@ -104,7 +105,7 @@ class _Work:
         self.attention_impl = attention_impl
         self.executed = (flops.train_step_flops(encoder, decoder, shape, attention_impl=attention_impl)["total"]
                          if decoder else 0.0)
-        self.useful, self.batches = 0.0, 0
+        self.useful, self.skipped, self.batches = 0.0, 0.0, 0  # skipped: by the splash kernel
         self.counts: dict[str, int] = {}
         self.encoder_tokens: list[int] = []
         self.longest_context = self.longest_sample = 0
@@ -117,6 +118,8 @@ class _Work:
         self.batches += 1
         if self.decoder is not None:
             self.useful += self.flops.useful_train_flops(self.encoder, self.decoder, batch)["total"]
+            if self.attention_impl == "splash":
+                self.skipped += self.flops.splash_skipped_flops(self.encoder, self.decoder, batch)
         counts = self.flops.batch_counts(batch)
         for k, v in counts.items():
             self.counts[k] = self.counts.get(k, 0) + v
@@ -144,8 +147,9 @@ class _Work:
                # loss tokens over the slots the output head runs on (the loss buffer, or every slot)
                "head_fill": c["loss_tokens"] / (rows * self.shape.head_slots)}
         if self.decoder is not None:
-            out.update(useful_flops_per_batch=self.useful / self.batches, executed_flops_per_batch=self.executed,
-                       useful_fraction=self.useful / (self.batches * self.executed))
+            executed = self.executed - self.skipped / self.batches
+            out.update(useful_flops_per_batch=self.useful / self.batches, executed_flops_per_batch=executed,
+                       useful_fraction=self.useful / (self.batches * executed))
         return out
 
 

@@ -25,10 +25,14 @@ Implementations:
   against key chunks 0..j, since a causal query never sees a later slot. n chunks compute
   (n + 1) / 2n of the dense [t x t] scores (62.5% at 4 chunks) and give the dense result.
 - "splash": the Pallas splash-attention kernel for TPU (run by the Pallas interpreter elsewhere,
-  which is how the CPU tests check it). It masks by segment ids and absolute index, which equals
-  the position rule only when queries and keys are the same packed sequence; pooled-query layers
-  use the "xla" path. A row that is not a multiple of its 128-slot blocks is padded to one inside
-  the attention only (the rest of the layer runs on the row's own length).
+  which is how the CPU tests check it), for a packed row attending itself (pooled-query layers use
+  the "xla" path). Each row's mask is built on the device from its segment ids and positions (the
+  rule above) and given to the kernel as a dynamic mask: the kernel skips every [128 x 128] block
+  of (query, key) pairs that holds no allowed pair, so a row of many short texts costs about the
+  blocks along its texts' diagonals instead of the whole causal triangle (`splash_blocks` counts
+  them on the host). A query block of padding only is skipped whole and would come out 0 / 0: its
+  output is set to 0. A row that is not a multiple of the blocks is padded to one inside the
+  attention only (the rest of the layer runs on the row's own length).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import PartitionSpec
 
 AttentionImpl = Literal["xla", "jax_nn", "splash"]
@@ -191,32 +196,66 @@ def causal_prompt_attention(q, k, v, implementation: AttentionImpl = "xla") -> j
                                  same_sequence=True)
 
 
-def _splash_local(q, k, v, segment_ids, causal: bool, interpret: bool):
-    """The kernel over this device's rows and kv heads. A row that is not a multiple of the kernel's
-    blocks is padded to the next one with padding slots (segment id 0, attended by no real query)
-    and cut back."""
+def _splash_local(q, k, v, segment_ids, positions, causal: bool, interpret: bool):
+    """The kernel over this device's rows and kv heads, each row with its own dynamic mask (module
+    docstring). A row that is not a multiple of the kernel's blocks is padded to the next one with
+    padding slots (segment id 0, attended by no real query) and cut back."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
-    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 
     b, row_len, h, d = q.shape
     pad = -row_len % SPLASH_BLOCK
-    q, k, v, segment_ids = (jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)) for x in (q, k, v, segment_ids))
+    q, k, v, segment_ids, positions = (jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+                                       for x in (q, k, v, segment_ids, positions))
     t, n_kv = row_len + pad, k.shape[2]
     group = h // n_kv
-    mask = splash_mask.CausalMask((t, t)) if causal else splash_mask.FullMask((t, t))
     blocks = splash.BlockSizes(*(SPLASH_BLOCK,) * 8)
-    # One MQA kernel per kv head serves its group of query heads without repeating k and v.
-    kernel = splash.make_splash_mqa(splash_mask.MultiHeadMask([mask] * group), head_shards=1, q_seq_shards=1,
-                                    block_sizes=blocks, interpret=interpret)
     q = (q * d**-0.5).reshape(b, t, n_kv, group, d).transpose(0, 2, 3, 1, 4)  # [b, kv, group, t, d]
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, kv, t, d]
 
-    def one_row(q_row, k_row, v_row, seg):
-        ids = splash.SegmentIds(seg, seg)
-        return jax.vmap(lambda qh, kh, vh: kernel(qh, kh, vh, segment_ids=ids))(q_row, k_row, v_row)
+    def one_row(q_row, k_row, v_row, seg, pos):
+        mask = attention_mask(seg[None], seg[None], pos[None], pos[None], causal)  # [1, t, t]: every head's
+        # One MQA kernel per kv head serves its group of query heads without repeating k and v.
+        kernel = _dynamic(splash.make_splash_mqa(mask, head_shards=1, q_seq_shards=1, block_sizes=blocks,
+                                                 interpret=interpret))
+        out = jax.vmap(kernel)(q_row, k_row, v_row)  # [kv, group, t, d]
+        return jnp.where((seg > 0)[:, None], out, 0.0)
 
-    out = jax.vmap(one_row)(q, k, v, segment_ids)  # [b, kv, group, t, d]
+    out = jax.vmap(one_row)(q, k, v, segment_ids, positions)  # [b, kv, group, t, d]
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)[:, :row_len]
+
+
+def _dynamic(kernel):
+    """`kernel` with its mask infos marked dynamic by a Python bool: made under a trace (a dynamic
+    mask is traced), jax 0.10's kernel holds the flag as an array, which its call then cannot branch on."""
+    for name in ("fwd_mask_info", "dq_mask_info", "dkv_mask_info"):
+        info = getattr(kernel, name)
+        if info is not None:
+            setattr(kernel, name, info._replace(is_dynamic_mask=True))
+    return kernel
+
+
+def splash_blocks(segment_ids, positions, causal: bool, block: int = SPLASH_BLOCK) -> int:
+    """The [block x block] (query, key) blocks the "splash" path computes for packed rows attending
+    themselves, summed over rows: those holding a pair `attention_mask` allows (rows padded to a
+    multiple of `block`, as the kernel's are, add only skipped blocks). Host numpy, for the
+    executed-FLOP count: query block i and key block j share a text, whose first slot in j is at a
+    position <= its last one in i when causal."""
+    seg, pos = np.asarray(segment_ids), np.asarray(positions)
+    seg, pos = seg.reshape(-1, seg.shape[-1]), pos.reshape(-1, pos.shape[-1])
+    total = 0
+    for row_seg, row_pos in zip(seg, pos):
+        real = np.flatnonzero(row_seg > 0)
+        pairs = set()
+        for text in np.unique(row_seg[real]):
+            slots = real[row_seg[real] == text]
+            blocks = slots // block
+            ids = np.unique(blocks)
+            first = np.array([row_pos[slots[blocks == j]].min() for j in ids])
+            last = np.array([row_pos[slots[blocks == j]].max() for j in ids])
+            allowed = first[None, :] <= last[:, None] if causal else np.ones((len(ids),) * 2, bool)
+            pairs.update(zip(ids[np.nonzero(allowed)[0]].tolist(), ids[np.nonzero(allowed)[1]].tolist()))
+        total += len(pairs)
+    return total
 
 
 def _mesh_axes(mesh, logical: str, size: int) -> tuple[str, ...] | None:
@@ -232,7 +271,7 @@ def _mesh_axes(mesh, logical: str, size: int) -> tuple[str, ...] | None:
     return tuple(kept) or None
 
 
-def _splash_attention(q, k, v, segment_ids, causal: bool):
+def _splash_attention(q, k, v, segment_ids, positions, causal: bool):
     """A Mosaic kernel is not partitioned by XLA: under a mesh of several devices (the train step
     traces under one, see arc_jax.sharding.activation_sharding) each device runs it on its rows
     and kv heads. The interpreter is chosen by the platform the program is compiled for, so a
@@ -242,12 +281,13 @@ def _splash_attention(q, k, v, segment_ids, causal: bool):
     platform = jax.default_backend() if device is None else device.platform
     local = functools.partial(_splash_local, causal=causal, interpret=platform != "tpu")
     if mesh.empty or mesh.size == 1:
-        return local(q, k, v, segment_ids)
+        return local(q, k, v, segment_ids, positions)
     rows = _mesh_axes(mesh, "activation_batch", q.shape[0])
     heads = _mesh_axes(mesh, "activation_kv_heads", k.shape[2])
     spec = PartitionSpec(rows, None, heads, None)
-    return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec, PartitionSpec(rows, None)), out_specs=spec,
-                         check_vma=False)(q, k, v, segment_ids)
+    row_spec = PartitionSpec(rows, None)
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec, row_spec, row_spec), out_specs=spec,
+                         check_vma=False)(q, k, v, segment_ids, positions)
 
 
 _IMPLEMENTATIONS = {"xla": _xla_attention, "jax_nn": _jax_nn_attention, "splash": None}
@@ -281,7 +321,7 @@ def dot_product_attention(
         return _jax_nn_attention_by_lengths(q, k, v, q_segment_ids, kv_segment_ids, causal)
     if implementation == "splash":
         if same_sequence:
-            return _splash_attention(q, k, v, q_segment_ids, causal)
+            return _splash_attention(q, k, v, q_segment_ids, q_positions, causal)
         implementation = "xla"
     if implementation == "xla" and same_sequence:
         window = span_window(q.shape[1], span, causal)

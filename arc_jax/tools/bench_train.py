@@ -8,7 +8,7 @@ FLOPs are counted twice (arc_jax/train/flops.py, the convention of `arc-jax benc
 "useful" on what the batches really hold (real tokens, attention over the (query, key) pairs the
 masks allow, the output head on the loss tokens), counted on the host from each batch's arrays;
 "executed" on the static packed shape (padding and dense masked attention included), what the
-hardware runs. MFU ("mfu") is useful FLOPs / step time / peak, "executed_mfu" the same on
+hardware runs, less the blocks the splash kernel skips on each batch. MFU ("mfu") is useful FLOPs / step time / peak, "executed_mfu" the same on
 executed FLOPs; the peak is the measured rate of a large jitted matmul in the config's compute
 dtype on this backend, times the device count. Where the device's nominal dense bf16 peak is known
 (the chips of arc_jax/tools/topology.py: NVIDIA H100 / H200 SXM, TPU v4 / v5e / v5p / v6e) and the
@@ -52,7 +52,7 @@ def nominal_bf16_peak(device_kind: str) -> float | None:
 
 def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int = 2, profile_dir: str | None = None,
                 profile_steps: int = 3) -> dict:
-    from arc_jax.train.trainer import Trainer, decoder_at, throughput
+    from arc_jax.train.trainer import Trainer, decoder_at, executed as executed_flops, throughput
 
     with tempfile.TemporaryDirectory(prefix="arc_jax_bench_") as workdir:
         trainer = Trainer(config, workdir, keep_random_decoders=False)
@@ -97,6 +97,7 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
 
     peak = peak_one * jax.device_count()
     work = multihost.sum_over_processes(work)  # each process counted its own rows
+    executed = executed_flops(work, executed)  # less what the splash kernel skipped
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     n_frozen = sum(x.size for dec in trainer.decoders for x in jax.tree.leaves(dec.params))
     result = {

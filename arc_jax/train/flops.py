@@ -50,8 +50,10 @@ The decoder's weight matmuls cost 2x forward (no weight-gradient matmul), but it
 matmuls cost 3x: both operands of Q·K^T and P·V are activations, and both need a gradient.
 
 What this leaves out, on purpose: rematerialisation (`remat_policy`) recomputes forward work
-that model FLOPs do not count (MFU, not hardware FLOPs utilisation); a fused attention kernel
-that skips fully masked blocks does less work than counted. Training only the last layers of the
+that model FLOPs do not count (MFU, not hardware FLOPs utilisation). The splash kernel skips the
+[128 x 128] blocks of a row that hold no allowed pair: the static count takes its rows whole, and
+`splash_skipped_flops` counts, from each batch, what it skipped (the trainer and `bench train`
+subtract it: executed = static - skipped). Training only the last layers of the
 encoder (arc_jax/train/trainable.py) masks the update, not the gradient computation, so it costs
 the full 3x. `shape` is one (micro-)batch of the step, all devices together.
 
@@ -89,7 +91,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from arc_jax.data.packing import PackingShape, TrainBatch
-from arc_jax.model.attention import keys_per_query
+from arc_jax.model.attention import SPLASH_BLOCK, keys_per_query, splash_blocks
 from arc_jax.model.config import BackboneConfig, EncoderConfig
 from arc_jax.model.inputs import EncoderInputs
 
@@ -266,6 +268,29 @@ def useful_train_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, batch: T
         out["attention"] += encoder_passes * enc_a + 3 * dec_a
     out["total"] = out["encoder"] + out["projector"] + out["decoder"]
     return out
+
+
+def splash_skipped_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, batch: TrainBatch, *,
+                         encoder_frozen: bool = False) -> float:
+    """FLOPs of one train step on the host `batch` that `train_step_flops` counts for the "splash"
+    implementation (whole rows: every (query, key) pair of each row attending itself) and the kernel
+    skips: its [128 x 128] blocks that hold no allowed pair (`attention.splash_blocks`), in the
+    encoder's layers before pooling and every decoder layer, forward and backward as counted there.
+    The executed FLOPs of such a step are the static count less these (negative where padding a
+    row to the blocks adds more than is skipped)."""
+    enc, block = enc_cfg.backbone, SPLASH_BLOCK
+    encoder_passes = 1 if encoder_frozen else 3
+    n_plain = enc.n_layers - len(enc_cfg.compress_rates)
+    skipped = 0.0
+    for micro in _micro_batches(batch):
+        inputs = micro.encoder
+        rows, n = np.shape(inputs.segment_ids)
+        enc_pairs = rows * n * n - block * block * splash_blocks(inputs.segment_ids, inputs.positions, enc_cfg.causal)
+        rows, t = np.shape(micro.segment_ids)
+        dec_pairs = rows * t * t - block * block * splash_blocks(micro.segment_ids, micro.positions, causal=True)
+        skipped += (encoder_passes * n_plain * block_matmul_flops(enc, 1, 1, 1)[1] * enc_pairs
+                    + 3 * dec_cfg.n_layers * block_matmul_flops(dec_cfg, 1, 1, 1)[1] * dec_pairs)
+    return float(skipped)
 
 
 def batch_counts(batch: TrainBatch) -> dict[str, int]:

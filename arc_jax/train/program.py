@@ -111,11 +111,14 @@ class TrainProgram:
 
     def batch_work(self, d: int, batch) -> dict[str, float]:
         """What the host `batch` of decoder `d` holds (numpy, before it goes to the devices; micro-
-        batches stacked): its useful FLOPs ("useful_flops") and `flops.batch_counts`."""
+        batches stacked): its useful FLOPs ("useful_flops"), the FLOPs of `model_flops` the splash
+        kernel skips on it ("skipped_flops", 0 on the other paths) and `flops.batch_counts`."""
         run, dec = self.run, self.decoders[d]
-        useful = flops.useful_train_flops(run.encoder, dec.module.cfg, batch, dec.spec.head,
-                                          encoder_frozen=run.trainable.encoder_frozen)
-        return {"useful_flops": useful["total"], **flops.batch_counts(batch)}
+        frozen = run.trainable.encoder_frozen
+        useful = flops.useful_train_flops(run.encoder, dec.module.cfg, batch, dec.spec.head, encoder_frozen=frozen)
+        skipped = (flops.splash_skipped_flops(run.encoder, dec.module.cfg, batch, encoder_frozen=frozen)
+                   if run.attention_impl == "splash" else 0.0)
+        return {"useful_flops": useful["total"], "skipped_flops": skipped, **flops.batch_counts(batch)}
 
     def step(self, d: int):
         """The jitted train step of decoder `d`: (state, decoder params, batch) -> (state, metrics),

@@ -165,9 +165,15 @@ def _special_source(run: RunConfig, loaded: dict) -> str | None:
     return source
 
 
+def executed(work: dict, static_flops: float) -> float:
+    """Executed FLOPs of steps whose static-shape count (`TrainProgram.model_flops`) sums to
+    `static_flops`, `work` their `TrainProgram.batch_work`: less what the splash kernel skipped."""
+    return static_flops - work.get("skipped_flops", 0.0)
+
+
 def throughput(work: dict, executed_flops: float, steps: int, seconds: float, peak: float) -> dict[str, float]:
     """Rates of `steps` steps that took `seconds`: `work` sums their `TrainProgram.batch_work` (all
-    processes), `executed_flops` their static-shape FLOPs. Non-padding decoder slots (text,
+    processes), `executed_flops` their executed FLOPs (`executed`). Non-padding decoder slots (text,
     compressed and special vectors), text tokens and loss tokens per second, the rows' fill (real slots over slots, encoder and decoder), and MFU on
     useful FLOPs ("mfu") with MFU on executed FLOPs beside it, against `peak` FLOP/s."""
     return {"decoder_tokens_per_second": work["decoder_tokens"] / seconds,
@@ -376,8 +382,8 @@ class Trainer:
         now = time.perf_counter()
         seconds = now - interval["t"]
         values["step_seconds"] = seconds / interval["steps"]
-        values.update(throughput(multihost.sum_over_processes(interval["work"]), interval["flops"],
-                                 interval["steps"], seconds, peak))
+        work = multihost.sum_over_processes(interval["work"])
+        values.update(throughput(work, executed(work, interval["flops"]), interval["steps"], seconds, peak))
         values["decoder"] = d
         interval.update(t=now, flops=0.0, steps=0, work=collections.Counter())
         if writer is not None:
