@@ -253,7 +253,8 @@ def splash_blocks(segment_ids, positions, causal: bool, block: int = SPLASH_BLOC
             first = np.array([row_pos[slots[blocks == j]].min() for j in ids])
             last = np.array([row_pos[slots[blocks == j]].max() for j in ids])
             allowed = first[None, :] <= last[:, None] if causal else np.ones((len(ids),) * 2, bool)
-            pairs.update(zip(ids[np.nonzero(allowed)[0]].tolist(), ids[np.nonzero(allowed)[1]].tolist()))
+            q_blocks, kv_blocks = np.nonzero(allowed)
+            pairs.update(zip(ids[q_blocks].tolist(), ids[kv_blocks].tolist()))
         total += len(pairs)
     return total
 

@@ -8,8 +8,8 @@ FLOPs are counted twice (arc_jax/train/flops.py, the convention of `arc-jax benc
 "useful" on what the batches really hold (real tokens, attention over the (query, key) pairs the
 masks allow, the output head on the loss tokens), counted on the host from each batch's arrays;
 "executed" on the static packed shape (padding and dense masked attention included), what the
-hardware runs, less the blocks the splash kernel skips on each batch. MFU ("mfu") is useful FLOPs / step time / peak, "executed_mfu" the same on
-executed FLOPs; the peak is the measured rate of a large jitted matmul in the config's compute
+hardware runs, less the blocks the splash kernel skips on each batch. MFU ("mfu") is useful FLOPs
+/ step time / peak, "executed_mfu" the same on executed FLOPs; the peak is the measured rate of a large jitted matmul in the config's compute
 dtype on this backend, times the device count. Where the device's nominal dense bf16 peak is known
 (the chips of arc_jax/tools/topology.py: NVIDIA H100 / H200 SXM, TPU v4 / v5e / v5p / v6e) and the
 step computes in bfloat16, "nominal_mfu" is useful FLOPs over that peak, the figure MaxText and
