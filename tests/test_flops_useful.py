@@ -181,7 +181,7 @@ def test_random_batches_never_exceed_executed(cfg):
     assert (counts["encoder_tokens"], counts["decoder_tokens"]) == (stats.encoder_tokens, stats.decoder_tokens)
 
 
-def test_splash_skipped_flops_by_hand():
+def test_skipped_attention_flops_of_splash_by_hand():
     """The splash kernel's rows are padded to its 128-slot blocks and it computes the blocks holding
     an allowed pair, where the static count takes each row's own slots whole. Two samples of 128
     decoder slots each (7 compressed slots, 121 text tokens) fill a 256-slot row on blocks 0 and 1:
@@ -195,5 +195,7 @@ def test_splash_skipped_flops_by_hand():
     per_pair_enc, per_pair_dec = 2 * 2 * 4, 2 * 2 * 6  # 2·2·Hd
     encoder = 3 * 1 * per_pair_enc * (2 * 10 * 10 - 2 * 128 * 128)  # 3 passes, the one plain layer
     decoder = 3 * 1 * per_pair_dec * (256 * 256 - 2 * 128 * 128)
-    assert flops.splash_skipped_flops(ENCODER, DECODER, batch) == encoder + decoder
-    assert flops.splash_skipped_flops(ENCODER, DECODER, batch, encoder_frozen=True) == encoder / 3 + decoder
+    assert flops.skipped_attention_flops(ENCODER, DECODER, batch, attention_impl="splash") == encoder + decoder
+    assert flops.skipped_attention_flops(ENCODER, DECODER, batch, attention_impl="splash",
+                                         encoder_frozen=True) == encoder / 3 + decoder
+    assert flops.skipped_attention_flops(ENCODER, DECODER, batch, attention_impl="xla") == 0.0

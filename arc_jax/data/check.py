@@ -118,8 +118,8 @@ class _Work:
         self.batches += 1
         if self.decoder is not None:
             self.useful += self.flops.useful_train_flops(self.encoder, self.decoder, batch)["total"]
-            if self.attention_impl == "splash":
-                self.skipped += self.flops.splash_skipped_flops(self.encoder, self.decoder, batch)
+            self.skipped += self.flops.skipped_attention_flops(self.encoder, self.decoder, batch,
+                                                               attention_impl=self.attention_impl)
         counts = self.flops.batch_counts(batch)
         for k, v in counts.items():
             self.counts[k] = self.counts.get(k, 0) + v

@@ -67,22 +67,22 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
 
         def run_steps(n):
             nonlocal state
-            total, executed = collections.Counter(), 0.0
+            total, static = collections.Counter(), 0.0
             metrics = None
             for _ in range(n):
                 d, batch, work = next(cycle)
                 state, metrics = trainer.steps[d](state, trainer.decoders[d].params, batch)
                 total.update(work)  # Counter.update adds
-                executed += trainer.flops_per_step[d]
+                static += trainer.flops_per_step[d]
             jax.block_until_ready((state, metrics))
-            return total, executed, metrics
+            return total, static, metrics
 
         peak_before = flops.measure_matmul_peak(run.compute_dtype)
         t0 = time.perf_counter()
         run_steps(warmup)
         compile_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        work, executed, metrics = run_steps(steps)
+        work, static, metrics = run_steps(steps)
         seconds = time.perf_counter() - t0
         # The best of two measurements around the steps: a busy machine lowers the peak, not the MFU.
         peak_one = max(peak_before, flops.measure_matmul_peak(run.compute_dtype))
@@ -97,7 +97,7 @@ def bench_train(config: ml_collections.ConfigDict, steps: int = 10, warmup: int 
 
     peak = peak_one * jax.device_count()
     work = multihost.sum_over_processes(work)  # each process counted its own rows
-    executed = executed_flops(work, executed)  # less what the splash kernel skipped
+    executed = executed_flops(work, static)  # less what the splash kernel skipped
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     n_frozen = sum(x.size for dec in trainer.decoders for x in jax.tree.leaves(dec.params))
     result = {

@@ -52,7 +52,7 @@ matmuls cost 3x: both operands of Q·K^T and P·V are activations, and both need
 What this leaves out, on purpose: rematerialisation (`remat_policy`) recomputes forward work
 that model FLOPs do not count (MFU, not hardware FLOPs utilisation). The splash kernel skips the
 [128 x 128] blocks of a row that hold no allowed pair: the static count takes its rows whole, and
-`splash_skipped_flops` counts, from each batch, what it skipped (the trainer and `bench train`
+`skipped_attention_flops` counts, from each batch, what it skipped (the trainer and `bench train`
 subtract it: executed = static - skipped). Training only the last layers of the
 encoder (arc_jax/train/trainable.py) masks the update, not the gradient computation, so it costs
 the full 3x. `shape` is one (micro-)batch of the step, all devices together.
@@ -270,14 +270,16 @@ def useful_train_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, batch: T
     return out
 
 
-def splash_skipped_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, batch: TrainBatch, *,
-                         encoder_frozen: bool = False) -> float:
-    """FLOPs of one train step on the host `batch` that `train_step_flops` counts for the "splash"
-    implementation (whole rows: every (query, key) pair of each row attending itself) and the kernel
-    skips: its [128 x 128] blocks that hold no allowed pair (`attention.splash_blocks`), in the
-    encoder's layers before pooling and every decoder layer, forward and backward as counted there.
-    The executed FLOPs of such a step are the static count less these (negative where padding a
-    row to the blocks adds more than is skipped)."""
+def skipped_attention_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, batch: TrainBatch, *,
+                            attention_impl: str, encoder_frozen: bool = False) -> float:
+    """FLOPs of one train step on the host `batch` that `train_step_flops` counts for `attention_impl`
+    and the step does not run: 0 but for "splash", whose rows the static count takes whole (every
+    (query, key) pair of each row attending itself) and whose kernel skips its [128 x 128] blocks
+    that hold no allowed pair (`attention.splash_blocks`), in the encoder's layers before pooling and
+    every decoder layer, forward and backward as counted there. The executed FLOPs of a step are the
+    static count less these (negative where padding a row to the blocks adds more than is skipped)."""
+    if attention_impl != "splash":
+        return 0.0
     enc, block = enc_cfg.backbone, SPLASH_BLOCK
     encoder_passes = 1 if encoder_frozen else 3
     n_plain = enc.n_layers - len(enc_cfg.compress_rates)

@@ -116,8 +116,8 @@ class TrainProgram:
         run, dec = self.run, self.decoders[d]
         frozen = run.trainable.encoder_frozen
         useful = flops.useful_train_flops(run.encoder, dec.module.cfg, batch, dec.spec.head, encoder_frozen=frozen)
-        skipped = (flops.splash_skipped_flops(run.encoder, dec.module.cfg, batch, encoder_frozen=frozen)
-                   if run.attention_impl == "splash" else 0.0)
+        skipped = flops.skipped_attention_flops(run.encoder, dec.module.cfg, batch, attention_impl=run.attention_impl,
+                                                encoder_frozen=frozen)
         return {"useful_flops": useful["total"], "skipped_flops": skipped, **flops.batch_counts(batch)}
 
     def step(self, d: int):
