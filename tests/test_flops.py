@@ -186,8 +186,8 @@ def test_train_step_composition_and_layer_scaling():
     assert counted["projector"] == 3 * flops.projector_forward_flops(POOLED, SHAPE, 1)
     # The embedding lookup costs nothing; the output head counts (forward and input grads).
     w, a = flops.decoder_forward_flops(DECODER, SHAPE)
-    # The decoder's rows of 256 are block-causal: 4 chunks of 64, each query scored against 160 keys.
-    lw, la = flops.block_matmul_flops(DECODER, SHAPE.decoder_rows, SHAPE.decoder_len, SHAPE.decoder_len, keys=160)
+    # The decoder's rows of 256 are block-causal: 8 chunks of 32, each query scored against 144 keys.
+    lw, la = flops.block_matmul_flops(DECODER, SHAPE.decoder_rows, SHAPE.decoder_len, SHAPE.decoder_len, keys=144)
     head = 2 * SHAPE.decoder_rows * SHAPE.decoder_len * DECODER.dim * DECODER.vocab_size
     assert (w, a) == (lw + head, la)
 

@@ -100,8 +100,11 @@ def test_useful_attention_is_the_causal_triangle(prompt_len, new_tokens):
     total = prefill(dec_cfg, prompt_len) + decode
     assert total == pytest.approx(prefill(dec_cfg, prompt_len + new_tokens - 1) + (new_tokens - 1) * logits,
                                   rel=1e-12)
-    # The executed count stays dense: the "xla" path computes every score of the padded square.
-    weights, attention = block_matmul_flops(dec_cfg, 1, prompt_len, prompt_len)
+    # The executed count is what the "xla" path computes: the square for prompts of 1 and 1033 (prime)
+    # slots, which cannot be cut in chunks of >= 16; 40 = 2 chunks of 20, the first scored against
+    # 20 keys, the second against 40: 30 a query.
+    keys = {1: 1, 40: 30, 1033: 1033}[prompt_len]
+    weights, attention = block_matmul_flops(dec_cfg, 1, prompt_len, prompt_len, keys=keys)
     assert prefill(dec_cfg, prompt_len, causal=False) == dec_cfg.n_layers * (weights + attention) + logits
 
 

@@ -92,14 +92,15 @@ def test_windowed_attention_equals_per_text_attention_and_the_dense_path(causal,
 
 
 def test_block_causal_chunks_and_their_keys():
-    assert [block_causal_chunk(n) for n in (512, 256, 224, 96, 64)] == [64, 64, 112, None, None]
-    # 4 chunks of 64: queries of chunk j read 64 (j + 1) keys, 160 on average; 8 of 64: 288
-    assert keys_per_query(256, 0, causal=True) == 160 and keys_per_query(512, 0, causal=True) == 288
+    # at most 8 chunks of at least 16 slots: 96 = 6 x 16, 84 = 4 x 21; 24 and 31 cannot be cut so
+    assert [block_causal_chunk(n) for n in (512, 256, 224, 96, 84, 64, 31, 24)] == [64, 32, 28, 16, 21, 16, None, None]
+    # 8 chunks of 32: queries of chunk j read 32 (j + 1) keys, 144 on average; 8 of 64: 288
+    assert keys_per_query(256, 0, causal=True) == 144 and keys_per_query(512, 0, causal=True) == 288
     assert keys_per_query(256, 0, causal=False) == 256  # bidirectional rows stay dense
     assert keys_per_query(512, 81, causal=True) == 128  # a window, where one applies, wins
 
 
-@pytest.mark.parametrize("row_len,span,heads,kv_heads", [(256, 256, 4, 2), (192, 120, 2, 2), (128, 20, 2, 1)])
+@pytest.mark.parametrize("row_len,span,heads,kv_heads", [(256, 256, 4, 2), (192, 120, 2, 2), (128, 20, 2, 1), (84, 84, 4, 2)])
 def test_block_causal_attention_equals_per_text_attention_and_dense_gradients(row_len, span, heads, kv_heads):
     """Rows of several texts (one as long as `span`, crossing chunk boundaries), no span given:
     the "xla" path scores query chunk j against key chunks 0..j only."""

@@ -168,7 +168,7 @@ def _candidates(work: _Work) -> list[PackingShape]:
             if len(out) < 16:
                 out.append(dataclasses.replace(
                     s, encoder_rows=rows, encoder_len=length, encoder_span=work.longest_context,
-                    decoder_span=work.longest_sample,
+                    decoder_span=_decoder_span(work, s.decoder_len),
                     max_contexts_per_row=min(length, max(2, math.ceil(length / mean_context) + 1))))
         length //= 2
     return out
@@ -177,7 +177,8 @@ def _candidates(work: _Work) -> list[PackingShape]:
 def _decoder_candidates(work: _Work, shape: PackingShape) -> list[PackingShape]:
     """`shape` with shorter decoder rows: k of the longest sample (rounded up to 4 slots) a row, as
     many rows (a multiple of the current count's factor of 8) as hold about today's slots; shorter
-    rows fit the samples more tightly and attend fewer keys."""
+    rows fit the samples more tightly and attend fewer keys. A loss buffer shrinks with the row (its
+    share of the row kept, in multiples of 8), never below the most loss tokens a sample had."""
     longest = max(1, work.longest_sample)
     slots = shape.decoder_rows * shape.decoder_len
     unit = math.gcd(shape.decoder_rows, 8)  # rows stay divisible by the devices they may be split over
@@ -187,16 +188,34 @@ def _decoder_candidates(work: _Work, shape: PackingShape) -> list[PackingShape]:
         for rows in {unit * math.floor(slots / length / unit), unit * math.ceil(slots / length / unit)}:
             if length < shape.decoder_len and rows and 0.6 * slots <= rows * length <= 1.15 * slots:
                 out.append(dataclasses.replace(shape, decoder_rows=rows, decoder_len=length,
-                                               decoder_span=min(shape.decoder_span or longest, length),
-                                               loss_slots=min(shape.loss_slots, length)))
+                                               decoder_span=_decoder_span(work, length),
+                                               loss_slots=_row_loss_slots(work, shape, length)))
     return out
 
 
+def _row_loss_slots(work: _Work, shape: PackingShape, decoder_len: int) -> int:
+    if not shape.loss_slots:
+        return 0
+    share = 8 * math.ceil(shape.loss_slots * decoder_len / shape.decoder_len / 8)
+    return min(decoder_len, max(share, work.most_sample_loss))
+
+
+def _decoder_span(work: _Work, decoder_len: int) -> int:
+    """The longest sample seen as the decoder span of rows of `decoder_len` slots where its windows
+    read fewer keys per query than the row without one (block-causal where it can be cut), else 0:
+    the "xla" path attends a span's windows whenever they read fewer keys than the dense row."""
+    from arc_jax.model.attention import keys_per_query
+
+    longest = min(max(1, work.longest_sample), decoder_len)
+    windowed = keys_per_query(decoder_len, longest, causal=True) < keys_per_query(decoder_len, 0, causal=True)
+    return longest if windowed else 0
+
+
 def _propose(work: _Work, remake, n_batches: int) -> tuple[PackingShape, dict | None]:
-    """The candidate shape doing the most useful work per executed FLOP on the same data while its
-    decoder rows stay as full (within a point), measured by packing the batches again; the current
-    shape when none does better. Candidates in turn: encoder rows and spans (`_candidates`), shorter
-    decoder rows (`_decoder_candidates`, whose batches must also hold as many samples, -1% to +10%: the
+    """The candidate shape doing the most useful work per executed FLOP on the same data, measured by
+    packing the batches again; the current shape when none does better. Candidates in turn: encoder
+    rows and spans (`_candidates`, whose decoder rows must stay as full, within a point), shorter
+    decoder rows (`_decoder_candidates`, whose batches must hold as many samples, -1% to +10%: the
     batch size is the recipe's), a loss buffer (`_loss_buffers`), each stage from the best of the one
     before."""
     current = work.report()
@@ -211,8 +230,10 @@ def _propose(work: _Work, remake, n_batches: int) -> tuple[PackingShape, dict | 
                 check.add(next(batches)[0])
             r = check.report()
             samples = r["samples_per_batch"] / current["samples_per_batch"]
-            if (r["useful_fraction"] > best_fraction + 1e-9 and r["decoder_fill"] >= decoder_fill - 0.01
-                    and (not same_samples or 0.99 <= samples <= 1.1)):
+            # Shorter decoder rows must hold as many samples; other shapes must keep the decoder rows
+            # as full (an encoder too small for the decoder starves it).
+            kept = 0.99 <= samples <= 1.1 if same_samples else r["decoder_fill"] >= decoder_fill - 0.01
+            if r["useful_fraction"] > best_fraction + 1e-9 and kept:
                 best, best_report, best_fraction, best_work = shape, r, r["useful_fraction"], check
 
     measure(_candidates(work), "shapes tried")

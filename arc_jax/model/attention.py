@@ -97,10 +97,13 @@ def span_window(row_len: int, span: int, causal: bool, min_chunk: int = 32) -> t
     return (chunk, window) if keys < row_len else None
 
 
-def block_causal_chunk(row_len: int, min_chunk: int = 64, max_chunks: int = 8) -> int | None:
+def block_causal_chunk(row_len: int, min_chunk: int = 16, max_chunks: int = 8) -> int | None:
     """The chunk of block-causal attention over rows of `row_len` slots: the smallest divisor of the
     row into at most `max_chunks` chunks of at least `min_chunk` slots (each chunk costs a few more,
-    smaller ops), or None where the row cannot be cut in two."""
+    smaller ops), or None where the row cannot be cut in two. Measured on this project's CPU (one
+    layer's attention, forward and backward): rows of 256 in 8 chunks of 32 took 0.84x the time of 4
+    chunks of 64, rows of 84 in 4 chunks of 21 0.84x the dense square; 12 chunks of 14 on rows of 168
+    took 1.2x 8 chunks of 21."""
     for n in range(max_chunks, 1, -1):
         if row_len % n == 0 and row_len // n >= min_chunk:
             return row_len // n
