@@ -194,10 +194,16 @@ def _decoder_candidates(work: _Work, shape: PackingShape) -> list[PackingShape]:
 
 
 def _row_loss_slots(work: _Work, shape: PackingShape, decoder_len: int) -> int:
+    """`shape`'s loss buffer (0: none) for rows of `decoder_len` slots: its share of the row."""
     if not shape.loss_slots:
         return 0
-    share = 8 * math.ceil(shape.loss_slots * decoder_len / shape.decoder_len / 8)
-    return min(decoder_len, max(share, work.most_sample_loss))
+    return _loss_buffer(work, decoder_len, shape.loss_slots * decoder_len / shape.decoder_len)
+
+
+def _loss_buffer(work: _Work, decoder_len: int, tokens: float) -> int:
+    """A loss buffer of at least `tokens` slots in a multiple of 8, never smaller than the most loss
+    tokens a sample had, at most the row."""
+    return min(decoder_len, max(8, work.most_sample_loss, 8 * math.ceil(tokens / 8)))
 
 
 def _decoder_span(work: _Work, decoder_len: int) -> int:
@@ -249,9 +255,7 @@ def _loss_buffers(work: _Work) -> list[int]:
     what is trained on)."""
     if not work.row_loss_tokens:
         return []
-    sizes = {min(work.shape.decoder_len,
-                 max(8, work.most_sample_loss, 8 * math.ceil(np.quantile(work.row_loss_tokens, q) / 8)))
-             for q in _LOSS_QUANTILES}
+    sizes = {_loss_buffer(work, work.shape.decoder_len, np.quantile(work.row_loss_tokens, q)) for q in _LOSS_QUANTILES}
     return sorted((n for n in sizes if n < work.shape.head_slots), reverse=True)
 
 
