@@ -58,21 +58,25 @@ def _random_case(seed: int, b: int, row_len: int, span: int, heads: int, kv_head
 
 
 def test_span_window_covers_the_longest_text_with_the_fewest_keys():
-    # causal, texts <= 81 slots of 512-slot rows: chunks of 32 and 3 chunks back (128 keys)
-    assert span_window(512, 81, causal=True) == (32, 3)
-    # bidirectional, <= 64: chunks of 32, two on each side (160 keys; chunks of 64 would read 192)
-    assert span_window(512, 64, causal=False) == (32, 2)
+    # causal, texts <= 81 slots of 512-slot rows: chunks of 32 and the 80 slots before (112 keys;
+    # chunks of 64 would read 144)
+    assert span_window(512, 81, causal=True) == (32, 80)
+    # bidirectional, <= 64: chunks of 32, 63 slots each side rounded up to pieces of 16 (160 keys)
+    assert span_window(512, 64, causal=False) == (32, 64)
+    # pieces of 14 for chunks of 42 (a 168-slot row): 39 slots each side rounded up to 42
+    assert span_window(168, 40, causal=False) == (42, 42)
     # no gain: a span as long as the row, no span, or a window as wide as the row
     assert span_window(512, 512, causal=True) is None
     assert span_window(512, 0, causal=True) is None
     assert span_window(128, 100, causal=False) is None
     for row_len, span, causal in [(512, 81, True), (512, 64, False), (384, 130, True), (168, 40, False)]:
-        chunk, window = span_window(row_len, span, causal)
-        assert row_len % chunk == 0 and window * chunk >= span - 1
+        chunk, reach = span_window(row_len, span, causal)
+        assert row_len % chunk == 0 and reach >= span - 1
 
 
 @pytest.mark.parametrize("causal,row_len,span,heads,kv_heads", [
-    (True, 128, 20, 4, 2), (False, 128, 20, 4, 4), (True, 96, 33, 2, 1), (False, 160, 40, 4, 2)])
+    (True, 128, 20, 4, 2), (False, 128, 20, 4, 4), (True, 96, 33, 2, 1), (False, 160, 40, 4, 2),
+    (True, 168, 30, 4, 2), (False, 168, 40, 2, 2)])  # the last two in pieces of 14
 def test_windowed_attention_equals_per_text_attention_and_the_dense_path(causal, row_len, span, heads, kv_heads):
     seg, pos, q, k, v, real, weight = _random_case(row_len + span, 3, row_len, span, heads, kv_heads)
     assert span_window(row_len, span, causal) is not None  # the windowed path is the one tested
@@ -97,7 +101,7 @@ def test_block_causal_chunks_and_their_keys():
     # 8 chunks of 32: queries of chunk j read 32 (j + 1) keys, 144 on average; 8 of 64: 288
     assert keys_per_query(256, 0, causal=True) == 144 and keys_per_query(512, 0, causal=True) == 288
     assert keys_per_query(256, 0, causal=False) == 256  # bidirectional rows stay dense
-    assert keys_per_query(512, 81, causal=True) == 128  # a window, where one applies, wins
+    assert keys_per_query(512, 81, causal=True) == 112  # a window, where one applies, wins
 
 
 @pytest.mark.parametrize("row_len,span,heads,kv_heads", [(256, 256, 4, 2), (192, 120, 2, 2), (128, 20, 2, 1), (84, 84, 4, 2)])
@@ -210,13 +214,13 @@ def test_executed_flops_count_the_windows_only_where_the_xla_path_attends_them()
     spans = dataclasses_replace(dense, encoder_span=64, decoder_span=81)
     # A = 2 rows x 2 matmuls x 2 FLOPs x queries x keys x (heads x head_dim = 64), 3x for forward and
     # both gradients. Against whole rows (the kernels' count): one plain encoder layer reads 160 keys of
-    # 256 (bidirectional, span 64) and two decoder layers 128 of 512 (causal, span 81); without spans
+    # 256 (bidirectional, span 64) and two decoder layers 112 of 512 (causal, span 81); without spans
     # the decoder is block-causal, 8 chunks of 64: 288 keys a query
     scores = lambda layers, q_len, keys: 3 * layers * (2 * 2 * 2 * q_len * keys * 64)
     kernels = flops.train_step_flops(enc, backbone, spans, attention_impl="jax_nn")
     assert kernels == flops.train_step_flops(enc, backbone, dense, attention_impl="jax_nn")
     w, d = flops.train_step_flops(enc, backbone, spans), flops.train_step_flops(enc, backbone, dense)
-    saved = scores(1, 256, 256 - 160) + scores(2, 512, 512 - 128)
+    saved = scores(1, 256, 256 - 160) + scores(2, 512, 512 - 112)
     assert kernels["total"] - w["total"] == saved and kernels["attention"] - w["attention"] == saved
     assert kernels["total"] - d["total"] == scores(2, 512, 512 - 288)
 

@@ -15,11 +15,11 @@ Implementations:
   (jax's own default is XLA everywhere, so it is asked by name).
 - windowed (the "xla" path given a `span`, for training's packed rows): when no text of a row is
   longer than `span` slots, a query can only see keys within span - 1 slots of it. The row is cut
-  into chunks of `chunk` slots and each query chunk attends only the `window` chunks on each side
-  of it (before it only, when causal) that can hold its text: [t x t] scores per row become
-  [t x (window + 1) * chunk] (causal) or [t x (2 window + 1) * chunk]. The packer enforces the
-  span (arc_jax/data/packing.py); every allowed (query, key) pair lies in the window, so the
-  result equals the dense path's (up to the order of float sums).
+  into chunks of `chunk` slots and each query chunk attends only its own and the `reach` >= span - 1
+  slots before it (and after it, when not causal) that can hold its text: [t x t] scores per row
+  become [t x (chunk + reach)] (causal) or [t x (chunk + 2 reach)]. The packer enforces the span
+  (arc_jax/data/packing.py); every allowed (query, key) pair lies in the window, so the result
+  equals the dense path's (up to the order of float sums).
 - block-causal (the "xla" path for causal attention of a packed row on itself where no window
   applies): the row is cut into `block_causal_chunk` chunks and query chunk j is scored only
   against key chunks 0..j, since a causal query never sees a later slot. n chunks compute
@@ -76,25 +76,31 @@ def _xla_attention(q, k, v, mask):
 
 
 def span_window(row_len: int, span: int, causal: bool, min_chunk: int = 32) -> tuple[int, int] | None:
-    """(chunk, window) of windowed attention over rows of `row_len` slots whose texts are at most
+    """(chunk, reach) of windowed attention over rows of `row_len` slots whose texts are at most
     `span` slots long, or None where dense attention reads no more keys per query.
 
-    A text of L slots spans at most ceil((L - 1) / chunk) + 1 consecutive chunks, so a window of
-    w = ceil((span - 1) / chunk) chunks on each side holds every key of a query's text. The chunk
-    is the divisor of `row_len` (at least `min_chunk`, so that the matmuls stay large) that reads
-    the fewest keys per query, the larger one on ties."""
+    A query sees keys at most span - 1 slots away, so a chunk of queries needs the `reach` >= span - 1
+    slots before it (and after it, bidirectional) besides its own. The reach is a whole number of
+    the chunk's pieces (its largest divisor of at most 16 slots), which the window is cut from. The
+    chunk is the divisor of `row_len` (at least `min_chunk`, so that the matmuls stay large) that
+    reads the fewest keys per query, the larger one on ties."""
     if span <= 0 or span >= row_len:
         return None
     best = None
     for chunk in range(min(min_chunk, row_len), row_len + 1):
         if row_len % chunk:
             continue
-        window = -(-(span - 1) // chunk)
-        keys = _window_keys(chunk, window, causal)
+        piece = _window_piece(chunk)
+        reach = -(-(span - 1) // piece) * piece
+        keys = _window_keys(chunk, reach, causal)
         if best is None or keys <= best[0]:
-            best = (keys, chunk, window)
-    keys, chunk, window = best
-    return (chunk, window) if keys < row_len else None
+            best = (keys, chunk, reach)
+    keys, chunk, reach = best
+    return (chunk, reach) if keys < row_len else None
+
+
+def _window_piece(chunk: int) -> int:
+    return max(p for p in range(1, min(chunk, 16) + 1) if chunk % p == 0)
 
 
 def block_causal_chunk(row_len: int, min_chunk: int = 16, max_chunks: int = 8) -> int | None:
@@ -120,38 +126,43 @@ def keys_per_query(row_len: int, span: int, causal: bool) -> float:
     return row_len if chunk is None else (row_len + chunk) / 2
 
 
-def _window_keys(chunk: int, window: int, causal: bool) -> int:
-    return (window + 1 if causal else 2 * window + 1) * chunk
+def _window_keys(chunk: int, reach: int, causal: bool) -> int:
+    return chunk + (reach if causal else 2 * reach)
 
 
-def _windowed(x, chunk: int, before: int, after: int):
-    """x [b, t, ...] -> [b, t / chunk, (before + 1 + after) * chunk, ...]: for each chunk, the
-    `before` chunks preceding it, itself and the `after` following, zero past the row's ends (a
-    zero segment id is padding, which the mask drops)."""
-    b, t = x.shape[:2]
-    n = t // chunk
-    padded = jnp.pad(x, [(0, 0), (before * chunk, after * chunk)] + [(0, 0)] * (x.ndim - 2))
-    padded = padded.reshape(b, n + before + after, chunk, *x.shape[2:])
-    return jnp.concatenate([padded[:, o:o + n] for o in range(before + 1 + after)], axis=2)
+def _windows(x, chunk: int, before: int, after: int):
+    """x [b, h, t, ...] -> [b, h, t / chunk, before + chunk + after, ...]: for each chunk of slots, the
+    `before` slots preceding it, its own and the `after` following, zero past the row's ends (a zero
+    segment id is padding, which the mask drops). Concatenated from strided slices of pieces of the
+    row (`_window_piece`), each a plain copy."""
+    b, h, t = x.shape[:3]
+    piece = _window_piece(chunk)
+    per_chunk, n = chunk // piece, t // chunk
+    padded = jnp.pad(x, [(0, 0), (0, 0), (before, after)] + [(0, 0)] * (x.ndim - 3))
+    pieces = padded.reshape(b, h, (before + t + after) // piece, piece, *x.shape[3:])
+    return jnp.concatenate([pieces[:, :, o:o + per_chunk * (n - 1) + 1:per_chunk]
+                            for o in range((before + chunk + after) // piece)], axis=3)
 
 
-def _windowed_attention(q, k, v, segment_ids, positions, causal: bool, chunk: int, window: int):
-    """Attention of a packed row on itself, each query chunk against its window of key chunks
-    (module docstring); the same mask rule as `attention_mask`, in the window."""
+def _windowed_attention(q, k, v, segment_ids, positions, causal: bool, chunk: int, reach: int):
+    """Attention of a packed row on itself, each query chunk against its window of keys (module
+    docstring); the same mask rule as `attention_mask`, in the window. Heads lead the chunks, so
+    that XLA's batched matmuls read q, k and v without further copies."""
     b, t, h, d = q.shape
     n_kv, n = k.shape[2], t // chunk
-    after = 0 if causal else window
-    k, v, kv_seg, kv_pos = (_windowed(x, chunk, window, after) for x in (k, v, segment_ids, positions))
+    after = 0 if causal else reach
+    q = q.reshape(b, n, chunk, n_kv, h // n_kv, d).transpose(0, 3, 1, 4, 2, 5)  # [b, kv, n, group, chunk, d]
+    k, v = (_windows(x.transpose(0, 2, 1, 3), chunk, reach, after) for x in (k, v))  # [b, kv, n, w, d]
+    kv_seg, kv_pos = (_windows(x[:, None], chunk, reach, after)[:, 0] for x in (segment_ids, positions))  # [b, n, w]
     q_seg, q_pos = segment_ids.reshape(b, n, chunk), positions.reshape(b, n, chunk)
     mask = (q_seg[..., None] == kv_seg[:, :, None, :]) & (kv_seg[:, :, None, :] != 0)  # [b, n, chunk, w]
     if causal:
         mask &= kv_pos[:, :, None, :] <= q_pos[..., None]
-    q = q.reshape(b, n, chunk, n_kv, h // n_kv, d)
-    logits = jnp.einsum("bnckgd,bnwkd->bnkgcw", q, k, preferred_element_type=jnp.float32) * (d**-0.5)
-    logits = jnp.where(mask[:, :, None, None], logits, _MASK_VALUE)
+    logits = jnp.einsum("bkngcd,bknwd->bkngcw", q, k, preferred_element_type=jnp.float32) * (d**-0.5)
+    logits = jnp.where(mask[:, None, :, None], logits, _MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bnkgcw,bnwkd->bnckgd", probs, v)
-    return out.reshape(b, t, h, d)
+    out = jnp.einsum("bkngcw,bknwd->bkngcd", probs, v)
+    return out.transpose(0, 2, 4, 1, 3, 5).reshape(b, t, h, d)
 
 
 def _block_causal_attention(q, k, v, segment_ids, positions, chunk: int):
