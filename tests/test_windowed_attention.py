@@ -69,6 +69,9 @@ def test_span_window_covers_the_longest_text_with_the_fewest_keys():
     assert span_window(512, 512, causal=True) is None
     assert span_window(512, 0, causal=True) is None
     assert span_window(128, 100, causal=False) is None
+    # nor where the window would be cut in over 32 slices: chunks of 37 (pieces of 1) or 74 (of 2)
+    assert span_window(148, 40, causal=True) is None
+    assert span_window(160, 40, causal=True) == (40, 40)  # pieces of 10; 80 keys as (32, 48): the larger chunk
     for row_len, span, causal in [(512, 81, True), (512, 64, False), (384, 130, True), (168, 40, False)]:
         chunk, reach = span_window(row_len, span, causal)
         assert row_len % chunk == 0 and reach >= span - 1

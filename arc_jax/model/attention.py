@@ -81,9 +81,9 @@ def span_window(row_len: int, span: int, causal: bool, min_chunk: int = 32) -> t
 
     A query sees keys at most span - 1 slots away, so a chunk of queries needs the `reach` >= span - 1
     slots before it (and after it, bidirectional) besides its own. The reach is a whole number of
-    the chunk's pieces (its largest divisor of at most 16 slots), which the window is cut from. The
-    chunk is the divisor of `row_len` (at least `min_chunk`, so that the matmuls stay large) that
-    reads the fewest keys per query, the larger one on ties."""
+    the chunk's pieces (its largest divisor of at most 16 slots), which the window is cut from, in at
+    most `_MAX_PIECES` pieces. The chunk is the divisor of `row_len` (at least `min_chunk`, so that the
+    matmuls stay large) that reads the fewest keys per query, the larger one on ties."""
     if span <= 0 or span >= row_len:
         return None
     best = None
@@ -93,10 +93,14 @@ def span_window(row_len: int, span: int, causal: bool, min_chunk: int = 32) -> t
         piece = _window_piece(chunk)
         reach = -(-(span - 1) // piece) * piece
         keys = _window_keys(chunk, reach, causal)
-        if best is None or keys <= best[0]:
+        if (best is None or keys <= best[0]) and keys // piece <= _MAX_PIECES:
             best = (keys, chunk, reach)
-    keys, chunk, reach = best
-    return (chunk, reach) if keys < row_len else None
+    if best is None or best[0] >= row_len:
+        return None
+    return best[1], best[2]
+
+
+_MAX_PIECES = 32  # a window is one concatenation of this many slices at most (a chunk of 37 slots has pieces of 1)
 
 
 def _window_piece(chunk: int) -> int:
