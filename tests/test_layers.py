@@ -209,7 +209,8 @@ def _fusions_computing(hlo: str, op: str) -> list[int]:
 def test_rope_computes_each_rotation_once_not_per_head_element():
     """XLA:CPU would fuse cos and sin into the ops that rotate q and k (and their gradients), computing
     them again for every head's element: the compiled forward and backward computes them only on
-    tables of [rows, slots, head_dim / 2] (README, Benchmark: ~10 ms against ~2 ms a call)."""
+    tables of [rows, slots, head_dim / 2] (README, Benchmark: 10.4 ms against 1.6 ms for bench_cpu_55m's
+    decoder q)."""
     import jax
 
     b, t, heads, d = 2, 16, 8, 32
@@ -224,7 +225,7 @@ def test_rope_computes_each_rotation_once_not_per_head_element():
 
 def test_swiglu_gradient_joins_its_halves_without_padded_copies():
     """The gradient of the stacked w1 x / w3 x product is one concatenation of the two halves'
-    (jnp.split), not the sum of two zero-padded copies (indexing), in the compiled backward."""
+    (jnp.split), not the sum of two zero-padded copies (indexing), in the program jax hands XLA."""
     import flax.linen as nn
     import jax
 

@@ -75,6 +75,13 @@ def _xla_attention(q, k, v, mask):
     return out.reshape(b, t, h, d)
 
 
+_MAX_PIECES = 32  # a window is one concatenation of this many slices at most (a chunk of 37 slots has pieces of 1)
+
+
+def _window_piece(chunk: int) -> int:
+    return max(p for p in range(1, min(chunk, 16) + 1) if chunk % p == 0)
+
+
 def span_window(row_len: int, span: int, causal: bool, min_chunk: int = 32) -> tuple[int, int] | None:
     """(chunk, reach) of windowed attention over rows of `row_len` slots whose texts are at most
     `span` slots long, or None where dense attention reads no more keys per query.
@@ -98,13 +105,6 @@ def span_window(row_len: int, span: int, causal: bool, min_chunk: int = 32) -> t
     if best is None or best[0] >= row_len:
         return None
     return best[1], best[2]
-
-
-_MAX_PIECES = 32  # a window is one concatenation of this many slices at most (a chunk of 37 slots has pieces of 1)
-
-
-def _window_piece(chunk: int) -> int:
-    return max(p for p in range(1, min(chunk, 16) + 1) if chunk % p == 0)
 
 
 def block_causal_chunk(row_len: int, min_chunk: int = 16, max_chunks: int = 8) -> int | None:
