@@ -84,20 +84,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.single_task_batches = True  # each batch one task, as the reference's steps
     config.data.encoder_tokenizer = "{data_dir}/tokenizer.model"
     # arc_jax.data.packing.PackingShape. A sample (reference layout) takes <= 64 text slots + 64 / 4
-    # pooled vectors + <Rec> or <Cont> = 81 decoder slots and <= 64 encoder tokens (BOS / EOS included):
-    # a decoder row two of them, an encoder row two spans; on this corpus ~9 samples a batch fill ~97%
-    # of encoder and ~94% of decoder slots (first fit, leftovers carried).
+    # pooled vectors + <Rec> or <Cont> = 81 decoder slots and a context <= 64 encoder tokens (BOS / EOS
+    # included): a decoder row of 84 holds one sample, an encoder row of 64 one context (or a few short
+    # ones). Causal attention over a row of one sample runs in block-causal chunks of 21 (arc_jax/model/
+    # attention.py), reading ~(84 + 21) / 2 keys a query; the output head runs on a buffer of the <= 64
+    # loss-carrying slots of a row. `arc-jax data check` proposed this shape: useful work 92.0% of
+    # executed on 20 batches, encoder and decoder rows ~97% and ~94% full (the shape before, 4 x 168
+    # decoder and 4 x 128 encoder slots, two samples and two contexts a row: 84.5%).
     config.data.shape = ml_collections.ConfigDict({
-        "encoder_rows": 4, "encoder_len": 128, "decoder_rows": 4, "decoder_len": 168, "max_contexts_per_row": 4,
-        # The longest context / sample a row may hold (0 = the row): windowed attention where it
-        # pays (arc_jax/model/attention.py), not at these short rows.
-        "encoder_span": 0, "decoder_span": 0,
-        # The output head runs on the <= 128 loss-carrying slots of a row, not on all 168 (useful work 73%
-        # -> 77% of executed on 20 batches; 84.5% since block-causal chunks of 21). `arc-jax data check`
-        # proposes, and measures at 92.0%, decoder rows of one sample (8 x 84, a loss buffer of 64) and
-        # encoder rows of one context (8 x 64); the tests that pack fine-tuning and long-context samples
-        # in this shape would need their own.
-        "loss_slots": 128})
+        "encoder_rows": 8, "encoder_len": 64, "decoder_rows": 8, "decoder_len": 84, "max_contexts_per_row": 3,
+        # The longest context / sample a row may hold (0 = the row): the encoder's rows are one span.
+        "encoder_span": 64, "decoder_span": 0,
+        "loss_slots": 64})
     config.data.worker_count = 0  # grain worker processes; 0 = in the main process (tests)
     config.data.shards = 0  # data shards, each packing shape.*_rows / shards rows; 0 = one per process
 

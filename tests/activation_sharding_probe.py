@@ -22,6 +22,7 @@ from arc_jax.model import ARCEncoder, Decoder
 from arc_jax.model.attention import dot_product_attention
 from arc_jax.train.run_config import parse_run_config
 from arc_jax.train.step import StepConfig, init_state, state_shardings, train_step
+from tiny_shapes import two_a_row
 
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8}
 _COLLECTIVE = re.compile(r"= (.*?) (all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(-start)?\(")
@@ -65,7 +66,7 @@ def splash_under_mesh(mesh_shape) -> dict:
 
 
 def step_collectives(config_path: str, mesh_shape, constrain: bool) -> int:
-    config = load_config(config_path, ["--config.data.shape.encoder_rows=8", "--config.data.shape.decoder_rows=8"])
+    config = load_config(config_path, two_a_row(encoder_rows=8, decoder_rows=8))
     run = parse_run_config(config, device_count=jax.device_count())
     mesh = sharding.make_mesh(mesh_shape)
     template = pack_batch([], run.encoder, run.data.shape)[0]

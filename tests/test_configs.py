@@ -347,7 +347,9 @@ def test_decoder_width_other_than_its_projector_is_named():
 
 
 def test_rows_the_mesh_cannot_split_are_named():
-    assert "config.data.shape.encoder_rows" in _error(_tiny(), device_count=8)  # 4 rows, 8 devices
+    config = _tiny()
+    config.data.shape.encoder_rows = 12
+    assert "config.data.shape.encoder_rows" in _error(config, device_count=8)  # 12 rows, 8 devices
 
 
 def test_unknown_data_field_is_named():

@@ -14,10 +14,11 @@ from arc_jax.data.config import parse_data_config
 from arc_jax.data.pipeline import build_batches
 from arc_jax.data.show import SPECIALS, batch_samples
 from arc_jax.model.config import EncoderConfig
+from tiny_shapes import two_a_row
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
 TASKS = {"reconstruction", "continuation", "few_shot", "long_context"}
-FINETUNE = ["--config.data.task=finetune", "--config.data.sources={data_dir}/qa_train.jsonl:1:2"]
+FINETUNE = ["--config.data.task=finetune", "--config.data.sources={data_dir}/qa_train.jsonl:1:2", *two_a_row()]
 
 
 @pytest.fixture(scope="module")

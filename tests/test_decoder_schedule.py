@@ -15,6 +15,7 @@ from arc_jax.config_loading import ConfigError, load_config
 from arc_jax.demo.synthetic import build_tiny_data
 from arc_jax.train.run_config import parse_run_config, run_batches
 from arc_jax.train.trainer import Trainer, decoder_at, drawn_decoder
+from tiny_shapes import two_a_row
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
 
@@ -34,7 +35,7 @@ def two_decoders(data_dir, schedule: str | None = None):
 def finetune_overrides(data_dir):
     """tiny_cpu on its QA records (one sample a record, as the paper's fine-tuning)."""
     return [f"--config.data.dir={data_dir}", "--config.data.task=finetune",
-            "--config.data.continuation_prob=0.0", "--config.data.sources={data_dir}/qa_train.jsonl:1:1"]
+            "--config.data.continuation_prob=0.0", "--config.data.sources={data_dir}/qa_train.jsonl:1:1", *two_a_row()]
 
 
 def test_the_schedule_fields_are_checked(tmp_path):

@@ -11,6 +11,7 @@ from arc_jax.cli import main
 from arc_jax.config_loading import ConfigError, load_config
 from arc_jax.data.bad_records import DataError
 from arc_jax.train.run_config import parse_run_config, run_batches
+from tiny_shapes import two_a_row
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
 
@@ -143,7 +144,7 @@ def test_config_overrides_are_checked(data_dir, capsys):
 
 def test_finetuning_pipeline_builds_few_shot_samples_with_shots_from_the_source(data_dir):
     cfg = config(data_dir, f"--config.data.sources={data_dir}/qa_train.jsonl:1:2", "--config.data.task=finetune",
-                 "--config.data.max_len=128", "--config.data.shape.encoder_rows=12")
+                 "--config.data.max_len=128", *two_a_row(encoder_rows=12))
     batches = pipeline(cfg)
     batch, stats = next(batches)
     samples = [s for _, made in (batches.maker(p) for p in range(20)) for s in made.samples]
@@ -238,12 +239,13 @@ def test_resume_inside_a_document_whose_windows_span_batches(data_dir, tmp_path)
 
 def test_data_check_proposes_rows_of_one_sample_with_their_share_of_the_loss_buffer(data_dir):
     """tiny_cpu's pretraining samples take <= 81 decoder slots, two to a row of 168 with a loss
-    buffer of 128. Rows of one sample (84 slots) attend block-causal chunks of 21 (4 a row) instead
-    of 8 chunks of 21 over two samples, and the buffer shrinks with the row to 64 (the most loss
-    tokens of a sample). The check measures that shape above 90% useful work on the same data."""
+    buffer of 128 in its shape before 2026-12-05. Rows of one sample (84 slots) attend block-causal
+    chunks of 21 (4 a row) instead of 8 chunks of 21 over two samples, and the buffer shrinks with
+    the row to 64 (the most loss tokens of a sample). The check measures that shape above 90% useful
+    work on the same data (tiny_cpu's shape since)."""
     from arc_jax.data.check import data_check
 
-    report = data_check(config(data_dir), n_batches=8)
+    report = data_check(config(data_dir, *two_a_row()), n_batches=8)
     proposed = report["proposed_shape"]
     assert (proposed["decoder_rows"], proposed["decoder_len"], proposed["loss_slots"]) == (8, 84, 64)
     assert report["useful_fraction"] < 0.9 < report["proposed"]["useful_fraction"]
