@@ -1,4 +1,5 @@
-"""XLA:CPU compile options of the training steps (the trainer's and the demo decoder LM's).
+"""XLA:CPU compile options of the training steps (the trainer's and the demo decoder LM's); a step for
+the CPU also sets how the host allocates its memory (host_allocator.py).
 
 On the CPU, jaxlib 0.10's XLA hands dots, with the elementwise ops and reductions it fuses into them,
 to YNNPACK by default. Without that (`xla_cpu_experimental_ynn_fusion_type` empty: XLA's own dot
@@ -21,6 +22,8 @@ import warnings
 import jax
 import numpy as np
 
+from arc_jax.train import host_allocator
+
 YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
 _OPTIONS = ((YNN_FUSION_TYPE, ""),)
 
@@ -40,7 +43,11 @@ def _accepted() -> bool:
 
 def train_step_options(platform: str) -> dict[str, str]:
     """The `compiler_options` of a train step compiled for devices of `platform` ("cpu", "gpu",
-    "tpu"): the options above on the CPU, none elsewhere or when XLA_FLAGS names them."""
-    if platform != "cpu" or any(name in os.environ.get("XLA_FLAGS", "") for name, _ in _OPTIONS):
+    "tpu"): the options above on the CPU, none elsewhere or when XLA_FLAGS names them. A step for
+    the CPU also has glibc's malloc keep the memory it frees (host_allocator.keep_freed_memory)."""
+    if platform != "cpu":
+        return {}
+    host_allocator.keep_freed_memory()
+    if any(name in os.environ.get("XLA_FLAGS", "") for name, _ in _OPTIONS):
         return {}
     return dict(_OPTIONS) if _accepted() else {}
