@@ -11,8 +11,8 @@ runs on this project's 2-core machine; README, Benchmark).
 
 The cost: the process keeps the memory of its largest step until it exits, which a training
 process needs again at its next step anyway. Allocations larger than a thread's malloc arena
-(64 MiB) are still mapped each time (bench_cpu_55m's 3.3 GB of temporaries); only environment
-variables read at start-up reach those (GLIBC_TUNABLES=glibc.malloc.hugetlb=1, README).
+(64 MiB) are still mapped each time (the demo's ARC stages, ~115 MB a step, and bench_cpu_55m's
+3.3 GB: no faster); only settings read at start-up reach those (GLIBC_TUNABLES, README).
 
 Process-wide, made once, on Linux with glibc only; a process started with malloc settings of its
 own (`MALLOC_*` variables, or glibc.malloc in GLIBC_TUNABLES) keeps them."""
