@@ -6,7 +6,7 @@ own, and unmaps it when it is freed, so every step faults its temporaries' pages
 4 KiB page zeroed by the kernel: `arc-jax bench train --config configs/tiny_cpu_finetune.py`
 took ~12,800 page faults a step and 3.4 s of system time in 100 steps. With `M_MMAP_MAX` = 0 (no
 allocation gets a mapping of its own) and `M_TRIM_THRESHOLD` = -1 (the heap never shrinks), the
-freed memory serves the next step: ~3,500 faults a step, and the step took 0.74x as long (medians
+freed memory serves the next step: 1 fault a step once the heap has grown, and the step took 0.74x as long (medians
 of interleaved runs on this project's 2-core machine; README, Benchmark).
 
 The cost: the process keeps the memory of its largest step until it exits, which a training
