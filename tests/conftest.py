@@ -13,6 +13,10 @@ if OPTIMIZATION.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+# One CPU device a test worker unless XLA_FLAGS asks for more: the demo's in-process runs then leave
+# it so (arc_jax.train.xla_cpu.split_host_cpu acts only where no count was chosen).
+if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
+    jax.config.update("jax_num_cpu_devices", 1)
 jax.config.update("jax_compilation_cache_dir", str(Path(__file__).resolve().parent.parent / ".jax_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 # Several test workers may compile for TPU deviceless at once: no TPU to guard with libtpu's lockfile.

@@ -309,3 +309,14 @@ def test_init_special_from_a_head_the_checkpoint_lacks_is_a_one_line_error(tiny,
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match="init_special_from_head"):
         initial_encoder(tiny, "", 0)
+
+
+def test_a_batch_whose_samples_were_all_dropped_stops_the_run_with_the_reasons(tmp_path, capsys):
+    # A decoder span of 2 slots holds no sample (each takes its compressed vectors, a special token and text).
+    args = ["train", "--config", str(CONFIG), "--workdir", str(tmp_path / "run"), f"--config.data.dir={tmp_path}",
+            "--config.max_steps=2", "--config.optimizer.warmup_steps=1", "--config.data.shape.decoder_span=2",
+            "--config.eval.every=0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "step 1: the batch for decoder 0 holds no sample (" in err and " sample_too_long" in err, err
+    assert "arc-jax data check --config CONFIG" in err

@@ -1,5 +1,9 @@
-"""The train steps compile for the CPU without YNNPACK's fusions (arc_jax/train/xla_cpu.py)."""
+"""The train steps compile for the CPU without YNNPACK's fusions, and the host's cores become devices on
+request (arc_jax/train/xla_cpu.py)."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -7,6 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 from arc_jax.train import xla_cpu
+from xla_flags import OPTIMIZATION, with_devices
 
 TINY = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
 
@@ -50,3 +55,42 @@ def test_the_trainers_step_compiles_with_it(tmp_path):
     built = build(run, jax.devices("cpu")[:1], quiet=True)
     compiled, exhausted = compile_step(built.program.step(0), built.args[0])
     assert exhausted is None and "dot" in compiled.as_text() and "__ynn_fusion" not in compiled.as_text()
+
+
+# Each case in a fresh process: the count of CPU devices is fixed once jax starts its backends.
+_SPLIT = """
+import os, sys
+import jax
+import jax.numpy as jnp
+from arc_jax import sharding
+from arc_jax.train import xla_cpu
+if "one core" in sys.argv:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+if "started" in sys.argv:
+    jnp.ones(2).block_until_ready()
+print(xla_cpu.split_host_cpu(2), jax.device_count(), xla_cpu.one_run_at_a_time(sharding.make_mesh([-1, 1, 1])))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs a process that may use two cores")
+def test_split_host_cpu_makes_a_device_a_core_unless_the_count_is_chosen_or_fixed():
+    """A fresh process gets two CPU devices; a count chosen already (XLA_FLAGS, JAX_NUM_CPU_DEVICES),
+    started backends or a single core keep theirs. A mesh over several CPU devices runs its programs
+    one at a time."""
+    base = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
+    base["XLA_FLAGS"] = OPTIMIZATION
+    cases = {  # name: (extra argv, environment changes, expected output)
+        "fresh": ([], {}, "True 2 True"),
+        "XLA_FLAGS names a count": ([], {"XLA_FLAGS": with_devices(3)}, "False 3 True"),
+        "JAX_NUM_CPU_DEVICES": ([], {"JAX_NUM_CPU_DEVICES": "1"}, "False 1 False"),
+        "jax started": (["started"], {}, "False 1 False"),
+        "one core": (["one core"], {}, "False 1 False"),
+    }
+    runs = {name: subprocess.Popen([sys.executable, "-c", _SPLIT, *argv], env={**base, **env}, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for name, (argv, env, _) in cases.items()}
+    for name, run in runs.items():
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, (name, err[-2000:])
+        assert out.strip().splitlines()[-1] == cases[name][2], (name, out)

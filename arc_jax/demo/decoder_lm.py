@@ -17,6 +17,8 @@ only. In QA episodes the answer tokens (and the final EOS) carry weight 1, the q
 
 The optimiser is arc_jax.train.optimizer (torch-style AdamW, one-cycle, global-norm clipping): the
 decoder tree is its "shared" group (`encoder_lr` is the decoder's max rate), with an empty head.
+The step runs data-parallel over every device (`data_parallel_mesh`: the state replicated, the
+batch's rows split; the demo makes the host's cores two CPU devices, arc_jax/demo/run.py).
 Checkpoints (arc_jax.train.checkpoint.TrainCheckpoints) under workdir/checkpoints allow resuming;
 the final decoder is written to workdir/decoder in arc_jax format (arc_jax.load_decoder reads it).
 """
@@ -37,8 +39,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from arc_jax import prompts
+from arc_jax import prompts, sharding
 from arc_jax.demo import synthetic
 from arc_jax.data.tokenizers import load_tokenizer
 from arc_jax.model import param_groups
@@ -241,7 +244,10 @@ def lm_loss(params, module: Decoder, batch) -> tuple[jax.Array, jax.Array]:
     return (nll * w).sum() / total, w.sum()
 
 
-def make_train_step(module: Decoder, ocfg: opt.OptimizerConfig):
+def make_train_step(module: Decoder, ocfg: opt.OptimizerConfig, mesh: Mesh | None = None):
+    """The jitted step (state, batch) -> (state, metrics). With a `mesh`, the state is replicated on
+    its devices and the batch's rows split over them (arc_jax.sharding.BATCH_AXES): each device
+    computes its rows' gradients, summed across devices before the update."""
     def step(state, batch):
         def loss_fn(p):
             return lm_loss(p[SHARED], module, batch)
@@ -254,7 +260,21 @@ def make_train_step(module: Decoder, ocfg: opt.OptimizerConfig):
         new = param_groups.split(new)[SHARED]
         return {"params": new, "opt": opt_state}, {"loss": loss, "grad_norm": gnorm, "tokens": n_tokens}
 
-    return jax.jit(step, donate_argnums=(0,), compiler_options=xla_cpu.train_step_options(jax.default_backend()))
+    shardings = {} if mesh is None else {
+        "in_shardings": (sharding.replicated(mesh), NamedSharding(mesh, PartitionSpec(sharding.BATCH_AXES))),
+        "out_shardings": sharding.replicated(mesh)}
+    return jax.jit(step, donate_argnums=(0,), compiler_options=xla_cpu.train_step_options(jax.default_backend()),
+                   **shardings)
+
+
+def data_parallel_mesh(rows: int) -> Mesh:
+    """A mesh of every device, the batch's rows split over them; ValueError when they do not divide
+    `rows` (config.data.rows)."""
+    mesh = sharding.make_mesh([-1, 1, 1])
+    if rows % mesh.size:
+        raise ValueError(f"config.data.rows={rows} is not divisible by the {mesh.size} devices: "
+                         f"choose a multiple of {mesh.size}")
+    return mesh
 
 
 def backbone_from_config(config) -> BackboneConfig:
@@ -340,12 +360,13 @@ def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int |
     data = build_data(config, data_dir, tokenizer)
     ocfg = optimizer_config(config)
     module = Decoder(cfg, unroll_layers=config.get("unroll_layers", False))
-    state, data_state, ckpts = _init_or_restore(config, module, workdir, resume)
+    mesh = data_parallel_mesh(data.rows)
+    state, data_state, ckpts = _init_or_restore(config, module, workdir, resume, mesh)
     start = int(state["opt"].step)
-    step_fn = make_train_step(module, ocfg)
+    step_fn = make_train_step(module, ocfg, mesh)
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-    log.info("decoder LM: %s params, %s, rows %dx%d, steps %d..%d", f"{n_params:,}", cfg, data.rows, data.seq_len,
-             start, config.max_steps)
+    log.info("decoder LM: %s params, %s, rows %dx%d on %d device(s), steps %d..%d", f"{n_params:,}", cfg, data.rows,
+             data.seq_len, mesh.size, start, config.max_steps)
     probe_every = config.get("probe_every", 0)
     probe_fn = _make_probe(config, data_dir, tokenizer, module) if probe_every else None
     batches = data.batches(data_state)
@@ -355,9 +376,12 @@ def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int |
     t0, t_interval, history = time.time(), time.time(), []
     first_losses = []
     end = config.max_steps if stop_step is None else min(stop_step, config.max_steps)
+    wait = xla_cpu.one_run_at_a_time(mesh)
     for step in range(start, end):
         batch, data_state = next(batches)
         state, metrics = step_fn(state, batch)
+        if wait:
+            jax.block_until_ready(state)
         if len(first_losses) < 5:
             first_losses.append(float(metrics["loss"]))
         if (step + 1) % config.log_every == 0 or step + 1 == end:
@@ -383,13 +407,15 @@ def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int |
     return summary
 
 
-def _init_or_restore(config, module: Decoder, workdir: Path, resume: bool) -> tuple[dict, dict, TrainCheckpoints]:
+def _init_or_restore(config, module: Decoder, workdir: Path, resume: bool,
+                     mesh: Mesh) -> tuple[dict, dict, TrainCheckpoints]:
     """(train state, data state, checkpoints): parameters from `config.seed` and a fresh optimiser
-    state, replaced by the latest checkpoint's when there is one (an error without `resume`)."""
+    state, replaced by the latest checkpoint's when there is one (an error without `resume`); the
+    state replicated on the mesh's devices."""
     template = jnp.zeros((1, 8), jnp.int32)
     params = jax.jit(lambda: nn.unbox(module.init(jax.random.key(config.seed), template, template, template)
                                       ["params"]))()
-    state = {"params": params, "opt": opt.init(with_empty_head(params))}
+    state = jax.device_put({"params": params, "opt": opt.init(with_empty_head(params))}, sharding.replicated(mesh))
     data_state = {"epoch": 0, "index": 0}
     ckpts = TrainCheckpoints(workdir, keep=config.keep_checkpoints, save_every=config.checkpoint_every)
     if ckpts.latest_step is not None:

@@ -28,8 +28,9 @@ import numpy as np
 
 from arc_jax import sharding
 from arc_jax.config_loading import ConfigError, to_plain
+from arc_jax.errors import DataError
 from arc_jax.model import ARCEncoder, Decoder, param_groups
-from arc_jax.train import flops, multihost
+from arc_jax.train import flops, multihost, xla_cpu
 from arc_jax.train.checkpoint import TrainCheckpoints, read_checkpoint
 from arc_jax.train.errors import TrainingStopped
 from arc_jax.train.program import DecoderPlacement, build_program, place_decoder
@@ -216,6 +217,7 @@ class Trainer:
         # Mesh and input (one pipeline per decoder: each tokenises for its own decoder). Under the
         # "alternate" schedule decoder 0's pipeline keeps its last step's sample keys for decoder 1's.
         self.mesh = sharding.make_mesh(run.mesh_shape)
+        self.one_run_at_a_time = xla_cpu.one_run_at_a_time(self.mesh)  # several CPU devices: wait on each program
         self.alternate = run.decoder_schedule == "alternate"
         remember = run.grad_accum if self.alternate else 0
         self.feeds = [run_batches(run, d, remember=remember if d == 0 else 0) for d in range(len(run.decoders))]
@@ -283,6 +285,8 @@ class Trainer:
             for batch in batches:
                 sums = self.eval_fns[d](self.state.params, self.decoders[d].params,
                                         multihost.global_batch(batch, rows))
+                if self.one_run_at_a_time:
+                    jax.block_until_ready(sums)
                 total = sums if total is None else jax.tree.map(jnp.add, total, sums)
             prefix = "eval/" if len(self.eval_batches) == 1 else f"eval/decoder_{d}/"
             for k, v in jax.device_get(metrics_from_sums(total)).items():
@@ -295,7 +299,12 @@ class Trainer:
         on the host arrays before they go to the devices."""
         if self.alternate and d == 1:
             return self._replayed_batch()
-        parts = [next(self.feeds[d])[0] for _ in range(self.run.grad_accum)]
+        parts = []
+        for _ in range(self.run.grad_accum):
+            batch, stats = next(self.feeds[d])
+            if not stats.samples:
+                raise DataError(_empty_batch_message(self.step, d, stats))
+            parts.append(batch)
         return self._placed(d, parts)
 
     def _placed(self, d: int, parts: list):
@@ -326,6 +335,8 @@ class Trainer:
         peak = flops.measure_matmul_peak(run.compute_dtype) * jax.device_count()
         writer = SummaryWriter(str(self.workdir / "tensorboard")) if jax.process_index() == 0 else None
         preemption = multihost.Preemption()
+        if self.one_run_at_a_time:
+            jax.block_until_ready(self.state)
         start, t0 = self.step, time.perf_counter()
         interval = {"t": t0, "flops": 0.0, "steps": 0, "work": collections.Counter()}
         metrics, previous, logged = None, None, {}
@@ -335,6 +346,8 @@ class Trainer:
                 d = decoder_at(run.decoder_schedule, run.seed, self.step, len(self.decoders), run.decoder_weights)
                 batch, work = self._next_batch(d)
                 self.state, metrics = self.steps[d](self.state, self.decoders[d].params, batch)
+                if self.one_run_at_a_time:
+                    jax.block_until_ready(self.state)
                 interval["flops"] += self.flops_per_step[d]
                 interval["work"].update(work)  # Counter.update adds
                 interval["steps"] += 1
@@ -409,6 +422,14 @@ class Trainer:
                           and values.get(k.replace("/loss/", "/tokens/"), 0) > 0)
         print(f"step {self.step:6d}  {shown}", flush=True)
         return values
+
+
+def _empty_batch_message(step: int, d: int, stats) -> str:
+    """A training batch that holds no sample: the packer dropped every sample it drew (too long for
+    the shape's rows, spans or loss buffer), or the sources made none."""
+    dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.counts.items()) if n and reason != "carried_over")
+    return (f"step {step}: the batch for decoder {d} holds no sample ({dropped or 'the sources made none'}); "
+            "`arc-jax data check --config CONFIG` shows what config.data.shape drops")
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path, log_every: int | None = None,

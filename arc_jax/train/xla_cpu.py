@@ -11,6 +11,11 @@ differ from YNNPACK's only by the rounding of float sums.
 Only for programs compiled for CPU devices; the option goes to the step's own compile, not to
 XLA_FLAGS, so a jaxlib that no longer knows it compiles without it (checked once, with a warning)
 instead of aborting the process. Naming the option in XLA_FLAGS yourself keeps your choice.
+
+`split_host_cpu` makes the host's cores separate jax devices, for steps whose matmuls are too small
+to share well between threads (the demo's models): each device runs its share of the batch's rows
+on its own, and the gradients are summed across them. Programs over several CPU devices must then
+run one at a time (`one_run_at_a_time`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 from arc_jax.train import host_allocator
 
 YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
+HOST_DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
 _OPTIONS = ((YNN_FUSION_TYPE, ""),)
 
 
@@ -51,3 +57,33 @@ def train_step_options(platform: str) -> dict[str, str]:
     if any(name in os.environ.get("XLA_FLAGS", "") for name, _ in _OPTIONS):
         return {}
     return dict(_OPTIONS) if _accepted() else {}
+
+
+def split_host_cpu(devices: int) -> bool:
+    """Have jax make `devices` CPU devices of this host instead of one (jax_num_cpu_devices), one a
+    core. Nothing changes, and False is returned, when the count was chosen already
+    (JAX_NUM_CPU_DEVICES, jax.config's jax_num_cpu_devices, or --xla_force_host_platform_device_count
+    in XLA_FLAGS), when the process may use fewer cores than that, or once jax has started its
+    backends (the count is fixed from then on)."""
+    if devices < 2 or jax.config.jax_num_cpu_devices != -1 or HOST_DEVICE_COUNT_FLAG in os.environ.get("XLA_FLAGS", ""):
+        return False
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores < devices:
+        return False
+    try:
+        jax.config.update("jax_num_cpu_devices", devices)
+    except RuntimeError:  # the backends exist
+        return False
+    return True
+
+
+def one_run_at_a_time(mesh) -> bool:
+    """Whether the caller must wait for each program over `mesh` (a jax Mesh) before launching the
+    next: when it spans several CPU devices. XLA:CPU runs every CPU device's part of a program on
+    one pool of threads, and a part waiting in a collective for its peers holds its thread; with a
+    second program launched, every thread can end up waiting for a part that no thread is left to
+    run, and XLA aborts the process after 40 s. Measured: the demo's decoder LM on 2 CPU devices of
+    this project's 2-core hosts stopped so within its first 100 steps, twice; waiting on each step,
+    300 steps ran."""
+    devices = mesh.devices.flat
+    return mesh.size > 1 and devices[0].platform == "cpu"
