@@ -47,9 +47,9 @@ MODES = ("closed_book", "open_book")
 # with none, on the same models. Fine-tuning on half 0-, half 1-shot samples instead: 39% either way.
 SHOTS = 0
 # The demo's models are small (width 128): one device a core, each stepping its share of a batch's
-# rows, runs their steps faster than two threads sharing each small matmul (A/B in one process,
-# interleaved, medians of the ratio: decoder LM 0.62x, ARC pretraining 0.84x, fine-tuning 0.81x the
-# step time; README). Their batches' rows are multiples of 2.
+# rows, runs their steps faster than two threads sharing each small matmul (notes/cpu_devices_ab.py,
+# medians of the ratio, on a loaded / a quieter host: decoder LM 0.62x / 0.81x, ARC pretraining
+# 0.84x / 0.97x, fine-tuning 0.81x / 0.93x the step time; README). Their batches' rows are multiples of 2.
 CPU_DEVICES = 2
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
