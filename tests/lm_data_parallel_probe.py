@@ -1,6 +1,6 @@
 """Run with 2 fake CPU devices (XLA_FLAGS set by the caller): the demo's decoder LM (test_decoder_lm.py's
-tiny config) trained on both, its rows split over them, stopped at step 6 and resumed to the end, and a batch of 3 rows refused.
-Prints a JSON report. Used by test_decoder_lm.py."""
+tiny config) trained on both, its rows split over them, stopped at step 6 and resumed to the end;
+and a batch of 3 rows refused. Prints a JSON report. Used by test_decoder_lm.py."""
 
 import json
 import sys

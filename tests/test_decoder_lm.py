@@ -157,4 +157,3 @@ def test_two_devices_splitting_the_rows_train_like_one(trained, tmp_path):
     import jax
     diffs = [float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
     assert max(diffs) < 1e-5, max(diffs)  # 4.8e-7 measured (jax 0.10.2)
-
