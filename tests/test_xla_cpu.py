@@ -68,7 +68,9 @@ if "one core" in sys.argv:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 if "started" in sys.argv:
     jnp.ones(2).block_until_ready()
-print(xla_cpu.split_host_cpu(2), jax.device_count(), xla_cpu.one_run_at_a_time(sharding.make_mesh([-1, 1, 1])))
+split = xla_cpu.split_host_cpu(2)
+mesh = sharding.make_mesh([-1, 1, 1])
+print(split, jax.device_count(), xla_cpu.one_run_at_a_time(mesh), xla_cpu.waited(jnp.sin, mesh) is not jnp.sin)
 """
 
 
@@ -77,15 +79,15 @@ print(xla_cpu.split_host_cpu(2), jax.device_count(), xla_cpu.one_run_at_a_time(s
 def test_split_host_cpu_makes_a_device_a_core_unless_the_count_is_chosen_or_fixed():
     """A fresh process gets two CPU devices; a count chosen already (XLA_FLAGS, JAX_NUM_CPU_DEVICES),
     started backends or a single core keep theirs. A mesh over several CPU devices runs its programs
-    one at a time."""
+    one at a time: `waited` wraps them there, and leaves them as they are on one device."""
     base = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
     base["XLA_FLAGS"] = OPTIMIZATION
     cases = {  # name: (extra argv, environment changes, expected output)
-        "fresh": ([], {}, "True 2 True"),
-        "XLA_FLAGS names a count": ([], {"XLA_FLAGS": with_devices(3)}, "False 3 True"),
-        "JAX_NUM_CPU_DEVICES": ([], {"JAX_NUM_CPU_DEVICES": "1"}, "False 1 False"),
-        "jax started": (["started"], {}, "False 1 False"),
-        "one core": (["one core"], {}, "False 1 False"),
+        "fresh": ([], {}, "True 2 True True"),
+        "XLA_FLAGS names a count": ([], {"XLA_FLAGS": with_devices(3)}, "False 3 True True"),
+        "JAX_NUM_CPU_DEVICES": ([], {"JAX_NUM_CPU_DEVICES": "1"}, "False 1 False False"),
+        "jax started": (["started"], {}, "False 1 False False"),
+        "one core": (["one core"], {}, "False 1 False False"),
     }
     runs = {name: subprocess.Popen([sys.executable, "-c", _SPLIT, *argv], env={**base, **env}, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -247,7 +247,8 @@ def lm_loss(params, module: Decoder, batch) -> tuple[jax.Array, jax.Array]:
 def make_train_step(module: Decoder, ocfg: opt.OptimizerConfig, mesh: Mesh | None = None):
     """The jitted step (state, batch) -> (state, metrics). With a `mesh`, the state is replicated on
     its devices and the batch's rows split over them (arc_jax.sharding.BATCH_AXES): each device
-    computes its rows' gradients, summed across devices before the update."""
+    computes its rows' gradients, summed across devices before the update; on several CPU devices
+    each call waits for its outputs (xla_cpu.waited)."""
     def step(state, batch):
         def loss_fn(p):
             return lm_loss(p[SHARED], module, batch)
@@ -260,11 +261,12 @@ def make_train_step(module: Decoder, ocfg: opt.OptimizerConfig, mesh: Mesh | Non
         new = param_groups.split(new)[SHARED]
         return {"params": new, "opt": opt_state}, {"loss": loss, "grad_norm": gnorm, "tokens": n_tokens}
 
-    shardings = {} if mesh is None else {
-        "in_shardings": (sharding.replicated(mesh), NamedSharding(mesh, PartitionSpec(sharding.BATCH_AXES))),
-        "out_shardings": sharding.replicated(mesh)}
-    return jax.jit(step, donate_argnums=(0,), compiler_options=xla_cpu.train_step_options(jax.default_backend()),
-                   **shardings)
+    options = xla_cpu.train_step_options(jax.default_backend())
+    if mesh is None:
+        return jax.jit(step, donate_argnums=(0,), compiler_options=options)
+    return xla_cpu.waited(jax.jit(
+        step, donate_argnums=(0,), compiler_options=options, out_shardings=sharding.replicated(mesh),
+        in_shardings=(sharding.replicated(mesh), NamedSharding(mesh, PartitionSpec(sharding.BATCH_AXES)))), mesh)
 
 
 def data_parallel_mesh(rows: int) -> Mesh:
@@ -376,12 +378,9 @@ def train_lm(config, workdir: str | Path, resume: bool = False, stop_step: int |
     t0, t_interval, history = time.time(), time.time(), []
     first_losses = []
     end = config.max_steps if stop_step is None else min(stop_step, config.max_steps)
-    wait = xla_cpu.one_run_at_a_time(mesh)
     for step in range(start, end):
         batch, data_state = next(batches)
         state, metrics = step_fn(state, batch)
-        if wait:
-            jax.block_until_ready(state)
         if len(first_losses) < 5:
             first_losses.append(float(metrics["loss"]))
         if (step + 1) % config.log_every == 0 or step + 1 == end:

@@ -217,7 +217,6 @@ class Trainer:
         # Mesh and input (one pipeline per decoder: each tokenises for its own decoder). Under the
         # "alternate" schedule decoder 0's pipeline keeps its last step's sample keys for decoder 1's.
         self.mesh = sharding.make_mesh(run.mesh_shape)
-        self.one_run_at_a_time = xla_cpu.one_run_at_a_time(self.mesh)  # several CPU devices: wait on each program
         self.alternate = run.decoder_schedule == "alternate"
         remember = run.grad_accum if self.alternate else 0
         self.feeds = [run_batches(run, d, remember=remember if d == 0 else 0) for d in range(len(run.decoders))]
@@ -244,13 +243,17 @@ class Trainer:
         else:
             self.state = make_state(_initial_encoder(run, self.encoder, template, program.param_shardings))
 
-        # One jitted step per decoder.
+        if xla_cpu.one_run_at_a_time(self.mesh):  # the programs that made the state, done before a step starts
+            jax.block_until_ready(self.state)
+
+        # One jitted step per decoder (on several CPU devices, each call waits for its outputs: xla_cpu.waited).
         self.batch_sharding = program.batch_sharding
-        self.steps = [program.step(d) for d in range(len(run.decoders))]
+        self.steps = [xla_cpu.waited(program.step(d), self.mesh) for d in range(len(run.decoders))]
         self.flops_per_step = [program.model_flops(d)["total"] for d in range(len(run.decoders))]
         self.eval_batches = self._eval_batches()
-        self.eval_fns = [jax.jit(functools.partial(loss_sums, encoder=self.encoder, decoder=dec.module,
-                                                   decoder_index=dec.spec.head, mesh=self.mesh))
+        self.eval_fns = [xla_cpu.waited(jax.jit(functools.partial(loss_sums, encoder=self.encoder, decoder=dec.module,
+                                                                  decoder_index=dec.spec.head, mesh=self.mesh)),
+                                        self.mesh)
                          for dec in self.decoders]
 
     def _restore_feeds(self, data_states: dict) -> None:
@@ -285,8 +288,6 @@ class Trainer:
             for batch in batches:
                 sums = self.eval_fns[d](self.state.params, self.decoders[d].params,
                                         multihost.global_batch(batch, rows))
-                if self.one_run_at_a_time:
-                    jax.block_until_ready(sums)
                 total = sums if total is None else jax.tree.map(jnp.add, total, sums)
             prefix = "eval/" if len(self.eval_batches) == 1 else f"eval/decoder_{d}/"
             for k, v in jax.device_get(metrics_from_sums(total)).items():
@@ -335,8 +336,6 @@ class Trainer:
         peak = flops.measure_matmul_peak(run.compute_dtype) * jax.device_count()
         writer = SummaryWriter(str(self.workdir / "tensorboard")) if jax.process_index() == 0 else None
         preemption = multihost.Preemption()
-        if self.one_run_at_a_time:
-            jax.block_until_ready(self.state)
         start, t0 = self.step, time.perf_counter()
         interval = {"t": t0, "flops": 0.0, "steps": 0, "work": collections.Counter()}
         metrics, previous, logged = None, None, {}
@@ -346,8 +345,6 @@ class Trainer:
                 d = decoder_at(run.decoder_schedule, run.seed, self.step, len(self.decoders), run.decoder_weights)
                 batch, work = self._next_batch(d)
                 self.state, metrics = self.steps[d](self.state, self.decoders[d].params, batch)
-                if self.one_run_at_a_time:
-                    jax.block_until_ready(self.state)
                 interval["flops"] += self.flops_per_step[d]
                 interval["work"].update(work)  # Counter.update adds
                 interval["steps"] += 1

@@ -15,7 +15,7 @@ instead of aborting the process. Naming the option in XLA_FLAGS yourself keeps y
 `split_host_cpu` makes the host's cores separate jax devices, for steps whose matmuls are too small
 to share well between threads (the demo's models): each device runs its share of the batch's rows
 on its own, and the gradients are summed across them. Programs over several CPU devices must then
-run one at a time (`one_run_at_a_time`).
+run one at a time (`one_run_at_a_time`; `waited` wraps such a program).
 """
 
 from __future__ import annotations
@@ -87,3 +87,16 @@ def one_run_at_a_time(mesh) -> bool:
     300 steps ran."""
     devices = mesh.devices.flat
     return mesh.size > 1 and devices[0].platform == "cpu"
+
+
+def waited(program, mesh):
+    """`program` (a jitted function over `mesh`) as it is, or, where programs over the mesh must run
+    one at a time (`one_run_at_a_time`), a function that calls it and waits for its outputs."""
+    if not one_run_at_a_time(mesh):
+        return program
+
+    @functools.wraps(program)
+    def call(*args, **kwargs):
+        return jax.block_until_ready(program(*args, **kwargs))
+
+    return call
