@@ -53,8 +53,11 @@ def test_every_config_file_is_listed_here():
 
 @pytest.mark.parametrize("name", ["demo_arc_pretrain", "demo_arc_finetune"])
 def test_demo_arc_configs_validate_and_match_the_demo_decoder(name):
+    """On the devices `arc-jax demo` makes of a 2-core host: every row count splits over them."""
+    from arc_jax.demo.run import CPU_DEVICES
+
     decoder = _load("demo_decoder").model
-    run = parse_run_config(_load(name), device_count=1)
+    run = parse_run_config(_load(name), device_count=CPU_DEVICES)
     assert run.decoders[0].backbone.dim == decoder.dim == run.encoder.projectors[0].out_dim
     assert run.encoder.backbone.vocab_size == decoder.vocab_size
 
