@@ -252,6 +252,57 @@ def test_data_check_proposes_rows_of_one_sample_with_their_share_of_the_loss_buf
     assert report["proposed"]["samples_per_batch"] == pytest.approx(report["samples_per_batch"], rel=0.01)
 
 
+def test_data_check_tries_rows_of_a_few_average_contexts_between_the_halvings():
+    """Contexts of ~79 tokens (3300 in 42), the longest 104, in rows of 256: halving gives 128 (one
+    context a row, 62% full) and no more; rows of two average contexts at 95% fill are
+    8 * ceil(2 * 78.57 / 0.95 / 8) = 168 slots; three would need 256, today's length."""
+    from types import SimpleNamespace
+
+    from arc_jax.data.check import _encoder_lengths
+    from arc_jax.data.packing import PackingShape
+
+    work = SimpleNamespace(shape=PackingShape(encoder_rows=8, encoder_len=256, decoder_rows=4, decoder_len=256),
+                           longest_context=104, encoder_tokens=[1600, 1700], contexts=42)
+    assert _encoder_lengths(work) == [256, 168, 128]
+    work.longest_context = 130  # a row of 128 no longer holds the longest context
+    assert _encoder_lengths(work) == [256, 168]
+
+
+def test_data_check_proposes_row_counts_the_devices_split(data_dir, capsys):
+    """With the rows split over 2 devices (data x fsdp), every encoder and decoder row count the check
+    tries, and so proposes, is even; over 1 device it tries odd ones too. A config whose own rows the
+    devices do not split is named."""
+    from arc_jax.data import check
+
+    overrides = ["--config.data.shape.encoder_rows=8", "--config.data.shape.encoder_len=128",
+                 "--config.data.shape.loss_slots=0"]
+    tried = []
+    candidates, decoder_candidates = check._candidates, check._decoder_candidates
+
+    def spy(fn):
+        def wrapped(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            tried.extend(out)
+            return out
+        return wrapped
+
+    check._candidates, check._decoder_candidates = spy(candidates), spy(decoder_candidates)
+    try:
+        check.data_check(config(data_dir, *overrides), n_batches=4)
+        assert any(s.encoder_rows % 2 for s in tried)
+        tried.clear()
+        two = check.data_check(config(data_dir, *overrides), n_batches=4, devices=2)["proposed_shape"]
+    finally:
+        check._candidates, check._decoder_candidates = candidates, decoder_candidates
+    assert tried and all(s.encoder_rows % 2 == 0 and s.decoder_rows % 2 == 0 for s in tried)
+    assert two["encoder_rows"] % 2 == 0 and two["decoder_rows"] % 2 == 0
+    capsys.readouterr()
+    check.data_check(config(data_dir, "--config.data.shape.encoder_rows=7", *overrides[1:]), n_batches=1, devices=2)
+    assert "config.data.shape.encoder_rows=7 is not a multiple of the 2 devices" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="devices=0"):
+        check.data_check(config(data_dir, *overrides), n_batches=1, devices=0)
+
+
 def test_data_check_counts_useful_work_and_proposes_a_shape_that_fits(data_dir):
     """An encoder twice too large for what the decoder rows hold: the check's useful fraction is the
     batches' useful FLOPs over the step's executed ones, and its proposal (spans at the longest

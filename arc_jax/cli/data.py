@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import itertools
 
+from arc_jax.cli.bench import positive_int
+
 
 def add_parser(subparsers) -> None:
     data = subparsers.add_parser("data", help="input pipeline tools",
@@ -25,6 +27,9 @@ def add_parser(subparsers) -> None:
                                         "(e.g. --config.data.sources=a.jsonl:2,b.jsonl:1).")
     p.add_argument("--config", required=True, help="config file (a Python file with get_config())")
     p.add_argument("--batches", type=int, default=20, help="batches to draw (default 20)")
+    p.add_argument("--devices", type=positive_int, default=1,
+                   help="the devices (data x fsdp) the run splits the rows over: proposed row counts are multiples "
+                        "of it (default 1; `arc-jax demo` runs on 2 CPU devices)")
     p.set_defaults(func=check)
     _add_show_parser(data_sub)
     _add_prepare_parser(data_sub)
@@ -84,7 +89,7 @@ def check(args: argparse.Namespace):
     from arc_jax.config_loading import load_config
     from arc_jax.data.check import data_check
 
-    data_check(load_config(args.config, args.overrides), args.batches)
+    data_check(load_config(args.config, args.overrides), args.batches, args.devices)
 
 
 def show(args: argparse.Namespace):

@@ -6,13 +6,15 @@ batches' useful FLOPs over the FLOPs the train step executes at the static shape
 flops.py: padding and attention across packed texts are the difference; with "splash" attention,
 less the blocks its kernel skips on these batches), the longest context
 and sample seen, and proposes a shape fitted to the data: spans at the longest texts (windowed
-attention) and as many encoder rows (of the same length) as the decoder rows' contexts need, then a loss
-buffer (the output head on the loss-carrying slots only) sized from the rows' loss tokens, each
-measured on the same batches."""
+attention) and encoder rows (today's length, its halves, or a few average contexts long) as many as
+the decoder rows' contexts need, then shorter decoder rows and a loss buffer (the output head on the
+loss-carrying slots only) sized from the rows' loss tokens, each measured on the same batches. Row
+counts proposed stay multiples of `devices`, the data x fsdp devices the rows will be split over."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 
@@ -28,6 +30,10 @@ from arc_jax.model.config import BackboneConfig, EncoderConfig
 
 # Encoder fill the proposal aims at: first fit leaves a little in each row.
 _TARGET_FILL = 0.95
+_MAX_CANDIDATES = 24  # encoder shapes tried, each by packing the batches again
+# A change of shape is proposed for at least this much more of the executed work useful: a shape
+# within noise of today's is no reason to change a recipe's batches.
+_MIN_GAIN = 0.005
 
 
 _EVENTS = {
@@ -43,11 +49,15 @@ _EVENTS = {
 _LOSS_QUANTILES = (1.0, 0.99, 0.95, 0.9)
 
 
-def data_check(config, n_batches: int = 20) -> dict:
+def data_check(config, n_batches: int = 20, devices: int = 1) -> dict:
     """Iterate `n_batches` batches; print and return counts, packing efficiency and throughput.
 
     Reads what the input pipeline reads, checked: config.data, the encoder, the seed and the first
-    decoder's tokenizer. The mesh is not resolved: a check may run on a machine other than the run's."""
+    decoder's tokenizer. The mesh is not resolved (a check may run on a machine other than the
+    run's): `devices` says over how many devices (data x fsdp) the run splits the rows, and the row
+    counts proposed are multiples of it."""
+    if devices < 1:
+        raise ValueError(f"devices={devices}: the rows are split over at least one device")
     data = parse_data_config(config.data)
     encoder = EncoderConfig.from_dict(to_plain(config.model.encoder))
     backbone = config.model.decoders[0].get("backbone")
@@ -82,11 +92,15 @@ def data_check(config, n_batches: int = 20) -> dict:
     for event, n in sorted(total.counts.items()):
         print(f"  {n:8d} x {_EVENTS.get(event, event)}")
     print(bad.summary())
+    for field in ("encoder_rows", "decoder_rows"):
+        if getattr(data.shape, field) % devices:
+            print(f"  config.data.shape.{field}={getattr(data.shape, field)} is not a multiple of the {devices} "
+                  "devices the rows are split over: the run would refuse it")
     report.update(work.report())
     if decoder is not None:
         remake = lambda shape: build_batches(dataclasses.replace(data, shape=shape), encoder, config.seed,
                                              config.model.decoders[0].tokenizer)
-        proposed, measured = _propose(work, remake, n_batches)
+        proposed, measured = _propose(work, remake, n_batches, devices)
         report["proposed_shape"] = dataclasses.asdict(proposed)
         if measured is not None:
             report["proposed"] = measured
@@ -153,35 +167,54 @@ class _Work:
         return out
 
 
-def _candidates(work: _Work) -> list[PackingShape]:
-    """Shapes with spans at the longest texts seen and encoder rows of the same length or halved
-    (while a row still holds the longest context), from as many as the batches' encoder tokens
-    fill to as many as full decoder rows would need (their contexts scaled up by the decoder's
-    empty share: an encoder too small for the decoder leaves decoder slots empty)."""
+def _encoder_lengths(work: _Work) -> list[int]:
+    """Encoder row lengths to try, longest first, each holding the longest context seen: today's,
+    its halves, and rows of k average contexts at `_TARGET_FILL` (k = 1, 2, ...; multiples of 8 slots),
+    which halving steps over (rows of 164 hold two documents of ~80 tokens, 128 one and 256 three)."""
     s, longest = work.shape, max(1, work.longest_context)
     mean_context = sum(work.encoder_tokens) / max(1, work.contexts)
-    decoder_fill = max(work.report()["decoder_fill"], 1e-3)
-    out, length = [], s.encoder_len
-    while length >= longest and len(out) < 16:
-        low = math.ceil(np.mean(work.encoder_tokens) / length)
-        for rows in range(low, math.ceil(max(work.encoder_tokens) / decoder_fill / length) + 2):
-            if len(out) < 16:
-                out.append(dataclasses.replace(
-                    s, encoder_rows=rows, encoder_len=length, encoder_span=work.longest_context,
-                    decoder_span=_decoder_span(work, s.decoder_len),
-                    max_contexts_per_row=min(length, max(2, math.ceil(length / mean_context) + 1))))
+    lengths, length = {s.encoder_len}, s.encoder_len // 2
+    while length >= longest:
+        lengths.add(length)
         length //= 2
-    return out
+    for k in itertools.count(1):
+        length = 8 * math.ceil(k * mean_context / _TARGET_FILL / 8)
+        if length >= s.encoder_len:
+            break
+        if length >= longest:
+            lengths.add(length)
+    return sorted(lengths, reverse=True)
 
 
-def _decoder_candidates(work: _Work, shape: PackingShape) -> list[PackingShape]:
+def _candidates(work: _Work, devices: int = 1) -> list[PackingShape]:
+    """Shapes with spans at the longest texts seen and encoder rows of `_encoder_lengths`, from as
+    many as the batches' encoder tokens fill to as many as full decoder rows would need (their
+    contexts scaled up by the decoder's empty share: an encoder too small for the decoder leaves
+    decoder slots empty), in multiples of `devices`."""
+    s = work.shape
+    mean_context = sum(work.encoder_tokens) / max(1, work.contexts)
+    decoder_fill = max(work.report()["decoder_fill"], 1e-3)
+    out = []
+    for length in _encoder_lengths(work):
+        low = devices * math.ceil(np.mean(work.encoder_tokens) / length / devices)
+        high = math.ceil(max(work.encoder_tokens) / decoder_fill / length) + 1
+        for rows in range(low, max(low, high) + 1, devices):
+            out.append(dataclasses.replace(
+                s, encoder_rows=rows, encoder_len=length, encoder_span=work.longest_context,
+                decoder_span=_decoder_span(work, s.decoder_len),
+                max_contexts_per_row=min(length, max(2, math.ceil(length / mean_context) + 1))))
+    return out[:_MAX_CANDIDATES]
+
+
+def _decoder_candidates(work: _Work, shape: PackingShape, devices: int = 1) -> list[PackingShape]:
     """`shape` with shorter decoder rows: k of the longest sample (rounded up to 4 slots) a row, as
     many rows (a multiple of the current count's factor of 8) as hold about today's slots; shorter
     rows fit the samples more tightly and attend fewer keys. A loss buffer shrinks with the row (its
     share of the row kept, in multiples of 8), never below the most loss tokens a sample had."""
     longest = max(1, work.longest_sample)
     slots = shape.decoder_rows * shape.decoder_len
-    unit = math.gcd(shape.decoder_rows, 8)  # rows stay divisible by the devices they may be split over
+    # Rows stay divisible by the devices they are split over, and by today's rows' factor of 8.
+    unit = math.lcm(math.gcd(shape.decoder_rows, 8), devices)
     out = []
     for k in range(1, shape.decoder_len // longest + 1):
         length = 4 * math.ceil(k * longest / 4)
@@ -217,13 +250,13 @@ def _decoder_span(work: _Work, decoder_len: int) -> int:
     return longest if windowed else 0
 
 
-def _propose(work: _Work, remake, n_batches: int) -> tuple[PackingShape, dict | None]:
+def _propose(work: _Work, remake, n_batches: int, devices: int = 1) -> tuple[PackingShape, dict | None]:
     """The candidate shape doing the most useful work per executed FLOP on the same data, measured by
-    packing the batches again; the current shape when none does better. Candidates in turn: encoder
+    packing the batches again; the current shape when none does `_MIN_GAIN` better. Candidates in turn: encoder
     rows and spans (`_candidates`, whose decoder rows must stay as full, within a point), shorter
     decoder rows (`_decoder_candidates`, whose batches must hold as many samples, -1% to +10%: the
     batch size is the recipe's), a loss buffer (`_loss_buffers`), each stage from the best of the one
-    before."""
+    before. Row counts stay multiples of `devices`."""
     current = work.report()
     best, best_report, best_work = work.shape, None, work
     best_fraction, decoder_fill = current["useful_fraction"], current["decoder_fill"]
@@ -239,11 +272,11 @@ def _propose(work: _Work, remake, n_batches: int) -> tuple[PackingShape, dict | 
             # Shorter decoder rows must hold as many samples; other shapes must keep the decoder rows
             # as full (an encoder too small for the decoder starves it).
             kept = 0.99 <= samples <= 1.1 if same_samples else r["decoder_fill"] >= decoder_fill - 0.01
-            if r["useful_fraction"] > best_fraction + 1e-9 and kept:
+            if r["useful_fraction"] >= best_fraction + _MIN_GAIN and kept:
                 best, best_report, best_fraction, best_work = shape, r, r["useful_fraction"], check
 
-    measure(_candidates(work), "shapes tried")
-    measure(_decoder_candidates(work, best), "decoder rows tried", same_samples=True)
+    measure(_candidates(work, devices), "shapes tried")
+    measure(_decoder_candidates(work, best, devices), "decoder rows tried", same_samples=True)
     measure([dataclasses.replace(best, loss_slots=n) for n in _loss_buffers(best_work)], "loss buffers tried")
     return best, best_report
 
