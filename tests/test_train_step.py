@@ -70,3 +70,21 @@ def test_a_non_finite_step_leaves_the_state_unchanged_and_is_counted(setup):
     assert int(metrics["skipped"]) == 1 and int(state.skipped) == 1 and int(state.bad_steps) == 1
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
         assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_correct_tokens_counts_the_masked_slots_whose_target_scores_highest():
+    """Against numpy's argmax on random logits (no ties), masked slots left out; a target tied at
+    the top with an earlier index counts as correct (argmax would name the earlier one)."""
+    from arc_jax.train.step import correct_tokens
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 40, 17)).astype(np.float32)
+    targets = rng.integers(0, 17, size=(3, 40))
+    targets[:, ::3] = logits[:, ::3].argmax(-1)  # some right, most wrong
+    mask = (rng.random((3, 40)) < 0.7).astype(np.float32)
+    expected = ((logits.argmax(-1) == targets) * mask).sum()
+    assert 0 < expected < mask.sum()
+    assert float(correct_tokens(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(mask))) == expected
+    tie = np.zeros((1, 1, 4), np.float32)
+    tie[0, 0, [1, 3]] = 1.0
+    assert float(correct_tokens(jnp.asarray(tie), jnp.asarray([[3]]), jnp.ones((1, 1)))) == 1.0

@@ -78,13 +78,23 @@ def loss_sums(params, decoder_params, batch: TrainBatch, encoder: ARCEncoder, de
                                batch.compressed_index, batch.loss_slots)
     targets, mask, task_ids = at_loss_slots(batch)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-    sums = {"ce": (ce * mask).sum(), "tokens": mask.sum(),
-            "correct": ((logits.argmax(-1) == targets) * mask).sum()}
+    sums = {"ce": (ce * mask).sum(), "tokens": mask.sum(), "correct": correct_tokens(logits, targets, mask)}
     for i, task in enumerate(TASKS):
         task_mask = mask * (task_ids == i)
         sums[f"ce/{task}"] = (ce * task_mask).sum()
         sums[f"tokens/{task}"] = task_mask.sum()
     return sums
+
+
+def correct_tokens(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
+    """How many masked slots score their target highest (a tie at the top counts as correct): the
+    target's logit against the row's max, which the softmax cross-entropy computes anyway. An
+    argmax reduces (value, index) pairs, which XLA:CPU runs as a loop of its own over the [slots x
+    vocabulary] logits: the largest op of the demo's pretraining step in a profile (8.5 ms a step);
+    without it the step took 0.98x the time (A/B in one process, quartiles 0.95-1.01), the same
+    accuracies."""
+    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return ((target_logit >= logits.max(-1)) * mask).sum()
 
 
 def at_loss_slots(batch: TrainBatch) -> tuple[jax.Array, jax.Array, jax.Array]:
