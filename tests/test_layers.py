@@ -116,10 +116,11 @@ def test_splash_kernel_matches_the_reference_with_gradients(causal, t):
                                     kv_positions=pos, causal=causal, implementation=impl, same_sequence=True)
         return jnp.sum(jnp.where(real, jnp.sin(out), 0.0)), out
 
-    (ref_loss, ref_out), ref_grads = jax.value_and_grad(lambda *a: loss("xla", *a), argnums=(0, 1, 2),
-                                                        has_aux=True)(q, k, v)
-    (spl_loss, spl_out), spl_grads = jax.value_and_grad(lambda *a: loss("splash", *a), argnums=(0, 1, 2),
-                                                        has_aux=True)(q, k, v)
+    # Jitted: op by op, the interpreted kernel took 10-27 s a case.
+    (ref_loss, ref_out), ref_grads = jax.jit(jax.value_and_grad(lambda *a: loss("xla", *a), argnums=(0, 1, 2),
+                                                                has_aux=True))(q, k, v)
+    (spl_loss, spl_out), spl_grads = jax.jit(jax.value_and_grad(lambda *a: loss("splash", *a), argnums=(0, 1, 2),
+                                                                has_aux=True))(q, k, v)
     np.testing.assert_allclose(np.asarray(spl_out)[seg > 0], np.asarray(ref_out)[seg > 0], atol=2e-5)
     assert np.isfinite(np.asarray(spl_out)).all()  # t=200: row 1's second block is padding only, skipped
     for a, b in zip(spl_grads, ref_grads):
@@ -186,8 +187,8 @@ def test_splash_skips_blocks_across_texts_with_the_reference_values_and_gradient
                                     kv_positions=pos, causal=True, implementation=impl, same_sequence=True)
         return jnp.sum(jnp.where(real, jnp.sin(out), 0.0)), out
 
-    (_, ref_out), ref_grads = jax.value_and_grad(lambda *a: loss("xla", *a), (0, 1, 2), has_aux=True)(q, k, v)
-    (_, out), grads = jax.value_and_grad(lambda *a: loss("splash", *a), (0, 1, 2), has_aux=True)(q, k, v)
+    (_, ref_out), ref_grads = jax.jit(jax.value_and_grad(lambda *a: loss("xla", *a), (0, 1, 2), has_aux=True))(q, k, v)
+    (_, out), grads = jax.jit(jax.value_and_grad(lambda *a: loss("splash", *a), (0, 1, 2), has_aux=True))(q, k, v)
     assert np.isfinite(np.asarray(out)).all()
     np.testing.assert_allclose(np.asarray(out)[seg > 0], np.asarray(ref_out)[seg > 0], atol=2e-5)
     for a, b in zip(grads, ref_grads):
