@@ -170,7 +170,8 @@ class _Work:
 def _encoder_lengths(work: _Work) -> list[int]:
     """Encoder row lengths to try, longest first, each holding the longest context seen: today's,
     its halves, and rows of k average contexts at `_TARGET_FILL` (k = 1, 2, ...; multiples of 8 slots),
-    which halving steps over (rows of 164 hold two documents of ~80 tokens, 128 one and 256 three)."""
+    which halving steps over: for documents of ~80 tokens in rows of 256, 168 (two a row) besides 128
+    (one)."""
     s, longest = work.shape, max(1, work.longest_context)
     mean_context = sum(work.encoder_tokens) / max(1, work.contexts)
     lengths, length = {s.encoder_len}, s.encoder_len // 2
@@ -208,7 +209,7 @@ def _candidates(work: _Work, devices: int = 1) -> list[PackingShape]:
 
 def _decoder_candidates(work: _Work, shape: PackingShape, devices: int = 1) -> list[PackingShape]:
     """`shape` with shorter decoder rows: k of the longest sample (rounded up to 4 slots) a row, as
-    many rows (a multiple of the current count's factor of 8) as hold about today's slots; shorter
+    many rows (a multiple of the current count's factor of 8 and of `devices`) as hold about today's slots; shorter
     rows fit the samples more tightly and attend fewer keys. A loss buffer shrinks with the row (its
     share of the row kept, in multiples of 8), never below the most loss tokens a sample had."""
     longest = max(1, work.longest_sample)
