@@ -222,6 +222,38 @@ def test_rope_computes_each_rotation_once_not_per_head_element():
         assert sizes and max(sizes) <= 4 * 2 * b * t * d // 2, (op, sizes)  # float32 [2, b * t, d / 2]
 
 
+_ROPE_ON_A_MESH = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from arc_jax.model.layers import apply_rope, rope_frequencies
+mesh = Mesh(np.array(jax.devices()), ("data",))
+rows = NamedSharding(mesh, P("data"))
+x = jnp.ones((4, 16, 2, 32)); pos = jnp.broadcast_to(jnp.arange(16), (4, 16))
+inv = rope_frequencies(32, 10000.0, None)
+f = jax.jit(jax.grad(lambda x, pos: jnp.sum(apply_rope(x, pos, inv) ** 3)), in_shardings=(rows, rows),
+            out_shardings=rows)
+hlo = f.lower(x, pos).compile().as_text()
+print(jax.device_count(), sum(op in hlo for op in ("all-gather", "all-to-all", "all-reduce", "collective-permute")))
+"""
+
+
+def test_rope_tables_of_rows_split_over_devices_need_no_collective():
+    """The rows of a batch split over two devices (data parallel): each device computes the cos and
+    sin of its own rows. An identity gather over the flattened [rows * slots] table had made XLA
+    gather every row's table onto every device (an all-gather in every layer of the step)."""
+    import os
+    import subprocess
+    import sys
+
+    from xla_flags import with_devices
+
+    env = {**os.environ, "XLA_FLAGS": with_devices(2), "JAX_PLATFORMS": "cpu"}
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    out = subprocess.run([sys.executable, "-c", _ROPE_ON_A_MESH], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "0"], out.stdout
+
+
 def test_swiglu_gradient_joins_its_halves_without_padded_copies():
     """The gradient of the stacked w1 x / w3 x product is one concatenation of the two halves'
     (jnp.split), not the sum of two zero-padded copies (indexing), in the program jax hands XLA."""

@@ -75,10 +75,13 @@ def rope_rotations(positions: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Arra
     again for each head's element of q and k, forward and backward (bench_cpu_55m's decoder q, rotated
     forward and backward: 10.4 ms, against 1.6 ms so). An optimisation barrier does not stop it (XLA:CPU
     drops barriers before fusing); a gather is a fusion boundary XLA keeps for an expensive operand,
-    and an identity gather of the [b * t, d/2] table is one, at the cost of a copy of it."""
+    and an identity gather of the table along its slots is one, at the cost of a copy of it. Along
+    the slots, not the flattened [b * t] rows and slots: rows split over devices keep their tables
+    where they are (gathering across the split axis, XLA had all-gathered every row's table onto
+    every device, in every layer)."""
     angles = positions[..., None].astype(jnp.float32) * inv_freq  # [b, t, d/2]
-    table = jnp.stack([jnp.cos(angles), jnp.sin(angles)]).reshape(2, -1, angles.shape[-1])
-    table = table[:, jnp.arange(table.shape[1])].reshape(2, *angles.shape)
+    table = jnp.stack([jnp.cos(angles), jnp.sin(angles)])  # [2, b, t, d/2]
+    table = table[:, :, jnp.arange(angles.shape[1])]
     return table[0], table[1]
 
 
