@@ -167,13 +167,17 @@ class _Work:
         return out
 
 
+def _mean_context(work: _Work) -> float:
+    """Encoder tokens of the average context of the batches."""
+    return sum(work.encoder_tokens) / max(1, work.contexts)
+
+
 def _encoder_lengths(work: _Work) -> list[int]:
     """Encoder row lengths to try, longest first, each holding the longest context seen: today's,
     its halves, and rows of k average contexts at `_TARGET_FILL` (k = 1, 2, ...; multiples of 8 slots),
     which halving steps over: for documents of ~80 tokens in rows of 256, 168 (two a row) besides 128
     (one)."""
-    s, longest = work.shape, max(1, work.longest_context)
-    mean_context = sum(work.encoder_tokens) / max(1, work.contexts)
+    s, longest, mean_context = work.shape, max(1, work.longest_context), _mean_context(work)
     lengths, length = {s.encoder_len}, s.encoder_len // 2
     while length >= longest:
         lengths.add(length)
@@ -192,8 +196,7 @@ def _candidates(work: _Work, devices: int = 1) -> list[PackingShape]:
     many as the batches' encoder tokens fill to as many as full decoder rows would need (their
     contexts scaled up by the decoder's empty share: an encoder too small for the decoder leaves
     decoder slots empty), in multiples of `devices`."""
-    s = work.shape
-    mean_context = sum(work.encoder_tokens) / max(1, work.contexts)
+    s, mean_context = work.shape, _mean_context(work)
     decoder_fill = max(work.report()["decoder_fill"], 1e-3)
     out = []
     for length in _encoder_lengths(work):
