@@ -268,7 +268,7 @@ def test_data_check_tries_rows_of_a_few_average_contexts_between_the_halvings():
     assert _encoder_lengths(work) == [256, 168]
 
 
-def test_data_check_proposes_row_counts_the_devices_split(data_dir, capsys):
+def test_data_check_proposes_row_counts_the_devices_split(data_dir, capsys, monkeypatch):
     """With the rows split over 2 devices (data x fsdp), every encoder and decoder row count the check
     tries, and so proposes, is even; over 1 device it tries odd ones too. A config whose own rows the
     devices do not split is named."""
@@ -277,7 +277,6 @@ def test_data_check_proposes_row_counts_the_devices_split(data_dir, capsys):
     overrides = ["--config.data.shape.encoder_rows=8", "--config.data.shape.encoder_len=128",
                  "--config.data.shape.loss_slots=0"]
     tried = []
-    candidates, decoder_candidates = check._candidates, check._decoder_candidates
 
     def spy(fn):
         def wrapped(*args, **kwargs):
@@ -286,14 +285,12 @@ def test_data_check_proposes_row_counts_the_devices_split(data_dir, capsys):
             return out
         return wrapped
 
-    check._candidates, check._decoder_candidates = spy(candidates), spy(decoder_candidates)
-    try:
-        check.data_check(config(data_dir, *overrides), n_batches=4)
-        assert any(s.encoder_rows % 2 for s in tried)
-        tried.clear()
-        two = check.data_check(config(data_dir, *overrides), n_batches=4, devices=2)["proposed_shape"]
-    finally:
-        check._candidates, check._decoder_candidates = candidates, decoder_candidates
+    for name in ("_candidates", "_decoder_candidates"):
+        monkeypatch.setattr(check, name, spy(getattr(check, name)))
+    check.data_check(config(data_dir, *overrides), n_batches=4)
+    assert any(s.encoder_rows % 2 for s in tried)
+    tried.clear()
+    two = check.data_check(config(data_dir, *overrides), n_batches=4, devices=2)["proposed_shape"]
     assert tried and all(s.encoder_rows % 2 == 0 and s.decoder_rows % 2 == 0 for s in tried)
     assert two["encoder_rows"] % 2 == 0 and two["decoder_rows"] % 2 == 0
     capsys.readouterr()
