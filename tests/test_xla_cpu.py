@@ -96,3 +96,38 @@ def test_split_host_cpu_makes_a_device_a_core_unless_the_count_is_chosen_or_fixe
         out, err = run.communicate(timeout=120)
         assert run.returncode == 0, (name, err[-2000:])
         assert out.strip().splitlines()[-1] == cases[name][2], (name, out)
+
+
+def test_waited_waits_for_the_program_before_it_not_for_its_own(monkeypatch):
+    """Over several CPU devices a call waits for the outputs of the program launched before it (by
+    any wrapped function) and returns without waiting for its own: the host makes the next batch
+    while a step runs, and two programs are never in flight at once. An output deleted since
+    (donated to the next program) is not waited for."""
+    monkeypatch.setattr(xla_cpu, "one_run_at_a_time", lambda mesh: True)
+    monkeypatch.setattr(xla_cpu, "_in_flight", [])
+    events = []
+
+    class Output:
+        def __init__(self, name):
+            self.name = name
+
+        def block_until_ready(self):
+            events.append(("wait", self.name))
+            return self
+
+    def program(name):
+        events.append(("launch", name))
+        return {"state": Output(name), "metrics": [Output(name + "'s metrics")]}
+
+    step, evaluate = xla_cpu.waited(program, mesh=None), xla_cpu.waited(program, mesh=None)
+    step("step 1")
+    step("step 2")
+    evaluate("eval")
+    assert events == [("launch", "step 1"),
+                      ("wait", "step 1's metrics"), ("wait", "step 1"), ("launch", "step 2"),
+                      ("wait", "step 2's metrics"), ("wait", "step 2"), ("launch", "eval")]
+
+    donated = xla_cpu.waited(lambda: jnp.ones(3), mesh=None)()
+    donated.delete()
+    step("step 3")
+    assert events[-1] == ("launch", "step 3")

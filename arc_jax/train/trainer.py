@@ -246,7 +246,7 @@ class Trainer:
         if xla_cpu.one_run_at_a_time(self.mesh):  # the programs that made the state, done before a step starts
             jax.block_until_ready(self.state)
 
-        # One jitted step per decoder (on several CPU devices, each call waits for its outputs: xla_cpu.waited).
+        # One jitted step per decoder (on several CPU devices, one program at a time: xla_cpu.waited).
         self.batch_sharding = program.batch_sharding
         self.steps = [xla_cpu.waited(program.step(d), self.mesh) for d in range(len(run.decoders))]
         self.flops_per_step = [program.model_flops(d)["total"] for d in range(len(run.decoders))]

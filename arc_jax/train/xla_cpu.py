@@ -15,7 +15,8 @@ instead of aborting the process. Naming the option in XLA_FLAGS yourself keeps y
 `split_host_cpu` makes the host's cores separate jax devices, for steps whose matmuls are too small
 to share well between threads (the demo's models): each device runs its share of the batch's rows
 on its own, and the gradients are summed across them. Programs over several CPU devices must then
-run one at a time (`one_run_at_a_time`; `waited` wraps such a program).
+run one at a time (`one_run_at_a_time`; `waited` wraps such a program: it waits for the program
+launched before it, not for its own outputs, so the host makes the next batch while a step runs).
 """
 
 from __future__ import annotations
@@ -89,14 +90,27 @@ def one_run_at_a_time(mesh) -> bool:
     return mesh.size > 1 and devices[0].platform == "cpu"
 
 
+# The outputs of the last program `waited` launched (its leaves), until the next one launches.
+_in_flight: list = []
+
+
 def waited(program, mesh):
     """`program` (a jitted function over `mesh`) as it is, or, where programs over the mesh must run
-    one at a time (`one_run_at_a_time`), a function that calls it and waits for its outputs."""
+    one at a time (`one_run_at_a_time`), a function that first waits for the outputs of the program
+    launched before it (by any function `waited` made), then launches its own and returns at once.
+    The host's work between two calls (the next batch: packing, FLOP counts, transfer) then runs
+    while the program does: the demo's ARC steps on two CPU devices took 0.96x as long as when each
+    call waited for its own outputs (A/B in one process, the trainer's batches, 16 rounds a stage).
+    Programs launched without it must have no collectives."""
     if not one_run_at_a_time(mesh):
         return program
 
     @functools.wraps(program)
     def call(*args, **kwargs):
-        return jax.block_until_ready(program(*args, **kwargs))
+        # A leaf donated since is deleted: the program it went to has waited for it.
+        jax.block_until_ready([x for x in _in_flight if not (isinstance(x, jax.Array) and x.is_deleted())])
+        outputs = program(*args, **kwargs)
+        _in_flight[:] = jax.tree.leaves(outputs)
+        return outputs
 
     return call
