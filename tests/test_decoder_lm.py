@@ -1,5 +1,6 @@
 """arc_jax.demo.decoder_lm: the demo's decoder LM trained from scratch (a few steps of a tiny config)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -112,6 +113,33 @@ def test_packed_rows_keep_segments_apart(trained):
             np.testing.assert_array_equal(row_pos[row_seg == s], np.arange((row_seg == s).sum()))
     again = data.epoch_rows(0)
     assert all((a == b).all() for a, b in zip((tokens, seg, pos, w), again))  # deterministic
+
+
+def test_batches_are_the_epochs_rows_in_order_across_epochs(trained):
+    """The next epoch is made on a thread while this one's batches are used: the batches are still
+    each epoch's rows in order, an epoch's partial last batch dropped, from any resumed state; an
+    error making an epoch reaches the caller."""
+    config, _, _ = trained
+    data_dir = Path(config.data.dir)
+    data = lm.build_data(config, data_dir, load_tokenizer(data_dir / "tokenizer.model"))
+    rows = data.rows
+    expected = []
+    for epoch in range(3):
+        arrays = data.epoch_rows(epoch)
+        for index in range(len(arrays[0]) // rows):
+            expected.append(([a[index * rows:(index + 1) * rows] for a in arrays], {"epoch": epoch, "index": index + 1}))
+    for start in (0, len(expected) // 2):
+        state = {"epoch": 0, "index": 0} if start == 0 else expected[start - 1][1]
+        batches = data.batches(state)
+        for arrays, after in expected[start:]:
+            batch, got = next(batches)
+            assert got == after
+            for key, a in zip(("tokens", "segment_ids", "positions", "weights"), arrays):
+                np.testing.assert_array_equal(batch[key], a)
+
+    small = dataclasses.replace(data, rows=10**6)
+    with pytest.raises(ValueError, match="fewer than a batch"):
+        next(small.batches({"epoch": 0, "index": 0}))
 
 
 def test_training_lowers_the_loss_and_writes_a_loadable_decoder(trained):
