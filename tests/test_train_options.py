@@ -301,6 +301,29 @@ def test_a_new_head_starts_its_special_vectors_from_the_init_checkpoints_head(ti
     np.testing.assert_array_equal(off["decoder_1"]["layer1"], params["decoder_1"]["layer1"])
 
 
+def test_a_checkpoint_with_every_tensor_is_loaded_without_a_random_init(tiny, one_head_encoder, monkeypatch):
+    """A run whose init_encoder has all its tensors (a fine-tuning started from its pretraining) takes
+    them as they are and never makes (compiles) the random parameters."""
+    from arc_jax import sharding
+    from arc_jax.train import trainer
+    from arc_jax.train.program import build_program
+
+    def no_random_init(*args):
+        raise AssertionError("the random encoder was made")
+
+    monkeypatch.setattr(trainer, "_random_encoder", no_random_init)
+    path, saved = one_head_encoder
+    config = tiny[0].copy_and_resolve_references()
+    with config.unlocked():
+        config.init_encoder = str(path)
+    run = parse_run_config(config, device_count=1)
+    template = tiny[5][0]
+    program = build_program(run, sharding.make_mesh(run.mesh_shape), template, [])
+    params = trainer._initial_encoder(run, program.encoder, template, program.param_shardings)
+    assert jax.tree.map(lambda x: x.sharding, params) == program.param_shardings
+    assert same(jax.device_get(params), saved)
+
+
 def test_init_special_from_a_head_the_checkpoint_lacks_is_a_one_line_error(tiny, one_head_encoder):
     from arc_jax.config_loading import ConfigError
 

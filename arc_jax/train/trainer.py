@@ -116,15 +116,20 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def _random_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
+    return jax.jit(lambda: nn.unbox(encoder.init(jax.random.key(run.seed), template.encoder)["params"]),
+                   out_shardings=p_sharding)()
+
+
 def _initial_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
     """Random encoder parameters, with `init_encoder`'s (if any) in place of every tensor it has.
     With config.init_special_from_head = k >= 0, a head the checkpoint does not have starts its
     <Rec>/<Cont> from the checkpoint's head k (its projector stays random), as the reference's
-    finetuning_to_add_OLMo run loads them from its multi-decoder checkpoint's head 0."""
-    params = jax.jit(lambda: nn.unbox(encoder.init(jax.random.key(run.seed), template.encoder)["params"]),
-                     out_shardings=p_sharding)()
+    finetuning_to_add_OLMo run loads them from its multi-decoder checkpoint's head 0. The random
+    parameters are only made when the checkpoint lacks a tensor (a fine-tuning's start from its
+    pretraining has them all: its random init compiled for 2.3 s of the demo's fine-tuning)."""
     if not run.init_encoder:
-        return params
+        return _random_encoder(run, encoder, template, p_sharding)
     from arc_jax.convert import read_encoder
 
     cfg, loaded = read_checkpoint(run.init_encoder, read_encoder)  # a workdir: its newest intact step
@@ -135,23 +140,30 @@ def _initial_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
     flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
     special_source = _special_source(run, loaded)
 
-    def take(path, init):
+    def source(path) -> str | None:
+        """The checkpoint's key for the tensor at `path`, None where it has none (stays random)."""
         key = jax.tree_util.keystr(path)
         top, leaf = path[0].key, path[-1].key
         if (key not in flat and special_source is not None and param_groups.is_head(top) and top not in loaded
                 and leaf in param_groups.SPECIAL):  # a new head's <Rec>/<Cont>: the source head's
-            source = jax.tree_util.keystr((jax.tree_util.DictKey(special_source), *path[1:]))
-            if source not in flat:
+            key = jax.tree_util.keystr((jax.tree_util.DictKey(special_source), *path[1:]))
+            if key not in flat:
                 raise ValueError(f"{run.init_encoder}: head {special_source} has no {leaf} to copy into {top} "
                                  "(config.init_special_from_head)")
-            key = source
-        if key not in flat:  # a head the checkpoint does not have (a new decoder): stays random
+        return key if key in flat else None
+
+    shapes = jax.eval_shape(lambda: nn.unbox(encoder.init(jax.random.key(run.seed), template.encoder)["params"]))
+    sources = jax.tree_util.tree_map_with_path(lambda path, _: source(path), shapes)
+    params = _random_encoder(run, encoder, template, p_sharding) if any(k is None for k in jax.tree.leaves(sources, is_leaf=lambda x: x is None)) else shapes
+
+    def take(key, init, sharding):
+        if key is None:
             return init
         if flat[key].shape != init.shape:
             raise ValueError(f"{run.init_encoder}: {key} has shape {flat[key].shape}, the config wants {init.shape}")
-        return jax.device_put(np.asarray(flat[key], np.float32), init.sharding)
+        return jax.device_put(np.asarray(flat[key], np.float32), sharding)
 
-    return jax.tree_util.tree_map_with_path(take, params)
+    return jax.tree.map(take, sources, params, p_sharding, is_leaf=lambda x: x is None)
 
 
 def _special_source(run: RunConfig, loaded: dict) -> str | None:
