@@ -1,6 +1,7 @@
 """The trainer's options on tiny models: several decoders, training only some encoder layers or only
 a new head, gradient accumulation, bf16 compute, and the stop after consecutive non-finite steps."""
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -274,7 +275,7 @@ def initial_encoder(tiny, init_path, special_from: int | None):
     from arc_jax.train.program import build_program
     from arc_jax.train.trainer import _initial_encoder
 
-    config = tiny[0].copy_and_resolve_references()
+    config = copy.deepcopy(tiny[0])  # its decoders list is shared by a shallow copy
     with config.unlocked():
         config.model.encoder.projectors = list(config.model.encoder.projectors) * 2
         config.model.decoders[0].head = 1
@@ -313,7 +314,7 @@ def test_a_checkpoint_with_every_tensor_is_loaded_without_a_random_init(tiny, on
 
     monkeypatch.setattr(trainer, "_random_encoder", no_random_init)
     path, saved = one_head_encoder
-    config = tiny[0].copy_and_resolve_references()
+    config = copy.deepcopy(tiny[0])  # its decoders list is shared by a shallow copy
     with config.unlocked():
         config.init_encoder = str(path)
     run = parse_run_config(config, device_count=1)
