@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from arc_jax.train import xla_cpu
@@ -34,13 +35,30 @@ def test_the_option_removes_ynnpack_fusions_from_a_cpu_program():
     _skip_without_ynnpack_fusions()
     x = jnp.ones((64, 64))
     options = xla_cpu.train_step_options("cpu")
-    assert options == {xla_cpu.YNN_FUSION_TYPE: ""}
+    assert options[xla_cpu.YNN_FUSION_TYPE] == ""
     assert "__ynn_fusion" not in _compiled_text(_mlp, x, x, compiler_options=options)
+
+
+def _softmax_sum(x):
+    return jax.nn.softmax(x, axis=-1).sum()
+
+
+def test_the_option_keeps_long_reductions_whole():
+    """XLA:CPU splits a reduction over more than 32 elements into a reduce-window of 32-element pieces
+    (its tree_reduction_rewriter); the train steps' options keep it one fused reduction, with the
+    same result up to the rounding of the float sum."""
+    x = jax.random.normal(jax.random.key(0), (8, 200))
+    options = xla_cpu.train_step_options("cpu")
+    assert "reduce-window" in _compiled_text(_softmax_sum, x)
+    assert "reduce-window" not in _compiled_text(_softmax_sum, x, compiler_options=options)
+    np.testing.assert_allclose(jax.jit(_softmax_sum, compiler_options=options)(x), 8.0, rtol=1e-6)
 
 
 def test_only_on_the_cpu_and_not_over_the_users_xla_flags(monkeypatch):
     assert xla_cpu.train_step_options("gpu") == {} and xla_cpu.train_step_options("tpu") == {}
     monkeypatch.setenv("XLA_FLAGS", f"--{xla_cpu.YNN_FUSION_TYPE}=individual_dot")
+    assert xla_cpu.train_step_options("cpu") == {xla_cpu.DISABLED_PASSES: "tree_reduction_rewriter"}
+    monkeypatch.setenv("XLA_FLAGS", f"--{xla_cpu.DISABLED_PASSES}=some_pass --{xla_cpu.YNN_FUSION_TYPE}=")
     assert xla_cpu.train_step_options("cpu") == {}
 
 

@@ -8,9 +8,18 @@ thunks, on Eigen, and its own fused loops)
 AMD EPYC machine (medians of interleaved runs; README, Benchmark). Other ops are unchanged; results
 differ from YNNPACK's only by the rounding of float sums.
 
-Only for programs compiled for CPU devices; the option goes to the step's own compile, not to
-XLA_FLAGS, so a jaxlib that no longer knows it compiles without it (checked once, with a warning)
-instead of aborting the process. Naming the option in XLA_FLAGS yourself keeps your choice.
+XLA:CPU also rewrites every reduction over more than 32 elements into a reduce-window of 32-element
+pieces and a reduction of those (its tree_reduction_rewriter pass, for the rounding of long float
+sums). Its reduce-window kernels are slow: in the demo's fine-tuning step, 67 of them (softmax
+maxima and sums, norms, the loss) took 7% of the op time. Without the pass (`xla_disable_hlo_passes`)
+the reductions fuse into their neighbours: the demo's steps on its two CPU devices take 0.92x (ARC
+pretraining), 0.94x (fine-tuning) and 0.95x (decoder LM) as long, bench_cpu_55m's 1.01x (quartiles
+0.94-1.06: no change); A/B in one process, the same program compiled both ways (README, Benchmark).
+Sums of float32 in another order: losses equal to ~1e-7.
+
+Only for programs compiled for CPU devices; the options go to the step's own compile, not to
+XLA_FLAGS, so a jaxlib that no longer knows them compiles without them (checked once, with a
+warning) instead of aborting the process. An option named in XLA_FLAGS is yours: it is left out.
 
 `split_host_cpu` makes the host's cores separate jax devices, for steps whose matmuls are too small
 to share well between threads (the demo's models): each device runs its share of the batch's rows
@@ -32,7 +41,8 @@ from arc_jax.train import host_allocator
 
 YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
 HOST_DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
-_OPTIONS = ((YNN_FUSION_TYPE, ""),)
+DISABLED_PASSES = "xla_disable_hlo_passes"
+_OPTIONS = ((YNN_FUSION_TYPE, ""), (DISABLED_PASSES, "tree_reduction_rewriter"))
 
 
 @functools.cache
@@ -50,14 +60,14 @@ def _accepted() -> bool:
 
 def train_step_options(platform: str) -> dict[str, str]:
     """The `compiler_options` of a train step compiled for devices of `platform` ("cpu", "gpu",
-    "tpu"): the options above on the CPU, none elsewhere or when XLA_FLAGS names them. A step for
+    "tpu"): the options above on the CPU but those XLA_FLAGS names, none elsewhere. A step for
     the CPU also has glibc's malloc keep the memory it frees (host_allocator.keep_freed_memory)."""
     if platform != "cpu":
         return {}
     host_allocator.keep_freed_memory()
-    if any(name in os.environ.get("XLA_FLAGS", "") for name, _ in _OPTIONS):
+    if not _accepted():
         return {}
-    return dict(_OPTIONS) if _accepted() else {}
+    return {name: value for name, value in _OPTIONS if name not in os.environ.get("XLA_FLAGS", "")}
 
 
 def split_host_cpu(devices: int) -> bool:
