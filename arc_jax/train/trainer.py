@@ -117,6 +117,7 @@ def _sync(name: str) -> None:
 
 
 def _random_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
+    """The encoder's random parameters for the run's seed, placed with `p_sharding`."""
     return jax.jit(lambda: nn.unbox(encoder.init(jax.random.key(run.seed), template.encoder)["params"]),
                    out_shardings=p_sharding)()
 
@@ -154,7 +155,8 @@ def _initial_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
 
     shapes = jax.eval_shape(lambda: nn.unbox(encoder.init(jax.random.key(run.seed), template.encoder)["params"]))
     sources = jax.tree_util.tree_map_with_path(lambda path, _: source(path), shapes)
-    params = _random_encoder(run, encoder, template, p_sharding) if any(k is None for k in jax.tree.leaves(sources, is_leaf=lambda x: x is None)) else shapes
+    missing = any(k is None for k in jax.tree.leaves(sources, is_leaf=lambda x: x is None))
+    params = _random_encoder(run, encoder, template, p_sharding) if missing else shapes
 
     def take(key, init, sharding):
         if key is None:
