@@ -116,10 +116,14 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def _encoder_init(run: RunConfig, encoder: ARCEncoder, template):
+    """The function that makes the encoder's random parameters for the run's seed."""
+    return lambda: nn.unbox(encoder.init(jax.random.key(run.seed), template.encoder)["params"])
+
+
 def _random_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
     """The encoder's random parameters for the run's seed, placed with `p_sharding`."""
-    return jax.jit(lambda: nn.unbox(encoder.init(jax.random.key(run.seed), template.encoder)["params"]),
-                   out_shardings=p_sharding)()
+    return jax.jit(_encoder_init(run, encoder, template), out_shardings=p_sharding)()
 
 
 def _initial_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
@@ -153,7 +157,7 @@ def _initial_encoder(run: RunConfig, encoder: ARCEncoder, template, p_sharding):
                                  "(config.init_special_from_head)")
         return key if key in flat else None
 
-    shapes = jax.eval_shape(lambda: nn.unbox(encoder.init(jax.random.key(run.seed), template.encoder)["params"]))
+    shapes = jax.eval_shape(_encoder_init(run, encoder, template))
     sources = jax.tree_util.tree_map_with_path(lambda path, _: source(path), shapes)
     missing = any(k is None for k in jax.tree.leaves(sources, is_leaf=lambda x: x is None))
     params = _random_encoder(run, encoder, template, p_sharding) if missing else shapes
