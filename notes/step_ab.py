@@ -13,6 +13,13 @@ old_attention.py`, likewise `apply_rope` and `FeedForward.__call__`) for the bas
 
     PYTHONPATH=DIR_OF_VARIANTS python notes/step_ab.py variants_module --rounds 24
 
+`--set` overrides config fields as `arc-jax train` does; the demo's ARC stages on its two CPU
+devices with and without XLA:CPU's tree reductions (notes/tree_reduction_variants.py):
+
+    JAX_NUM_CPU_DEVICES=2 PYTHONPATH=notes python notes/step_ab.py tree_reduction_variants \
+        --config configs/demo_arc_finetune.py --set=--config.data.dir=DEMO/data \
+        --set=--config.model.decoders.0.path=DEMO/decoder_lm/decoder --set=--config.init_encoder=DEMO/arc_pretrain
+
 Reports each round's step times, the medians and the ratios' median and quartiles, and the last
 losses of each variant (equal where a change keeps the float sums' order).
 """
@@ -29,12 +36,13 @@ import jax
 import numpy as np
 
 
-def build(config_path: str, n_batches: int):
-    """A trainer of the config, its first batches and its state after one (compiling) step."""
+def build(config_path: str, n_batches: int, overrides: list[str] = ()):
+    """A trainer of the config (with `--config.a.b=value` overrides), its first batches and its state
+    after one (compiling) step."""
     from arc_jax.config_loading import load_config
     from arc_jax.train.trainer import Trainer, decoder_at
 
-    trainer = Trainer(load_config(config_path, []), tempfile.mkdtemp(prefix="step_ab_"), keep_random_decoders=False)
+    trainer = Trainer(load_config(config_path, list(overrides)), tempfile.mkdtemp(prefix="step_ab_"), keep_random_decoders=False)
     run = trainer.run
     batches = []
     for i in range(n_batches):
@@ -52,6 +60,8 @@ def main():
     parser.add_argument("--config", default="configs/bench_cpu_55m.py")
     parser.add_argument("--rounds", type=int, default=24)
     parser.add_argument("--batches", type=int, default=4, help="distinct batches, cycled")
+    parser.add_argument("--set", action="append", default=[], metavar="--config.a.b=value",
+                        help="a config override (repeatable; write it --set=--config.a.b=value)")
     args = parser.parse_args()
     logging.disable(logging.INFO)
     from arc_jax.train.flops import measure_matmul_peak
@@ -60,7 +70,7 @@ def main():
     for name, setup in importlib.import_module(args.variants).VARIANTS.items():
         setup()
         t0 = time.perf_counter()
-        trainer, state, batches, loss = build(args.config, args.batches)
+        trainer, state, batches, loss = build(args.config, args.batches, args.set)
         print(f"{name}: compiled and stepped in {time.perf_counter() - t0:.1f} s, loss {loss:.7f}", flush=True)
         built[name] = {"trainer": trainer, "state": state, "batches": batches, "seconds": [], "losses": []}
     names = list(built)
