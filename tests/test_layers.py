@@ -270,3 +270,54 @@ def test_swiglu_gradient_joins_its_halves_without_padded_copies():
     grad = jax.jit(jax.grad(lambda p, x: jnp.sum(ff.apply({"params": p}, x) ** 2), argnums=(0, 1)))
     hlo = grad.lower(params, x).as_text()  # before XLA's passes: the program jax writes
     assert "stablehlo.concatenate" in hlo and "stablehlo.pad" not in hlo
+
+
+def test_norm_scale_by_matmul_gradient_equals_the_products_autodiff():
+    """The RMSNorm scale's product with a matmul for its gradient: its value and gradients (for y and
+    scale) are jax's own autodiff of y * scale."""
+    import jax
+
+    from arc_jax.model.layers import _scaled_by_matmul_gradient
+
+    rng = np.random.default_rng(0)
+    y, g = (jnp.asarray(rng.normal(size=(3, 5, 16)).astype(np.float32)) for _ in range(2))
+    scale = jnp.asarray(rng.normal(size=16).astype(np.float32))
+    out, vjp = jax.vjp(_scaled_by_matmul_gradient, y, scale)
+    expected, expected_vjp = jax.vjp(lambda y, s: y * s, y, scale)
+    np.testing.assert_array_equal(out, expected)
+    for got, want in zip(vjp(g), expected_vjp(g)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+_NORM_SCALE_GRADIENT = """
+import jax, jax.numpy as jnp, numpy as np, flax.linen as nn
+from jax.sharding import Mesh
+from arc_jax.model.layers import Norm
+norm = Norm("rmsnorm", 1e-5)
+x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 6, 16)).astype(np.float32))
+params = nn.unbox(norm.init(jax.random.key(0), x)["params"])
+loss = lambda p, x: jnp.sum(norm.apply({"params": p}, x) ** 2)
+counts = []
+for devices in (jax.devices()[:1], jax.devices()):
+    with jax.sharding.use_abstract_mesh(Mesh(np.array(devices), ("data",)).abstract_mesh):
+        grad = jax.jit(jax.grad(loss)).lower(params, x).as_text()
+    counts.append(grad.count("stablehlo.dot_general"))
+print(jax.device_count(), *counts)
+"""
+
+
+def test_norm_scale_gradient_is_a_matmul_on_one_cpu_device_only():
+    """Traced for one CPU device, the scale's gradient is a matmul (XLA:CPU's strided loop for the
+    reduction is slow there); for two, a reduction (there the matmuls made the demo's steps slower:
+    README, Benchmark)."""
+    import os
+    import subprocess
+    import sys
+
+    from xla_flags import with_devices
+
+    env = {**os.environ, "XLA_FLAGS": with_devices(2), "JAX_PLATFORMS": "cpu"}
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    out = subprocess.run([sys.executable, "-c", _NORM_SCALE_GRADIENT], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "1", "0"], out.stdout

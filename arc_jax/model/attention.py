@@ -290,15 +290,21 @@ def _mesh_axes(mesh, logical: str, size: int) -> tuple[str, ...] | None:
     return tuple(kept) or None
 
 
+def traced_platform() -> str:
+    """The platform of the devices the function being traced is for: those of the mesh it traces
+    under (the train step's, arc_jax.sharding.activation_sharding), else the default backend's."""
+    mesh = jax.sharding.get_abstract_mesh()
+    device = None if mesh.empty else mesh.abstract_device
+    return jax.default_backend() if device is None else device.platform
+
+
 def _splash_attention(q, k, v, segment_ids, positions, causal: bool):
     """A Mosaic kernel is not partitioned by XLA: under a mesh of several devices (the train step
     traces under one, see arc_jax.sharding.activation_sharding) each device runs it on its rows
     and kv heads. The interpreter is chosen by the platform the program is compiled for, so a
     compile for TPU devices from a host without them lowers the real kernel."""
     mesh = jax.sharding.get_abstract_mesh()
-    device = None if mesh.empty else mesh.abstract_device
-    platform = jax.default_backend() if device is None else device.platform
-    local = functools.partial(_splash_local, causal=causal, interpret=platform != "tpu")
+    local = functools.partial(_splash_local, causal=causal, interpret=traced_platform() != "tpu")
     if mesh.empty or mesh.size == 1:
         return local(q, k, v, segment_ids, positions)
     rows = _mesh_axes(mesh, "activation_batch", q.shape[0])

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arc_jax.model.attention import AttentionImpl, causal_prompt_attention, dot_product_attention
+from arc_jax.model.attention import AttentionImpl, causal_prompt_attention, dot_product_attention, traced_platform
 from arc_jax.model.config import BackboneConfig, RopeScaling
 from arc_jax.model.kv_cache import KVCache
 
@@ -49,7 +49,42 @@ class Norm(nn.Module):
             return (x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + self.eps)).astype(x.dtype)
         scale = _param(self, "scale", (x.shape[-1],), (self.axis,), self.param_dtype, nn.initializers.ones)
         y = x32 * jax.lax.rsqrt((x32 * x32).mean(-1, keepdims=True) + self.eps)
-        return y.astype(x.dtype) * scale.astype(x.dtype)
+        scaled = _scaled_by_matmul_gradient if _on_one_cpu_device() else jnp.multiply
+        return scaled(y.astype(x.dtype), scale.astype(x.dtype))
+
+
+def _on_one_cpu_device() -> bool:
+    """Whether the function being traced is for one CPU device (the mesh it traces under, else the
+    default backend's)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return traced_platform() == "cpu" and (mesh.empty or mesh.size == 1)
+
+
+@jax.custom_vjp
+def _scaled_by_matmul_gradient(y, scale):
+    """y * scale, whose gradient for `scale` (the sum over every token of g * y) is a matmul of
+    g * y with ones. As a reduction, XLA:CPU fused it into its consumer, the optimiser's update of
+    the layers' stacked scales, as a loop over each output element that reads a column of the
+    [tokens, dim] cotangents with a stride (bench_cpu_55m: ~0.3 s of its ~2.9 s of op time a step;
+    with the matmul its step takes 0.96x as long, A/B in one process: README, Benchmark). On the
+    demo's two CPU devices the matmuls made its steps 1.1x slower, so there it stays a reduction;
+    other platforms are not measured and keep it too."""
+    return y * scale
+
+
+def _scaled_forward(y, scale):
+    return y * scale, (y, scale)
+
+
+def _scaled_backward(saved, g):
+    y, scale = saved
+    tokens = tuple(range(g.ndim - 1))
+    ones = jnp.ones(g.shape[:-1], g.dtype)
+    d_scale = jax.lax.dot_general(ones, g * y, ((tokens, tokens), ((), ())), preferred_element_type=jnp.float32)
+    return g * scale, d_scale.astype(scale.dtype)
+
+
+_scaled_by_matmul_gradient.defvjp(_scaled_forward, _scaled_backward)
 
 
 def rope_frequencies(head_dim: int, theta: float, scaling: RopeScaling | None) -> np.ndarray:
