@@ -179,6 +179,7 @@ def test_two_devices_splitting_the_rows_train_like_one(trained, tmp_path):
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["devices"] == 2 and report["first_steps"] == 6 and report["resumed_from"] == 6
     assert report["odd_rows"] == "config.data.rows=3 is not divisible by the 2 devices: choose a multiple of 2"
+    assert False in report["norms_on_one_cpu_device"]  # the step, traced under its two devices' mesh
     assert report["final_loss"] == pytest.approx(summary["final_loss"], rel=1e-5)
     a = arc_jax.load_decoder(workdir / "decoder").params
     b = arc_jax.load_decoder(tmp_path / "run" / "decoder").params

@@ -26,6 +26,7 @@ the final decoder is written to workdir/decoder in arc_jax format (arc_jax.load_
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import json
@@ -269,13 +270,15 @@ def make_train_step(module: Decoder, ocfg: opt.OptimizerConfig, mesh: Mesh | Non
     """The jitted step (state, batch) -> (state, metrics). With a `mesh`, the state is replicated on
     its devices and the batch's rows split over them (arc_jax.sharding.BATCH_AXES): each device
     computes its rows' gradients, summed across devices before the update; on several CPU devices
-    one program runs at a time (xla_cpu.waited)."""
+    one program runs at a time (xla_cpu.waited). The step traces under the mesh, so that the model
+    knows the devices it runs on (the norms' scale gradients: arc_jax.model.layers.Norm)."""
     def step(state, batch):
         def loss_fn(p):
             return lm_loss(p[SHARED], module, batch)
 
-        (loss, n_tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            {SHARED: state["params"], HEAD: {}})
+        with contextlib.nullcontext() if mesh is None else jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            (loss, n_tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                {SHARED: state["params"], HEAD: {}})
         tree = with_empty_head(state["params"])
         grad_tree = with_empty_head(grads[SHARED])
         new, opt_state, gnorm = opt.update(grad_tree, state["opt"], tree, 0, ocfg)
