@@ -1,7 +1,7 @@
 """Run with 2 fake CPU devices (XLA_FLAGS set by the caller): the demo's decoder LM (test_decoder_lm.py's
 tiny config) trained on both, its rows split over them, stopped at step 6 and resumed to the end;
-and a batch of 3 rows refused. Prints a JSON report, with whether the norms were traced as for one
-CPU device (arc_jax.model.layers.Norm; the probe's forward-only program traces without the mesh). Used by test_decoder_lm.py."""
+and a batch of 3 rows refused. Prints a JSON report, with what the norms were told each time one was
+traced: whether for one CPU device (arc_jax.model.layers.Norm). Used by test_decoder_lm.py."""
 
 import json
 import sys
