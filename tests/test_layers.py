@@ -237,10 +237,8 @@ print(jax.device_count(), sum(op in hlo for op in ("all-gather", "all-to-all", "
 """
 
 
-def test_rope_tables_of_rows_split_over_devices_need_no_collective():
-    """The rows of a batch split over two devices (data parallel): each device computes the cos and
-    sin of its own rows. An identity gather over the flattened [rows * slots] table had made XLA
-    gather every row's table onto every device (an all-gather in every layer of the step)."""
+def _on_two_cpu_devices(script: str) -> list[str]:
+    """The words `script` prints, run by a Python of its own on two fake CPU devices."""
     import os
     import subprocess
     import sys
@@ -249,9 +247,16 @@ def test_rope_tables_of_rows_split_over_devices_need_no_collective():
 
     env = {**os.environ, "XLA_FLAGS": with_devices(2), "JAX_PLATFORMS": "cpu"}
     env.pop("JAX_NUM_CPU_DEVICES", None)
-    out = subprocess.run([sys.executable, "-c", _ROPE_ON_A_MESH], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["2", "0"], out.stdout
+    return out.stdout.split()
+
+
+def test_rope_tables_of_rows_split_over_devices_need_no_collective():
+    """The rows of a batch split over two devices (data parallel): each device computes the cos and
+    sin of its own rows. An identity gather over the flattened [rows * slots] table had made XLA
+    gather every row's table onto every device (an all-gather in every layer of the step)."""
+    assert _on_two_cpu_devices(_ROPE_ON_A_MESH) == ["2", "0"]
 
 
 def test_swiglu_gradient_joins_its_halves_without_padded_copies():
@@ -310,14 +315,4 @@ def test_norm_scale_gradient_is_a_matmul_on_one_cpu_device_only():
     """Traced for one CPU device, the scale's gradient is a matmul (XLA:CPU's strided loop for the
     reduction is slow there); for two, a reduction (there the matmuls made the demo's steps slower:
     README, Benchmark)."""
-    import os
-    import subprocess
-    import sys
-
-    from xla_flags import with_devices
-
-    env = {**os.environ, "XLA_FLAGS": with_devices(2), "JAX_PLATFORMS": "cpu"}
-    env.pop("JAX_NUM_CPU_DEVICES", None)
-    out = subprocess.run([sys.executable, "-c", _NORM_SCALE_GRADIENT], env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["2", "1", "0"], out.stdout
+    assert _on_two_cpu_devices(_NORM_SCALE_GRADIENT) == ["2", "1", "0"]
