@@ -95,7 +95,9 @@ def get_config() -> ml_collections.ConfigDict:
         "encoder_rows": 8, "encoder_len": 64, "decoder_rows": 8, "decoder_len": 84, "max_contexts_per_row": 3,
         # The longest context / sample a row may hold (0 = the row): the encoder's rows are one span.
         "encoder_span": 64, "decoder_span": 0,
-        "loss_slots": 64})
+        "loss_slots": 64,
+        # Attention rows (arc_jax/model/attention_rows.py), off: [[count, length], ...] a group of rows.
+        "encoder_attention_rows": [], "decoder_attention_rows": [], "attention_groups": 1})
     config.data.worker_count = 0  # grain worker processes; 0 = in the main process (tests)
     config.data.shards = 0  # data shards, each packing shape.*_rows / shards rows; 0 = one per process
 

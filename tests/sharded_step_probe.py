@@ -1,5 +1,7 @@
 """Run with 8 fake CPU devices (XLA_FLAGS set by the caller): one train step on several meshes
-versus one device; prints a JSON report. Used by test_sharding.py."""
+versus one device; prints a JSON report. Used by test_sharding.py.
+
+    python sharded_step_probe.py CONFIG DATA_DIR [--config.a.b=value ...]"""
 
 import functools
 import json
@@ -29,10 +31,10 @@ def first_moments(state):
     return [s.mu for s in state.opt.adam.values()]
 
 
-def main(config_path, data_dir):
+def main(config_path, data_dir, *overrides):
     jax.config.update("jax_default_matmul_precision", "highest")
     config = load_config(config_path, [f"--config.data.dir={data_dir}", "--config.data.shape.encoder_rows=8",
-                                       "--config.data.shape.decoder_rows=8"])
+                                       "--config.data.shape.decoder_rows=8", *overrides])
     batch, _ = next(run_batches(parse_run_config(config, device_count=1)))
     enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
     dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())

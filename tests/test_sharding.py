@@ -15,15 +15,17 @@ from xla_flags import with_devices
 TESTS = Path(__file__).resolve().parent
 
 
-def test_sharded_steps_match_one_device(tmp_path):
+def _probe(tmp_path, config: str, *overrides: str) -> dict:
     env = {**os.environ, "XLA_FLAGS": with_devices(8), "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, str(TESTS / "sharded_step_probe.py"), str(TESTS.parent / "configs" /
-                          "tiny_cpu.py"), str(tmp_path)], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, str(TESTS / "sharded_step_probe.py"), str(TESTS.parent / "configs" / config),
+                          str(tmp_path), *overrides], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _assert_steps_match(report: dict) -> None:
     assert report["devices"] == 8
-    meshes = report["meshes"]
-    for shape, result in meshes.items():
+    for shape, result in report["meshes"].items():
         assert abs(result["loss"] - report["reference_loss"]) < 1e-5, (shape, result)
         # Gradients (through Adam's first moments) equal to float32 rounding of the largest one.
         assert result["max_grad_diff"] < 1e-5 * report["reference_max_grad"], (shape, result)
@@ -31,6 +33,17 @@ def test_sharded_steps_match_one_device(tmp_path):
         # so a gradient rounding of d moves a parameter by at most lr * d / eps (lr <= 1e-3, eps 1e-8).
         # Where gradients are ~eps this magnifies d; the bound is what any summation order may give.
         assert result["max_param_diff"] <= 1e-3 * max(result["max_grad_diff"], 1e-12) / 1e-8, (shape, result)
+
+
+def test_sharded_steps_with_attention_rows_match_one_device(tmp_path):
+    """tiny_cpu_finetune's attention rows in 8 groups, one a row: each device gathers within its rows."""
+    _assert_steps_match(_probe(tmp_path, "tiny_cpu_finetune.py", "--config.data.shape.attention_groups=8"))
+
+
+def test_sharded_steps_match_one_device(tmp_path):
+    report = _probe(tmp_path, "tiny_cpu.py")
+    _assert_steps_match(report)
+    meshes = report["meshes"]
     assert meshes["[8, 1, 1]"]["param_bytes_fraction"] == pytest.approx(1.0)   # pure data parallel: replicated
     assert meshes["[1, -1, 1]"]["param_bytes_fraction"] < 0.13                  # FSDP over 8
     assert meshes["[2, 2, 2]"]["param_bytes_fraction"] < 0.3                   # FSDP 2 x tensor 2

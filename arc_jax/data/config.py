@@ -99,7 +99,11 @@ class DataConfig:
 def parse_data_config(fields, name: str = "config.data") -> DataConfig:
     """The typed data section; ConfigError (naming the field) for anything the pipeline cannot read."""
     values = checked_fields(DataConfig, fields, name)
-    values["shape"] = PackingShape(**checked_fields(PackingShape, values["shape"], f"{name}.shape"))
+    shape = checked_fields(PackingShape, values["shape"], f"{name}.shape")
+    try:
+        values["shape"] = PackingShape(**shape)
+    except ValueError as e:  # PackingShape's own checks name its fields data.shape.*
+        raise ConfigError(str(e).replace("data.shape.", f"{name}.shape.", 1)) from None
     data = DataConfig(**values)
     if data.layout not in LAYOUTS:
         raise ConfigError(f"{name}.layout={data.layout!r}: expected one of {', '.join(map(repr, LAYOUTS))}")

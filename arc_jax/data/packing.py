@@ -17,6 +17,13 @@ Rules for what does not fit (each counted in PackStats, never silent):
 - with a loss buffer (`loss_slots`), a sample with more loss tokens than a row's buffer is dropped
   ("sample_too_many_loss_tokens"), and one whose loss tokens no row's buffer still has room for waits;
 - a sample that no longer fits in this batch is returned as leftover for the next batch.
+
+With attention rows (`encoder_attention_rows` / `decoder_attention_rows`: arc_jax/model/attention_rows.py)
+each context and each sample also takes the shortest free attention row of its row's group that holds
+it: a row whose group has none free is passed over, and a sample that finds none waits as above; the
+longest attention row bounds a context (cut) and a sample (dropped) like a span. The batch then carries
+each side's `AttentionRows` (the encoder's per pooling stage in `EncoderInputs.attention_rows`, the
+decoder's in `TrainBatch.attention_rows`), its rows laid out as without them.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import numpy as np
 
 from arc_jax.data.tasks import Sample
 from arc_jax.model.config import EncoderConfig
+from arc_jax.model.attention_rows import Allocator, AttentionRows, check_spec, layout
 from arc_jax.model.param_groups import CONT_TOK, REC_TOK
 from arc_jax.model.inputs import (
     EncoderInputs,
@@ -64,21 +72,41 @@ class PackingShape:
     # and the output head ([dim x vocab], large against small models) on those slots only instead of
     # on every slot of the row; the loss is the same.
     loss_slots: int = 0
+    # Attention rows (arc_jax/model/attention_rows.py): [[count, length], ...] of each of the
+    # `attention_groups` groups of consecutive rows, [] = off. Each text (a context / a sample) is
+    # then attended alone, in the shortest free attention row of its group that holds it; a text
+    # longer than the longest is cut (context) or dropped (sample), and one that finds no free row
+    # waits for the next batch. The rows of a group stay on one device: `attention_groups` is a
+    # multiple of the data x fsdp devices.
+    encoder_attention_rows: Sequence = ()
+    decoder_attention_rows: Sequence = ()
+    attention_groups: int = 1
 
     def __post_init__(self):
         if self.loss_slots < 0 or self.loss_slots > self.decoder_len:
             raise ValueError(f"data.shape.loss_slots={self.loss_slots}: expected 0 (off) to decoder_len="
                              f"{self.decoder_len}, the loss-carrying slots a decoder row may hold")
+        for side in ("encoder", "decoder"):
+            field = f"{side}_attention_rows"
+            spec = check_spec(getattr(self, field), f"data.shape.{field}")
+            object.__setattr__(self, field, spec)
+            rows, row_len = getattr(self, f"{side}_rows"), getattr(self, f"{side}_len")
+            if spec and (self.attention_groups < 1 or rows % self.attention_groups):
+                raise ValueError(f"data.shape.attention_groups={self.attention_groups}: expected a divisor of "
+                                 f"{side}_rows={rows}, each group of rows with its own {field}")
+            if spec and spec[-1][1] > row_len:
+                raise ValueError(f"data.shape.{field}: an attention row of {spec[-1][1]} slots is longer than "
+                                 f"{side}_len={row_len}")
 
     @property
     def encoder_text_len(self) -> int:
         """The longest encoder text (context and its memory tokens) a row holds."""
-        return min(self.encoder_span or self.encoder_len, self.encoder_len)
+        return min(self.encoder_span or self.encoder_len, self.encoder_len, *_longest(self.encoder_attention_rows))
 
     @property
     def decoder_sample_len(self) -> int:
         """The most decoder slots a sample may take."""
-        return min(self.decoder_span or self.decoder_len, self.decoder_len)
+        return min(self.decoder_span or self.decoder_len, self.decoder_len, *_longest(self.decoder_attention_rows))
 
     @property
     def head_slots(self) -> int:
@@ -101,6 +129,8 @@ class TrainBatch(NamedTuple):
     # [decoder_rows, shape.loss_slots] int32: the slots of each row whose target carries loss, in
     # order, then -1; None when the shape has no loss buffer (the head runs on every slot).
     loss_slots: np.ndarray | None = None
+    # With the shape's decoder_attention_rows: each sample's attention row (arc_jax/model/attention_rows.py).
+    attention_rows: AttentionRows | None = None
 
 
 @dataclasses.dataclass
@@ -126,6 +156,11 @@ class PackStats:
         self.counts.update(other.counts)
 
 
+def _longest(spec: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+    """(the longest attention row,) or () without attention rows."""
+    return (spec[-1][1],) if spec else ()
+
+
 def _vectors_per_context(n_tokens: int, cfg: EncoderConfig) -> int:
     return cfg.n_memory_tokens or pooled_length(n_tokens, cfg.pooling_factors)
 
@@ -145,12 +180,19 @@ def loss_tokens(sample: Sample) -> int:
     return sum(sample.loss_mask)
 
 
-def _decoder_row(fit: FirstFit, loss_room: list[int] | None, need: int, n_loss: int) -> list[int] | None:
+def _decoder_row(fit: FirstFit, loss_room: list[int] | None, need: int, n_loss: int,
+                 attention: Allocator | None) -> list[int] | None:
     """[the first decoder row with room for `need` slots and, with a loss buffer, `n_loss` loss
-    slots], or None."""
+    slots, and with attention rows a free one of >= `need` slots in its group], or None."""
+    admits = attention.admits if attention else None
     if loss_room is None:
-        return fit.fits([need])
-    return next(([r] for r, free in enumerate(fit.room) if need <= free and n_loss <= loss_room[r]), None)
+        return fit.fits([need], admits)
+    return next(([r] for r, free in enumerate(fit.room)
+                 if need <= free and n_loss <= loss_room[r] and (admits is None or admits(r, need))), None)
+
+
+def _allocator(spec: tuple[tuple[int, int], ...], rows: int, groups: int) -> Allocator | None:
+    return Allocator(spec, groups, rows // groups) if spec else None
 
 
 def pack_batch(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShape
@@ -168,6 +210,9 @@ def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: Pack
     enc_fit = FirstFit(shape.encoder_len, n_rows=shape.encoder_rows, max_items=shape.max_contexts_per_row)
     dec_fit = FirstFit(shape.decoder_len, n_rows=shape.decoder_rows, max_items=shape.decoder_len)
     loss_room = [shape.loss_slots] * shape.decoder_rows if shape.loss_slots else None
+    enc_attention = _allocator(shape.encoder_attention_rows, shape.encoder_rows, shape.attention_groups)
+    dec_attention = _allocator(shape.decoder_attention_rows, shape.decoder_rows, shape.attention_groups)
+    enc_places, dec_places = {}, {}  # context id / placed sample id -> its attention row
     contexts: list[tuple[int, ...]] = []
     placed: list[tuple[Sample, list[int]]] = []  # sample, ids of its contexts
     placed_index: list[int] = []
@@ -187,14 +232,21 @@ def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: Pack
         if shape.loss_slots and n_loss > shape.loss_slots:
             stats.counts["sample_too_many_loss_tokens"] += 1
             continue
-        enc_rows = enc_fit.fits([len(c) + extra for c in ctx])
-        dec_rows = _decoder_row(dec_fit, loss_room, need, n_loss)
+        sizes = [len(c) + extra for c in ctx]
+        enc_rows = enc_fit.fits(sizes, enc_attention.admits if enc_attention else None)
+        if enc_rows is not None and enc_attention and not enc_attention.fits(enc_rows, sizes):
+            enc_rows = None
+        dec_rows = _decoder_row(dec_fit, loss_room, need, n_loss, dec_attention)
         if enc_rows is None or dec_rows is None:
             leftover.append(sample)
             continue
         ids = list(range(len(contexts), len(contexts) + len(ctx)))
-        enc_fit.place(enc_rows, [len(c) + extra for c in ctx], ids)
+        enc_fit.place(enc_rows, sizes, ids)
         dec_fit.place(dec_rows, [need], [len(placed)])
+        if enc_attention:
+            enc_places.update((i, enc_attention.take(row, size)) for i, row, size in zip(ids, enc_rows, sizes))
+        if dec_attention:
+            dec_places[len(placed)] = dec_attention.take(dec_rows[0], need)
         if loss_room is not None:
             loss_room[dec_rows[0]] -= n_loss
         contexts += ctx
@@ -204,9 +256,11 @@ def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: Pack
     stats.samples = len(placed)
 
     rows = [[contexts[i] for i in row] for row in enc_fit.items]
-    encoder, layout = pack_encoder_inputs(rows, cfg, row_len=shape.encoder_len, stage_lens=shape.stage_lens(cfg),
+    encoder, places = pack_encoder_inputs(rows, cfg, row_len=shape.encoder_len, stage_lens=shape.stage_lens(cfg),
                                           output_len=cfg.n_memory_tokens * shape.max_contexts_per_row or None)
-    where = {i: place for i, place in zip((i for row in enc_fit.items for i in row), layout)}
+    where = {i: place for i, place in zip((i for row in enc_fit.items for i in row), places)}
+    if enc_attention:
+        encoder = encoder._replace(attention_rows=_encoder_attention_rows(encoder, enc_fit.items, enc_places, cfg, shape))
     out_len = output_len(encoder, shape)
     special_row = special_rows(encoder)
 
@@ -230,9 +284,30 @@ def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: Pack
     stats.decoder_slots = b * t
     stats.encoder_tokens = int((encoder.segment_ids > 0).sum())
     stats.encoder_slots = encoder.segment_ids.size
+    attention_rows = None
+    if dec_attention:
+        segments = {sample_id: (row, seg) for row, members in enumerate(dec_fit.items)
+                    for seg, sample_id in enumerate(members, start=1)}
+        attention_rows = layout(decoder.segment_ids, {segments[i]: place for i, place in dec_places.items()},
+                                shape.decoder_attention_rows, [n for _, n in shape.decoder_attention_rows],
+                                shape.attention_groups)
     batch = TrainBatch(encoder, decoder.tokens, decoder.segment_ids, decoder.positions, decoder.compressed_index,
-                       targets, loss_mask, task_ids, _loss_slots(loss_mask, shape.loss_slots))
+                       targets, loss_mask, task_ids, _loss_slots(loss_mask, shape.loss_slots), attention_rows)
     return batch, leftover, stats, placed_index
+
+
+def _encoder_attention_rows(encoder: EncoderInputs, items: list[list[int]], places: dict[int, tuple[int, int]],
+                            cfg: EncoderConfig, shape: PackingShape) -> tuple[AttentionRows, ...]:
+    """The attention rows of the encoder's rows and of each pooling stage's output: a context
+    (segment k + 1 of its row, from the packer's `items`) keeps its attention row through the
+    stages, whose rows are the pooled lengths of the rows'."""
+    spec = shape.encoder_attention_rows
+    segments = {(row, k + 1): places[i] for row, ids in enumerate(items) for k, i in enumerate(ids)}
+    out = []
+    for s, segment_ids in enumerate([encoder.segment_ids] + [stage.segment_ids for stage in encoder.stages]):
+        lengths = [pooled_length(n, cfg.pooling_factors[:s]) for _, n in spec]
+        out.append(layout(segment_ids, segments, spec, lengths, shape.attention_groups))
+    return tuple(out)
 
 
 def _loss_slots(loss_mask: np.ndarray, buffer: int) -> np.ndarray | None:

@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
+from arc_jax.model.attention_rows import AttentionRows, attend_in_rows
+
 AttentionImpl = Literal["xla", "jax_nn", "splash"]
 SPLASH_BLOCK = 128
 
@@ -332,6 +334,7 @@ def dot_product_attention(
     same_sequence: bool = False,
     one_text_per_row: bool = False,
     span: int = 0,
+    rows: tuple[AttentionRows, AttentionRows] | None = None,
 ) -> jax.Array:
     """Grouped-query attention. q [b, t, heads, d]; k, v [b, s, kv_heads, d] -> [b, t, heads, d].
 
@@ -339,9 +342,20 @@ def dot_product_attention(
     `one_text_per_row`: every row holds at most one text, from slot 0, padding after it (segment
     ids 1 then 0): "jax_nn" then masks by lengths. Positions must run 0, 1, ... on both sides.
     `span` (> 0): no text of a row is longer than this many slots; the "xla" path then attends
-    windows of the row (module docstring) where that reads fewer keys (`span_window`)."""
+    windows of the row (module docstring) where that reads fewer keys (`span_window`).
+    `rows` (training): (queries', keys') AttentionRows, each text attended alone in its attention
+    row (arc_jax/model/attention_rows.py), the segment ids and positions then unused; splash, made
+    for long rows, attends them on the "xla" path."""
     if implementation not in _IMPLEMENTATIONS:
         raise ValueError(f"unknown attention implementation {implementation!r}; choose from {sorted(_IMPLEMENTATIONS)}")
+    if rows is not None:
+        def attend(q, k, v, q_valid, kv_valid):
+            at = lambda valid: jnp.broadcast_to(jnp.arange(valid.shape[1], dtype=jnp.int32), valid.shape)
+            return dot_product_attention(q, k, v, q_segment_ids=q_valid, kv_segment_ids=kv_valid, q_positions=at(q_valid),
+                                         kv_positions=at(kv_valid), causal=causal, same_sequence=same_sequence,
+                                         implementation="xla" if implementation == "splash" else implementation,
+                                         one_text_per_row=True)
+        return attend_in_rows(attend, q, k, v, *rows)
     if one_text_per_row and implementation == "jax_nn":
         return _jax_nn_attention_by_lengths(q, k, v, q_segment_ids, kv_segment_ids, causal)
     if implementation == "splash":

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from arc_jax.model.attention import AttentionImpl
+from arc_jax.model.attention_rows import AttentionRows
 from arc_jax.model.config import BackboneConfig
 from arc_jax.model.embedding import Embed
 from arc_jax.model.kv_cache import KVCache
@@ -70,13 +71,16 @@ class Decoder(nn.Module):
             logits = jnp.einsum("...d,dv->...v", h, self.output.astype(self.dtype))
         return logits.astype(jnp.float32)
 
-    def __call__(self, tokens, segment_ids, positions, compressed=None, compressed_index=None, logit_slots=None):
+    def __call__(self, tokens, segment_ids, positions, compressed=None, compressed_index=None, logit_slots=None,
+                 attention_rows: AttentionRows | None = None):
         """Float32 logits [rows, len, vocab]; slots holding compressed vectors are not meaningful.
 
         Training with a loss buffer passes `logit_slots` [rows, k] (slot indices of each row, -1 for
         none: arc_jax/data/packing.py): the final norm and the output head then run on those k slots
-        only and the logits are [rows, k, vocab] (a -1 entry's are not meaningful)."""
-        h = self.layers(self._embed(tokens, compressed, compressed_index), segment_ids, positions)
+        only and the logits are [rows, k, vocab] (a -1 entry's are not meaningful). `attention_rows`:
+        training's, each sample attended alone (arc_jax/model/attention_rows.py)."""
+        h = self.layers(self._embed(tokens, compressed, compressed_index), segment_ids, positions,
+                        rows=attention_rows)
         if logit_slots is not None:
             h = jnp.take_along_axis(h, jnp.maximum(logit_slots, 0)[..., None].astype(jnp.int32), axis=1)
         logits = self._logits(h)

@@ -119,11 +119,13 @@ class ARCEncoder(nn.Module):
             h = jnp.where(inputs.memory_ids[..., None] >= 0, memory, h)
         h = constrain_residual(h)
         segment_ids, positions = inputs.segment_ids, inputs.positions
+        rows = inputs.attention_rows or (None,) * (len(inputs.stages) + 1)
         if self.cfg.backbone.n_layers > len(self.cfg.compress_rates):
-            h = self.layers(h, segment_ids, positions)
-        for layer, stage in zip(self.pooling_layers, inputs.stages):
+            h = self.layers(h, segment_ids, positions, rows=rows[0])
+        for layer, stage, kv_rows, q_rows in zip(self.pooling_layers, inputs.stages, rows, rows[1:]):
             queries = constrain_residual(pool(h, stage, self.cfg.pool_type))
-            h = layer(h, segment_ids, positions, queries, stage.segment_ids, stage.positions)
+            h = layer(h, segment_ids, positions, queries, stage.segment_ids, stage.positions, rows=kv_rows,
+                      q_rows=q_rows)
             segment_ids, positions = stage.segment_ids, stage.positions
         if inputs.output_index is not None:
             h = jnp.take_along_axis(h, inputs.output_index[..., None], axis=1)

@@ -18,6 +18,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from arc_jax.model.attention_rows import AttentionRows
 from arc_jax.model.config import EncoderConfig
 from arc_jax.model.pooling import pool_groups
 
@@ -38,6 +39,9 @@ class EncoderInputs(NamedTuple):
     # and [rows, out_len] slots whose final states are the output.
     memory_ids: np.ndarray | None = None
     output_index: np.ndarray | None = None
+    # Training with attention rows (arc_jax/model/attention_rows.py): those of the rows, then of
+    # each pooling stage's output.
+    attention_rows: tuple[AttentionRows, ...] | None = None
 
 
 class EncoderLayout(NamedTuple):
@@ -203,12 +207,13 @@ class FirstFit:
         self.counts = [0] * (n_rows or 0)
         self.items: list[list[int]] = [[] for _ in self.room]
 
-    def fits(self, sizes: Sequence[int]) -> list[int] | None:
+    def fits(self, sizes: Sequence[int], admits=None) -> list[int] | None:
         """Rows for items of `sizes` placed together (a sample's contexts), or None where one of
-        them finds no row: then none is placed."""
+        them finds no row: then none is placed. `admits(row, size)`, if given, may refuse a row."""
         room, counts, rows = list(self.room), list(self.counts), []
         for size in sizes:
-            row = next((r for r, free in enumerate(room) if size <= free and self._takes(counts[r])), None)
+            row = next((r for r, free in enumerate(room) if size <= free and self._takes(counts[r])
+                        and (admits is None or admits(r, size))), None)
             if row is None:
                 if not self.grows or size > self.capacity:
                     return None

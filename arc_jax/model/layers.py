@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from arc_jax.model.attention import AttentionImpl, causal_prompt_attention, dot_product_attention, traced_platform
+from arc_jax.model.attention_rows import AttentionRows
 from arc_jax.model.config import BackboneConfig, RopeScaling
 from arc_jax.model.kv_cache import KVCache
 
@@ -148,7 +149,7 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x_q, x_kv, q_segment_ids, kv_segment_ids, q_positions, kv_positions, same_sequence=False,
-                 cache: KVCache | None = None):
+                 cache: KVCache | None = None, rows: tuple[AttentionRows, AttentionRows] | None = None):
         c = self.cfg
         wq = _param(self, "wq", (c.dim, c.n_heads, c.head_dim), ("embed", "heads", "head_dim"), self.param_dtype)
         wk = _param(self, "wk", (c.dim, c.n_kv_heads, c.head_dim), ("embed", "kv_heads", "head_dim"), self.param_dtype)
@@ -178,7 +179,7 @@ class Attention(nn.Module):
             q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
             q_positions=q_positions, kv_positions=kv_positions,
             causal=self.causal, implementation=self.implementation, same_sequence=same_sequence,
-            one_text_per_row=self.one_text_per_row, span=self.span)
+            one_text_per_row=self.one_text_per_row, span=self.span, rows=rows)
         return jnp.einsum("bthk,hkd->btd", out, cast(wo))
 
     def _attend_cache(self, q, k, v, q_positions, cache: KVCache, wo):
@@ -227,7 +228,9 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """Pre-norm block. With `queries` given (a pooling layer), the residual stream is `queries`:
     attention reads queries from norm(queries) and keys/values from norm(h). With a `cache`
-    (generation), attention reads and extends it, and (h, cache) is returned."""
+    (generation), attention reads and extends it, and (h, cache) is returned. With attention `rows`
+    (training, arc_jax/model/attention_rows.py: those of h's slots, and `q_rows` those of the pooled
+    queries) each text is attended alone."""
 
     cfg: BackboneConfig
     causal: bool
@@ -239,7 +242,7 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, h, segment_ids, positions, queries=None, q_segment_ids=None, q_positions=None,
-                 cache: KVCache | None = None):
+                 cache: KVCache | None = None, rows: AttentionRows | None = None, q_rows: AttentionRows | None = None):
         c = self.cfg
         attention_norm = Norm(c.norm_type, c.norm_eps, self.param_dtype, name="attention_norm")
         h_normed = attention_norm(h)
@@ -250,8 +253,10 @@ class Block(nn.Module):
             q_normed = attention_norm(queries)
         attention = Attention(c, self.causal, self.dtype, self.param_dtype, self.attention_impl,
                               one_text_per_row=self.one_text_per_row, span=self.span, name="attention")
+        if rows is not None:
+            rows = (rows if same_sequence else q_rows, rows)
         attended = attention(q_normed, h_normed, q_segment_ids, segment_ids, q_positions, positions, same_sequence,
-                             cache=cache)
+                             cache=cache, rows=rows)
         if cache is not None:
             attended, cache = attended
         r = queries + attended

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from arc_jax.model.attention import AttentionImpl
+from arc_jax.model.attention_rows import AttentionRows
 from arc_jax.model.config import BackboneConfig
 from arc_jax.model.kv_cache import KVCache
 from arc_jax.model.layers import Block
@@ -55,8 +56,8 @@ REMAT_POLICIES = {
 class _ScanBlock(Block):
     """A Block with the (carry, output) signature `nn.scan` wants."""
 
-    def __call__(self, h, segment_ids, positions):
-        return super().__call__(h, segment_ids, positions), None
+    def __call__(self, h, segment_ids, positions, rows=None):
+        return super().__call__(h, segment_ids, positions, rows=rows), None
 
 
 class _CachedScanBlock(Block):
@@ -81,15 +82,16 @@ class LayerStack(nn.Module):
     unroll: bool = False
 
     @nn.compact
-    def __call__(self, h, segment_ids, positions, cache: KVCache | tuple[KVCache, ...] | None = None):
+    def __call__(self, h, segment_ids, positions, cache: KVCache | tuple[KVCache, ...] | None = None,
+                 rows: AttentionRows | None = None):
         """h after the stack; with a KV cache (stacked [layers, ...] when scanned, one per layer
-        when unrolled), (h, updated cache)."""
+        when unrolled), (h, updated cache). `rows`: training's attention rows (attention_rows.py)."""
         if not self.scan_layers:
             blocks = [Block(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl,
                             self.one_text_per_row, self.span, name=f"block_{i}") for i in range(self.n_layers)]
             if cache is None:
                 for block in blocks:
-                    h = block(h, segment_ids, positions)
+                    h = block(h, segment_ids, positions, rows=rows)
                 return h
             updated = []
             for block, layer_cache in zip(blocks, cache, strict=True):
@@ -111,13 +113,13 @@ class LayerStack(nn.Module):
             block_cls,
             variable_axes={"params": 0},
             split_rngs={"params": True},
-            in_axes=(nn.broadcast, nn.broadcast),
+            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
             length=self.n_layers,
             unroll=self.n_layers if self.unroll else 1,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )
         h, _ = scanned(self.cfg, self.causal, self.dtype, self.param_dtype, self.attention_impl,
-                       self.one_text_per_row, self.span, name="block")(h, segment_ids, positions)
+                       self.one_text_per_row, self.span, name="block")(h, segment_ids, positions, rows)
         return h
 
 

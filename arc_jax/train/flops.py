@@ -49,6 +49,13 @@ only the decoder's head trains) costs its forward pass, W_enc + A_enc; the proje
 The decoder's weight matmuls cost 2x forward (no weight-gradient matmul), but its attention
 matmuls cost 3x: both operands of Q·K^T and P·V are activations, and both need a gradient.
 
+With attention rows (the shape's `*_attention_rows`, arc_jax/model/attention_rows.py), a side's
+attention runs on them instead of its rows: per group of rows, `count` rows of each `length` l
+attending themselves (A(l, l) with block-causal keys where causal, as above), and pooling layer i's
+pooled queries (l pooled by the factors up to i) against its keys (l pooled by those before i);
+the weight matmuls stay on the packed rows. The gathers into and out of the attention rows are not
+matmuls and are not counted.
+
 What this leaves out, on purpose: rematerialisation (`remat_policy`) recomputes forward work
 that model FLOPs do not count (MFU, not hardware FLOPs utilisation). The splash kernel skips the
 [128 x 128] blocks of a row that hold no allowed pair: the static count takes its rows whole, and
@@ -94,6 +101,7 @@ from arc_jax.data.packing import PackingShape, TrainBatch
 from arc_jax.model.attention import SPLASH_BLOCK, keys_per_query, splash_blocks
 from arc_jax.model.config import BackboneConfig, EncoderConfig
 from arc_jax.model.inputs import EncoderInputs
+from arc_jax.model.pooling import pooled_length
 
 
 def block_matmul_flops(cfg: BackboneConfig, rows: int, q_len: int, kv_len: int, keys: float | None = None
@@ -120,19 +128,47 @@ def encoder_output_len(cfg: EncoderConfig, shape: PackingShape) -> int:
     return stages[-1] if stages else shape.encoder_len
 
 
-def encoder_forward_flops(cfg: EncoderConfig, shape: PackingShape, windowed: bool = True) -> tuple[float, float]:
+def _attention_rows_flops(cfg: BackboneConfig, spec: tuple[tuple[int, int], ...], groups: int, causal: bool,
+                          windowed: bool, pooled_by: tuple[int, ...] = (), keys_pooled_by: tuple[int, ...] | None = None
+                          ) -> float:
+    """Forward attention matmul FLOPs of one layer in attention rows (arc_jax/model/attention_rows.py):
+    `count` rows of `length` a group, queries at `pooled_by` pooling factors of the lengths, keys at
+    `keys_pooled_by` (the same when None: a text attending itself, in block-causal chunks when causal
+    on the "xla" path, `windowed`, else whole)."""
+    total = 0.0
+    for count, length in spec:
+        q_len = pooled_length(length, pooled_by)
+        if keys_pooled_by is None:
+            keys = keys_per_query(q_len, 0, causal) if windowed else None
+            total += block_matmul_flops(cfg, groups * count, q_len, q_len, keys)[1]
+        else:
+            total += block_matmul_flops(cfg, groups * count, q_len, pooled_length(length, keys_pooled_by))[1]
+    return total
+
+
+def encoder_forward_flops(cfg: EncoderConfig, shape: PackingShape, windowed: bool = True,
+                          rows_windowed: bool | None = None) -> tuple[float, float]:
     """Forward (weight, attention) matmul FLOPs of the encoder backbone (projector excluded);
     `windowed`: its attention reads the windows of the shape's span, or block-causal chunks (the
-    "xla" implementation: `keys_per_query`); otherwise whole rows."""
+    "xla" implementation: `keys_per_query`); otherwise whole rows. With attention rows, attention
+    runs on them instead of the rows, in block-causal chunks where `rows_windowed` (default
+    `windowed`; splash attends them on the "xla" path)."""
+    rows_windowed = windowed if rows_windowed is None else rows_windowed
     b, rows, n = cfg.backbone, shape.encoder_rows, shape.encoder_len
     stages = encoder_stage_lens(cfg, shape)
+    spec, groups = shape.encoder_attention_rows, shape.attention_groups
     keys = keys_per_query(n, shape.encoder_text_len, cfg.causal) if windowed else None
     w, a = block_matmul_flops(b, rows, n, n, keys)
+    if spec:
+        a = _attention_rows_flops(b, spec, groups, cfg.causal, rows_windowed)
     n_plain = b.n_layers - len(stages)
     weights, attention = n_plain * w, n_plain * a
     kv_len = n
-    for q_len in stages:
+    for i, q_len in enumerate(stages):
         w, a = block_matmul_flops(b, rows, q_len, kv_len)
+        if spec:
+            factors = cfg.pooling_factors
+            a = _attention_rows_flops(b, spec, groups, cfg.causal, rows_windowed, factors[:i + 1], factors[:i])
         weights, attention = weights + w, attention + a
         kv_len = q_len
     return weights, attention
@@ -145,12 +181,16 @@ def projector_forward_flops(cfg: EncoderConfig, shape: PackingShape, decoder_ind
     return float(2 * table_rows * (p.in_dim * p.hidden_dim + p.hidden_dim * p.out_dim))
 
 
-def decoder_forward_flops(cfg: BackboneConfig, shape: PackingShape, windowed: bool = True) -> tuple[float, float]:
+def decoder_forward_flops(cfg: BackboneConfig, shape: PackingShape, windowed: bool = True,
+                          rows_windowed: bool | None = None) -> tuple[float, float]:
     """Forward (weight, attention) matmul FLOPs of the decoder, output head (on the shape's
     `head_slots` a row) in the weights; `windowed` as for the encoder."""
     rows, t = shape.decoder_rows, shape.decoder_len
     keys = keys_per_query(t, shape.decoder_sample_len, causal=True) if windowed else None
     w, a = block_matmul_flops(cfg, rows, t, t, keys)
+    if shape.decoder_attention_rows:
+        rows_windowed = windowed if rows_windowed is None else rows_windowed
+        a = _attention_rows_flops(cfg, shape.decoder_attention_rows, shape.attention_groups, True, rows_windowed)
     head = 2 * rows * shape.head_slots * cfg.dim * cfg.vocab_size
     return cfg.n_layers * w + head, cfg.n_layers * a
 
@@ -168,9 +208,9 @@ def train_step_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, shape: Pac
         raise ValueError(f"decoder_index={decoder_index} but the encoder has {enc_cfg.n_decoders} projectors")
     if grad_accum < 1:
         raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
-    windowed = attention_impl == "xla"
-    enc_w, enc_a = encoder_forward_flops(enc_cfg, shape, windowed)
-    dec_w, dec_a = decoder_forward_flops(dec_cfg, shape, windowed)
+    windowed, rows_windowed = attention_impl == "xla", attention_impl != "jax_nn"
+    enc_w, enc_a = encoder_forward_flops(enc_cfg, shape, windowed, rows_windowed)
+    dec_w, dec_a = decoder_forward_flops(dec_cfg, shape, windowed, rows_windowed)
     encoder_passes = 1 if encoder_frozen else 3
     out = {
         "encoder": grad_accum * encoder_passes * (enc_w + enc_a),
@@ -290,6 +330,9 @@ def skipped_attention_flops(enc_cfg: EncoderConfig, dec_cfg: BackboneConfig, bat
         enc_pairs = rows * n * n - block * block * splash_blocks(inputs.segment_ids, inputs.positions, enc_cfg.causal)
         rows, t = np.shape(micro.segment_ids)
         dec_pairs = rows * t * t - block * block * splash_blocks(micro.segment_ids, micro.positions, causal=True)
+        # Attention rows run on the "xla" path, counted as such.
+        enc_pairs *= inputs.attention_rows is None
+        dec_pairs *= micro.attention_rows is None
         skipped += (encoder_passes * n_plain * block_matmul_flops(enc, 1, 1, 1)[1] * enc_pairs
                     + 3 * dec_cfg.n_layers * block_matmul_flops(dec_cfg, 1, 1, 1)[1] * dec_pairs)
     return float(skipped)

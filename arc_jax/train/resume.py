@@ -35,7 +35,9 @@ from arc_jax.train.checkpoint import newest_intact
 RESUMABLE = ("max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "eval", "max_bad_steps", "mesh_shape",
              "remat_policy", "unroll_layers", "data.worker_count")
 ABSENT = "(absent)"
-ADDED_AS_OFF = {"data.shape.encoder_span": 0, "data.shape.decoder_span": 0, "data.shape.loss_slots": 0}
+ADDED_AS_OFF = {"data.shape.encoder_span": 0, "data.shape.decoder_span": 0, "data.shape.loss_slots": 0,
+                "data.shape.encoder_attention_rows": [], "data.shape.decoder_attention_rows": [],
+                "data.shape.attention_groups": 1}
 
 
 def flat_fields(tree, prefix: str = "") -> dict:

@@ -299,10 +299,14 @@ def _mesh_shape(config, device_count: int | None) -> tuple[int, int, int]:
 
 
 def _check_batch_split(shape: PackingShape, mesh_shape: tuple[int, int, int]) -> None:
-    """Batch rows are split over data x fsdp: each must divide them."""
+    """Batch rows are split over data x fsdp: each must divide them, and attention rows' groups."""
     split = mesh_shape[0] * mesh_shape[1]
     for field in ("encoder_rows", "decoder_rows"):
         rows = getattr(shape, field)
         if rows % split:
             raise ConfigError(f"config.data.shape.{field}={rows} is not divisible by data x fsdp = {split} "
                               f"(config.mesh_shape resolved to {list(mesh_shape)})")
+    if (shape.encoder_attention_rows or shape.decoder_attention_rows) and shape.attention_groups % split:
+        raise ConfigError(f"config.data.shape.attention_groups={shape.attention_groups} is not a multiple of data x "
+                          f"fsdp = {split} (config.mesh_shape resolved to {list(mesh_shape)}): each device gathers "
+                          "its texts into attention rows within its own rows")

@@ -75,7 +75,7 @@ def loss_sums(params, decoder_params, batch: TrainBatch, encoder: ARCEncoder, de
     with sharding.activation_sharding(mesh) if mesh is not None else contextlib.nullcontext():
         table = encoder.apply({"params": params}, batch.encoder, decoder_index, method=ARCEncoder.compressed_table)
         logits = decoder.apply({"params": decoder_params}, batch.tokens, batch.segment_ids, batch.positions, table,
-                               batch.compressed_index, batch.loss_slots)
+                               batch.compressed_index, batch.loss_slots, batch.attention_rows)
     targets, mask, task_ids = at_loss_slots(batch)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
     sums = {"ce": (ce * mask).sum(), "tokens": mask.sum(), "correct": correct_tokens(logits, targets, mask)}

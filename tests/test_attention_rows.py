@@ -1,0 +1,236 @@
+"""Attention rows (arc_jax/model/attention_rows.py): each packed text attended alone in a short row
+of its own gives the packed rows' attention (outputs and gradients), the packer gives each text the
+shortest free attention row of its group, and the executed FLOPs count the attention rows."""
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from arc_jax.config_loading import ConfigError
+from arc_jax.data.packing import PackingShape, pack_batch
+from arc_jax.data.tasks import Sample
+from arc_jax.model.attention import dot_product_attention
+from arc_jax.model.attention_rows import Allocator, layout
+from arc_jax.model.config import BackboneConfig, EncoderConfig, ProjectorConfig
+
+
+def _packed(lengths_by_row, row_len):
+    """Segment ids and positions of rows holding texts of the given lengths side by side."""
+    seg = np.zeros((len(lengths_by_row), row_len), np.int32)
+    pos = np.zeros_like(seg)
+    for r, lengths in enumerate(lengths_by_row):
+        start = 0
+        for k, n in enumerate(lengths, start=1):
+            seg[r, start:start + n], pos[r, start:start + n] = k, np.arange(n)
+            start += n
+    return seg, pos
+
+
+# Four rows of 24 slots in two groups of two rows; each group has attention rows of 8, 12 and 20.
+LENGTHS = [[5, 11, 7], [20], [3, 8, 12], [6, 6]]
+SPEC = ((2, 8), (1, 12), (2, 20))
+
+
+def _rows_of(seg, lengths_of_spec):
+    alloc = Allocator(SPEC, groups=2, group_rows=2)
+    places = {(r, k): alloc.take(r, n) for r, lengths in enumerate(LENGTHS) for k, n in enumerate(lengths, start=1)}
+    return layout(seg, places, SPEC, lengths_of_spec, groups=2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_in_rows_equals_the_packed_rows_attention_and_its_gradients(causal):
+    seg, pos = _packed(LENGTHS, 24)
+    rows = _rows_of(seg, [n for _, n in SPEC])
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.standard_normal((4, 24, 4, 8)), jnp.float32)
+    k, v = (jnp.asarray(rng.standard_normal((4, 24, 2, 8)), jnp.float32) for _ in range(2))
+    cot = jnp.asarray(rng.standard_normal(q.shape), jnp.float32) * (seg > 0)[..., None, None]
+
+    def loss(q, k, v, rows):
+        out = dot_product_attention(q, k, v, q_segment_ids=seg, kv_segment_ids=seg, q_positions=pos,
+                                    kv_positions=pos, causal=causal, same_sequence=True, rows=rows)
+        return jnp.sum(out * cot), out
+
+    (_, packed), packed_grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v, None)
+    (_, in_rows), rows_grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v, (rows, rows))
+    real = (seg > 0)[..., None, None]
+    np.testing.assert_allclose(np.where(real, in_rows, 0), np.where(real, packed, 0), atol=1e-6)
+    assert not np.any(np.where(real, 0, in_rows))  # padding comes back as zeros
+    for a, b in zip(rows_grads, packed_grads):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_pooled_queries_in_rows_equal_the_packed_rows():
+    """A pooling layer: queries pooled by 4 (positions 0..m-1 of each text) against the texts' keys."""
+    seg, pos = _packed(LENGTHS, 24)
+    pooled = [[-(-n // 4) for n in lengths] for lengths in LENGTHS]
+    q_seg, q_pos = _packed(pooled, 8)
+    kv_rows = _rows_of(seg, [n for _, n in SPEC])
+    q_rows = _rows_of(q_seg, [-(-n // 4) for _, n in SPEC])
+    rng = np.random.default_rng(1)
+    q = jnp.asarray(rng.standard_normal((4, 8, 2, 4)), jnp.float32)
+    k, v = (jnp.asarray(rng.standard_normal((4, 24, 2, 4)), jnp.float32) for _ in range(2))
+    for causal in (False, True):
+        f = lambda q, k, v, rows, causal=causal: dot_product_attention(
+            q, k, v, q_segment_ids=q_seg, kv_segment_ids=seg, q_positions=q_pos, kv_positions=pos, causal=causal,
+            rows=rows)
+        real = (q_seg > 0)[..., None, None]
+        np.testing.assert_allclose(np.where(real, f(q, k, v, (q_rows, kv_rows)), 0),
+                                   np.where(real, f(q, k, v, None), 0), atol=1e-6)
+
+
+def test_each_text_takes_the_shortest_free_attention_row_of_its_group():
+    seg, _ = _packed(LENGTHS, 24)
+    rows = _rows_of(seg, [n for _, n in SPEC])
+    index, inverse = rows.rows, rows.inverse
+    # Group 0 (rows 0, 1): 5 -> an 8, 11 -> the 12, 7 -> the other 8, 20 -> a 20.
+    assert index[0][0, 0, :5].tolist() == list(range(0, 5)) and index[0][0, 0, 5] == -1
+    assert index[1][0, 0, :11].tolist() == list(range(5, 16))
+    assert index[0][0, 1, :7].tolist() == list(range(16, 23))
+    assert index[2][0, 0].tolist() == list(range(24, 44))  # row 1 of the group starts at slot 24
+    assert (index[2][0, 1] == -1).all()  # a 20 left free
+    # Group 1 (rows 2, 3): 3 -> an 8, 8 -> the other 8, 12 -> the 12, 6 and 6 -> the two 20s (the
+    # 8s and the 12 taken).
+    assert index[0][1, 0, :3].tolist() == [0, 1, 2] and index[0][1, 1].tolist() == list(range(3, 11))
+    assert index[2][1, 0, :6].tolist() == list(range(24, 30)) and index[2][1, 1, :6].tolist() == list(range(30, 36))
+    # The inverse sends each packed slot to its attention slot (8s at 0-15, the 12 at 16-27, 20s
+    # at 28-67); padding to the zero row after them (68).
+    assert inverse.shape == (2, 48)
+    assert inverse[0, :5].tolist() == list(range(5)) and inverse[0, 5] == 16 and inverse[0, 23] == 68
+    assert inverse[1, 24] == 28 and inverse[1, 30] == 48 and inverse[1, 36] == 68
+    with pytest.raises(ValueError, match="no free attention row"):
+        Allocator(SPEC, groups=2, group_rows=2).take(0, 21)
+
+
+BACKBONE = BackboneConfig(dim=4, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=2, hidden_dim=8, vocab_size=16)
+ENCODER = EncoderConfig(backbone=BACKBONE, projectors=(ProjectorConfig(4, 6, 6),), compress_rates=(-2,))
+
+
+def _sample(context_len: int, text_len: int) -> Sample:
+    x = tuple(range(1, text_len + 1))
+    return Sample("continuation", (tuple(range(1, context_len + 1)),), x, x, (True,) * text_len, (0,), "cont")
+
+
+def test_the_packer_cuts_drops_and_carries_over_what_the_attention_rows_cannot_hold():
+    """By hand: one row a group; encoder attention rows 2 x 8 and 1 x 16, decoder 2 x 12 and 1 x 20."""
+    shape = PackingShape(encoder_rows=2, encoder_len=32, decoder_rows=2, decoder_len=40, max_contexts_per_row=4,
+                         encoder_attention_rows=[[1, 16], [2, 8]], decoder_attention_rows=[[2, 12], [1, 20]],
+                         attention_groups=2)
+    assert shape.encoder_attention_rows == ((2, 8), (1, 16)) and shape.encoder_text_len == 16
+    assert shape.decoder_sample_len == 20
+    a = _sample(20, 6)   # context cut to 16; 8 vectors (pooled by 2) + <Cont> + 6 = 15 decoder slots: row 0, the 20
+    b = _sample(6, 17)   # 3 + 1 + 17 = 21 decoder slots, longer than the longest attention row: dropped
+    c = _sample(8, 5)    # encoder row 0 (an 8); 4 + 1 + 5 = 10: decoder row 0, a 12
+    d = _sample(7, 10)   # encoder row 0 (the other 8); 15 slots: row 0 has room but no free 20: row 1's 20
+    e = _sample(14, 3)   # encoder row 0 is full: row 1's 16; 7 + 1 + 3 = 11: decoder row 0, the other 12
+    f = _sample(9, 2)    # encoder row 1 has room, but its group's 16 is taken and its 8s are too short: waits
+    batch, leftover, stats = pack_batch([a, b, c, d, e, f], ENCODER, shape)
+    assert stats.counts["context_truncated"] == 1 and stats.counts["sample_too_long"] == 1
+    assert leftover == [f] and stats.samples == 4
+    eights, sixteens = batch.encoder.attention_rows[0].rows
+    assert sixteens[0, 0].tolist() == list(range(16))
+    assert sorted(map(list, eights[0].tolist())) == [list(range(16, 24)), list(range(24, 31)) + [-1]]
+    assert sixteens[1, 0].tolist() == list(range(14)) + [-1, -1] and (eights[1] == -1).all()
+    fours, pooled_eights = batch.encoder.attention_rows[1].rows  # after pooling by 2: rows of 4 and 8
+    assert pooled_eights[0, 0].tolist() == list(range(8))
+    assert sorted(map(list, fours[0].tolist())) == [[8, 9, 10, 11], [12, 13, 14, 15]]
+    twelves, twenties = batch.attention_rows.rows
+    assert twenties[0, 0].tolist() == list(range(15)) + [-1] * 5 and twenties[1, 0, :15].tolist() == list(range(15))
+    assert sorted(map(list, twelves[0].tolist())) == [list(range(15, 25)) + [-1, -1], list(range(25, 36)) + [-1]]
+    assert (twelves[1] == -1).all()
+    # Without attention rows every sample but b fits the same rows.
+    plain = dataclasses.replace(shape, encoder_attention_rows=(), decoder_attention_rows=())
+    batch, leftover, stats = pack_batch([a, b, c, d, e, f], ENCODER, plain)
+    assert batch.attention_rows is None and batch.encoder.attention_rows is None and stats.samples == 5
+
+
+def test_shapes_with_bad_attention_rows_are_refused_by_name(tmp_path):
+    from arc_jax.config_loading import load_config
+    from arc_jax.data.config import parse_data_config
+
+    config = load_config(Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py",
+                         [f"--config.data.dir={tmp_path}"])
+    for fields, match in (({"encoder_attention_rows": [[2, 0]]}, r"config\.data\.shape\.encoder_attention_rows"),
+                          ({"decoder_attention_rows": [[2, 8], [1, 8]]}, "each length once"),
+                          ({"encoder_attention_rows": [[2, 8]], "attention_groups": 3}, "attention_groups=3"),
+                          ({"decoder_attention_rows": [[1, 4096]]}, "longer than decoder_len")):
+        with config.unlocked():
+            config.data.shape.update({"encoder_attention_rows": [], "decoder_attention_rows": [], "attention_groups": 1})
+            config.data.shape.update(fields)
+        with pytest.raises(ConfigError, match=match):
+            parse_data_config(config.data)
+
+
+def test_a_train_step_in_attention_rows_equals_the_step_on_the_packed_rows(tmp_path):
+    """tiny_cpu_finetune's first batch (attention rows on both sides, pooling by 4) and the same batch
+    without its attention rows (the same samples in the same slots, attended on the packed rows): one
+    step gives the same loss, gradients and update (float32)."""
+    import flax.linen as nn
+
+    from arc_jax.config_loading import load_config
+    from arc_jax.model import ARCEncoder, Decoder
+    from arc_jax.train.optimizer import OptimizerConfig
+    from arc_jax.train.run_config import parse_run_config, run_batches
+    from arc_jax.train.step import StepConfig, init_state, train_step
+
+    config = load_config(Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu_finetune.py",
+                         [f"--config.data.dir={tmp_path}"])
+    run = parse_run_config(config, device_count=1)
+    in_rows = next(run_batches(run))[0]
+    assert in_rows.attention_rows is not None and len(in_rows.encoder.attention_rows) == 2
+    packed = in_rows._replace(attention_rows=None, encoder=in_rows.encoder._replace(attention_rows=None))
+    dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
+    encoder, decoder = ARCEncoder(run.encoder), Decoder(dec_cfg)
+    params = jax.device_get(nn.unbox(encoder.init(jax.random.key(0), packed.encoder)["params"]))
+    dec_params = nn.unbox(decoder.init(jax.random.key(1), packed.tokens, packed.segment_ids, packed.positions)["params"])
+    opt = OptimizerConfig(encoder_lr=1e-3, special_lr=1e-3, projector_lr=1e-3, weight_decay=0.1, warmup_steps=1,
+                          max_steps=10, initial_lr=1e-4, final_lr=1e-4)
+    step = jax.jit(lambda s, b: train_step(s, dec_params, b, cfg=StepConfig(encoder, decoder, 0, opt)))
+    (s_packed, m_packed), (s_rows, m_rows) = (jax.device_get(step(init_state(jax.tree.map(jnp.array, params)), b))
+                                              for b in (packed, in_rows))
+    for key in ("loss", "accuracy", "loss_tokens"):
+        np.testing.assert_allclose(float(m_rows[key]), float(m_packed[key]), rtol=1e-6, err_msg=key)
+    np.testing.assert_allclose(float(m_rows["grad_norm"]), float(m_packed["grad_norm"]), rtol=1e-5)
+    moments = lambda s: [a.mu for a in s.opt.adam.values()]
+    for x, y in zip(jax.tree.leaves(moments(s_rows)), jax.tree.leaves(moments(s_packed)), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-6 * max(np.abs(y).max(), 1e-30))
+
+
+def test_executed_flops_count_the_attention_rows_by_hand():
+    from arc_jax.train import flops
+
+    decoder = BackboneConfig(dim=6, n_layers=1, n_heads=3, n_kv_heads=1, head_dim=2, hidden_dim=8, vocab_size=10)
+    shape = PackingShape(encoder_rows=2, encoder_len=32, decoder_rows=2, decoder_len=40, max_contexts_per_row=4,
+                         encoder_attention_rows=[[1, 16], [2, 8]], decoder_attention_rows=[[2, 12], [1, 20]],
+                         attention_groups=2)
+    plain = dataclasses.replace(shape, encoder_attention_rows=(), decoder_attention_rows=())
+    rows, without = (flops.train_step_flops(ENCODER, decoder, s) for s in (shape, plain))
+    # The weights are the packed rows' either way: only attention differs. A(t, s) = 2 * rows * 2 * t * s * H * d.
+    a = lambda n_rows, t, s, heads_dim: 2 * n_rows * 2 * t * s * heads_dim
+    # Encoder (bidirectional, H * d = 4): its plain layer on 2 groups x (2 rows of 8 + 1 of 16), then
+    # its pooling layer (by 2) with queries of 4 and 8 against keys of 8 and 16; 3 passes.
+    encoder = a(4, 8, 8, 4) + a(2, 16, 16, 4) + a(4, 4, 8, 4) + a(2, 8, 16, 4)
+    # Without: the plain layer on 2 rows of 32, the pooling layer's queries (pooled_row_lengths(32, [2], 4)
+    # = 20 slots) against 32.
+    encoder_without = a(2, 32, 32, 4) + a(2, 20, 32, 4)
+    # Decoder (causal, H * d = 6): rows of 12 and 20 cannot be cut into block-causal chunks of >= 16,
+    # so they are dense; 3 passes. Without: 2 rows of 40 in 2 block-causal chunks of 20, (40 + 20) / 2 keys.
+    decoder_rows, decoder_without = a(4, 12, 12, 6) + a(2, 20, 20, 6), a(2, 40, 30, 6)
+    assert rows["attention"] == 3 * encoder + 3 * decoder_rows
+    assert without["attention"] == 3 * encoder_without + 3 * decoder_without
+    assert rows["total"] - without["total"] == rows["attention"] - without["attention"]
+
+
+def test_a_run_whose_devices_would_split_a_group_of_attention_rows_is_refused(tmp_path):
+    from arc_jax.config_loading import load_config
+    from arc_jax.train.run_config import parse_run_config
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu_finetune.py"
+    overrides = [f"--config.data.dir={tmp_path}", "--config.data.shape.encoder_rows=2", "--config.data.shape.decoder_rows=2"]
+    with pytest.raises(ConfigError, match=r"config\.data\.shape\.attention_groups=1 is not a multiple of data x fsdp = 2"):
+        parse_run_config(load_config(path, overrides), device_count=2)
+    parse_run_config(load_config(path, overrides + ["--config.data.shape.attention_groups=2"]), device_count=2)
