@@ -8,8 +8,10 @@ less the blocks its kernel skips on these batches), the longest context
 and sample seen, and proposes a shape fitted to the data: spans at the longest texts (windowed
 attention) and encoder rows (today's length, its halves, or a few average contexts long) as many as
 the decoder rows' contexts need, then shorter decoder rows and a loss buffer (the output head on the
-loss-carrying slots only) sized from the rows' loss tokens, each measured on the same batches. Row
-counts proposed stay multiples of `devices`, the data x fsdp devices the rows will be split over."""
+loss-carrying slots only) sized from the rows' loss tokens, then attention rows on each side (each
+text attended alone: arc_jax/model/attention_rows.py) and, with them, fewer and longer rows, each
+measured on the same batches. Row counts proposed stay multiples of `devices`, the data x fsdp devices
+the rows will be split over, and attention rows come in a group of rows a device."""
 
 from __future__ import annotations
 
@@ -44,6 +46,11 @@ _EVENTS = {
     "sample_too_many_loss_tokens": "samples dropped: more loss tokens than loss_slots",
 }
 
+# Attention rows tried: up to this many lengths, as many of each as the groups of rows needed in
+# these quantiles of the batches (a text that finds no free row waits for the next batch).
+_MAX_ATTENTION_LENGTHS = 8
+_ATTENTION_QUANTILES = (0.9, 0.95, 1.0)
+
 # Loss buffers tried: the most loss tokens a row held, and the quantiles of the rows' loss tokens,
 # rounded up to a multiple of 8 (a rarely full row then waits, its samples carried over).
 _LOSS_QUANTILES = (1.0, 0.99, 0.95, 0.9)
@@ -64,7 +71,7 @@ def data_check(config, n_batches: int = 20, devices: int = 1) -> dict:
     decoder = BackboneConfig.from_dict(to_plain(backbone)) if backbone else None
     batches = build_batches(data, encoder, config.seed, config.model.decoders[0].tokenizer)
     start = time.perf_counter()
-    work = _Work(encoder, decoder, data.shape, config.get("attention_impl", "xla"))
+    work = _Work(encoder, decoder, data.shape, config.get("attention_impl", "xla"), devices)
     for _ in tqdm(range(n_batches), desc="data check", unit="batch"):
         work.add(next(batches)[0])
     seconds = time.perf_counter() - start
@@ -112,7 +119,7 @@ class _Work:
     """Useful and executed FLOPs, fills and longest texts of the batches of one shape."""
 
     def __init__(self, encoder: EncoderConfig, decoder: BackboneConfig | None, shape: PackingShape,
-                 attention_impl: str = "xla"):
+                 attention_impl: str = "xla", devices: int = 1):
         from arc_jax.train import flops
 
         self.flops, self.encoder, self.decoder, self.shape = flops, encoder, decoder, shape
@@ -127,6 +134,15 @@ class _Work:
         self.row_loss_tokens: list[int] = []  # loss tokens of each decoder row
         self.samples = 0
         self.most_sample_loss = 0  # loss tokens of the sample with the most
+        # Per batch and group of rows (`attention_groups`, or `devices` rows' groups): the lengths of
+        # its contexts and of its samples, for the attention rows proposed.
+        self.devices = devices
+        with_rows = shape.encoder_attention_rows or shape.decoder_attention_rows
+        self.groups = shape.attention_groups if with_rows else devices
+        if shape.encoder_rows % self.groups or shape.decoder_rows % self.groups:
+            self.groups = 1
+        self.group_contexts: list[list[int]] = []
+        self.group_samples: list[list[int]] = []
 
     def add(self, batch) -> None:
         self.batches += 1
@@ -143,6 +159,8 @@ class _Work:
         self.longest_context = max(self.longest_context, max(enc, default=0))
         samples = _text_lengths(batch.segment_ids)
         self.samples += len(samples)
+        self.group_contexts += _group_text_lengths(batch.encoder.segment_ids, self.groups)
+        self.group_samples += _group_text_lengths(batch.segment_ids, self.groups)
         self.longest_sample = max(self.longest_sample, max(samples, default=0))
         loss = (np.asarray(batch.loss_mask) > 0).reshape(-1, np.shape(batch.loss_mask)[-1])
         self.row_loss_tokens += loss.sum(-1).tolist()
@@ -268,7 +286,7 @@ def _propose(work: _Work, remake, n_batches: int, devices: int = 1) -> tuple[Pac
     def measure(shapes, desc, same_samples=False):
         nonlocal best, best_report, best_fraction, best_work
         for shape in tqdm(shapes, desc=desc, unit="shape"):
-            check, batches = _Work(work.encoder, work.decoder, shape, work.attention_impl), remake(shape)
+            check, batches = _Work(work.encoder, work.decoder, shape, work.attention_impl, devices), remake(shape)
             for _ in range(n_batches):
                 check.add(next(batches)[0])
             r = check.report()
@@ -282,7 +300,55 @@ def _propose(work: _Work, remake, n_batches: int, devices: int = 1) -> tuple[Pac
     measure(_candidates(work, devices), "shapes tried")
     measure(_decoder_candidates(work, best, devices), "decoder rows tried", same_samples=True)
     measure([dataclasses.replace(best, loss_slots=n) for n in _loss_buffers(best_work)], "loss buffers tried")
+    for side in ("encoder", "decoder"):
+        measure(_attention_row_candidates(best_work, best, side, devices), f"{side} attention rows tried",
+                same_samples=True)
+    for side in ("encoder", "decoder"):
+        measure(_long_row_candidates(best_work, best, side, devices), f"longer {side} rows tried", same_samples=True)
     return best, best_report
+
+
+def _long_row_candidates(work: _Work, shape: PackingShape, side: str, devices: int) -> list[PackingShape]:
+    """With attention rows on `side`, its row length no longer bounds attention: `shape` with fewer,
+    longer rows there (k rows a group of attention rows, k = 1, 2), which first-fit fills more fully,
+    holding today's slots or `_ATTENTION_QUANTILES` of the slots the batches' texts took (in
+    multiples of 8); an encoder row's contexts and a decoder row's loss buffer in proportion."""
+    if not getattr(shape, f"{side}_attention_rows"):
+        return []
+    n_rows, row_len = getattr(shape, f"{side}_rows"), getattr(shape, f"{side}_len")
+    lengths = work.group_contexts if side == "encoder" else work.group_samples
+    # A batch's slots a group: first fit fills the first groups' rows before the next's.
+    per_batch = np.array([sum(t) for t in lengths]).reshape(-1, work.groups).mean(1)
+    totals = {n_rows * row_len / work.groups} | {float(np.quantile(per_batch, q)) for q in _ATTENTION_QUANTILES}
+    out = []
+    for k in (1, 2):
+        rows = k * work.groups
+        if rows >= n_rows or rows % devices:
+            continue
+        for total in sorted(totals):
+            length = 8 * math.ceil(total / k / 8)
+            if side == "encoder":
+                # A group's texts each take one of its attention rows.
+                contexts = min(math.ceil(shape.max_contexts_per_row * n_rows * length / (rows * row_len)),
+                               sum(count for count, _ in shape.encoder_attention_rows))
+                out.append(dataclasses.replace(shape, encoder_rows=rows, encoder_len=length,
+                                               max_contexts_per_row=contexts))
+            else:
+                loss = min(length, 8 * math.ceil(shape.loss_slots * length / row_len / 8)) if shape.loss_slots else 0
+                out.append(dataclasses.replace(shape, decoder_rows=rows, decoder_len=length, loss_slots=loss))
+    return out
+
+
+def _attention_row_candidates(work: _Work, shape: PackingShape, side: str, devices: int) -> list[PackingShape]:
+    """`shape` with attention rows (`_attention_row_specs`) on `side` ("encoder" or "decoder"), in
+    groups of the rows that `devices` devices hold each (or the shape's own groups)."""
+    groups = work.groups  # the groups the texts' lengths were gathered in
+    if groups % devices:
+        return []
+    lengths = work.group_contexts if side == "encoder" else work.group_samples
+    limit = shape.encoder_len if side == "encoder" else shape.decoder_len
+    return [dataclasses.replace(shape, attention_groups=groups, **{f"{side}_attention_rows": spec})
+            for spec in _attention_row_specs(lengths, limit) if spec != getattr(shape, f"{side}_attention_rows")]
 
 
 def _loss_buffers(work: _Work) -> list[int]:
@@ -296,10 +362,51 @@ def _loss_buffers(work: _Work) -> list[int]:
     return sorted((n for n in sizes if n < work.shape.head_slots), reverse=True)
 
 
+def _group_text_lengths(segment_ids, groups: int) -> list[list[int]]:
+    """Per group of consecutive rows (`groups` of them, of each micro-batch), its texts' slots."""
+    seg = np.asarray(segment_ids).reshape(-1, np.shape(segment_ids)[-1])
+    return [_text_lengths(part) for part in np.split(seg, groups * (seg.shape[0] // np.shape(segment_ids)[-2]))]
+
+
+def _attention_row_specs(group_lengths: list[list[int]], limit: int) -> list[tuple[tuple[int, int], ...]]:
+    """Attention rows to try for texts whose lengths per group of rows (and batch) are
+    `group_lengths`: k lengths (k = 1 .. `_MAX_ATTENTION_LENGTHS`) at the quantiles i / k of the texts'
+    lengths in multiples of 8 slots (the longest text's, at most `limit`, the longest), as many of each
+    as the groups' texts needed at `_ATTENTION_QUANTILES` of the groups, counted from the longest
+    (a text takes a longer row when the shorter ones are taken)."""
+    lengths = np.array([n for texts in group_lengths for n in texts])
+    if not len(lengths):
+        return []
+    longest = int(lengths.max())
+    specs = set()
+    for k in range(1, _MAX_ATTENTION_LENGTHS + 1):
+        cuts = {min(limit, max(longest, 8 * math.ceil(longest / 8)))}
+        cuts |= {min(limit, 8 * math.ceil(np.quantile(lengths, i / k) / 8)) for i in range(1, k)}
+        cuts = sorted(cuts)
+        for q in _ATTENTION_QUANTILES:
+            spec, taken = [], 0
+            for i in range(len(cuts) - 1, -1, -1):
+                shorter = cuts[i - 1] if i else 0
+                need = np.quantile([sum(n > shorter for n in texts) for texts in group_lengths], q)
+                count = max(0, math.ceil(need) - taken)
+                if count:
+                    spec.append((count, cuts[i]))
+                    taken += count
+            specs.add(tuple(sorted(spec, key=lambda p: p[1])))
+    return sorted(specs)
+
+
 def _text_lengths(segment_ids) -> list[int]:
     """Slots of each text (segment) of each row."""
     seg = np.asarray(segment_ids).reshape(-1, np.shape(segment_ids)[-1])
     return [int(n) for row in seg for n in np.bincount(row)[1:] if n]
+
+
+def _flag_value(value) -> str:
+    """A shape field as a command-line value: attention rows as [[count,length],...], no spaces."""
+    if isinstance(value, tuple):
+        return "[" + ",".join(f"[{count},{length}]" for count, length in value) + "]"
+    return str(value)
 
 
 def _print_work(report: dict, shape: PackingShape, proposed: PackingShape) -> None:
@@ -312,7 +419,7 @@ def _print_work(report: dict, shape: PackingShape, proposed: PackingShape) -> No
         print("  the shape fits the data: nothing to propose")
         return
     changed = {k: v for k, v in dataclasses.asdict(proposed).items() if getattr(shape, k) != v}
-    flags = " ".join(f"--config.data.shape.{k}={v}" for k, v in changed.items())
+    flags = " ".join(f"--config.data.shape.{k}={_flag_value(v)}" for k, v in changed.items())
     p = report["proposed"]
     print(f"  proposed: {flags}\n    -> useful {p['useful_fraction']:.1%} of executed, encoder fill "
           f"{p['encoder_fill']:.1%}, decoder fill {p['decoder_fill']:.1%}, loss slots filled {p['head_fill']:.1%} "
