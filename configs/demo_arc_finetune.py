@@ -39,16 +39,21 @@ def get_config() -> ml_collections.ConfigDict:
     # as "Answer", ":", " ", "K", "es", "ford", a sequence the demo's small decoder never produces.
     config.data.answer_layout = "eval"
     # A sample: a document (~80 tokens, compressed to ~20 vectors at PF 4) with its question and
-    # answer: ~80 encoder tokens and ~40 decoder slots, <= 12 of them carrying loss a row. A sample
-    # takes <= 53 slots; the output head runs on a buffer of 16 loss slots a row instead of every slot
-    # (useful work 63% -> 71%). Encoder rows of 10 x 164 (about two documents each, attended densely)
-    # and decoder rows of 4 x 240, instead of 8 x 256 and 4 x 256: the same ~20 samples a batch (797
-    # against 829 in 40 batches), useful work 70.3% -> 83.9% of executed (`arc-jax data check`, seed
-    # 0's data), 0.78x the step time on the demo's two CPU devices (A/B in one process, 30 rounds),
-    # ARC4 76.7 / 100 / 99.4 -> 76.9 / 100 / 96.1 on seeds 0 / 1 / 2 (2026-12-05). Rows of 11 x 160
-    # (81.6%) would not split over the two devices.
+    # answer: ~80 encoder tokens and ~40-53 decoder slots, <= 12 of them carrying loss. The output head
+    # runs on a loss buffer (useful work 63% -> 71%). Encoder rows of 10 x 164 and decoder rows of
+    # 4 x 240 (instead of 8 x 256 and 4 x 256) gave 83.9%, the rest mostly attention across the
+    # documents and samples packed in a row. Since 2026-12-06 each is attended alone, in attention rows
+    # (arc_jax/model/attention_rows.py) of a group of rows a device (the demo runs on two CPU devices):
+    # 10 encoder ones of 72-128 slots and 10 decoder ones of 48-56 a group, for the ~10 samples a device
+    # takes (the check proposed 104 for the longest; 128, max_len, so that no document is cut: the
+    # demo's longest are 112-117 tokens), and one long row a device on each side (attention no longer
+    # depends on its length), which first fit fills more fully. About the same samples a batch; useful work 84.6% -> 93.7% of executed
+    # (`arc-jax data check --devices 2`, 40 batches of seed 0's data; rows 95% and 93% full before, 96%
+    # and 96% now).
     config.data.shape = ml_collections.ConfigDict({
-        "encoder_rows": 10, "encoder_len": 164, "decoder_rows": 4, "decoder_len": 240, "max_contexts_per_row": 5,
-        "encoder_span": 0, "decoder_span": 53, "loss_slots": 16})
+        "encoder_rows": 2, "encoder_len": 800, "decoder_rows": 2, "decoder_len": 464, "max_contexts_per_row": 10,
+        "encoder_span": 0, "decoder_span": 53, "loss_slots": 32,
+        "encoder_attention_rows": [[1, 72], [4, 80], [2, 88], [1, 96], [1, 104], [1, 128]],
+        "decoder_attention_rows": [[6, 48], [4, 56]], "attention_groups": 2})
     config.eval = ml_collections.ConfigDict({"sources": "", "every": 0, "batches": 1})
     return config

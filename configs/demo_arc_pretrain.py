@@ -98,15 +98,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.single_task_batches = True
     config.data.encoder_tokenizer = "{data_dir}/tokenizer.model"
     # Sized with `arc-jax data check` (its proposal, measured on the demo's data): 8 encoder rows left
-    # the decoder rows 68% full (useful work 59% of executed); 11 rows of at most 5 contexts fill
-    # ~89% of both (77%), and the texts' spans (<= 64 encoder tokens, <= 81 decoder slots) bound
-    # attention. With them ARC4 rose from 35.7% to 53.2% EM (README): more samples a step. The output
-    # head runs on the <= 175 loss-carrying slots of a row (a buffer of 176) instead of all 224 (77% -> 80%).
-    # 12 rows instead of the 11 proposed, so that the demo's two CPU devices take 6 each
-    # (arc_jax/demo/run.py): the same 32.6 samples a batch, encoder rows 84% full (useful work 80.4%).
+    # the decoder rows 68% full (useful work 59% of executed); 11 rows of at most 5 contexts filled
+    # ~89% of both (77%) and gave more samples a step (ARC4 35.7% -> 53.2% EM, README); the texts'
+    # spans (<= 64 encoder tokens, <= 81 decoder slots) bound them. Since 2026-12-06 each text is
+    # attended alone, in attention rows (arc_jax/model/attention_rows.py) of a group of rows a device
+    # (the demo runs on two CPU devices): 19 encoder attention rows of 32-64 slots and 19 decoder ones
+    # of 40-88 a group, for the ~16 documents (of 6-64 tokens) and samples a device takes. Attention
+    # then no longer depends on the rows' lengths, so one long row a device on each side, which first
+    # fit fills more fully. The same ~32.5 samples a batch; useful work 79.5% -> 92.0% of executed
+    # (`arc-jax data check --devices 2`, 40 batches of seed 0's data; encoder rows 12 x 128 and decoder
+    # rows 8 x 224 before, 83% and 91% full, now 97% and 98%).
     config.data.shape = ml_collections.ConfigDict({
-        "encoder_rows": 12, "encoder_len": 128, "decoder_rows": 8, "decoder_len": 224, "max_contexts_per_row": 5,
-        "encoder_span": 64, "decoder_span": 81, "loss_slots": 176})
+        "encoder_rows": 2, "encoder_len": 664, "decoder_rows": 2, "decoder_len": 840, "max_contexts_per_row": 19,
+        "encoder_span": 64, "decoder_span": 81, "loss_slots": 664,
+        "encoder_attention_rows": [[2, 32], [5, 40], [12, 64]],
+        "decoder_attention_rows": [[3, 40], [4, 48], [4, 56], [8, 88]], "attention_groups": 2})
     config.data.worker_count = 0
     config.data.shards = 0
     config.eval = ml_collections.ConfigDict({"sources": "{data_dir}/pretrain_eval.jsonl", "every": 100, "batches": 2})

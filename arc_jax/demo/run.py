@@ -59,8 +59,10 @@ SMOKE_DECODER = ["max_steps=6", "log_every=2", "checkpoint_every=6", "probe_ever
                  "data.corpus.vocab_size=512", "data.fresh_people=20", "demo.encoder_people=40", "model.dim=32",
                  "model.n_heads=2", "model.n_kv_heads=2", "model.head_dim=16", "model.hidden_dim=64"]
 SMOKE_ARC = ["max_steps=4", "log_every=2", "checkpoint_every=4", "optimizer.warmup_steps=2"]
-# The tiny tokenizer's fine-tuning samples are longer than the real one's (decoder_span 53 slots).
-SMOKE_FINETUNE = ["data.shape.decoder_span=0"]
+# The tiny tokenizer's fine-tuning documents and samples are longer than the real one's (decoder_span 53
+# slots, attention rows of at most 104 and 56): whole rows attended instead.
+SMOKE_FINETUNE = ["data.shape.decoder_span=0", "data.shape.encoder_attention_rows=[]",
+                  "data.shape.decoder_attention_rows=[]"]
 
 
 def _load(name: str, overrides: list[str]):
