@@ -234,3 +234,21 @@ def test_a_run_whose_devices_would_split_a_group_of_attention_rows_is_refused(tm
     with pytest.raises(ConfigError, match=r"config\.data\.shape\.attention_groups=1 is not a multiple of data x fsdp = 2"):
         parse_run_config(load_config(path, overrides), device_count=2)
     parse_run_config(load_config(path, overrides + ["--config.data.shape.attention_groups=2"]), device_count=2)
+
+
+def test_the_check_tries_attention_rows_at_quantiles_of_the_texts_lengths_counted_from_the_longest():
+    from arc_jax.data.check import _attention_row_specs
+
+    # Three groups (of rows, in one batch or several) of two texts each; the longest 31 -> rows of 32.
+    groups = [[10, 30], [12, 28], [9, 31]]
+    specs = _attention_row_specs(groups, limit=64)
+    # One length: each group needed 2 rows of 32.
+    assert ((2, 32),) in specs
+    # Two lengths: the median, 20, in a multiple of 8 -> 24. Each group has one text longer than 24 (a
+    # 32) and one more (a 24).
+    assert ((1, 24), (1, 32)) in specs
+    # Three: the terciles 12 and 28 -> 16 and 32 with 32: each group one text > 16 (its 32), one more
+    # (a 16); no 32-slot row is left for the rows of 32 (cut at the longest, 32, is the same length).
+    assert ((1, 16), (1, 32)) in specs
+    assert all(length % 8 == 0 and length <= 64 for spec in specs for _, length in spec)
+    assert max(length for spec in _attention_row_specs(groups, limit=24) for _, length in spec) == 24

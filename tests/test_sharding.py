@@ -36,8 +36,11 @@ def _assert_steps_match(report: dict) -> None:
 
 
 def test_sharded_steps_with_attention_rows_match_one_device(tmp_path):
-    """tiny_cpu_finetune's attention rows in 8 groups, one a row: each device gathers within its rows."""
-    _assert_steps_match(_probe(tmp_path, "tiny_cpu_finetune.py", "--config.data.shape.attention_groups=8"))
+    """tiny_cpu_finetune's samples (three documents each) in 8 groups of one encoder and one decoder
+    row, each with attention rows for one sample: each device gathers within its rows."""
+    shape = {"encoder_len": 312, "max_contexts_per_row": 3, "encoder_attention_rows": "[[3,104]]",
+             "decoder_len": 160, "decoder_attention_rows": "[[1,160]]", "loss_slots": 8, "attention_groups": 8}
+    _assert_steps_match(_probe(tmp_path, "tiny_cpu_finetune.py", *(f"--config.data.shape.{k}={v}" for k, v in shape.items())))
 
 
 def test_sharded_steps_match_one_device(tmp_path):

@@ -136,7 +136,6 @@ class _Work:
         self.most_sample_loss = 0  # loss tokens of the sample with the most
         # Per batch and group of rows (`attention_groups`, or `devices` rows' groups): the lengths of
         # its contexts and of its samples, for the attention rows proposed.
-        self.devices = devices
         with_rows = shape.encoder_attention_rows or shape.decoder_attention_rows
         self.groups = shape.attention_groups if with_rows else devices
         if shape.encoder_rows % self.groups or shape.decoder_rows % self.groups:
@@ -380,7 +379,7 @@ def _attention_row_specs(group_lengths: list[list[int]], limit: int) -> list[tup
     longest = int(lengths.max())
     specs = set()
     for k in range(1, _MAX_ATTENTION_LENGTHS + 1):
-        cuts = {min(limit, max(longest, 8 * math.ceil(longest / 8)))}
+        cuts = {min(limit, 8 * math.ceil(longest / 8))}
         cuts |= {min(limit, 8 * math.ceil(np.quantile(lengths, i / k) / 8)) for i in range(1, k)}
         cuts = sorted(cuts)
         for q in _ATTENTION_QUANTILES:

@@ -201,22 +201,29 @@ def pack_batch(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShap
     return pack_batch_placed(samples, cfg, shape)[:3]
 
 
-def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShape
-                      ) -> tuple[TrainBatch, list[Sample], PackStats, list[int]]:
-    """pack_batch's (batch, leftover, statistics) and the indices in `samples` of the samples the
-    batch holds, in order (what another decoder's pipeline needs to re-make the same batch)."""
-    stats = PackStats()
+@dataclasses.dataclass
+class _Placement:
+    """Where a batch's samples go (`_place`), before any array is made."""
+
+    enc_fit: FirstFit
+    dec_fit: FirstFit
+    contexts: list[tuple[int, ...]] = dataclasses.field(default_factory=list)
+    placed: list[tuple[Sample, list[int]]] = dataclasses.field(default_factory=list)  # sample, ids of its contexts
+    index: list[int] = dataclasses.field(default_factory=list)  # of each placed sample in the input
+    leftover: list[Sample] = dataclasses.field(default_factory=list)
+    enc_places: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)  # context id -> attention row
+    dec_places: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)  # placed sample -> attention row
+
+
+def _place(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShape, stats: PackStats) -> _Placement:
+    """First fit of `samples`, in order, into the shape's rows (and attention rows), by the module
+    docstring's rules; what is cut, dropped or left over is counted in `stats`."""
     extra = cfg.n_memory_tokens
-    enc_fit = FirstFit(shape.encoder_len, n_rows=shape.encoder_rows, max_items=shape.max_contexts_per_row)
-    dec_fit = FirstFit(shape.decoder_len, n_rows=shape.decoder_rows, max_items=shape.decoder_len)
+    out = _Placement(FirstFit(shape.encoder_len, n_rows=shape.encoder_rows, max_items=shape.max_contexts_per_row),
+                     FirstFit(shape.decoder_len, n_rows=shape.decoder_rows, max_items=shape.decoder_len))
     loss_room = [shape.loss_slots] * shape.decoder_rows if shape.loss_slots else None
     enc_attention = _allocator(shape.encoder_attention_rows, shape.encoder_rows, shape.attention_groups)
     dec_attention = _allocator(shape.decoder_attention_rows, shape.decoder_rows, shape.attention_groups)
-    enc_places, dec_places = {}, {}  # context id / placed sample id -> its attention row
-    contexts: list[tuple[int, ...]] = []
-    placed: list[tuple[Sample, list[int]]] = []  # sample, ids of its contexts
-    placed_index: list[int] = []
-    leftover: list[Sample] = []
     for index, sample in enumerate(samples):
         ctx = []
         for c in sample.contexts:
@@ -233,34 +240,44 @@ def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: Pack
             stats.counts["sample_too_many_loss_tokens"] += 1
             continue
         sizes = [len(c) + extra for c in ctx]
-        enc_rows = enc_fit.fits(sizes, enc_attention.admits if enc_attention else None)
+        enc_rows = out.enc_fit.fits(sizes, enc_attention.admits if enc_attention else None)
         if enc_rows is not None and enc_attention and not enc_attention.fits(enc_rows, sizes):
             enc_rows = None
-        dec_rows = _decoder_row(dec_fit, loss_room, need, n_loss, dec_attention)
+        dec_rows = _decoder_row(out.dec_fit, loss_room, need, n_loss, dec_attention)
         if enc_rows is None or dec_rows is None:
-            leftover.append(sample)
+            out.leftover.append(sample)
             continue
-        ids = list(range(len(contexts), len(contexts) + len(ctx)))
-        enc_fit.place(enc_rows, sizes, ids)
-        dec_fit.place(dec_rows, [need], [len(placed)])
+        ids = list(range(len(out.contexts), len(out.contexts) + len(ctx)))
+        out.enc_fit.place(enc_rows, sizes, ids)
+        out.dec_fit.place(dec_rows, [need], [len(out.placed)])
         if enc_attention:
-            enc_places.update((i, enc_attention.take(row, size)) for i, row, size in zip(ids, enc_rows, sizes))
+            out.enc_places.update((i, enc_attention.take(row, size)) for i, row, size in zip(ids, enc_rows, sizes))
         if dec_attention:
-            dec_places[len(placed)] = dec_attention.take(dec_rows[0], need)
+            out.dec_places[len(out.placed)] = dec_attention.take(dec_rows[0], need)
         if loss_room is not None:
             loss_room[dec_rows[0]] -= n_loss
-        contexts += ctx
-        placed.append((sample, ids))
-        placed_index.append(index)
-    stats.counts["carried_over"] += len(leftover)
-    stats.samples = len(placed)
+        out.contexts += ctx
+        out.placed.append((sample, ids))
+        out.index.append(index)
+    stats.counts["carried_over"] += len(out.leftover)
+    stats.samples = len(out.placed)
+    return out
 
-    rows = [[contexts[i] for i in row] for row in enc_fit.items]
+
+def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShape
+                      ) -> tuple[TrainBatch, list[Sample], PackStats, list[int]]:
+    """pack_batch's (batch, leftover, statistics) and the indices in `samples` of the samples the
+    batch holds, in order (what another decoder's pipeline needs to re-make the same batch)."""
+    stats = PackStats()
+    placement = _place(samples, cfg, shape, stats)
+    enc_fit, dec_fit, placed = placement.enc_fit, placement.dec_fit, placement.placed
+    rows = [[placement.contexts[i] for i in row] for row in enc_fit.items]
     encoder, places = pack_encoder_inputs(rows, cfg, row_len=shape.encoder_len, stage_lens=shape.stage_lens(cfg),
                                           output_len=cfg.n_memory_tokens * shape.max_contexts_per_row or None)
     where = {i: place for i, place in zip((i for row in enc_fit.items for i in row), places)}
-    if enc_attention:
-        encoder = encoder._replace(attention_rows=_encoder_attention_rows(encoder, enc_fit.items, enc_places, cfg, shape))
+    if shape.encoder_attention_rows:
+        encoder = encoder._replace(attention_rows=_encoder_attention_rows(encoder, enc_fit.items, placement.enc_places,
+                                                                          cfg, shape))
     out_len = output_len(encoder, shape)
     special_row = special_rows(encoder)
 
@@ -284,16 +301,22 @@ def pack_batch_placed(samples: Sequence[Sample], cfg: EncoderConfig, shape: Pack
     stats.decoder_slots = b * t
     stats.encoder_tokens = int((encoder.segment_ids > 0).sum())
     stats.encoder_slots = encoder.segment_ids.size
-    attention_rows = None
-    if dec_attention:
-        segments = {sample_id: (row, seg) for row, members in enumerate(dec_fit.items)
-                    for seg, sample_id in enumerate(members, start=1)}
-        attention_rows = layout(decoder.segment_ids, {segments[i]: place for i, place in dec_places.items()},
-                                shape.decoder_attention_rows, [n for _, n in shape.decoder_attention_rows],
-                                shape.attention_groups)
     batch = TrainBatch(encoder, decoder.tokens, decoder.segment_ids, decoder.positions, decoder.compressed_index,
-                       targets, loss_mask, task_ids, _loss_slots(loss_mask, shape.loss_slots), attention_rows)
-    return batch, leftover, stats, placed_index
+                       targets, loss_mask, task_ids, _loss_slots(loss_mask, shape.loss_slots),
+                       _decoder_attention_rows(decoder.segment_ids, dec_fit.items, placement.dec_places, shape))
+    return batch, placement.leftover, stats, placement.index
+
+
+def _decoder_attention_rows(segment_ids: np.ndarray, items: list[list[int]], places: dict[int, tuple[int, int]],
+                            shape: PackingShape) -> AttentionRows | None:
+    """The decoder's attention rows (None without): placed sample i, segment k + 1 of its row in the
+    packer's `items`, in attention row places[i]."""
+    if not shape.decoder_attention_rows:
+        return None
+    segments = {i: (row, k + 1) for row, ids in enumerate(items) for k, i in enumerate(ids)}
+    spec = shape.decoder_attention_rows
+    return layout(segment_ids, {segments[i]: place for i, place in places.items()}, spec, [n for _, n in spec],
+                  shape.attention_groups)
 
 
 def _encoder_attention_rows(encoder: EncoderInputs, items: list[list[int]], places: dict[int, tuple[int, int]],
