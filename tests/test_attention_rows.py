@@ -169,13 +169,9 @@ def test_a_train_step_in_attention_rows_equals_the_step_on_the_packed_rows(tmp_p
     """tiny_cpu_finetune's first batch (attention rows on both sides, pooling by 4) and the same batch
     without its attention rows (the same samples in the same slots, attended on the packed rows): one
     step gives the same loss, gradients and update (float32)."""
-    import flax.linen as nn
-
     from arc_jax.config_loading import load_config
-    from arc_jax.model import ARCEncoder, Decoder
-    from arc_jax.train.optimizer import OptimizerConfig
     from arc_jax.train.run_config import parse_run_config, run_batches
-    from arc_jax.train.step import StepConfig, init_state, train_step
+    from one_step import one_step_each
 
     config = load_config(Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu_finetune.py",
                          [f"--config.data.dir={tmp_path}"])
@@ -183,15 +179,7 @@ def test_a_train_step_in_attention_rows_equals_the_step_on_the_packed_rows(tmp_p
     in_rows = next(run_batches(run))[0]
     assert in_rows.attention_rows is not None and len(in_rows.encoder.attention_rows) == 2
     packed = in_rows._replace(attention_rows=None, encoder=in_rows.encoder._replace(attention_rows=None))
-    dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
-    encoder, decoder = ARCEncoder(run.encoder), Decoder(dec_cfg)
-    params = jax.device_get(nn.unbox(encoder.init(jax.random.key(0), packed.encoder)["params"]))
-    dec_params = nn.unbox(decoder.init(jax.random.key(1), packed.tokens, packed.segment_ids, packed.positions)["params"])
-    opt = OptimizerConfig(encoder_lr=1e-3, special_lr=1e-3, projector_lr=1e-3, weight_decay=0.1, warmup_steps=1,
-                          max_steps=10, initial_lr=1e-4, final_lr=1e-4)
-    step = jax.jit(lambda s, b: train_step(s, dec_params, b, cfg=StepConfig(encoder, decoder, 0, opt)))
-    (s_packed, m_packed), (s_rows, m_rows) = (jax.device_get(step(init_state(jax.tree.map(jnp.array, params)), b))
-                                              for b in (packed, in_rows))
+    (s_packed, m_packed), (s_rows, m_rows) = one_step_each(config, run, [packed, in_rows])
     for key in ("loss", "accuracy", "loss_tokens"):
         np.testing.assert_allclose(float(m_rows[key]), float(m_packed[key]), rtol=1e-6, err_msg=key)
     np.testing.assert_allclose(float(m_rows["grad_norm"]), float(m_packed["grad_norm"]), rtol=1e-5)

@@ -56,15 +56,11 @@ def test_a_train_step_with_the_buffer_equals_the_step_without(tmp_path):
     """tiny_cpu's batch with and without a loss buffer that holds every row's loss tokens (the same
     samples in the same slots): one step gives the same loss, gradient norm, parameters and Adam
     moments (float32), while the head runs on fewer slots than the row's."""
-    import flax.linen as nn
     import jax
-    import jax.numpy as jnp
 
     from arc_jax.config_loading import load_config
-    from arc_jax.model import ARCEncoder, Decoder
-    from arc_jax.train.optimizer import OptimizerConfig
     from arc_jax.train.run_config import parse_run_config, run_batches
-    from arc_jax.train.step import StepConfig, init_state, train_step
+    from one_step import one_step_each
 
     config_path = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
 
@@ -81,16 +77,8 @@ def test_a_train_step_with_the_buffer_equals_the_step_without(tmp_path):
     for x, y in zip(jax.tree.leaves(plain), jax.tree.leaves(buffered._replace(loss_slots=None)), strict=True):
         np.testing.assert_array_equal(x, y)
 
-    run = parse_run_config(config, device_count=1)
-    enc_cfg, dec_cfg = run.encoder, BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
-    encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
-    params = jax.device_get(nn.unbox(encoder.init(jax.random.key(0), plain.encoder)["params"]))
-    dec_params = nn.unbox(decoder.init(jax.random.key(1), plain.tokens, plain.segment_ids, plain.positions)["params"])
-    opt = OptimizerConfig(encoder_lr=1e-3, special_lr=1e-3, projector_lr=1e-3, weight_decay=0.1, warmup_steps=1,
-                          max_steps=10, initial_lr=1e-4, final_lr=1e-4)
-    step = jax.jit(lambda s, b: train_step(s, dec_params, b, cfg=StepConfig(encoder, decoder, 0, opt)))
-    (s_plain, m_plain), (s_buf, m_buf) = (jax.device_get(step(init_state(jax.tree.map(jnp.array, params)), b))
-                                          for b in (plain, buffered))
+    (s_plain, m_plain), (s_buf, m_buf) = one_step_each(config, parse_run_config(config, device_count=1),
+                                                       [plain, buffered])
     for key in ("loss", "accuracy", "loss_tokens", "loss/continuation", "loss/reconstruction"):
         np.testing.assert_allclose(float(m_buf[key]), float(m_plain[key]), rtol=1e-6, err_msg=key)
     np.testing.assert_allclose(float(m_buf["grad_norm"]), float(m_plain["grad_norm"]), rtol=1e-5)
