@@ -240,3 +240,27 @@ def test_the_check_tries_attention_rows_at_quantiles_of_the_texts_lengths_counte
     assert ((1, 16), (1, 32)) in specs
     assert all(length % 8 == 0 and length <= 64 for spec in specs for _, length in spec)
     assert max(length for spec in _attention_row_specs(groups, limit=24) for _, length in spec) == 24
+
+
+def test_data_shards_pack_whole_groups_of_rows_with_their_attention_rows(tmp_path):
+    """Two data shards (as two processes would) each pack one of the two groups: the global batch has
+    the config's attention rows per group, not per shard's group twice over; groups a shard count does
+    not divide are refused by name."""
+    from arc_jax.config_loading import load_config
+    from arc_jax.data.pipeline import DataError
+    from arc_jax.train.run_config import parse_run_config, run_batches
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu_finetune.py"
+    overrides = [f"--config.data.dir={tmp_path}", "--config.data.shape.encoder_rows=2",
+                 "--config.data.shape.decoder_rows=2", "--config.data.shards=2"]
+    run = parse_run_config(load_config(path, overrides + ["--config.data.shape.attention_groups=2"]), device_count=1)
+    batch = next(run_batches(run))[0]
+    spec = run.data.shape.encoder_attention_rows
+    assert [r.shape for r in batch.encoder.attention_rows[0].rows] == [(2, count, length) for count, length in spec]
+    assert batch.attention_rows.inverse.shape == (2, 576)
+    # Each group's attention rows hold exactly its rows' texts.
+    for g in range(2):
+        listed = np.concatenate([r[g].reshape(-1) for r in batch.encoder.attention_rows[0].rows])
+        assert sorted(listed[listed >= 0].tolist()) == np.flatnonzero(batch.encoder.segment_ids[g]).tolist()
+    with pytest.raises(DataError, match=r"attention_groups=1 is not a multiple of the 2 data shard"):
+        next(run_batches(parse_run_config(load_config(path, overrides), device_count=1)))

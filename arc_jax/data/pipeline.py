@@ -435,8 +435,15 @@ def build_batches(data: DataConfig, encoder_cfg: EncoderConfig, seed: int, decod
         raise DataError(f"config.data.shards={n_shards} must be a multiple of the {process_count} process(es) and "
                         f"divide config.data.shape's encoder_rows={shape.encoder_rows} and "
                         f"decoder_rows={shape.decoder_rows}")
+    with_rows = shape.encoder_attention_rows or shape.decoder_attention_rows
+    if with_rows and shape.attention_groups % n_shards:
+        raise DataError(f"config.data.shape.attention_groups={shape.attention_groups} is not a multiple of the "
+                        f"{n_shards} data shard(s) (config.data.shards, 0 = one per process): each shard packs "
+                        "whole groups of rows, each with its attention rows")
+    # Each shard packs its block of rows, and of their groups (attention rows are per group).
     shard_shape = dataclasses.replace(shape, encoder_rows=shape.encoder_rows // n_shards,
-                                      decoder_rows=shape.decoder_rows // n_shards)
+                                      decoder_rows=shape.decoder_rows // n_shards,
+                                      attention_groups=max(1, shape.attention_groups // n_shards))
     per_process = n_shards // process_count
     bad = BadRecords(strict=data.strict)
     iterators = {}
