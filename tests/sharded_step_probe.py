@@ -1,10 +1,11 @@
 """Run with 8 fake CPU devices (XLA_FLAGS set by the caller): one train step on several meshes
 versus one device; prints a JSON report. Used by test_sharding.py.
 
-    python sharded_step_probe.py CONFIG DATA_DIR [--config.a.b=value ...]"""
+    [PROBE_MESHES='[[8, 1, 1], ...]'] python sharded_step_probe.py CONFIG DATA_DIR [--config.a.b=value ...]"""
 
 import functools
 import json
+import os
 import sys
 
 import flax.linen as nn
@@ -54,7 +55,7 @@ def main(config_path, data_dir, *overrides):
     total_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
     report = {"devices": jax.device_count(), "reference_loss": float(ref_metrics["loss"]),
               "reference_max_grad": ref_max_grad, "meshes": {}}
-    for shape in ([8, 1, 1], [1, -1, 1], [2, 2, 2]):
+    for shape in json.loads(os.environ.get("PROBE_MESHES", "[[8, 1, 1], [1, -1, 1], [2, 2, 2]]")):
         mesh = sharding.make_mesh(shape)
         p_sharding = sharding.param_shardings(boxed, mesh)
         d_sharding = sharding.param_shardings(dec_boxed, mesh)

@@ -15,8 +15,10 @@ from xla_flags import with_devices
 TESTS = Path(__file__).resolve().parent
 
 
-def _probe(tmp_path, config: str, *overrides: str) -> dict:
+def _probe(tmp_path, config: str, *overrides: str, meshes: str | None = None) -> dict:
     env = {**os.environ, "XLA_FLAGS": with_devices(8), "JAX_PLATFORMS": "cpu"}
+    if meshes:
+        env["PROBE_MESHES"] = meshes
     out = subprocess.run([sys.executable, str(TESTS / "sharded_step_probe.py"), str(TESTS.parent / "configs" / config),
                           str(tmp_path), *overrides], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -37,10 +39,14 @@ def _assert_steps_match(report: dict) -> None:
 
 def test_sharded_steps_with_attention_rows_match_one_device(tmp_path):
     """tiny_cpu_finetune's samples (three documents each) in 8 groups of one encoder and one decoder
-    row, each with attention rows for one sample: each device gathers within its rows."""
+    row, each with attention rows for one sample: each device gathers within its rows (data parallel,
+    and data x fsdp x tensor)."""
     shape = {"encoder_len": 312, "max_contexts_per_row": 3, "encoder_attention_rows": "[[3,104]]",
              "decoder_len": 160, "decoder_attention_rows": "[[1,160]]", "loss_slots": 8, "attention_groups": 8}
-    _assert_steps_match(_probe(tmp_path, "tiny_cpu_finetune.py", *(f"--config.data.shape.{k}={v}" for k, v in shape.items())))
+    report = _probe(tmp_path, "tiny_cpu_finetune.py", *(f"--config.data.shape.{k}={v}" for k, v in shape.items()),
+                    meshes="[[8, 1, 1], [2, 2, 2]]")
+    assert set(report["meshes"]) == {"[8, 1, 1]", "[2, 2, 2]"}
+    _assert_steps_match(report)
 
 
 def test_sharded_steps_match_one_device(tmp_path):
