@@ -136,12 +136,15 @@ class _Work:
         self.most_sample_loss = 0  # loss tokens of the sample with the most
         # Per batch and group of rows (`attention_groups`, or `devices` rows' groups): the lengths of
         # its contexts and of its samples, for the attention rows proposed.
-        with_rows = shape.encoder_attention_rows or shape.decoder_attention_rows
-        self.groups = shape.attention_groups if with_rows else devices
+        self.groups = shape.attention_groups if shape.has_attention_rows else devices
         if shape.encoder_rows % self.groups or shape.decoder_rows % self.groups:
             self.groups = 1
         self.group_contexts: list[list[int]] = []
         self.group_samples: list[list[int]] = []
+
+    def group_lengths(self, side: str) -> list[list[int]]:
+        """Per batch and group of rows, the slots of its contexts ("encoder") or samples ("decoder")."""
+        return self.group_contexts if side == "encoder" else self.group_samples
 
     def add(self, batch) -> None:
         self.batches += 1
@@ -315,7 +318,7 @@ def _long_row_candidates(work: _Work, shape: PackingShape, side: str, devices: i
     if not getattr(shape, f"{side}_attention_rows"):
         return []
     n_rows, row_len = getattr(shape, f"{side}_rows"), getattr(shape, f"{side}_len")
-    lengths = work.group_contexts if side == "encoder" else work.group_samples
+    lengths = work.group_lengths(side)
     # A batch's slots a group: first fit fills the first groups' rows before the next's.
     per_batch = np.array([sum(t) for t in lengths]).reshape(-1, work.groups).mean(1)
     totals = {n_rows * row_len / work.groups} | {float(np.quantile(per_batch, q)) for q in _ATTENTION_QUANTILES}
@@ -344,7 +347,7 @@ def _attention_row_candidates(work: _Work, shape: PackingShape, side: str, devic
     groups = work.groups  # the groups the texts' lengths were gathered in
     if groups % devices:
         return []
-    lengths = work.group_contexts if side == "encoder" else work.group_samples
+    lengths = work.group_lengths(side)
     limit = shape.encoder_len if side == "encoder" else shape.decoder_len
     return [dataclasses.replace(shape, attention_groups=groups, **{f"{side}_attention_rows": spec})
             for spec in _attention_row_specs(lengths, limit) if spec != getattr(shape, f"{side}_attention_rows")]

@@ -99,6 +99,10 @@ class PackingShape:
                                  f"{side}_len={row_len}")
 
     @property
+    def has_attention_rows(self) -> bool:
+        return bool(self.encoder_attention_rows or self.decoder_attention_rows)
+
+    @property
     def encoder_text_len(self) -> int:
         """The longest encoder text (context and its memory tokens) a row holds."""
         return min(self.encoder_span or self.encoder_len, self.encoder_len, *_longest(self.encoder_attention_rows))
@@ -313,10 +317,14 @@ def _decoder_attention_rows(segment_ids: np.ndarray, items: list[list[int]], pla
     packer's `items`, in attention row places[i]."""
     if not shape.decoder_attention_rows:
         return None
-    segments = {i: (row, k + 1) for row, ids in enumerate(items) for k, i in enumerate(ids)}
     spec = shape.decoder_attention_rows
-    return layout(segment_ids, {segments[i]: place for i, place in places.items()}, spec, [n for _, n in spec],
-                  shape.attention_groups)
+    return layout(segment_ids, _by_segment(items, places), spec, [n for _, n in spec], shape.attention_groups)
+
+
+def _by_segment(items: list[list[int]], places: dict[int, tuple[int, int]]) -> dict[tuple[int, int], tuple[int, int]]:
+    """`places` (text id -> its attention row) keyed by where each text is: (row, segment k + 1), the
+    k-th id of row `row` in the packer's `items`."""
+    return {(row, k + 1): places[i] for row, ids in enumerate(items) for k, i in enumerate(ids)}
 
 
 def _encoder_attention_rows(encoder: EncoderInputs, items: list[list[int]], places: dict[int, tuple[int, int]],
@@ -325,7 +333,7 @@ def _encoder_attention_rows(encoder: EncoderInputs, items: list[list[int]], plac
     (segment k + 1 of its row, from the packer's `items`) keeps its attention row through the
     stages, whose rows are the pooled lengths of the rows'."""
     spec = shape.encoder_attention_rows
-    segments = {(row, k + 1): places[i] for row, ids in enumerate(items) for k, i in enumerate(ids)}
+    segments = _by_segment(items, places)
     out = []
     for s, segment_ids in enumerate([encoder.segment_ids] + [stage.segment_ids for stage in encoder.stages]):
         lengths = [pooled_length(n, cfg.pooling_factors[:s]) for _, n in spec]

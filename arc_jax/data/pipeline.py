@@ -435,8 +435,7 @@ def build_batches(data: DataConfig, encoder_cfg: EncoderConfig, seed: int, decod
         raise DataError(f"config.data.shards={n_shards} must be a multiple of the {process_count} process(es) and "
                         f"divide config.data.shape's encoder_rows={shape.encoder_rows} and "
                         f"decoder_rows={shape.decoder_rows}")
-    with_rows = shape.encoder_attention_rows or shape.decoder_attention_rows
-    if with_rows and shape.attention_groups % n_shards:
+    if shape.has_attention_rows and shape.attention_groups % n_shards:
         raise DataError(f"config.data.shape.attention_groups={shape.attention_groups} is not a multiple of the "
                         f"{n_shards} data shard(s) (config.data.shards, 0 = one per process): each shard packs "
                         "whole groups of rows, each with its attention rows")

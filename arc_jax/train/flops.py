@@ -147,13 +147,12 @@ def _attention_rows_flops(cfg: BackboneConfig, spec: tuple[tuple[int, int], ...]
 
 
 def encoder_forward_flops(cfg: EncoderConfig, shape: PackingShape, windowed: bool = True,
-                          rows_windowed: bool | None = None) -> tuple[float, float]:
+                          rows_windowed: bool = True) -> tuple[float, float]:
     """Forward (weight, attention) matmul FLOPs of the encoder backbone (projector excluded);
     `windowed`: its attention reads the windows of the shape's span, or block-causal chunks (the
     "xla" implementation: `keys_per_query`); otherwise whole rows. With attention rows, attention
-    runs on them instead of the rows, in block-causal chunks where `rows_windowed` (default
-    `windowed`; splash attends them on the "xla" path)."""
-    rows_windowed = windowed if rows_windowed is None else rows_windowed
+    runs on them instead of the rows, in block-causal chunks where `rows_windowed` (all but
+    "jax_nn": splash attends them on the "xla" path)."""
     b, rows, n = cfg.backbone, shape.encoder_rows, shape.encoder_len
     stages = encoder_stage_lens(cfg, shape)
     spec, groups = shape.encoder_attention_rows, shape.attention_groups
@@ -182,14 +181,13 @@ def projector_forward_flops(cfg: EncoderConfig, shape: PackingShape, decoder_ind
 
 
 def decoder_forward_flops(cfg: BackboneConfig, shape: PackingShape, windowed: bool = True,
-                          rows_windowed: bool | None = None) -> tuple[float, float]:
+                          rows_windowed: bool = True) -> tuple[float, float]:
     """Forward (weight, attention) matmul FLOPs of the decoder, output head (on the shape's
-    `head_slots` a row) in the weights; `windowed` as for the encoder."""
+    `head_slots` a row) in the weights; `windowed` and `rows_windowed` as for the encoder."""
     rows, t = shape.decoder_rows, shape.decoder_len
     keys = keys_per_query(t, shape.decoder_sample_len, causal=True) if windowed else None
     w, a = block_matmul_flops(cfg, rows, t, t, keys)
     if shape.decoder_attention_rows:
-        rows_windowed = windowed if rows_windowed is None else rows_windowed
         a = _attention_rows_flops(cfg, shape.decoder_attention_rows, shape.attention_groups, True, rows_windowed)
     head = 2 * rows * shape.head_slots * cfg.dim * cfg.vocab_size
     return cfg.n_layers * w + head, cfg.n_layers * a

@@ -306,7 +306,7 @@ def _check_batch_split(shape: PackingShape, mesh_shape: tuple[int, int, int]) ->
         if rows % split:
             raise ConfigError(f"config.data.shape.{field}={rows} is not divisible by data x fsdp = {split} "
                               f"(config.mesh_shape resolved to {list(mesh_shape)})")
-    if (shape.encoder_attention_rows or shape.decoder_attention_rows) and shape.attention_groups % split:
+    if shape.has_attention_rows and shape.attention_groups % split:
         raise ConfigError(f"config.data.shape.attention_groups={shape.attention_groups} is not a multiple of data x "
                           f"fsdp = {split} (config.mesh_shape resolved to {list(mesh_shape)}): each device gathers "
                           "its texts into attention rows within its own rows")
