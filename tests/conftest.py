@@ -18,7 +18,9 @@ jax.config.update("jax_default_matmul_precision", "highest")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     jax.config.update("jax_num_cpu_devices", 1)
 jax.config.update("jax_compilation_cache_dir", str(Path(__file__).resolve().parent.parent / ".jax_cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Every program, however small: the test workers and the processes tests start compile the same
+# tiny eager ops and inits again and again, and a cache read is cheaper than any compile.
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 # Several test workers may compile for TPU deviceless at once: no TPU to guard with libtpu's lockfile.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
@@ -27,9 +29,21 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: minutes of compiling; run with ARC_JAX_SLOW_TESTS=1 (not in CI)")
 
 
+# The longest test files (each 50-160 s on the 2-core CI machine, 2026-12-06), longest first. The
+# workers take files in collection order (pyproject.toml: --dist loadfile --no-loadscope-reorder),
+# so the longest start first and the short ones fill in at the end, instead of one long file
+# running alone at the end while the other worker idles.
+LONGEST_FILES = ("test_sharding.py", "test_train_options.py", "test_demo.py", "test_kill_resume.py", "test_plan.py",
+                 "test_attention_rows.py", "test_windowed_attention.py", "test_save_failures.py",
+                 "test_restore_other_mesh.py", "test_multiprocess_training.py", "test_decoder_lm.py",
+                 "test_backbone_variants.py", "test_bench.py")
+
+
 def pytest_collection_modifyitems(config, items):
     import pytest
 
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
     if os.environ.get("ARC_JAX_SLOW_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="slow: set ARC_JAX_SLOW_TESTS=1 to run")

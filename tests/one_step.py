@@ -15,8 +15,10 @@ def one_step_each(config, run, batches) -> list:
     parameters initialised from the first batch's shapes."""
     first = batches[0]
     encoder, decoder = ARCEncoder(run.encoder), Decoder(BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict()))
-    params = jax.device_get(nn.unbox(encoder.init(jax.random.key(0), first.encoder)["params"]))
-    dec_params = nn.unbox(decoder.init(jax.random.key(1), first.tokens, first.segment_ids, first.positions)["params"])
+    # Initialised in one program each (eagerly, each initialiser and op would compile on its own).
+    params = jax.device_get(nn.unbox(jax.jit(encoder.init)(jax.random.key(0), first.encoder)["params"]))
+    dec_params = nn.unbox(jax.jit(decoder.init)(jax.random.key(1), first.tokens, first.segment_ids,
+                                                first.positions)["params"])
     opt = OptimizerConfig(encoder_lr=1e-3, special_lr=1e-3, projector_lr=1e-3, weight_decay=0.1, warmup_steps=1,
                           max_steps=10, initial_lr=1e-4, final_lr=1e-4)
     step = jax.jit(lambda s, b: train_step(s, dec_params, b, cfg=StepConfig(encoder, decoder, 0, opt)))

@@ -40,8 +40,8 @@ def main(config_path, data_dir, *overrides):
     enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
     dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
-    boxed = encoder.init(jax.random.key(0), batch.encoder)["params"]
-    dec_boxed = decoder.init(jax.random.key(1), batch.tokens, batch.segment_ids, batch.positions)["params"]
+    boxed = jax.jit(encoder.init)(jax.random.key(0), batch.encoder)["params"]
+    dec_boxed = jax.jit(decoder.init)(jax.random.key(1), batch.tokens, batch.segment_ids, batch.positions)["params"]
     params, dec_params = jax.device_get(nn.unbox(boxed)), jax.device_get(nn.unbox(dec_boxed))
     opt = OptimizerConfig(encoder_lr=1e-3, special_lr=1e-3, projector_lr=1e-3, warmup_steps=1, max_steps=10,
                           initial_lr=1e-4, final_lr=1e-4)

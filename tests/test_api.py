@@ -127,7 +127,7 @@ def test_memory_token_encoder_keeps_the_memory_outputs():
     cfg = EncoderConfig(backbone=encoder_cfg.backbone, projectors=encoder_cfg.projectors[:1], compress_rates=(),
                         n_memory_tokens=3, causal=True)
     inputs, _ = pack_encoder_inputs([[[1, 2, 3]]], cfg)
-    params = nn.unbox(ARCEncoder(cfg).init(jax.random.key(0), inputs)["params"])
+    params = nn.unbox(jax.jit(ARCEncoder(cfg).init)(jax.random.key(0), inputs)["params"])
     enc = arc_jax.Encoder(cfg, params)
     out = enc.encode(TEXTS)
     assert [o.shape for o in out] == [(3, 64)] * 4

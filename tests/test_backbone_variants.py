@@ -23,7 +23,7 @@ BASE = BackboneConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=12, 
 def init_attention(cfg, seed=0):
     x = jnp.zeros((1, 3, cfg.dim))
     ids = jnp.ones((1, 3), jnp.int32)
-    return nn.unbox(Attention(cfg, causal=True).init(jax.random.key(seed), x, x, ids, ids, ids, ids)["params"])
+    return nn.unbox(jax.jit(Attention(cfg, causal=True).init)(jax.random.key(seed), x, x, ids, ids, ids, ids)["params"])
 
 
 def randomised(params, seed):
@@ -94,9 +94,9 @@ def test_tied_decoder_reads_logits_from_the_embedding_table():
     cfg = dataclasses.replace(BASE, tie_embeddings=True)
     tokens = jnp.asarray(np.random.default_rng(3).integers(0, cfg.vocab_size, (2, 6)), jnp.int32)
     ids, pos = jnp.ones_like(tokens), jnp.broadcast_to(jnp.arange(6), tokens.shape)
-    params = nn.unbox(Decoder(cfg).init(jax.random.key(0), tokens, ids, pos)["params"])
+    params = nn.unbox(jax.jit(Decoder(cfg).init)(jax.random.key(0), tokens, ids, pos)["params"])
     assert "output" not in params
-    untied = nn.unbox(Decoder(BASE).init(jax.random.key(0), tokens, ids, pos)["params"])
+    untied = nn.unbox(jax.jit(Decoder(BASE).init)(jax.random.key(0), tokens, ids, pos)["params"])
     assert set(untied) - set(params) == {"output"}
     as_untied = {**params, "output": params["tok_embeddings"]["embedding"].T}
     np.testing.assert_allclose(np.asarray(Decoder(cfg).apply({"params": params}, tokens, ids, pos)),
@@ -117,7 +117,7 @@ def test_bfloat16_logits_are_the_heads_bfloat16_output_and_its_backward_stays_bf
     model = Decoder(cfg, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
     tokens = jnp.arange(16, dtype=jnp.int32).reshape(2, 8) % cfg.vocab_size
     ids, pos = jnp.ones_like(tokens), jnp.tile(jnp.arange(8, dtype=jnp.int32), (2, 1))
-    params = nn.unbox(model.init(jax.random.key(0), tokens, ids, pos)["params"])
+    params = nn.unbox(jax.jit(model.init)(jax.random.key(0), tokens, ids, pos)["params"])
     logits = model.apply({"params": params}, tokens, ids, pos)
     assert logits.dtype == jnp.float32
     assert bool(jnp.all(logits.astype(jnp.bfloat16).astype(jnp.float32) == logits))  # bfloat16 values
@@ -138,7 +138,7 @@ def test_saving_the_attention_kernels_forward_runs_it_once_with_the_same_gradien
     where dots_no_batch runs it again in the backward pass, and the gradients do not change."""
     tokens = jnp.arange(32, dtype=jnp.int32).reshape(2, 16) % BASE.vocab_size
     ids, pos = jnp.ones_like(tokens), jnp.tile(jnp.arange(16, dtype=jnp.int32), (2, 1))
-    params = nn.unbox(Decoder(BASE).init(jax.random.key(0), tokens, ids, pos)["params"])
+    params = nn.unbox(jax.jit(Decoder(BASE).init)(jax.random.key(0), tokens, ids, pos)["params"])
 
     def grad_of(policy):
         model = Decoder(BASE, attention_impl="splash", remat_policy=policy)

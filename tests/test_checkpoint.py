@@ -27,8 +27,8 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
     batches = run_batches(run)
     first = next(run_batches(run))[0]
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
-    params = jax.device_get(nn.unbox(encoder.init(jax.random.key(0), first.encoder)["params"]))
-    dec_params = nn.unbox(decoder.init(jax.random.key(1), first.tokens, first.segment_ids, first.positions)["params"])
+    params = jax.device_get(nn.unbox(jax.jit(encoder.init)(jax.random.key(0), first.encoder)["params"]))
+    dec_params = nn.unbox(jax.jit(decoder.init)(jax.random.key(1), first.tokens, first.segment_ids, first.positions)["params"])
     step = jit_train_step(encoder, decoder, 0, OPT)
 
     state = init_state(jax.tree.map(jnp.array, params))

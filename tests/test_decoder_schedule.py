@@ -152,15 +152,24 @@ def alternate_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("alternate")
     config = two_decoders(root / "data", "alternate")
     config.max_steps, config.checkpoint_every, config.optimizer.warmup_steps = 6, 2, 1
-    config.eval.every = 0
+    config.eval.every = 6
     trainer = Trainer(config, root / "run")
+    initial = jax.device_get(trainer.state.params)
     seen = record_steps(trainer)
-    trainer.fit(log_every=6)
-    return config, root, seen, jax.device_get(trainer.state)
+    summary = trainer.fit(log_every=6)
+    return config, root, seen, jax.device_get(trainer.state), initial, summary
+
+
+def test_both_heads_train_each_random_decoder_is_kept_and_both_are_evaluated(alternate_run):
+    _, root, _, final, initial, summary = alternate_run
+    for head in ("decoder_0", "decoder_1"):
+        assert not same_batch(final.params[head], initial[head]), head
+    assert (root / "run" / "decoder_1" / "arc_jax.json").is_file()
+    assert {"eval/decoder_0/loss", "eval/decoder_1/loss"} <= set(summary) and summary["final_step"] == 6
 
 
 def test_alternate_trains_decoder_1_first_and_reuses_each_batch(alternate_run):
-    _, _, seen, _ = alternate_run
+    _, _, seen, _, _, _ = alternate_run
     assert [(step, d) for step, d, _ in seen] == [(1, 1), (2, 0), (3, 1), (4, 0), (5, 1), (6, 0)]
     batches = [b for _, _, b in seen]
     # Both decoders share the tokenizer here, so decoder 1's re-made batch is decoder 0's, bit for bit.
@@ -171,7 +180,7 @@ def test_alternate_trains_decoder_1_first_and_reuses_each_batch(alternate_run):
 def test_alternate_resumes_mid_pair_exactly(alternate_run):
     """Saved after decoder 0's step 2 (its batch's keys in the pipeline state), restarted: steps 3-6
     are the uninterrupted run's, and so is the final state."""
-    config, root, seen, final = alternate_run
+    config, root, seen, final, _, _ = alternate_run
     workdir = root / "resumed"
     shutil.copytree(root / "run", workdir)
     for step in (4, 6):

@@ -92,7 +92,8 @@ def test_seed_reaches_every_stage(demo, tmp_path):
     from arc_jax.convert import read_decoder, read_encoder
 
     other = tmp_path / "seed1"
-    assert main(["demo", "--smoke", "--workdir", str(other), "--max-examples", "6", "--seed", "1"]) == 0
+    assert main(["demo", "--smoke", "--workdir", str(other), "--max-examples", "6", "--seed", "1",
+                 "--pooling-factors", "4"]) == 0
     assert json.loads((other / "demo.json").read_text())["seed"] == 1
     assert json.loads((demo / "demo.json").read_text())["seed"] == 0
     for name in ("pretrain.jsonl", "fresh_documents.jsonl"):

@@ -50,7 +50,7 @@ def clean_environment(devices: int) -> dict[str, str]:
            if not k.startswith(("JAX_", "XLA_", "TPU_", "SLURM_", "OMPI_", "PMI_", "CUDA_VISIBLE"))
            and "proxy" not in k.lower()}
     env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices), JAX_DEFAULT_MATMUL_PRECISION="highest",
-               JAX_COMPILATION_CACHE_DIR=str(ROOT / ".jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+               JAX_COMPILATION_CACHE_DIR=str(ROOT / ".jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                PYTHONUNBUFFERED="1", XLA_FLAGS=OPTIMIZATION)
     return env
 

@@ -77,6 +77,7 @@ def test_collectives_are_counted_and_bounded(wide_plan):
     assert "all-gather" in step["collectives"] and not step["unknown_loops"]
 
 
+@pytest.mark.slow  # 30 s; the same compiler verdict as the oversized batch below, which names its sizes
 def test_an_oversized_model_does_not_fit_in_one_line(libtpu, capsys):
     from arc_jax.cli import main
 

@@ -31,8 +31,8 @@ def setup(tmp_path_factory):
     batch_list = [next(batches)[0] for _ in range(40)]
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
     first = batch_list[0]
-    params = jax.tree.map(np.asarray, nn.unbox(encoder.init(jax.random.key(0), first.encoder)["params"]))
-    dec_params = nn.unbox(decoder.init(jax.random.key(1), first.tokens, first.segment_ids, first.positions)["params"])
+    params = jax.tree.map(np.asarray, nn.unbox(jax.jit(encoder.init)(jax.random.key(0), first.encoder)["params"]))
+    dec_params = nn.unbox(jax.jit(decoder.init)(jax.random.key(1), first.tokens, first.segment_ids, first.positions)["params"])
     return batch_list, encoder, decoder, params, dec_params
 
 

@@ -191,8 +191,8 @@ def test_a_train_step_with_spans_and_unrolled_layers_equals_the_dense_scanned_st
     enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
     dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
-    params = jax.device_get(nn.unbox(encoder.init(jax.random.key(0), batch.encoder)["params"]))
-    dec_params = nn.unbox(decoder.init(jax.random.key(1), batch.tokens, batch.segment_ids, batch.positions)["params"])
+    params = jax.device_get(nn.unbox(jax.jit(encoder.init)(jax.random.key(0), batch.encoder)["params"]))
+    dec_params = nn.unbox(jax.jit(decoder.init)(jax.random.key(1), batch.tokens, batch.segment_ids, batch.positions)["params"])
     opt = OptimizerConfig(encoder_lr=1e-3, special_lr=1e-3, projector_lr=1e-3, weight_decay=0.0, warmup_steps=1,
                           max_steps=10, initial_lr=1e-4, final_lr=1e-4)
 

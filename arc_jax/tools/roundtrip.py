@@ -35,7 +35,7 @@ def tiny_configs() -> tuple[EncoderConfig, BackboneConfig]:
 def random_params(encoder_cfg: EncoderConfig, decoder_cfg: BackboneConfig, seed: int):
     k1, k2 = jax.random.split(jax.random.key(seed))
     inputs, _ = pack_encoder_inputs([[[1, 2, 3, 4]]], encoder_cfg)
-    enc = nn.unbox(ARCEncoder(encoder_cfg).init(k1, inputs)["params"])
+    enc = nn.unbox(jax.jit(ARCEncoder(encoder_cfg).init)(k1, inputs)["params"])
     # Special vectors start at ones; perturb them so a swapped <Rec>/<Cont> would show.
     for d in range(encoder_cfg.n_decoders):
         head = enc[param_groups.head(d)]
@@ -43,7 +43,7 @@ def random_params(encoder_cfg: EncoderConfig, decoder_cfg: BackboneConfig, seed:
         head["cont_tok"] = head["cont_tok"] - 0.1 * jax.random.normal(jax.random.fold_in(k1, 2 * d + 1),
                                                                       head["cont_tok"].shape)
     tokens = np.zeros((1, 8), np.int32)
-    dec = nn.unbox(Decoder(decoder_cfg).init(k2, tokens, tokens, tokens)["params"])
+    dec = nn.unbox(jax.jit(Decoder(decoder_cfg).init)(k2, tokens, tokens, tokens)["params"])
     return jax.device_get(enc), jax.device_get(dec)
 
 
