@@ -496,7 +496,7 @@ def tiny_random_encoder(decoder_dim: int, vocab_size: int, seed: int = 0):
                               vocab_size=vocab_size)
     ecfg = EncoderConfig(backbone, (ProjectorConfig(32, 32, decoder_dim),), compress_rates=(-4,))
     inputs, _ = pack_encoder_inputs([[[1, 2, 3, 4]]], ecfg)
-    params = jax.device_get(nn.unbox(ARCEncoder(ecfg).init(jax.random.key(seed), inputs)["params"]))
+    params = jax.device_get(nn.unbox(jax.jit(ARCEncoder(ecfg).init)(jax.random.key(seed), inputs)["params"]))
     return Encoder(ecfg, params)
 
 
