@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +12,7 @@ from arc_jax.train.checkpoint import TrainCheckpoints, abstract_like
 from arc_jax.train.optimizer import OptimizerConfig
 from arc_jax.train.run_config import parse_run_config, run_batches
 from arc_jax.train.step import init_state, jit_train_step
+from one_step import random_params
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
 OPT = OptimizerConfig(encoder_lr=1e-2, special_lr=1e-2, projector_lr=1e-2, warmup_steps=2, max_steps=20,
@@ -27,8 +27,7 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
     batches = run_batches(run)
     first = next(run_batches(run))[0]
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
-    params = jax.device_get(nn.unbox(jax.jit(encoder.init)(jax.random.key(0), first.encoder)["params"]))
-    dec_params = nn.unbox(jax.jit(decoder.init)(jax.random.key(1), first.tokens, first.segment_ids, first.positions)["params"])
+    params, dec_params = random_params(encoder, decoder, first)
     step = jit_train_step(encoder, decoder, 0, OPT)
 
     state = init_state(jax.tree.map(jnp.array, params))

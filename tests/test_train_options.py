@@ -21,6 +21,7 @@ from arc_jax.train.run_config import parse_run_config, run_batches
 from arc_jax.train.step import StepConfig, init_state, special_reads, train_step
 from arc_jax.train.trainable import shared_mask
 from arc_jax.train.trainer import drawn_decoder
+from one_step import random_params
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
 OPT = OptimizerConfig(encoder_lr=1e-2, special_lr=1e-2, projector_lr=1e-2, weight_decay=0.1, warmup_steps=1,
@@ -39,8 +40,7 @@ def tiny(tmp_path_factory):
     batch_list = [next(batches)[0] for _ in range(3)]
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
     first = batch_list[0]
-    params = jax.device_get(nn.unbox(jax.jit(encoder.init)(jax.random.key(0), first.encoder)["params"]))
-    dec_params = nn.unbox(jax.jit(decoder.init)(jax.random.key(1), first.tokens, first.segment_ids, first.positions)["params"])
+    params, dec_params = random_params(encoder, decoder, first)
     shape = PackingShape(**config.data.shape)
     return config, encoder, decoder, params, dec_params, batch_list, shape
 

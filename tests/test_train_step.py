@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +12,7 @@ from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
 from arc_jax.train.optimizer import OptimizerConfig
 from arc_jax.train.run_config import parse_run_config, run_batches
 from arc_jax.train.step import init_state, jit_train_step
+from one_step import random_params
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
 
@@ -31,8 +31,7 @@ def setup(tmp_path_factory):
     batch_list = [next(batches)[0] for _ in range(40)]
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
     first = batch_list[0]
-    params = jax.tree.map(np.asarray, nn.unbox(jax.jit(encoder.init)(jax.random.key(0), first.encoder)["params"]))
-    dec_params = nn.unbox(jax.jit(decoder.init)(jax.random.key(1), first.tokens, first.segment_ids, first.positions)["params"])
+    params, dec_params = random_params(encoder, decoder, first)
     return batch_list, encoder, decoder, params, dec_params
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from arc_jax.model.attention import block_causal_chunk, dot_product_attention, keys_per_query, span_window
+from one_step import random_params
 
 
 def _packed_rows(rng, rows: int, row_len: int, span: int):
@@ -174,7 +175,6 @@ def test_a_train_step_with_spans_and_unrolled_layers_equals_the_dense_scanned_st
     import dataclasses
     from pathlib import Path
 
-    import flax.linen as nn
 
     from arc_jax.config_loading import load_config
     from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
@@ -191,8 +191,7 @@ def test_a_train_step_with_spans_and_unrolled_layers_equals_the_dense_scanned_st
     enc_cfg = EncoderConfig.from_dict(config.model.encoder.to_dict())
     dec_cfg = BackboneConfig.from_dict(config.model.decoders[0].backbone.to_dict())
     encoder, decoder = ARCEncoder(enc_cfg), Decoder(dec_cfg)
-    params = jax.device_get(nn.unbox(jax.jit(encoder.init)(jax.random.key(0), batch.encoder)["params"]))
-    dec_params = nn.unbox(jax.jit(decoder.init)(jax.random.key(1), batch.tokens, batch.segment_ids, batch.positions)["params"])
+    params, dec_params = random_params(encoder, decoder, batch)
     opt = OptimizerConfig(encoder_lr=1e-3, special_lr=1e-3, projector_lr=1e-3, weight_decay=0.0, warmup_steps=1,
                           max_steps=10, initial_lr=1e-4, final_lr=1e-4)
 

@@ -11,7 +11,7 @@ def add_parser(subparsers) -> None:
                               description="Generate a synthetic corpus, train a small decoder LM from scratch, "
                                           "pretrain and fine-tune ARC encoders against it, and evaluate "
                                           "closed-book, open-book and compressed QA on held-out people (on 2 CPU "
-                                          "cores: ~6-8 min on an Intel Xeon with AVX-512, ~9.5 on an AMD EPYC).")
+                                          "cores: ~6-8 min on an Intel Xeon with AVX-512, ~9.5-11 on an AMD EPYC).")
     p.add_argument("--workdir", default="arc_jax_demo", help="where everything is written (default arc_jax_demo)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --workdir")
     p.add_argument("--smoke", action="store_true", help="a few steps of tiny models in every stage (seconds)")
