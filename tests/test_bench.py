@@ -1,20 +1,32 @@
 """`arc-jax bench train` runs the trainer's step and reports consistent figures."""
 
+import contextlib
+import io
 import json
 from pathlib import Path
+
+import pytest
 
 from arc_jax.cli import main
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny_cpu.py"
 
 
-def test_bench_train_prints_and_writes_step_time_throughput_fill_and_both_mfus(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert main(["bench", "train", "--config", str(CONFIG), "--steps", "3", "--warmup", "1", "--json", str(out),
-                 f"--config.data.dir={tmp_path / 'data'}"]) == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """One `arc-jax bench train` run on tiny_cpu: 3 timed steps, then 3 traced ones (--profile);
+    its folder, printed output and JSON."""
+    folder = tmp_path_factory.mktemp("bench")
+    out = folder / "bench.json"
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(["bench", "train", "--config", str(CONFIG), "--steps", "3", "--warmup", "1", "--json", str(out),
+                     "--profile", str(folder / "trace"), f"--config.data.dir={folder / 'data'}"]) == 0
+    return folder, printed.getvalue(), json.loads(out.read_text())
+
+
+def test_bench_train_prints_and_writes_step_time_throughput_fill_and_both_mfus(bench):
+    folder, printed, r = bench
     assert "MFU" in printed and "tokens/s" in printed and "useful" in printed and "executed" in printed
-    r = json.loads(out.read_text())
     assert r["steps"] == 3 and r["step_seconds"] > 0
     assert 0 < r["loss_tokens_per_second"] <= r["text_tokens_per_second"] < r["decoder_tokens_per_second"]
     assert 0 < r["encoder_fill"] <= 1 and 0 < r["decoder_fill"] <= 1
@@ -30,16 +42,13 @@ def test_bench_train_prints_and_writes_step_time_throughput_fill_and_both_mfus(t
     assert abs(r["mfu"] - r["achieved_flops_per_second"] / r["peak_flops_per_second"]) < 1e-9
     assert abs(r["executed_mfu"] - r["executed_flops_per_second"] / r["peak_flops_per_second"]) < 1e-9
     assert r["encoder_parameters"] > 0 and r["decoder_parameters"] > 0
-    assert not list(tmp_path.glob("decoder_*"))  # nothing but the data was written
+    assert sorted(p.name for p in folder.iterdir()) == ["bench.json", "data", "trace"]  # no decoder written
 
 
-def test_bench_train_profile_names_the_largest_ops_and_their_kinds(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert main(["bench", "train", "--config", str(CONFIG), "--steps", "1", "--warmup", "1", "--json", str(out),
-                 "--profile", str(tmp_path / "trace"), f"--config.data.dir={tmp_path / 'data'}"]) == 0
-    printed = capsys.readouterr().out
-    p = json.loads(out.read_text())["profile"]
-    assert list((tmp_path / "trace").glob("**/*.xplane.pb"))  # the trace stays for TensorBoard / xprof
+def test_bench_train_profile_names_the_largest_ops_and_their_kinds(bench):
+    folder, printed, r = bench
+    p = r["profile"]
+    assert list((folder / "trace").glob("**/*.xplane.pb"))  # the trace stays for TensorBoard / xprof
     assert "largest ops" in printed and p["top_ops"][0]["op"] in printed
     assert p["steps"] == 3 and p["devices"] == 1 and p["op_ms_per_step"] > 0
     times = [r["ms"] for r in p["top_ops"]]
