@@ -455,3 +455,14 @@ def test_the_gpu_benchmark_has_the_papers_shapes_and_needs_no_files():
     paper = _load("pretrain_arc8_llama3").data.shape
     assert config.data.shape.to_dict() == {**paper.to_dict(), "encoder_rows": paper.encoder_rows // 4,
                                            "decoder_rows": paper.decoder_rows // 4}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.py") if p.stem != "demo_decoder"))
+def test_every_shape_field_can_be_overridden(name):
+    """`arc-jax data check` proposes a shape as --config.data.shape.FIELD=value flags, any field of
+    PackingShape: each config lists them all, so that train and check take the proposal as printed."""
+    import dataclasses
+
+    shape = _load(name).data.shape
+    assert {f.name for f in dataclasses.fields(PackingShape)} <= set(shape), name
+    _load(name, ["--config.data.shape.encoder_span=64", "--config.data.shape.decoder_span=64"])

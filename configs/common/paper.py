@@ -154,7 +154,9 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str,
         "encoder_rows": 32, "encoder_len": 1024, "decoder_rows": 32, "decoder_len": 1232, "max_contexts_per_row": 8,
         "loss_slots": 1136,
         # Attention rows (arc_jax/model/attention_rows.py), off: [[count, length], ...] a group of rows.
-        "encoder_attention_rows": [], "decoder_attention_rows": [], "attention_groups": 1})
+        "encoder_attention_rows": [], "decoder_attention_rows": [], "attention_groups": 1,
+        # Spans (arc_jax/data/packing.py), off: every field is here for `arc-jax data check`'s proposals.
+        "encoder_span": 0, "decoder_span": 0})
     config.data.worker_count = 4  # grain worker processes per host (tokenisation); 0 = in the main process
     config.data.shards = 0  # one data shard per process
 
@@ -207,7 +209,8 @@ def finetuning(decoders: list[str], pooling_factor: int, init_encoder: str,
     # check`'s counts, 40 batches, the same samples either way): useful FLOPs 78.1% -> 80.2% of executed
     # (finetune_arc4_llama3), 85.9% -> 87.6% (finetune_arc8_llama3), 86.0% -> 88.2% (finetune_arc4_multi).
     config.data.shape = ml_collections.ConfigDict({"loss_slots": 512, "encoder_attention_rows": [],
-                                                   "decoder_attention_rows": [], "attention_groups": 1, **shape})
+                                                   "decoder_attention_rows": [], "attention_groups": 1,
+                                                   "encoder_span": 0, "decoder_span": 0, **shape})
 
     # No held-out evaluation, as the reference's fine-tuning runs; to add one, e.g.
     # --config.eval.sources={data_dir}/data/finetune_eval/nq.jsonl:1:5 --config.eval.every=500
