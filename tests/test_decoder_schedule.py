@@ -143,7 +143,7 @@ def record_steps(trainer: Trainer) -> list:
     return seen
 
 
-def same_batch(a, b) -> bool:
+def same_tree(a, b) -> bool:
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
@@ -163,7 +163,7 @@ def alternate_run(tmp_path_factory):
 def test_both_heads_train_each_random_decoder_is_kept_and_both_are_evaluated(alternate_run):
     _, root, _, final, initial, summary = alternate_run
     for head in ("decoder_0", "decoder_1"):
-        assert not same_batch(final.params[head], initial[head]), head
+        assert not same_tree(final.params[head], initial[head]), head
     assert (root / "run" / "decoder_1" / "arc_jax.json").is_file()
     assert {"eval/decoder_0/loss", "eval/decoder_1/loss"} <= set(summary) and summary["final_step"] == 6
 
@@ -173,8 +173,8 @@ def test_alternate_trains_decoder_1_first_and_reuses_each_batch(alternate_run):
     assert [(step, d) for step, d, _ in seen] == [(1, 1), (2, 0), (3, 1), (4, 0), (5, 1), (6, 0)]
     batches = [b for _, _, b in seen]
     # Both decoders share the tokenizer here, so decoder 1's re-made batch is decoder 0's, bit for bit.
-    assert same_batch(batches[2], batches[1]) and same_batch(batches[4], batches[3])
-    assert not same_batch(batches[0], batches[1]) and not same_batch(batches[1], batches[3])
+    assert same_tree(batches[2], batches[1]) and same_tree(batches[4], batches[3])
+    assert not same_tree(batches[0], batches[1]) and not same_tree(batches[1], batches[3])
 
 
 def test_alternate_resumes_mid_pair_exactly(alternate_run):
@@ -191,5 +191,5 @@ def test_alternate_resumes_mid_pair_exactly(alternate_run):
     trainer.fit(log_every=6)
     assert [(step, d) for step, d, _ in resumed] == [(step, d) for step, d, _ in seen[2:]]
     for (_, _, a), (_, _, b) in zip(resumed, seen[2:], strict=True):
-        assert same_batch(a, b)
-    assert same_batch(jax.device_get(trainer.state), final)
+        assert same_tree(a, b)
+    assert same_tree(jax.device_get(trainer.state), final)

@@ -175,7 +175,6 @@ def test_a_train_step_with_spans_and_unrolled_layers_equals_the_dense_scanned_st
     import dataclasses
     from pathlib import Path
 
-
     from arc_jax.config_loading import load_config
     from arc_jax.model import ARCEncoder, BackboneConfig, Decoder, EncoderConfig
     from arc_jax.train.optimizer import OptimizerConfig
