@@ -224,22 +224,41 @@ def test_a_run_whose_devices_would_split_a_group_of_attention_rows_is_refused(tm
     parse_run_config(load_config(path, overrides + ["--config.data.shape.attention_groups=2"]), device_count=2)
 
 
-def test_the_check_tries_attention_rows_at_quantiles_of_the_texts_lengths_counted_from_the_longest():
+def test_the_check_tries_the_attention_rows_with_the_fewest_pairs_that_hold_the_groups_texts():
+    import itertools
+
     from arc_jax.data.check import _attention_row_specs
 
     # Three groups (of rows, in one batch or several) of two texts each; the longest 31 -> rows of 32.
     groups = [[10, 30], [12, 28], [9, 31]]
     specs = _attention_row_specs(groups, limit=64)
-    # One length: each group needed 2 rows of 32.
-    assert ((2, 32),) in specs
-    # Two lengths: the median, 20, in a multiple of 8 -> 24. Each group has one text longer than 24 (a
-    # 32) and one more (a 24).
-    assert ((1, 24), (1, 32)) in specs
-    # Three: the terciles 12 and 28 -> 16 and 32 with 32: each group one text > 16 (its 32), one more
-    # (a 16); no 32-slot row is left for the rows of 32 (cut at the longest, 32, is the same length).
-    assert ((1, 16), (1, 32)) in specs
-    assert all(length % 8 == 0 and length <= 64 for spec in specs for _, length in spec)
-    assert max(length for spec in _attention_row_specs(groups, limit=24) for _, length in spec) == 24
+    # One length: each group needs 2 rows of 32. Two: each has one text of at most 16 slots, one longer.
+    assert specs == [((1, 16), (1, 32)), ((2, 32),)]
+    assert _attention_row_specs(groups, limit=24) == [((1, 16), (1, 24)), ((2, 24),)]
+    # A long tail: every quantile i / k (k <= 8) of these lengths is 8, so quantile cuts gave rows of 8
+    # and of the longest, 64, only, a 40 taking a row of 64 (9 x 8² + 2 x 64² pairs); the cheapest has a
+    # row of 40 for the groups' second-longest text (9 x 8² + 40² + 64²).
+    tail = [[8] * 9 + [40, 40], [8] * 9 + [40, 64], [8] * 11]
+    assert ((9, 8), (1, 40), (1, 64)) in _attention_row_specs(tail, limit=64)
+    # For the median group (no text longer than 40) still a row of the longest text, in every group.
+    assert all(spec[-1][1] == 64 for spec in _attention_row_specs(tail, limit=64, quantile=0.5))
+
+    def holds(spec, texts):
+        allocator = Allocator(spec, groups=1, group_rows=1)
+        return allocator.fits([0] * len(texts), sorted(texts, reverse=True))
+
+    # Against every spec of rows of the lengths the texts take, as many of each as a group has texts
+    # (brute force, the packer's own allocator): the cheapest spec holding every group's texts is tried.
+    rng = np.random.default_rng(0)
+    for groups in [tail] + [None] * 5:
+        groups = groups or [list(rng.choice([8, 16, 24, 48], size=rng.integers(1, 5))) for _ in range(4)]
+        lengths = sorted({n for texts in groups for n in texts})
+        pairs = lambda spec: sum(count * length ** 2 for count, length in spec)  # noqa: E731
+        every = (tuple((c, n) for c, n in zip(counts, lengths) if c)
+                 for counts in itertools.product(range(max(map(len, groups)) + 1), repeat=len(lengths)))
+        cheapest = min(pairs(spec) for spec in every if spec and all(holds(spec, t) for t in groups))
+        tried = _attention_row_specs(groups, limit=64)
+        assert min(pairs(spec) for spec in tried if all(holds(spec, t) for t in groups)) == cheapest
 
 
 def test_data_shards_pack_whole_groups_of_rows_with_their_attention_rows(tmp_path):
