@@ -340,3 +340,16 @@ def test_data_check_counts_useful_work_and_proposes_a_shape_that_fits(data_dir):
                       for seg, loss in zip(np.asarray(b.segment_ids), np.asarray(b.loss_mask) > 0))
     assert sample_loss <= proposed["loss_slots"] < run.data.shape.decoder_len  # no kind of sample dropped
     assert report["proposed"]["head_fill"] > report["head_fill"]
+
+
+def test_data_check_skips_rows_shorter_than_the_shapes_attention_rows(data_dir):
+    """A shape whose decoder attention rows (from other data) are longer than this data's samples:
+    rows of one sample (84 slots) would not hold its rows of 160, so the check does not try them
+    (it had stopped with the shape's ValueError); everything it proposes is a shape it can build."""
+    from arc_jax.data.check import data_check
+    from arc_jax.data.packing import PackingShape
+
+    overrides = two_a_row(decoder_attention_rows="[[2,160]]", attention_groups=1)
+    report = data_check(config(data_dir, *overrides), n_batches=4)
+    proposed = PackingShape(**report["proposed_shape"])
+    assert proposed.decoder_len >= max(length for _, length in proposed.decoder_attention_rows or [(0, 0)])

@@ -189,6 +189,15 @@ class _Work:
         return out
 
 
+def _variant(shape: PackingShape, **changes) -> PackingShape | None:
+    """`shape` with `changes`, or None where they make no shape (PackingShape refuses it: an attention
+    row longer than its row, rows its attention groups do not divide)."""
+    try:
+        return dataclasses.replace(shape, **changes)
+    except ValueError:
+        return None
+
+
 def _mean_context(work: _Work) -> float:
     """Encoder tokens of the average context of the batches."""
     return sum(work.encoder_tokens) / max(1, work.contexts)
@@ -225,11 +234,11 @@ def _candidates(work: _Work, devices: int = 1) -> list[PackingShape]:
         low = devices * math.ceil(np.mean(work.encoder_tokens) / length / devices)
         high = math.ceil(max(work.encoder_tokens) / decoder_fill / length) + 1
         for rows in range(low, max(low, high) + 1, devices):
-            out.append(dataclasses.replace(
+            out.append(_variant(
                 s, encoder_rows=rows, encoder_len=length, encoder_span=work.longest_context,
                 decoder_span=_decoder_span(work, s.decoder_len),
                 max_contexts_per_row=min(length, max(2, math.ceil(length / mean_context) + 1))))
-    return out[:_MAX_CANDIDATES]
+    return [c for c in out if c][:_MAX_CANDIDATES]
 
 
 def _decoder_candidates(work: _Work, shape: PackingShape, devices: int = 1) -> list[PackingShape]:
@@ -246,10 +255,10 @@ def _decoder_candidates(work: _Work, shape: PackingShape, devices: int = 1) -> l
         length = 4 * math.ceil(k * longest / 4)
         for rows in {unit * math.floor(slots / length / unit), unit * math.ceil(slots / length / unit)}:
             if length < shape.decoder_len and rows and 0.6 * slots <= rows * length <= 1.15 * slots:
-                out.append(dataclasses.replace(shape, decoder_rows=rows, decoder_len=length,
-                                               decoder_span=_decoder_span(work, length),
-                                               loss_slots=_row_loss_slots(work, shape, length)))
-    return out
+                out.append(_variant(shape, decoder_rows=rows, decoder_len=length,
+                                    decoder_span=_decoder_span(work, length),
+                                    loss_slots=_row_loss_slots(work, shape, length)))
+    return [c for c in out if c]
 
 
 def _row_loss_slots(work: _Work, shape: PackingShape, decoder_len: int) -> int:
@@ -335,12 +344,11 @@ def _long_row_candidates(work: _Work, shape: PackingShape, side: str, devices: i
                 # A group's texts each take one of its attention rows.
                 contexts = min(math.ceil(shape.max_contexts_per_row * n_rows * length / (rows * row_len)),
                                sum(count for count, _ in shape.encoder_attention_rows))
-                out.append(dataclasses.replace(shape, encoder_rows=rows, encoder_len=length,
-                                               max_contexts_per_row=contexts))
+                out.append(_variant(shape, encoder_rows=rows, encoder_len=length, max_contexts_per_row=contexts))
             else:
                 loss = min(length, 8 * math.ceil(shape.loss_slots * length / row_len / 8)) if shape.loss_slots else 0
-                out.append(dataclasses.replace(shape, decoder_rows=rows, decoder_len=length, loss_slots=loss))
-    return out
+                out.append(_variant(shape, decoder_rows=rows, decoder_len=length, loss_slots=loss))
+    return [c for c in out if c]
 
 
 def _attention_row_candidates(work: _Work, shape: PackingShape, side: str, devices: int) -> list[PackingShape]:
