@@ -148,6 +148,22 @@ def test_the_packer_cuts_drops_and_carries_over_what_the_attention_rows_cannot_h
     assert batch.attention_rows is None and batch.encoder.attention_rows is None and stats.samples == 5
 
 
+
+def test_a_samples_contexts_take_attention_rows_together():
+    """By hand: one encoder row a group, each group with one attention row of 8 and one of 16. A sample
+    of two contexts of 12: first fit would put both in row 0, whose group has one row of 16; the
+    second goes to row 1 and its group's 16 instead (the sample had waited for the next batch)."""
+    shape = PackingShape(encoder_rows=2, encoder_len=32, decoder_rows=2, decoder_len=40, max_contexts_per_row=4,
+                         encoder_attention_rows=[[1, 8], [1, 16]], attention_groups=2)
+    x = tuple(range(1, 4))
+    two = Sample("continuation", (tuple(range(1, 13)), tuple(range(1, 13))), x, x, (True,) * 3, (0, 0), "cont")
+    batch, leftover, stats = pack_batch([two], ENCODER, shape)
+    assert leftover == [] and stats.samples == 1
+    eights, sixteens = batch.encoder.attention_rows[0].rows
+    # Each group's 16 holds the first 12 slots of its row (slots are numbered within a group's rows).
+    assert sixteens[0, 0].tolist() == sixteens[1, 0].tolist() == list(range(12)) + [-1] * 4
+    assert (eights == -1).all()
+
 def test_shapes_with_bad_attention_rows_are_refused_by_name(tmp_path):
     from arc_jax.config_loading import load_config
     from arc_jax.data.config import parse_data_config
@@ -245,7 +261,7 @@ def test_the_check_tries_the_attention_rows_with_the_fewest_pairs_that_hold_the_
 
     def holds(spec, texts):
         allocator = Allocator(spec, groups=1, group_rows=1)
-        return allocator.fits([0] * len(texts), sorted(texts, reverse=True))
+        return all(allocator.claim(0, n) for n in sorted(texts, reverse=True))
 
     # Against every spec of rows of the lengths the texts take, as many of each as a group has texts
     # (brute force, the packer's own allocator): the cheapest spec holding every group's texts is tried.

@@ -244,9 +244,9 @@ def _place(samples: Sequence[Sample], cfg: EncoderConfig, shape: PackingShape, s
             stats.counts["sample_too_many_loss_tokens"] += 1
             continue
         sizes = [len(c) + extra for c in ctx]
-        enc_rows = out.enc_fit.fits(sizes, enc_attention.admits if enc_attention else None)
-        if enc_rows is not None and enc_attention and not enc_attention.fits(enc_rows, sizes):
-            enc_rows = None
+        # The contexts claim attention rows together: one that finds none free in a row's group
+        # (the earlier contexts' taken) tries the next row.
+        enc_rows = out.enc_fit.fits(sizes, enc_attention.trial().claim if enc_attention else None)
         dec_rows = _decoder_row(out.dec_fit, loss_room, need, n_loss, dec_attention)
         if enc_rows is None or dec_rows is None:
             out.leftover.append(sample)

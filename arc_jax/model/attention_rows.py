@@ -105,14 +105,18 @@ class Allocator:
         """Whether the group of packed `row` has a free attention row of at least `size` slots."""
         return self._choice(self.free[self.group(row)], size) is not None
 
-    def fits(self, rows: Sequence[int], sizes: Sequence[int]) -> bool:
-        """Whether texts of `sizes` placed in packed `rows` all find attention rows."""
-        free = [list(f) for f in self.free]
-        for row, size in zip(rows, sizes):
-            i = self._choice(free[self.group(row)], size)
-            if i is None:
-                return False
-            free[self.group(row)][i] -= 1
+    def trial(self) -> "Allocator":
+        """A copy to try a sample's texts on together (`claim`), this one untouched."""
+        copy = Allocator.__new__(Allocator)
+        copy.lengths, copy.counts, copy.group_rows = self.lengths, self.counts, self.group_rows
+        copy.free = [list(f) for f in self.free]
+        return copy
+
+    def claim(self, row: int, size: int) -> bool:
+        """Take the row `take` would for a text of `size` slots in packed `row`, if there is one."""
+        if not self.admits(row, size):
+            return False
+        self.take(row, size)
         return True
 
     def take(self, row: int, size: int) -> tuple[int, int]:

@@ -209,7 +209,8 @@ class FirstFit:
 
     def fits(self, sizes: Sequence[int], admits=None) -> list[int] | None:
         """Rows for items of `sizes` placed together (a sample's contexts), or None where one of
-        them finds no row: then none is placed. `admits(row, size)`, if given, may refuse a row."""
+        them finds no row: then none is placed. `admits(row, size)`, if given, may refuse a row; it is
+        asked last, of a row that has room, and the item goes to the first row it admits."""
         room, counts, rows = list(self.room), list(self.counts), []
         for size in sizes:
             row = next((r for r, free in enumerate(room) if size <= free and self._takes(counts[r])
