@@ -258,6 +258,10 @@ def test_the_check_tries_the_attention_rows_with_the_fewest_pairs_that_hold_the_
     assert ((9, 8), (1, 40), (1, 64)) in _attention_row_specs(tail, limit=64)
     # For the median group (no text longer than 40) still a row of the longest text, in every group.
     assert all(spec[-1][1] == 64 for spec in _attention_row_specs(tail, limit=64, quantile=0.5))
+    # Rows for the most texts a group had, whatever the quantile: the median group's 2 would keep 4 of
+    # the crowded group's 8s waiting, and rows of 8 cost little.
+    crowded = [[8, 8], [8, 8], [8, 8], [8] * 5 + [40]]
+    assert _attention_row_specs(crowded, limit=64, quantile=0.5) == [((5, 8), (1, 40)), ((6, 40),)]
 
     def holds(spec, texts):
         allocator = Allocator(spec, groups=1, group_rows=1)

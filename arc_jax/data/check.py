@@ -401,7 +401,8 @@ def _attention_row_specs(group_lengths: list[list[int]], limit: int, quantile: f
     length c is needed for each text longer than the next shorter length (a text takes a longer row
     when the shorter ones are taken): with lengths c_1 < ... < c_k, c_k the longest text's, there are
     need(c_{i-1}) - need(c_i) rows of c_i, need(c) being the quantile of the groups' counts of texts
-    longer than c (c_0 = 0; at least one row of c_k). The lengths are the texts' own in multiples of
+    longer than c (c_0 = 0, where it is the largest count: a group with more texts than rows would
+    keep its short ones waiting, and the shortest rows cost least; at least one row of c_k). The lengths are the texts' own in multiples of
     8 slots, at most `limit`; a dynamic programme over them finds the cheapest k exactly (cuts at
     quantiles of the lengths, as before, left a long tail's texts in rows of the longest length: up
     to 5x the packed rows' pairs on the paper's fine-tuning data)."""
@@ -412,6 +413,7 @@ def _attention_row_specs(group_lengths: list[list[int]], limit: int, quantile: f
     cuts = np.concatenate([[0], np.unique(np.minimum(limit, 8 * np.ceil(lengths / 8)).astype(int))])
     longer = np.array([len(t) - np.searchsorted(t, cuts, side="right") for t in per_group])  # [group, cut]
     need = np.ceil(np.quantile(longer, quantile, axis=0)).astype(int)
+    need[0] = longer[:, 0].max()  # rows for every group's count of texts: the shortest cost least
     need[:-1] = np.maximum(need[:-1], 1)  # the longest text needs its row in any group it lands in
     need[-1] = 0
     pairs = cuts.astype(float) ** 2
