@@ -402,10 +402,11 @@ def _attention_row_specs(group_lengths: list[list[int]], limit: int, quantile: f
     when the shorter ones are taken): with lengths c_1 < ... < c_k, c_k the longest text's, there are
     need(c_{i-1}) - need(c_i) rows of c_i, need(c) being the quantile of the groups' counts of texts
     longer than c (c_0 = 0, where it is the largest count: a group with more texts than rows would
-    keep its short ones waiting, and the shortest rows cost least; at least one row of c_k). The lengths are the texts' own in multiples of
-    8 slots, at most `limit`; a dynamic programme over them finds the cheapest k exactly (cuts at
-    quantiles of the lengths, as before, left a long tail's texts in rows of the longest length: up
-    to 5x the packed rows' pairs on the paper's fine-tuning data)."""
+    keep its short ones waiting, and the shortest rows cost least; at least one row of c_k). The
+    lengths are the texts' own in multiples of 8 slots, at most `limit`; a dynamic programme over
+    them finds the cheapest k exactly (cuts at quantiles of the lengths, as before, left a long
+    tail's texts in rows of the longest length: up to 5x the packed rows' pairs on the paper's
+    fine-tuning data)."""
     per_group = [np.sort(texts) for texts in group_lengths]
     if not sum(map(len, per_group)):
         return []

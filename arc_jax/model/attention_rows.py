@@ -24,6 +24,7 @@ pooled lengths of the key rows (`pooled_length` of each length), the same counts
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple, Sequence
 
 import jax
@@ -107,10 +108,9 @@ class Allocator:
 
     def trial(self) -> "Allocator":
         """A copy to try a sample's texts on together (`claim`), this one untouched."""
-        copy = Allocator.__new__(Allocator)
-        copy.lengths, copy.counts, copy.group_rows = self.lengths, self.counts, self.group_rows
-        copy.free = [list(f) for f in self.free]
-        return copy
+        trial = copy.copy(self)
+        trial.free = [list(f) for f in self.free]
+        return trial
 
     def claim(self, row: int, size: int) -> bool:
         """Take the row `take` would for a text of `size` slots in packed `row`, if there is one."""
