@@ -148,7 +148,6 @@ def test_the_packer_cuts_drops_and_carries_over_what_the_attention_rows_cannot_h
     assert batch.attention_rows is None and batch.encoder.attention_rows is None and stats.samples == 5
 
 
-
 def test_a_samples_contexts_take_attention_rows_together():
     """By hand: one encoder row a group, each group with one attention row of 8 and one of 16. A sample
     of two contexts of 12: first fit would put both in row 0, whose group has one row of 16; the
@@ -163,6 +162,7 @@ def test_a_samples_contexts_take_attention_rows_together():
     # Each group's 16 holds the first 12 slots of its row (slots are numbered within a group's rows).
     assert sixteens[0, 0].tolist() == sixteens[1, 0].tolist() == list(range(12)) + [-1] * 4
     assert (eights == -1).all()
+
 
 def test_shapes_with_bad_attention_rows_are_refused_by_name(tmp_path):
     from arc_jax.config_loading import load_config
