@@ -136,7 +136,7 @@ def _useful_fraction_and_drops(config, n_batches: int) -> tuple[float, dict]:
     useful = sum(flops.useful_train_flops(run.encoder, decoder, next(batches)[0])["total"] for _ in range(n_batches))
     executed = n_batches * flops.train_step_flops(run.encoder, decoder, run.data.shape)["total"]
     dropped = {k: n for k, n in batches.total.counts.items()
-               if k not in ("carried_over", "window_shorter_than_pooling_factor") and n}
+               if k not in ("carried_over", "context_of_at_most_one_token") and n}
     return useful / executed, dropped
 
 
@@ -164,7 +164,7 @@ def test_tiny_cpu_batches_do_at_least_90_percent_useful_work_and_drop_nothing(tm
 
     report = data_check(_load("tiny_cpu", [f"--config.data.dir={tmp_path}"]), n_batches=20)
     assert report["useful_fraction"] >= 0.90
-    dropped = {k: n for k, n in report["packing_events"].items() if k not in ("carried_over", "window_shorter_than_pooling_factor")}
+    dropped = {k: n for k, n in report["packing_events"].items() if k not in ("carried_over", "context_of_at_most_one_token")}
     assert not any(dropped.values()), dropped
 
 

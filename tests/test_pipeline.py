@@ -10,6 +10,7 @@ import pytest
 from arc_jax.cli import main
 from arc_jax.config_loading import ConfigError, load_config
 from arc_jax.data.bad_records import DataError
+from arc_jax.data.pipeline import Made, Skipped
 from arc_jax.train.run_config import parse_run_config, run_batches
 from tiny_shapes import two_a_row
 
@@ -157,13 +158,46 @@ def test_finetuning_pipeline_builds_few_shot_samples_with_shots_from_the_source(
             assert mask.sum() > 0 and np.count_nonzero(np.diff(mask)) <= 2
 
 
-def test_text_shorter_than_the_pooling_factor_is_a_counted_bad_record(data_dir, tmp_path):
+def test_a_text_shorter_than_the_pooling_factor_is_pooled_into_one_vector(data_dir, tmp_path):
+    """The reference drops a sample only when a text it compresses has at most one token
+    (embed_llm/data/data_loader.py, `len(l_toks) <= 1`); a shorter text than the pooling factor is
+    one group (SPEC, pool_groups), so "a", which the encoder reads as <s> a </s>, is a sample."""
     path = tmp_path / "short.jsonl"
     good = json.dumps({"text": "Ilmar Quen was born in Dovetree in 1901 and works as a baker. " * 3})
-    path.write_text("\n".join([good, json.dumps({"text": "a"}), good]) + "\n")  # the encoder reads <s> a </s>
-    batches = pipeline(config(data_dir, f"--config.data.sources={path}", "--config.data.continuation_prob=0.0"))
-    next(batches)
-    assert any("shorter than the pooling factor" in r.reason and r.line == 2 for r in batches.bad.examples)
+    path.write_text("\n".join([good, json.dumps({"text": "a"}), good]) + "\n")
+    cfg = config(data_dir, f"--config.data.sources={path}", "--config.data.continuation_prob=0.0")
+    assert parse_run_config(cfg, device_count=1).encoder.pooling_factors == (4,)
+    batches = pipeline(cfg)
+    made = [batches.maker(position)[1] for position in range(6)]  # each record twice, in the mixture's order
+    assert not any(isinstance(m, Skipped) for m in made)
+    assert sum(len(s.contexts[0]) == 3 for m in made for s in m.samples) == 2
+
+
+def _long_context_record(maker, n_tokens: int) -> dict:
+    """A long-context record whose document is exactly n_tokens encoder tokens."""
+    words = ("Orla Venn kept bees in Marrowdale for forty years. " * (n_tokens // 4)).split()
+    for end in range(len(words)):
+        for tail in ("", " a", " ab", " b", " c"):
+            text = " ".join(words[:end]) + tail
+            if len(maker.encoder_tok.encode(text)) == n_tokens:
+                return {"text": text, "instruction": "Where were the bees kept?", "answer": "Marrowdale"}
+    raise AssertionError(f"no text of {n_tokens} tokens")
+
+
+def test_a_long_documents_short_last_chunk_is_compressed_not_dropped(data_dir, tmp_path):
+    """A document cut into chunks of 1024 tokens keeps a last chunk shorter than the pooling factor
+    (one vector); only a chunk of one token drops the sample, as the reference's data loader does."""
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps({"text": "-", "instruction": "-", "answer": "-"}) + "\n")
+    batches = pipeline(config(data_dir, f"--config.data.sources={path}", "--config.data.task=long_context"))
+    records = [_long_context_record(batches.maker, n) for n in (1024 + 3, 1024 + 1)]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    batches = pipeline(config(data_dir, f"--config.data.sources={path}", "--config.data.task=long_context"))
+    made = [batches.maker(position)[1] for position in range(2)]
+    (sample,) = [s for m in made if isinstance(m, Made) for s in m.samples]
+    assert [len(c) for c in sample.contexts] == [1024, 3]
+    (skipped,) = [m for m in made if isinstance(m, Skipped)]
+    assert skipped.line == 2 and "at most one token" in skipped.reason
 
 
 def test_long_context_pipeline_compresses_chunks_without_special_vectors(data_dir, tmp_path):

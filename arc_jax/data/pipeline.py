@@ -70,7 +70,9 @@ class Made:
 
 
 RAND_FILTERED = "rand_filtered"  # the record's "rand" >= config.data.rand_filter
-SHORT_WINDOW = "window_shorter_than_pooling_factor"
+# A sample whose compressed texts include one of at most one token is dropped, as the reference's data
+# loader drops it (embed_llm/data/data_loader.py); a text shorter than the pooling factor is one group.
+ONE_TOKEN_CONTEXT = "context_of_at_most_one_token"
 
 
 class SampleMaker:
@@ -79,13 +81,12 @@ class SampleMaker:
     `data` has its paths resolved (prepare_data); `decoder_tokenizer` is the file of the tokenizer
     of the decoder the samples are for."""
 
-    def __init__(self, data: DataConfig, decoder_tokenizer: str, encoder_cfg: EncoderConfig, seed: int,
-                 process_index: int = 0, process_count: int = 1):
+    def __init__(self, data: DataConfig, decoder_tokenizer: str, seed: int, process_index: int = 0,
+                 process_count: int = 1):
         if data.task not in TASK_FIELDS:
             raise DataError(f"config.data.task = {data.task!r}: expected one of {', '.join(TASK_FIELDS)}")
         self.data, self.task = data, data.task
         self.seed, self.process_index = seed, process_index
-        self.min_context = min(encoder_cfg.pooling_factors, default=1)
         self.encoder_tok = load_tokenizer(data.encoder_tokenizer)
         self.decoder_tok = load_tokenizer(decoder_tokenizer)
         self.same_tokenizer = _same_file(self.encoder_tok.path, self.decoder_tok.path)
@@ -108,10 +109,10 @@ class SampleMaker:
             samples = self._make(record, source_id, rng)
         except tasks.SkipRecord as e:
             return position, Skipped(str(source.path), line, str(e))
-        kept = tuple(s for s in samples if all(len(c) >= self.min_context for c in s.contexts))
+        kept = tuple(s for s in samples if all(len(c) > 1 for c in s.contexts))
         if not kept:
-            return position, Skipped(str(source.path), line, f"text shorter than the pooling factor {self.min_context}")
-        return position, Made(kept, (SHORT_WINDOW,) * (len(samples) - len(kept)))
+            return position, Skipped(str(source.path), line, "a text to compress of at most one token")
+        return position, Made(kept, (ONE_TOKEN_CONTEXT,) * (len(samples) - len(kept)))
 
     def _filtered(self, record: dict) -> bool:
         """The reference's web-crawl filter: a record whose "rand" is >= rand_filter is not read."""
@@ -447,6 +448,6 @@ def build_batches(data: DataConfig, encoder_cfg: EncoderConfig, seed: int, decod
     bad = BadRecords(strict=data.strict)
     iterators = {}
     for j in range(process_index * per_process, (process_index + 1) * per_process):
-        maker = SampleMaker(data, decoder_tokenizer, encoder_cfg, seed, j, n_shards)
+        maker = SampleMaker(data, decoder_tokenizer, seed, j, n_shards)
         iterators[j] = BatchIterator(maker, encoder_cfg, shard_shape, data.worker_count, bad=bad, remember=remember)
     return ShardedBatches(iterators, shard_shape, n_shards)
