@@ -164,7 +164,8 @@ def test_tiny_cpu_batches_do_at_least_90_percent_useful_work_and_drop_nothing(tm
 
     report = data_check(_load("tiny_cpu", [f"--config.data.dir={tmp_path}"]), n_batches=20)
     assert report["useful_fraction"] >= 0.90
-    dropped = {k: n for k, n in report["packing_events"].items() if k not in ("carried_over", "context_of_at_most_one_token")}
+    dropped = {k: n for k, n in report["packing_events"].items()
+               if k not in ("carried_over", "context_of_at_most_one_token")}
     assert not any(dropped.values()), dropped
 
 

@@ -7,17 +7,17 @@ without the real corpora:
 
 OUT gets the layout the paper configs read under config.data.dir (configs/README.md): a web-crawl
 stand-in, data/pretrain/crawl_train.jsonl (long documents, which the pipeline cuts into the
-reference's windows itself), and one file per source of the fine-tuning mixture under
-data/finetune/ (configs/common/paper.py's FINETUNE_MIXTURE), with passages, questions and answers of
-the lengths below, and long documents with an instruction and an answer,
-data/long_context/train.jsonl (configs/long_context_finetune_llama2chat.py). The text is words of the synthetic people corpus and the tokenizer is its
-sentencepiece model (arc_jax.demo.synthetic; no download): the word counts are set from that
-tokenizer's measured tokens per word, so that texts take about the token counts below. The lengths
-are estimates in Llama-tokenizer tokens, not measured on the real data: crawl documents log-normal
-around 700 tokens; per fine-tuning source, passages a record and their length, question and answer
-length, each log-normal with a spread of 0.4 around these means; long-context records half like
-NarrativeQA's (stories and scripts, most longer than the 32k tokens the task keeps) and half like
-Qasper's (papers of a few thousand tokens).
+reference's windows itself), and one file per source of the fine-tuning mixture under data/finetune/
+(configs/common/paper.py's FINETUNE_MIXTURE), with passages, questions and answers of the lengths
+below, and long documents with an instruction and an answer, data/long_context/train.jsonl
+(configs/long_context_finetune_llama2chat.py). The text is words of the synthetic people corpus and
+the tokenizer is its sentencepiece model (arc_jax.demo.synthetic; no download): the word counts are
+set from that tokenizer's measured tokens per word, so that texts take about the token counts below.
+The lengths are estimates in Llama-tokenizer tokens, not measured on the real data: crawl documents
+log-normal around 700 tokens; per fine-tuning source, passages a record and their length, question
+and answer length, each log-normal with a spread of 0.4 around these means; long-context records
+half like NarrativeQA's (stories and scripts, most longer than the 32k tokens the task keeps) and
+half like Qasper's (papers of a few thousand tokens).
 """
 
 from __future__ import annotations
