@@ -114,18 +114,21 @@ class Allocator:
 
     def claim(self, row: int, size: int) -> bool:
         """Take the row `take` would for a text of `size` slots in packed `row`, if there is one."""
-        if not self.admits(row, size):
-            return False
-        self.take(row, size)
-        return True
+        return self._take(row, size) is not None
 
     def take(self, row: int, size: int) -> tuple[int, int]:
         """(length index, attention row index) taken by a text of `size` slots in packed `row`: the
         shortest free length's first free row."""
+        taken = self._take(row, size)
+        if taken is None:
+            raise ValueError(f"no free attention row of >= {size} slots in the group of row {row}")
+        return taken
+
+    def _take(self, row: int, size: int) -> tuple[int, int] | None:
         free = self.free[self.group(row)]
         i = self._choice(free, size)
         if i is None:
-            raise ValueError(f"no free attention row of >= {size} slots in the group of row {row}")
+            return None
         free[i] -= 1
         return i, self.counts[i] - free[i] - 1
 
