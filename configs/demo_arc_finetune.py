@@ -27,33 +27,34 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every = 1000
     config.init_encoder = ""  # set by the demo: DEMO/arc_pretrain
     config.optimizer.update({"encoder_lr": 1e-3, "special_lr": 1e-3, "projector_lr": 2e-3, "warmup_steps": 20})
-    # path:weight:shots. QA about the new people of the pretraining documents, zero-shot as the demo
-    # evaluates (short samples: ~20 answers a step). Half of them one-shot: ARC4 39% (seed 0, README).
+    # path:weight:shots. QA about new people (demo.finetune_people, on documents of 1 to 6 of their
+    # attributes), zero-shot as the demo evaluates (short samples: ~20 answers a step). Half of them
+    # one-shot: ARC4 39% (seed 0, README).
     config.data.sources = "{data_dir}/fresh_qa.jsonl:1:0"
     config.data.task = "finetune"
-    config.data.max_len = 128  # a document's tokens (~60-100 here): never cut
+    config.data.max_len = 128  # a document's tokens (at most 110 here): never cut
     config.data.continuation_prob = 0.0
     config.data.max_passages = 1
     # The answer tokenised as the frozen decoder generates it after the evaluation prompt's
     # "\nAnswer:" (" Kesford" one token): this tokenizer keeps the reference's "\nAnswer: " + "Kesford"
     # as "Answer", ":", " ", "K", "es", "ford", a sequence the demo's small decoder never produces.
     config.data.answer_layout = "eval"
-    # A sample: a document (~80 tokens, compressed to ~20 vectors at PF 4) with its question and
-    # answer: ~80 encoder tokens and ~40-53 decoder slots, <= 12 of them carrying loss. The output head
-    # runs on a loss buffer (useful work 63% -> 71%). Encoder rows of 10 x 164 and decoder rows of
-    # 4 x 240 (instead of 8 x 256 and 4 x 256) gave 83.9%, the rest mostly attention across the
-    # documents and samples packed in a row. Since 2026-12-06 each is attended alone, in attention rows
-    # (arc_jax/model/attention_rows.py) of a group of rows a device (the demo runs on two CPU devices):
-    # 10 encoder ones of 72-128 slots and 10 decoder ones of 48-56 a group, for the ~10 samples a device
-    # takes (the check proposed 104 for the longest; 128, max_len, so that no document is cut: the
-    # demo's longest are 112-117 tokens), and one long row a device on each side (attention no longer
-    # depends on its length), which first fit fills more fully. About the same samples a batch; useful work 84.6% -> 93.7% of executed
-    # (`arc-jax data check --devices 2`, 40 batches of seed 0's data; rows 95% and 93% full before, 96%
-    # and 96% now).
+    # A sample: a document (10-110 encoder tokens, 59 on average; compressed to a quarter at PF 4) with
+    # its question and answer: 26-58 decoder slots (41 on average), <= 12 of them carrying loss (seed 0's
+    # 24,367 samples, one epoch). Each document and
+    # sample is attended alone, in attention rows (arc_jax/model/attention_rows.py) of a group of rows
+    # a device (the demo runs on two CPU devices), here 10 encoder ones of 40-128 slots and 10 decoder
+    # ones of 40-64 for the ~10 samples a device takes (128 and 64 so that no document or sample of
+    # the demo's is cut or dropped), and one long row a device on each side (attention does not depend
+    # on its length), which first fit fills. The output head runs on a loss buffer. Sized with
+    # `arc-jax data check --devices 2` on seed 0's data (40 batches, its proposal but for the longest
+    # attention rows): 91.9% of the executed FLOPs useful, rows 95% and 96% full, 19.6 samples a batch.
+    # (For the documents of all six attributes used before: encoder rows 800 and decoder rows 464
+    # long, attention rows of 72-128 and 48-56, 93.7% useful; on these documents 75.1%.)
     config.data.shape = ml_collections.ConfigDict({
-        "encoder_rows": 2, "encoder_len": 800, "decoder_rows": 2, "decoder_len": 464, "max_contexts_per_row": 10,
-        "encoder_span": 0, "decoder_span": 53, "loss_slots": 32,
-        "encoder_attention_rows": [[1, 72], [4, 80], [2, 88], [1, 96], [1, 104], [1, 128]],
-        "decoder_attention_rows": [[6, 48], [4, 56]], "attention_groups": 2})
+        "encoder_rows": 2, "encoder_len": 616, "decoder_rows": 2, "decoder_len": 416, "max_contexts_per_row": 10,
+        "encoder_span": 0, "decoder_span": 64, "loss_slots": 32,
+        "encoder_attention_rows": [[1, 40], [1, 48], [3, 64], [1, 72], [2, 80], [1, 88], [1, 128]],
+        "decoder_attention_rows": [[4, 40], [4, 48], [2, 64]], "attention_groups": 2})
     config.eval = ml_collections.ConfigDict({"sources": "", "every": 0, "batches": 1})
     return config

@@ -148,7 +148,8 @@ def test_the_demo_and_few_shot_batches_do_at_least_90_percent_useful_work(tmp_pa
 
     demo = _load("demo_decoder", [f"--config.data.dir={tmp_path / 'demo'}"])
     build_tiny_data(tmp_path / "demo", **dict(demo.data.corpus))
-    write_fresh_people(tmp_path / "demo", demo.demo.encoder_people, seed=0)
+    write_fresh_people(tmp_path / "demo", demo.demo.encoder_people, seed=0, qa_people=demo.demo.finetune_people,
+                       qa_min_attributes=demo.demo.finetune_min_attributes)
     for name, data_dir, n_batches in (("demo_arc_pretrain", tmp_path / "demo", 20),
                                       ("demo_arc_finetune", tmp_path / "demo", 20),
                                       ("tiny_cpu_finetune", tmp_path / "tiny", 40)):

@@ -96,7 +96,7 @@ def test_seed_reaches_every_stage(demo, tmp_path):
                  "--pooling-factors", "4"]) == 0
     assert json.loads((other / "demo.json").read_text())["seed"] == 1
     assert json.loads((demo / "demo.json").read_text())["seed"] == 0
-    for name in ("pretrain.jsonl", "fresh_documents.jsonl"):
+    for name in ("pretrain.jsonl", "fresh_documents.jsonl", "fresh_qa.jsonl"):
         assert (other / "data" / name).read_text() != (demo / "data" / name).read_text(), name
 
     def differ(a, b):

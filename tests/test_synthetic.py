@@ -122,6 +122,33 @@ def test_every_answer_is_in_its_passage_and_not_in_its_question(data):
                 assert answer.lower() not in r["question"].lower(), (answer, r["question"])
 
 
+def test_fine_tuning_people_are_new_and_their_documents_state_one_to_six_facts(data, tmp_path):
+    """write_fresh_people with qa_people: the pretraining documents are those written without it, and
+    the QA is about other people (no name word shared with the corpus or the documents), each asked
+    every attribute their own document states, from qa_min_attributes to all six."""
+    folder, _ = data
+    for name in (synthetic.QA_TRAIN_FILE, synthetic.QA_EVAL_FILE):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    plain = synthetic.write_fresh_people(tmp_path, 30, seed=3)
+    documents = plain["documents"].read_bytes()
+    paths = synthetic.write_fresh_people(tmp_path, 30, seed=3, qa_people=200, qa_min_attributes=2)
+    assert paths["documents"].read_bytes() == documents
+    records = read_jsonl(paths["qa"])
+    by_person = {}
+    for r in records:
+        by_person.setdefault(r["entity"], []).append(r)
+        assert r["answer"][0] in r["passages"][0] and r["answer"][0].lower() not in r["question"].lower()
+    assert len(by_person) == 200
+    counts = {len(rs) for rs in by_person.values()}
+    assert counts == {2, 3, 4, 5, 6}
+    for rs in by_person.values():
+        assert len({r["passages"][0] for r in rs}) == 1 and len({r["attribute"] for r in rs}) == len(rs)
+    taken = set(synthetic.corpus_name_words(tmp_path)) | set(re.findall(r"\w+", documents.decode()))
+    assert not {w for name in by_person for w in name.split()} & taken
+    with pytest.raises(ValueError, match="qa_min_attributes=0"):
+        synthetic.write_fresh_people(tmp_path, 30, seed=3, qa_people=10, qa_min_attributes=0)
+
+
 def test_question_templates_spell_no_answer():
     """No fixed word list value is inside a question template: only documents hold answers."""
     values = synthetic.PROFESSIONS + synthetic.COLOURS + synthetic.PETS

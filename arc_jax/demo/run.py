@@ -6,8 +6,9 @@ Stages, each through the code a real run uses (config files in configs/, the inp
 trainer, Orbax checkpoints, the evaluation harness):
 
 1. data      the synthetic people corpus and its sentencepiece tokenizer (arc_jax.demo.synthetic),
-             60 held-out people whose facts exist only in their evaluation documents, and
-             documents + QA about 4000 other new people for the encoder stages;
+             60 held-out people whose facts exist only in their evaluation documents,
+             documents about 4000 other new people for the encoder's pretraining, and QA
+             about 7000 more for its fine-tuning, on documents of 1 to 6 of their facts;
 2. decoder   a small decoder LM trained from scratch (configs/demo_decoder.py, arc_jax.demo.decoder_lm)
              on the corpus's documents and on open-book QA in the harness's "Document/Question/
              Answer" few-shot format, then frozen;
@@ -56,8 +57,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # --smoke: a few steps of tiny models in every stage (seconds, not minutes).
 SMOKE_DECODER = ["max_steps=6", "log_every=2", "checkpoint_every=6", "probe_every=3", "probe_examples=8",
                  "data.corpus.n_entities=40", "data.corpus.held_out=8", "data.corpus.pretrain_copies=1",
-                 "data.corpus.vocab_size=512", "data.fresh_people=20", "demo.encoder_people=40", "model.dim=32",
-                 "model.n_heads=2", "model.n_kv_heads=2", "model.head_dim=16", "model.hidden_dim=64"]
+                 "data.corpus.vocab_size=512", "data.fresh_people=20", "demo.encoder_people=40", "demo.finetune_people=60",
+                 "model.dim=32", "model.n_heads=2", "model.n_kv_heads=2", "model.head_dim=16", "model.hidden_dim=64"]
 SMOKE_ARC = ["max_steps=4", "log_every=2", "checkpoint_every=4", "optimizer.warmup_steps=2"]
 # The tiny tokenizer's fine-tuning documents and samples are longer than the real one's (decoder_span 53
 # slots, attention rows of at most 104 and 56): whole rows attended instead.
@@ -158,7 +159,9 @@ def run_demo(workdir: str | Path = "arc_jax_demo", *, resume: bool = False, smok
 
     def data():
         paths = build_tiny_data(data_dir, **dict(dec_config.data.corpus))
-        return paths | write_fresh_people(data_dir, dec_config.demo.encoder_people, seed=seed)
+        demo = dec_config.demo
+        return paths | write_fresh_people(data_dir, demo.encoder_people, seed=seed, qa_people=demo.finetune_people,
+                                          qa_min_attributes=demo.finetune_min_attributes)
 
     paths = clock.stage("data", data)
     say(f"corpus and tokenizer in {data_dir}")

@@ -379,15 +379,30 @@ def corpus_name_words(folder: str | os.PathLike) -> frozenset[str]:
                      for w in json.loads(line)["entity"].split())
 
 
-def write_fresh_people(folder: str | os.PathLike, n_people: int, seed: int = 0) -> dict[str, pathlib.Path]:
-    """Documents and QA records about `n_people` new people (none of the corpus's in `folder`:
-    their name words differ from every corpus person's), for training on facts no model has seen:
-    folder/fresh_documents.jsonl ({"text"}: one person's document each) and folder/fresh_qa.jsonl
-    (records as qa_train.jsonl, on the same documents). Rewritten on every call (deterministic)."""
+def write_fresh_people(folder: str | os.PathLike, n_people: int, seed: int = 0, *, qa_people: int = 0,
+                       qa_min_attributes: int = len(ATTRIBUTES)) -> dict[str, pathlib.Path]:
+    """Documents and QA records about new people (none of the corpus's in `folder`: their name words
+    differ from every corpus person's), for training on facts no model has seen. Rewritten on every
+    call (deterministic):
+    - folder/fresh_documents.jsonl ({"text"}): one document each about `n_people` people, stating
+      all their attributes;
+    - folder/fresh_qa.jsonl (records as qa_train.jsonl): with `qa_people` 0, one per (person,
+      attribute) on those documents; else about `qa_people` other new people (no name word shared
+      with the documents' people either), each on a document of its own stating a random number,
+      from `qa_min_attributes` to all, of that person's attributes."""
     folder = pathlib.Path(folder).expanduser()
+    reserved = corpus_name_words(folder)
     rng = random.Random(f"arc_jax fresh people {GENERATOR_VERSION} {seed}")
-    records = qa_records(new_people(n_people, rng, corpus_name_words(folder)), rng)
+    people = new_people(n_people, rng, reserved)
+    records = qa_records(people, rng)
     documents = list({r["passages"][0]: None for r in records})
+    if qa_people:
+        if not 1 <= qa_min_attributes <= len(ATTRIBUTES):
+            raise ValueError(f"qa_min_attributes={qa_min_attributes}: expected 1 to {len(ATTRIBUTES)}")
+        rng = random.Random(f"arc_jax fresh QA people {GENERATOR_VERSION} {seed}")
+        qa_people_list = new_people(qa_people, rng, reserved | {w for p in people for w in (p.first_name, p.last_name)})
+        stated = [rng.sample(ATTRIBUTES, rng.randint(qa_min_attributes, len(ATTRIBUTES))) for _ in qa_people_list]
+        records = qa_records(qa_people_list, rng, stated)
     paths = {"documents": folder / "fresh_documents.jsonl", "qa": folder / "fresh_qa.jsonl"}
     write_file_atomic(paths["documents"], _jsonl_bytes({"text": d} for d in documents))
     write_file_atomic(paths["qa"], _jsonl_bytes(records))
