@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.update({"encoder_lr": 1e-3, "special_lr": 1e-3, "projector_lr": 2e-3, "warmup_steps": 20})
     # path:weight:shots. QA about new people (demo.finetune_people, on documents of 1 to 6 of their
     # attributes), zero-shot as the demo evaluates (short samples: ~20 answers a step). Half of them
-    # one-shot: ARC4 39% (seed 0, README).
+    # one-shot: ARC4 39% (seed 0, notes/demo_history.md).
     config.data.sources = "{data_dir}/fresh_qa.jsonl:1:0"
     config.data.task = "finetune"
     config.data.max_len = 128  # a document's tokens (at most 110 here): never cut

@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     # 1600 steps ~3.0 and 72.4%; with 400 the fine-tuning's loss stalls near 0.8, with 1600 it
     # falls to ~0.1-0.2. Fine-tuning stays at 2000 steps (its step-1000 checkpoint: 60.7%). Zero-shot
     # (seed 0, 2ca072b, fine-tuning on encoder rows of 11 x 160): 83.1% after 1200 pretraining steps,
-    # 70.0% after 1600: one run of this demo moves by more than such a change (README).
+    # 70.0% after 1600: one run of this demo moves by more than such a change (notes/demo_history.md).
     config.max_steps = 1600
     config.checkpoint_every = 800
     config.keep_checkpoints = 2
@@ -99,8 +99,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.encoder_tokenizer = "{data_dir}/tokenizer.model"
     # Sized with `arc-jax data check` (its proposal, measured on the demo's data): 8 encoder rows left
     # the decoder rows 68% full (useful work 59% of executed); 11 rows of at most 5 contexts filled
-    # ~89% of both (77%) and gave more samples a step (ARC4 35.7% -> 53.2% EM, README); the texts'
-    # spans (<= 64 encoder tokens, <= 81 decoder slots) bound them. Since 2026-12-06 each text is
+    # ~89% of both (77%) and gave more samples a step (ARC4 35.7% -> 53.2% EM, notes/demo_history.md);
+    # the texts' spans (<= 64 encoder tokens, <= 81 decoder slots) bound them. Since 2026-12-06 each text is
     # attended alone, in attention rows (arc_jax/model/attention_rows.py) of a group of rows a device
     # (the demo runs on two CPU devices): 19 encoder attention rows of 32-64 slots and 19 decoder ones
     # of 40-88 a group, for the ~16 documents (of 6-64 tokens) and samples a device takes. Attention
