@@ -40,17 +40,17 @@ def get_config() -> ml_collections.ConfigDict:
     # as "Answer", ":", " ", "K", "es", "ford", a sequence the demo's small decoder never produces.
     config.data.answer_layout = "eval"
     # A sample: a document (10-110 encoder tokens, 59 on average; compressed to a quarter at PF 4) with
-    # its question and answer: 26-58 decoder slots (41 on average), <= 12 of them carrying loss (seed 0's
-    # 24,367 samples, one epoch). Each document and
-    # sample is attended alone, in attention rows (arc_jax/model/attention_rows.py) of a group of rows
-    # a device (the demo runs on two CPU devices), here 10 encoder ones of 40-128 slots and 10 decoder
-    # ones of 40-64 for the ~10 samples a device takes (128 and 64 so that no document or sample of
-    # the demo's is cut or dropped), and one long row a device on each side (attention does not depend
-    # on its length), which first fit fills. The output head runs on a loss buffer. Sized with
-    # `arc-jax data check --devices 2` on seed 0's data (40 batches, its proposal but for the longest
-    # attention rows): 91.9% of the executed FLOPs useful, rows 95% and 96% full, 19.6 samples a batch.
-    # (For the documents of all six attributes used before: encoder rows 800 and decoder rows 464
-    # long, attention rows of 72-128 and 48-56, 93.7% useful; on these documents 75.1%.)
+    # its question and answer: 26-58 decoder slots (41 on average), <= 12 of them carrying loss (seed
+    # 0's 24,367 samples, one epoch). Each document and sample is attended alone, in attention rows
+    # (arc_jax/model/attention_rows.py) of a group of rows a device (the demo runs on two CPU devices):
+    # here 10 encoder ones of 40-128 slots and 10 decoder ones of 40-64 for the ~10 samples a device
+    # takes (128 and 64 so that no document or sample of the demo's is cut or dropped), and one long
+    # row a device on each side (attention does not depend on its length), which first fit fills. The
+    # output head runs on a loss buffer. Sized with `arc-jax data check --devices 2` on seed 0's data
+    # (40 batches; its proposal but for the longest attention rows): 91.9% of the executed FLOPs
+    # useful, rows 95% and 96% full, 19.6 samples a batch. (For the documents of all six attributes
+    # used before: encoder rows of 800 and decoder rows of 464, attention rows of 72-128 and 48-56,
+    # 93.7% useful; on these documents 75.1%.)
     config.data.shape = ml_collections.ConfigDict({
         "encoder_rows": 2, "encoder_len": 616, "decoder_rows": 2, "decoder_len": 416, "max_contexts_per_row": 10,
         "encoder_span": 0, "decoder_span": 64, "loss_slots": 32,

@@ -100,9 +100,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Sized with `arc-jax data check` (its proposal, measured on the demo's data): 8 encoder rows left
     # the decoder rows 68% full (useful work 59% of executed); 11 rows of at most 5 contexts filled
     # ~89% of both (77%) and gave more samples a step (ARC4 35.7% -> 53.2% EM, notes/demo_history.md);
-    # the texts' spans (<= 64 encoder tokens, <= 81 decoder slots) bound them. Since 2026-12-06 each text is
-    # attended alone, in attention rows (arc_jax/model/attention_rows.py) of a group of rows a device
-    # (the demo runs on two CPU devices): 19 encoder attention rows of 32-64 slots and 19 decoder ones
+    # the texts' spans (<= 64 encoder tokens, <= 81 decoder slots) bound them. Since 2026-12-06 each
+    # text is attended alone, in attention rows (arc_jax/model/attention_rows.py) of a group of rows a
+    # device (the demo runs on two CPU devices): 19 encoder attention rows of 32-64 slots and 19 decoder ones
     # of 40-88 a group, for the ~16 documents (of 6-64 tokens) and samples a device takes. Attention
     # then no longer depends on the rows' lengths, so one long row a device on each side, which first
     # fit fills more fully. The same ~32.5 samples a batch; useful work 79.5% -> 92.0% of executed

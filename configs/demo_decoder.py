@@ -72,8 +72,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.document_weight = 0.1
     config.data.qa_prompt_weight = 0.0  # loss weight of QA prompt tokens (answers: 1)
 
-    # Read by configs/demo_arc_pretrain.py: the encoder is this model's layers minus the last
-    # `truncated_layers`, with a projector of `projector_hidden`.
+    # Read by configs/demo_arc_pretrain.py and arc_jax/demo/run.py: the encoder is this model's layers
+    # minus the last `truncated_layers`, with a projector of `projector_hidden`.
     # `encoder_people`: the new people whose documents the ARC pretraining reads; `finetune_people`:
     # other new people the fine-tuning asks about, each on a document stating a random number (at least
     # `finetune_min_attributes`) of their six attributes (arc_jax.demo.synthetic.write_fresh_people).

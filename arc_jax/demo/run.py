@@ -58,8 +58,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SMOKE_DECODER = ["max_steps=6", "log_every=2", "checkpoint_every=6", "probe_every=3", "probe_examples=8",
                  "data.corpus.n_entities=40", "data.corpus.held_out=8", "data.corpus.pretrain_copies=1",
                  "data.corpus.vocab_size=512", "data.fresh_people=20", "demo.encoder_people=40",
-                 "demo.finetune_people=60",
-                 "model.dim=32", "model.n_heads=2", "model.n_kv_heads=2", "model.head_dim=16", "model.hidden_dim=64"]
+                 "demo.finetune_people=60", "model.dim=32", "model.n_heads=2", "model.n_kv_heads=2",
+                 "model.head_dim=16", "model.hidden_dim=64"]
 SMOKE_ARC = ["max_steps=4", "log_every=2", "checkpoint_every=4", "optimizer.warmup_steps=2"]
 # The tiny tokenizer's fine-tuning documents and samples are longer than the real one's (decoder_span 53
 # slots, attention rows of at most 104 and 56): whole rows attended instead.
