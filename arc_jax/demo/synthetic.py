@@ -113,6 +113,10 @@ class Person:
     def name(self) -> str:
         return f"{self.first_name} {self.last_name}"
 
+    @property
+    def name_words(self) -> set[str]:
+        return {self.first_name, self.last_name}
+
     def answer(self, attribute: str) -> str:
         return str(getattr(self, attribute))
 
@@ -147,7 +151,7 @@ def generate_people(n: int, rng: random.Random) -> list[Person]:
             first_name=_word(rng, NAME_SYLLABLES, 2, 3), last_name=_word(rng, NAME_SYLLABLES, 2, 4), town=rng.choice(TOWNS),
             birth_year=rng.randint(*BIRTH_YEARS), profession=rng.choice(PROFESSIONS), colour=rng.choice(COLOURS),
             height=rng.randint(*HEIGHTS_CM), pet=rng.choice(PETS))
-        words = {person.first_name, person.last_name}
+        words = person.name_words
         if len(words) < 2 or words & name_words or _leaks_answer(person):
             continue
         name_words |= words
@@ -159,7 +163,7 @@ def new_people(n: int, rng: random.Random, reserved: set[str] | frozenset[str]) 
     """n people (name words all distinct) none of whose name words is in `reserved`."""
     extra = n // 10 + 10
     while True:
-        people = [p for p in generate_people(n + extra, rng) if not {p.first_name, p.last_name} & reserved]
+        people = [p for p in generate_people(n + extra, rng) if not p.name_words & reserved]
         if len(people) >= n:
             return people[:n]
         extra *= 2
@@ -400,7 +404,7 @@ def write_fresh_people(folder: str | os.PathLike, n_people: int, seed: int = 0, 
         if not 1 <= qa_min_attributes <= len(ATTRIBUTES):
             raise ValueError(f"qa_min_attributes={qa_min_attributes}: expected 1 to {len(ATTRIBUTES)}")
         rng = random.Random(f"arc_jax fresh QA people {GENERATOR_VERSION} {seed}")
-        qa_people_list = new_people(qa_people, rng, reserved | {w for p in people for w in (p.first_name, p.last_name)})
+        qa_people_list = new_people(qa_people, rng, reserved.union(*(p.name_words for p in people)))
         stated = [rng.sample(ATTRIBUTES, rng.randint(qa_min_attributes, len(ATTRIBUTES))) for _ in qa_people_list]
         records = qa_records(qa_people_list, rng, stated)
     paths = {"documents": folder / "fresh_documents.jsonl", "qa": folder / "fresh_qa.jsonl"}
