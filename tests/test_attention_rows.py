@@ -14,7 +14,7 @@ from arc_jax.config_loading import ConfigError
 from arc_jax.data.packing import PackingShape, pack_batch
 from arc_jax.data.tasks import Sample
 from arc_jax.model.attention import dot_product_attention
-from arc_jax.model.attention_rows import Allocator, layout
+from arc_jax.model.attention_rows import Allocator, attend_in_rows, layout
 from arc_jax.model.config import BackboneConfig, EncoderConfig, ProjectorConfig
 
 
@@ -81,6 +81,85 @@ def test_pooled_queries_in_rows_equal_the_packed_rows():
         real = (q_seg > 0)[..., None, None]
         np.testing.assert_allclose(np.where(real, f(q, k, v, (q_rows, kv_rows)), 0),
                                    np.where(real, f(q, k, v, None), 0), atol=1e-6)
+
+
+@jax.custom_vjp
+def _undefined_at_padding(x, valid):
+    """x, whose cotangent is NaN at the slots `valid` [rows, length] marks 0: a fused kernel masked
+    by lengths (cuDNN's) leaves its rows' padding undefined, in its outputs and its gradients."""
+    return x
+
+
+def _undefined_fwd(x, valid):
+    return x, valid
+
+
+def _undefined_bwd(valid, g):
+    return jnp.where(valid[:, :, None, None] > 0, g, jnp.nan), None
+
+
+_undefined_at_padding.defvjp(_undefined_fwd, _undefined_bwd)
+
+
+def test_what_a_kernel_leaves_undefined_at_the_attention_rows_padding_never_reaches_the_texts():
+    """The attention rows' padding slots (after each row's text) are the kernel's to fill as it likes:
+    NaN there, forward and backward, must leave the packed rows' outputs and gradients those of the
+    packed attention (the gathers' backward adds nothing from them into a text's slot)."""
+    seg, pos = _packed(LENGTHS, 24)
+    rows = _rows_of(seg, [n for _, n in SPEC])
+    rng = np.random.default_rng(2)
+    q = jnp.asarray(rng.standard_normal((4, 24, 4, 8)), jnp.float32)
+    k, v = (jnp.asarray(rng.standard_normal((4, 24, 2, 8)), jnp.float32) for _ in range(2))
+    cot = jnp.asarray(rng.standard_normal(q.shape), jnp.float32) * (seg > 0)[..., None, None]
+
+    def attend(q, k, v, q_valid, kv_valid):
+        q, k, v = (_undefined_at_padding(x, valid) for x, valid in ((q, q_valid), (k, kv_valid), (v, kv_valid)))
+        at = jnp.broadcast_to(jnp.arange(q.shape[1], dtype=jnp.int32), q_valid.shape)
+        out = dot_product_attention(q, k, v, q_segment_ids=q_valid, kv_segment_ids=kv_valid, q_positions=at,
+                                    kv_positions=at, causal=True, same_sequence=True)
+        return jnp.where(q_valid[:, :, None, None] > 0, out, jnp.nan)
+
+    def loss(q, k, v):
+        return jnp.sum(attend_in_rows(attend, q, k, v, rows, rows) * cot)
+
+    def packed_loss(q, k, v):
+        return jnp.sum(dot_product_attention(q, k, v, q_segment_ids=seg, kv_segment_ids=seg, q_positions=pos,
+                                             kv_positions=pos, causal=True, same_sequence=True) * cot)
+
+    got, want = jax.grad(loss, argnums=(0, 1, 2))(q, k, v), jax.grad(packed_loss, argnums=(0, 1, 2))(q, k, v)
+    np.testing.assert_allclose(loss(q, k, v), packed_loss(q, k, v), rtol=1e-6)
+    for a, b in zip(got, want):
+        assert np.isfinite(a).all()
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def _equations(jaxpr):
+    """The equations of `jaxpr` and of the jaxprs inside it (jit's, custom rules')."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            for inner in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(inner, "jaxpr", inner)
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
+
+
+def test_the_gathers_backward_scatters_each_slot_once():
+    """Every index of the attention rows' gathers is distinct (padding points past the end, where
+    the gather reads zeros and its backward drops the update), so their backward scatter-adds are
+    marked unique: XLA then writes them without atomic adds on a GPU."""
+    seg, _ = _packed(LENGTHS, 24)
+    rows = _rows_of(seg, [n for _, n in SPEC])
+    attend = lambda q, k, v, q_valid, kv_valid: (q + k + v) * kv_valid[:, :, None, None]  # noqa: E731
+    x = jnp.ones((4, 24, 2, 8), jnp.float32)
+    jaxpr = jax.make_jaxpr(jax.grad(lambda x: jnp.sum(attend_in_rows(attend, x, x, x, rows, rows))))(x)
+    eqns = list(_equations(jaxpr.jaxpr))
+    scatters = [e for e in eqns if e.primitive.name.startswith("scatter")]
+    gathers = [e for e in eqns if e.primitive.name == "gather"]
+    assert len(scatters) == 3 * len(SPEC) + 1 and len(gathers) == 3 * len(SPEC) + 1
+    for eqn in scatters + gathers:
+        assert eqn.params["unique_indices"], eqn
+        assert eqn.params["mode"] == jax.lax.GatherScatterMode.FILL_OR_DROP, eqn
 
 
 def test_each_text_takes_the_shortest_free_attention_row_of_its_group():

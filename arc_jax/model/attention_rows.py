@@ -12,9 +12,10 @@ scores are the text's own (the padding keys masked), at positions 0, 1, ... as i
 
 The device gathers q, k and v into the attention rows (one gather each, in the group), attends
 them with the usual paths of `dot_product_attention` (dense, block-causal, or cuDNN by lengths),
-and gathers the outputs back to the packed slots; packed padding reads a row of zeros. Everything
-is a static shape: which slot goes where is host-made (`AttentionRows`, built by `layout`), and the
-gathers' gradients are scatter-adds of the same indices. Groups keep the gathers within the rows
+and gathers the outputs back to the packed slots; packed padding, and an attention row's slots after
+its text, read zeros. Everything is a static shape: which slot goes where is host-made
+(`AttentionRows`, built by `layout`), and the gathers' gradients are scatter-adds of the same
+indices, each slot written once (`_take`). Groups keep the gathers within the rows
 that one device holds: the batch's rows are split over the data devices in blocks, and `groups`
 is a multiple of their count (each device gathers within its own groups).
 
@@ -40,20 +41,37 @@ class AttentionRows(NamedTuple):
         row r is r * row_len + s); -1 after the row's text.
     inverse: [groups, group_rows * row_len] the attention slot of each packed slot, numbered over
         the group's attention rows laid end to end (rows[0]'s, then rows[1]'s, ...); padding slots
-        read the slot after them all, a row of zeros.
+        point past them all, and read zeros.
     """
 
     rows: tuple[np.ndarray | jax.Array, ...]
     inverse: np.ndarray | jax.Array
 
 
+def _take(flat, index):
+    """flat [groups, n, ...] read at index [groups, m] within each group -> [groups, m, ...]; an index
+    outside 0..n-1 (-1, or past the end) reads zeros.
+
+    Every such index is first made a distinct one past the end, so that all of them are distinct: the
+    gather is marked so, and its backward pass, a scatter-add of the same indices, writes each slot
+    once (without atomic adds on a GPU) and drops what the outside indices carry. That is the
+    attention rows' padding: its slots are the kernel's to fill (cuDNN masked by lengths leaves them
+    undefined, outputs and gradients alike), and nothing of them may reach a text's slot."""
+    n, m = flat.shape[1], index.shape[1]
+    index = jnp.where((index >= 0) & (index < n), index, n + jnp.arange(m, dtype=index.dtype))
+    dims = jax.lax.GatherDimensionNumbers(offset_dims=tuple(range(2, flat.ndim)), collapsed_slice_dims=(1,),
+                                          start_index_map=(1,), operand_batching_dims=(0,),
+                                          start_indices_batching_dims=(0,))
+    return jax.lax.gather(flat, index[..., None], dims, slice_sizes=(1, 1, *flat.shape[2:]), unique_indices=True,
+                          mode=jax.lax.GatherScatterMode.FILL_OR_DROP, fill_value=0)
+
+
 def _gather(x, index):
     """x [batch, len, ...] -> [groups * count, length, ...]: the packed slots `index`
-    [groups, count, length] names, within each group of rows (-1 reads slot 0, masked later)."""
+    [groups, count, length] names, within each group of rows (zeros where it is -1)."""
     groups, count, length = index.shape
-    flat = x.reshape(groups, -1, *x.shape[2:])
-    where = jnp.maximum(index, 0).reshape(groups, count * length, *(1,) * (x.ndim - 2))
-    return jnp.take_along_axis(flat, where, axis=1).reshape(groups * count, length, *x.shape[2:])
+    flat = _take(x.reshape(groups, -1, *x.shape[2:]), index.reshape(groups, count * length))
+    return flat.reshape(groups * count, length, *x.shape[2:])
 
 
 def attend_in_rows(attend, q, k, v, q_rows: AttentionRows, kv_rows: AttentionRows):
@@ -69,9 +87,7 @@ def attend_in_rows(attend, q, k, v, q_rows: AttentionRows, kv_rows: AttentionRow
         kv_valid = (kv_index >= 0).reshape(-1, kv_index.shape[-1]).astype(jnp.int32)
         out = attend(_gather(q, q_index), _gather(k, kv_index), _gather(v, kv_index), q_valid, kv_valid)
         outs.append(out.reshape(groups, -1, h, d))
-    outs.append(jnp.zeros((groups, 1, h, d), q.dtype))
-    out = jnp.take_along_axis(jnp.concatenate(outs, axis=1), q_rows.inverse[:, :, None, None], axis=1)
-    return out.reshape(b, t, h, d)
+    return _take(jnp.concatenate(outs, axis=1), q_rows.inverse).reshape(b, t, h, d)
 
 
 def check_spec(spec: Sequence[Sequence[int]], name: str) -> tuple[tuple[int, int], ...]:
