@@ -6,13 +6,14 @@
 #   1. `arc-jax bench inference` at the released shapes: the Llama 3.2 3B ARC encoder (PF 4)
 #      and a Llama 3.1 8B decoder in bfloat16, full context vs compressed context, 1 and 100
 #      generated tokens;
-#   2. `arc-jax bench train --config configs/bench_gpu_real_shapes.py --profile OUT/trace`: useful MFU of the pretraining
-#      step at the paper's shapes.
+#   2. `arc-jax bench train --config C --profile OUT/trace_NAME` for each config C of TRAIN_CONFIGS (NAME its
+#      file's stem): useful MFU of the pretraining step at the paper's shapes, on packed rows
+#      (configs/bench_gpu_real_shapes.py) and then in attention rows (configs/bench_gpu_attention_rows.py).
 #
 #   bash launch/gpu_bench.sh [OUT]          (default arc_jax_runs/gpu_bench)
 #
 # Variables: GPU_TESTS (default: the five test files of step 0), CONTEXT_LENS ("1024 4096 16384"),
-# NEW_TOKENS ("1 100"), REPEATS (3), TRAIN_STEPS (5), ATTENTION (jax_nn: cuDNN flash attention),
+# NEW_TOKENS ("1 100"), REPEATS (3), TRAIN_CONFIGS (the two above), TRAIN_STEPS (5), ATTENTION (jax_nn: cuDNN flash attention),
 # PYTHON (python3), INFERENCE_TIMEOUT / TRAIN_TIMEOUT (seconds per part, default none).
 set -uo pipefail
 # The train bench's step peaks at about 96 GiB on one GPU (configs/bench_gpu_real_shapes.py), close to
@@ -38,6 +39,9 @@ timeout "${INFERENCE_TIMEOUT:-0}" "$py" -m arc_jax bench inference --encoder-pre
   --new-tokens ${NEW_TOKENS:-1 100} --repeats "${REPEATS:-3}" --attention "${ATTENTION:-jax_nn}" \
   --out "$out/inference" 2>&1 \
   | tee "$out/inference.log" || status=1
-timeout "${TRAIN_TIMEOUT:-0}" "$py" -m arc_jax bench train --config configs/bench_gpu_real_shapes.py \
-  --config.attention_impl="${ATTENTION:-jax_nn}" --steps "${TRAIN_STEPS:-5}" --json "$out/train.json" --profile "$out/trace" 2>&1 | tee "$out/train.log" || status=1
+for config in ${TRAIN_CONFIGS:-configs/bench_gpu_real_shapes.py configs/bench_gpu_attention_rows.py}; do
+  name=$(basename "$config" .py)
+  timeout "${TRAIN_TIMEOUT:-0}" "$py" -m arc_jax bench train --config "$config" --config.attention_impl="${ATTENTION:-jax_nn}" \
+    --steps "${TRAIN_STEPS:-5}" --json "$out/train_$name.json" --profile "$out/trace_$name" 2>&1 | tee "$out/train_$name.log" || status=1
+done
 exit $status

@@ -1,5 +1,7 @@
 """cuDNN flash attention ("jax_nn" on a GPU in bfloat16) against the plain XLA path in float32.
 
+The last test runs the attention rows (arc_jax/model/attention_rows.py) on cuDNN, gradients included.
+
 Runs only where JAX uses a GPU, so skipped on the CPU CI and by default everywhere (conftest.py
 sets JAX_PLATFORMS=cpu unless it is set): `JAX_PLATFORMS=cuda python -m pytest -n 0
 tests/test_attention_gpu.py` (launch/gpu_bench.sh does). Each check also asserts that the compiled
@@ -99,3 +101,48 @@ def test_causal_prompt_matches_xla():
     assert _calls_cudnn(fused, *bf16)
     np.testing.assert_allclose(np.asarray(fused(*bf16), np.float32),
                                np.asarray(causal_prompt_attention(q, k, v, "xla")), atol=BF16_ATOL)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_rows_match_the_packed_rows_with_gradients(causal):
+    """Texts packed two rows of 512 slots, attended in attention rows of 128 and 256 (cuDNN by lengths,
+    each row's padding left to the kernel), against XLA over the packed rows in float32: outputs and
+    the gradients of q, k and v (the gathers' backward must add nothing from the padding)."""
+    from arc_jax.model.attention_rows import Allocator, layout
+
+    texts = [[100, 256, 60, 90], [200, 128, 40, 120]]
+    spec = ((4, 128), (4, 256))
+    seg = np.zeros((2, 512), np.int32)
+    pos = np.zeros_like(seg)
+    alloc, places = Allocator(spec, groups=1, group_rows=2), {}
+    for r, lengths in enumerate(texts):
+        start = 0
+        for i, n in enumerate(lengths, start=1):
+            seg[r, start:start + n], pos[r, start:start + n] = i, np.arange(n)
+            places[(r, i)] = alloc.take(r, n)
+            start += n
+    rows = layout(seg, places, spec, [n for _, n in spec], groups=1)
+    rng = np.random.default_rng(4)
+    q, k, v = _qkv(rng, 2, 512, 512)
+    cot = rng.normal(size=q.shape).astype(np.float32) * (seg > 0)[..., None, None]
+    kw = dict(q_segment_ids=seg, kv_segment_ids=seg, q_positions=pos, kv_positions=pos, causal=causal,
+              same_sequence=True)
+
+    def loss(q, k, v, implementation, rows):
+        out = dot_product_attention(q, k, v, implementation=implementation, rows=rows, **kw)
+        return jnp.sum(out.astype(jnp.float32) * cot), out
+
+    def fused(q, k, v):
+        return jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v, "jax_nn", (rows, rows))
+
+    bf16 = [jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)]
+    assert _calls_cudnn(fused, *bf16)
+    (_, got), got_grads = fused(*bf16)
+    (_, want), want_grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v, "xla", None)
+    real = seg > 0
+    np.testing.assert_allclose(np.asarray(got, np.float32)[real], np.asarray(want)[real], atol=BF16_ATOL)
+    assert not np.asarray(got, np.float32)[~real].any()  # packed padding reads zeros
+    for name, a, b in zip("qkv", got_grads, want_grads):
+        a, b = np.asarray(a, np.float32), np.asarray(b)
+        assert np.isfinite(a).all(), name
+        np.testing.assert_allclose(a, b, atol=BF16_ATOL * max(1.0, np.abs(b).max()), err_msg=name)

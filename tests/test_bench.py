@@ -178,3 +178,26 @@ def test_bench_train_counts_what_the_splash_kernel_runs(tmp_path):
                                     parse_data_config(config.data).shape, attention_impl="splash")["total"]
     assert r["executed_flops_per_step"] > static
     assert r["useful_flops_per_step"] < r["executed_flops_per_step"]
+
+
+def test_the_gpu_launch_script_benches_both_training_configs(tmp_path):
+    """launch/gpu_bench.sh, with a stand-in Python that records its arguments (and says pytest is not
+    installed): the inference bench, then `bench train` on the packed and the attention-rows configs,
+    each with its own JSON and trace."""
+    import os
+    import subprocess
+
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/bash\n[ "$1" = -c ] && exit 1\necho "$*" >> {calls}\n')
+    fake.chmod(0o755)
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(["bash", str(root / "launch" / "gpu_bench.sh"), str(tmp_path / "out")], cwd=root,
+                            env={**os.environ, "PYTHON": str(fake)}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "-" and lines[1].startswith("-m arc_jax bench inference ")
+    for line, name in zip(lines[2:], ("bench_gpu_real_shapes", "bench_gpu_attention_rows"), strict=True):
+        out = tmp_path / "out"
+        assert line == (f"-m arc_jax bench train --config configs/{name}.py --config.attention_impl=jax_nn --steps 5 "
+                        f"--json {out}/train_{name}.json --profile {out}/trace_{name}")

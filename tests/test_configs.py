@@ -47,8 +47,8 @@ def _load(name: str, overrides=()):
 
 def test_every_config_file_is_listed_here():
     assert {p.stem for p in CONFIGS.glob("*.py")} == set(PAPER_RUNS) | {
-        "tiny_cpu", "tiny_cpu_finetune", "bench_cpu_55m", "bench_gpu_real_shapes", "demo_decoder", "demo_arc_pretrain",
-        "demo_arc_finetune"} | set(NEW_BACKBONE_RUNS)
+        "tiny_cpu", "tiny_cpu_finetune", "bench_cpu_55m", "bench_gpu_real_shapes", "bench_gpu_attention_rows",
+        "demo_decoder", "demo_arc_pretrain", "demo_arc_finetune"} | set(NEW_BACKBONE_RUNS)
 
 
 @pytest.mark.parametrize("name", ["demo_arc_pretrain", "demo_arc_finetune"])
@@ -84,8 +84,9 @@ def test_paper_config_validates_for_8_devices(name):
 
 
 # Every training config (demo_decoder.py configs the demo's decoder LM, another schema).
-TRAINING_CONFIGS = sorted(PAPER_RUNS) + sorted(NEW_BACKBONE_RUNS) + ["tiny_cpu", "tiny_cpu_finetune", "bench_cpu_55m", "bench_gpu_real_shapes",
-                                         "demo_arc_pretrain", "demo_arc_finetune"]
+TRAINING_CONFIGS = sorted(PAPER_RUNS) + sorted(NEW_BACKBONE_RUNS) + [
+    "tiny_cpu", "tiny_cpu_finetune", "bench_cpu_55m", "bench_gpu_real_shapes", "bench_gpu_attention_rows",
+    "demo_arc_pretrain", "demo_arc_finetune"]
 
 
 @pytest.mark.parametrize("name", TRAINING_CONFIGS)
@@ -457,6 +458,29 @@ def test_the_gpu_benchmark_has_the_papers_shapes_and_needs_no_files():
     paper = _load("pretrain_arc8_llama3").data.shape
     assert config.data.shape.to_dict() == {**paper.to_dict(), "encoder_rows": paper.encoder_rows // 4,
                                            "decoder_rows": paper.decoder_rows // 4}
+
+
+def test_the_gpu_benchmark_in_attention_rows_trains_on_the_same_batches(tmp_path):
+    """bench_gpu_attention_rows.py is bench_gpu_real_shapes.py with attention rows, which hold every
+    text of its first batches: the packed rows are the same (nothing cut, dropped or kept waiting)."""
+    import numpy as np
+
+    def first_batches(name, n=4):
+        config = _load(name, [f"--config.data.dir={tmp_path}"])
+        config.data.corpus = {"documents": 400, "records": 2, "long_documents": 2}  # enough for 4 batches
+        batches = run_batches(parse_run_config(config, device_count=1))
+        return config, [next(batches)[0] for _ in range(n)]
+
+    packed_config, packed = first_batches("bench_gpu_real_shapes")
+    config, in_rows = first_batches("bench_gpu_attention_rows")
+    assert config.to_dict() == {**packed_config.to_dict(), "data": {**packed_config.data.to_dict(), "shape": {
+        **packed_config.data.shape.to_dict(), "encoder_attention_rows": [[43, 256]],
+        "decoder_attention_rows": [[43, 296]], "attention_groups": 1}}}
+    for a, b in zip(in_rows, packed, strict=True):
+        assert a.attention_rows is not None and b.attention_rows is None
+        for field in ("tokens", "segment_ids", "loss_mask"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+        np.testing.assert_array_equal(a.encoder.segment_ids, b.encoder.segment_ids)
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.py") if p.stem != "demo_decoder"))
