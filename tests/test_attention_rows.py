@@ -86,7 +86,7 @@ def test_pooled_queries_in_rows_equal_the_packed_rows():
 @jax.custom_vjp
 def _undefined_at_padding(x, valid):
     """x, whose cotangent is NaN at the slots `valid` [rows, length] marks 0: a fused kernel masked
-    by lengths (cuDNN's) leaves its rows' padding undefined, in its outputs and its gradients."""
+    by lengths (cuDNN's) promises nothing about its rows' padding, in its outputs or its gradients."""
     return x
 
 

@@ -55,8 +55,8 @@ def _take(flat, index):
     Every such index is first made a distinct one past the end, so that all of them are distinct: the
     gather is marked so, and its backward pass, a scatter-add of the same indices, writes each slot
     once (without atomic adds on a GPU) and drops what the outside indices carry. That is the
-    attention rows' padding: its slots are the kernel's to fill (cuDNN masked by lengths leaves them
-    undefined, outputs and gradients alike), and nothing of them may reach a text's slot."""
+    attention rows' padding: its slots are the kernel's to fill (cuDNN masked by lengths promises
+    nothing about them, outputs or gradients), and nothing of them may reach a text's slot."""
     n, m = flat.shape[1], index.shape[1]
     index = jnp.where((index >= 0) & (index < n), index, n + jnp.arange(m, dtype=index.dtype))
     dims = jax.lax.GatherDimensionNumbers(offset_dims=tuple(range(2, flat.ndim)), collapsed_slice_dims=(1,),
