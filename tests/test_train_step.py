@@ -71,6 +71,27 @@ def test_a_non_finite_step_leaves_the_state_unchanged_and_is_counted(setup):
         assert np.array_equal(a, b, equal_nan=True)
 
 
+def test_cross_entropy_is_optaxs_and_its_backward_scatters_nothing():
+    """Values and gradients against optax's softmax_cross_entropy_with_integer_labels (float32,
+    random logits over a vocabulary of 50, every target present); the gradient is elementwise: no
+    scatter-add into a zeroed copy of the logits, as a gather's backward would be."""
+    import optax
+
+    from arc_jax.train.step import cross_entropy
+
+    rng = np.random.default_rng(1)
+    logits = jnp.asarray(rng.normal(size=(3, 40, 50)) * 4, jnp.float32)
+    targets = jnp.asarray(rng.permutation(np.arange(120) % 50).reshape(3, 40))
+    weights = jnp.asarray(rng.random((3, 40)), jnp.float32)
+    ours = lambda x: jnp.sum(cross_entropy(x, targets) * weights)  # noqa: E731
+    theirs = lambda x: jnp.sum(optax.softmax_cross_entropy_with_integer_labels(x, targets) * weights)  # noqa: E731
+    np.testing.assert_allclose(cross_entropy(logits, targets),
+                               optax.softmax_cross_entropy_with_integer_labels(logits, targets), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(ours)(logits), jax.grad(theirs)(logits), atol=1e-7)
+    assert "scatter" not in str(jax.make_jaxpr(jax.grad(ours))(logits))
+    assert "scatter" in str(jax.make_jaxpr(jax.grad(theirs))(logits))  # what the check would catch
+
+
 def test_correct_tokens_counts_the_masked_slots_whose_target_scores_highest():
     """Against numpy's argmax on random logits (no ties), masked slots left out; a target tied at
     the top with an earlier index counts as correct (argmax would name the earlier one)."""
