@@ -277,6 +277,29 @@ def test_swiglu_gradient_joins_its_halves_without_padded_copies():
     assert "stablehlo.concatenate" in hlo and "stablehlo.pad" not in hlo
 
 
+def test_swiglu_off_the_cpu_is_two_matmuls_with_the_stacked_ones_outputs_and_gradients(monkeypatch):
+    """Traced for another platform, w1 x and w3 x are two matmuls on the weights as they are (no
+    stacked copy of them): the same outputs and gradients as the CPU's stacked product (float32)."""
+    import flax.linen as nn
+    import jax
+
+    from arc_jax.model import layers
+    from arc_jax.model.config import BackboneConfig
+
+    cfg = BackboneConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, head_dim=8, hidden_dim=24, vocab_size=8)
+    ff = layers.FeedForward(cfg)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 16)), jnp.float32)
+    params = nn.unbox(ff.init(jax.random.key(0), x)["params"])
+    loss = lambda p, x: jnp.sum(ff.apply({"params": p}, x) ** 2)  # noqa: E731
+    stacked = jax.value_and_grad(loss, argnums=(0, 1))(params, x)
+    assert "concatenate" in str(jax.make_jaxpr(jax.grad(loss))(params, x))
+    monkeypatch.setattr(layers, "traced_platform", lambda: "gpu")
+    two = jax.value_and_grad(loss, argnums=(0, 1))(params, x)
+    assert "concatenate" not in str(jax.make_jaxpr(jax.grad(loss))(params, x))
+    for a, b in zip(jax.tree.leaves(two), jax.tree.leaves(stacked), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_norm_scale_by_matmul_gradient_equals_the_products_autodiff():
     """The RMSNorm scale's product with a matmul for its gradient: its value and gradients (for y and
     scale) are jax's own autodiff of y * scale."""

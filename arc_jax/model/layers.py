@@ -202,13 +202,19 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     """SwiGLU: w2(silu(w1 x) * w3 x).
 
-    w1 x and w3 x are one matmul, x against the two weights stacked ([..., 2, hidden] out): XLA:CPU
-    otherwise writes a transposed copy of each [tokens, hidden] gradient for the two weight
-    gradients (bench_cpu_55m: 0.92x the step time, interleaved A/B, the same loss). The parameters
-    stay w1 and w3, as checkpoints and converters hold them; stacked on a new leading axis, their
-    "embed" / "mlp" sharding carries over unchanged (a concatenation along "mlp" would not). The two
-    halves are split off (not indexed), so that their gradients are concatenated into the product's
-    in one op, where indexing adds two zero-padded copies of it."""
+    For a CPU, w1 x and w3 x are one matmul, x against the two weights stacked ([..., 2, hidden]
+    out): XLA:CPU otherwise writes a transposed copy of each [tokens, hidden] gradient for the two
+    weight gradients (bench_cpu_55m: 0.92x the step time, interleaved A/B, the same loss). The
+    parameters stay w1 and w3, as checkpoints and converters hold them; stacked on a new leading
+    axis, their "embed" / "mlp" sharding carries over unchanged (a concatenation along "mlp" would
+    not). The two halves are split off (not indexed), so that their gradients are concatenated into
+    the product's in one op, where indexing adds two zero-padded copies of it.
+
+    Elsewhere they are two matmuls that read the weights where they are. Compiled for an H200 (no
+    GPU needed: notes/hlo_bytes.py), the stack copied the decoder's bf16 w1 and w3 into a new array
+    in every layer of every step, and again transposed for the backward pass: the two matmuls move
+    50.1 GB a step less at configs/bench_gpu_real_shapes.py's shapes (1,429.2 -> 1,379.1 GB through
+    the memory-bound ops, ~10 ms at the H200's 4.8 TB/s; not yet timed on a GPU)."""
 
     cfg: BackboneConfig
     dtype: Dtype = jnp.float32
@@ -220,8 +226,11 @@ class FeedForward(nn.Module):
         w1 = _param(self, "w1", (c.dim, c.hidden_dim), ("embed", "mlp"), self.param_dtype)
         w3 = _param(self, "w3", (c.dim, c.hidden_dim), ("embed", "mlp"), self.param_dtype)
         w2 = _param(self, "w2", (c.hidden_dim, c.dim), ("mlp", "embed"), self.param_dtype)
-        up = jnp.einsum("...d,kdf->...kf", x, jnp.stack([w1, w3]).astype(self.dtype))
-        gate, linear = (u.squeeze(-2) for u in jnp.split(up, 2, axis=-2))
+        if traced_platform() == "cpu":
+            up = jnp.einsum("...d,kdf->...kf", x, jnp.stack([w1, w3]).astype(self.dtype))
+            gate, linear = (u.squeeze(-2) for u in jnp.split(up, 2, axis=-2))
+        else:
+            gate, linear = x @ w1.astype(self.dtype), x @ w3.astype(self.dtype)
         return (jax.nn.silu(gate) * linear) @ w2.astype(self.dtype)
 
 
