@@ -12,7 +12,7 @@ set, one device): 43 rows of 256 slots for the encoder's contexts (none is longe
 batch held. The same batches as the packed config's (tests/test_configs.py checks it on the first
 ones); counted executed FLOPs 427.5 TFLOP instead of 445.8 (attention ~8.5 instead of 26.9, each
 attention row counted whole), useful 93.3% of executed instead of 89.4% (the 20 batches). `arc-jax plan --topology
-1xh200` (deviceless, XLA's attention): peak 93.2 GiB against 91.6.
+1xh200` (deviceless, XLA's attention; a4e167a): peak 89.1 GiB against 90.2.
 
     arc-jax bench train --config configs/bench_gpu_attention_rows.py [--profile DIR]
 
