@@ -19,16 +19,12 @@ attention row counted whole), useful 93.3% of executed instead of 89.4% (the 20 
 `bash launch/gpu_bench.sh` runs it after the packed config.
 """
 
-import importlib.util
 from pathlib import Path
+from runpy import run_path
 
 
 def get_config():
-    spec = importlib.util.spec_from_file_location("arc_jax_config_bench_gpu_real_shapes",
-                                                  Path(__file__).with_name("bench_gpu_real_shapes.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = run_path(Path(__file__).with_name("bench_gpu_real_shapes.py"))["get_config"]()
     shape = config.data.shape
     shape.encoder_attention_rows = [[43, 256]]
     shape.decoder_attention_rows = [[43, 296]]

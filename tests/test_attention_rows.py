@@ -41,14 +41,21 @@ def _rows_of(seg, lengths_of_spec):
     return layout(seg, places, SPEC, lengths_of_spec, groups=2)
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_attention_in_rows_equals_the_packed_rows_attention_and_its_gradients(causal):
+def _attention_case(seed):
+    """LENGTHS packed in rows of 24 with their attention rows, random q [4, 24, 4, 8], k and v
+    [4, 24, 2, 8], and a cotangent for the outputs, zero at the padding."""
     seg, pos = _packed(LENGTHS, 24)
     rows = _rows_of(seg, [n for _, n in SPEC])
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     q = jnp.asarray(rng.standard_normal((4, 24, 4, 8)), jnp.float32)
     k, v = (jnp.asarray(rng.standard_normal((4, 24, 2, 8)), jnp.float32) for _ in range(2))
     cot = jnp.asarray(rng.standard_normal(q.shape), jnp.float32) * (seg > 0)[..., None, None]
+    return seg, pos, rows, q, k, v, cot
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_in_rows_equals_the_packed_rows_attention_and_its_gradients(causal):
+    seg, pos, rows, q, k, v, cot = _attention_case(0)
 
     def loss(q, k, v, rows):
         out = dot_product_attention(q, k, v, q_segment_ids=seg, kv_segment_ids=seg, q_positions=pos,
@@ -105,12 +112,7 @@ def test_what_a_kernel_leaves_undefined_at_the_attention_rows_padding_never_reac
     """The attention rows' padding slots (after each row's text) are the kernel's to fill as it likes:
     NaN there, forward and backward, must leave the packed rows' outputs and gradients those of the
     packed attention (the gathers' backward adds nothing from them into a text's slot)."""
-    seg, pos = _packed(LENGTHS, 24)
-    rows = _rows_of(seg, [n for _, n in SPEC])
-    rng = np.random.default_rng(2)
-    q = jnp.asarray(rng.standard_normal((4, 24, 4, 8)), jnp.float32)
-    k, v = (jnp.asarray(rng.standard_normal((4, 24, 2, 8)), jnp.float32) for _ in range(2))
-    cot = jnp.asarray(rng.standard_normal(q.shape), jnp.float32) * (seg > 0)[..., None, None]
+    seg, pos, rows, q, k, v, cot = _attention_case(2)
 
     def attend(q, k, v, q_valid, kv_valid):
         q, k, v = (_undefined_at_padding(x, valid) for x, valid in ((q, q_valid), (k, kv_valid), (v, kv_valid)))
