@@ -44,11 +44,11 @@ if __name__ == "__main__":
     import optax
 
     from arc_jax.train.step import correct_tokens, cross_entropy
+    from loss_variants import _old_correct_tokens as old_correct_tokens
 
     def optax_loss(logits, targets, mask):
         ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-        target = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-        return (ce * mask).sum(), ((target >= logits.max(-1)) * mask).sum()
+        return (ce * mask).sum(), old_correct_tokens(logits, targets, mask)
 
     def arc_jax_loss(logits, targets, mask):
         logits = logits.astype(jnp.float32)

@@ -394,6 +394,8 @@ def write_fresh_people(folder: str | os.PathLike, n_people: int, seed: int = 0, 
       attribute) on those documents; else about `qa_people` other new people (no name word shared
       with the documents' people either), each on a document of its own stating a random number,
       from `qa_min_attributes` to all, of that person's attributes."""
+    if qa_people and not 1 <= qa_min_attributes <= len(ATTRIBUTES):
+        raise ValueError(f"qa_min_attributes={qa_min_attributes}: expected 1 to {len(ATTRIBUTES)}")
     folder = pathlib.Path(folder).expanduser()
     reserved = corpus_name_words(folder)
     rng = random.Random(f"arc_jax fresh people {GENERATOR_VERSION} {seed}")
@@ -401,8 +403,6 @@ def write_fresh_people(folder: str | os.PathLike, n_people: int, seed: int = 0, 
     records = qa_records(people, rng)
     documents = list({r["passages"][0]: None for r in records})
     if qa_people:
-        if not 1 <= qa_min_attributes <= len(ATTRIBUTES):
-            raise ValueError(f"qa_min_attributes={qa_min_attributes}: expected 1 to {len(ATTRIBUTES)}")
         rng = random.Random(f"arc_jax fresh QA people {GENERATOR_VERSION} {seed}")
         qa_people_list = new_people(qa_people, rng, reserved.union(*(p.name_words for p in people)))
         stated = [rng.sample(ATTRIBUTES, rng.randint(qa_min_attributes, len(ATTRIBUTES))) for _ in qa_people_list]
