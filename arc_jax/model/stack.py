@@ -108,7 +108,10 @@ class LayerStack(nn.Module):
             raise ValueError(f"unknown remat_policy {self.remat_policy!r}; choose from {sorted(REMAT_POLICIES)}")
         block_cls = _ScanBlock
         if self.remat_policy != "none":
-            block_cls = nn.remat(_ScanBlock, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=False)
+            # Unrolled, the forward and its recomputation share one straight-line program, where XLA
+            # would merge them (and keep what the policy drops) unless told not to; a scan's loop
+            # keeps them apart by itself, without the barriers prevent_cse adds.
+            block_cls = nn.remat(_ScanBlock, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=self.unroll)
         scanned = nn.scan(
             block_cls,
             variable_axes={"params": 0},
