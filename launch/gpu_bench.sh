@@ -8,12 +8,14 @@
 #      generated tokens;
 #   2. `arc-jax bench train --config C --profile OUT/trace_NAME` for each config C of TRAIN_CONFIGS (NAME its
 #      file's stem): useful MFU of the pretraining step at the paper's shapes, on packed rows
-#      (configs/bench_gpu_real_shapes.py) and then in attention rows (configs/bench_gpu_attention_rows.py).
+#      (configs/bench_gpu_real_shapes.py), in attention rows (configs/bench_gpu_attention_rows.py),
+#      and in attention rows with the layer stacks unrolled (configs/bench_gpu_unrolled.py).
 #
 #   bash launch/gpu_bench.sh [OUT]          (default arc_jax_runs/gpu_bench)
 #
-# Variables: GPU_TESTS (default: the five test files of step 0), CONTEXT_LENS ("1024 4096 16384"),
-# NEW_TOKENS ("1 100"), REPEATS (3), TRAIN_CONFIGS (the two above), TRAIN_STEPS (5), ATTENTION (jax_nn: cuDNN flash attention),
+# Variables: PARTS (which of "tests inference train" to run, default all three: one device call
+# may be too short for everything), GPU_TESTS (default: the five test files of step 0), CONTEXT_LENS ("1024 4096 16384"),
+# NEW_TOKENS ("1 100"), REPEATS (3), TRAIN_CONFIGS (the three above), TRAIN_STEPS (5), ATTENTION (jax_nn: cuDNN flash attention),
 # PYTHON (python3), INFERENCE_TIMEOUT / TRAIN_TIMEOUT (seconds per part, default none).
 set -uo pipefail
 # The train bench's step peaks at about 96 GiB on one GPU (configs/bench_gpu_real_shapes.py), close to
@@ -21,6 +23,12 @@ set -uo pipefail
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
 py=${PYTHON:-python3}
 out=${1:-arc_jax_runs/gpu_bench}
+parts=" ${PARTS:-tests inference train} "
+for part in $parts; do
+  case $part in tests|inference|train) ;;
+    *) echo "gpu_bench.sh: PARTS has '$part': expected some of tests, inference, train" >&2; exit 2 ;;
+  esac
+done
 mkdir -p "$out/inference"
 "$py" - <<'PY' 2>&1 | tee "$out/environment.txt"
 import importlib.metadata as md
@@ -29,17 +37,21 @@ print(", ".join(f"{p} {md.version(p)}" for p in ("jax", "jaxlib", "flax", "optax
 print(jax.devices())
 PY
 status=0
-if "$py" -c "import pytest" 2>/dev/null; then
+if [[ $parts == *" tests "* ]] && "$py" -c "import pytest" 2>/dev/null; then
   JAX_PLATFORMS=cuda "$py" -m pytest -p no:cacheprovider -n 0 -q ${GPU_TESTS:-tests/test_attention_gpu.py \
     tests/test_generate.py tests/test_api.py tests/test_decoder_parity.py tests/test_eval_harness.py} 2>&1 \
     | tee "$out/gpu_tests.log" || status=1
 fi
-timeout "${INFERENCE_TIMEOUT:-0}" "$py" -m arc_jax bench inference --encoder-preset llama3.2-3b \
-  --decoder-preset llama3.1-8b --pooling 4 --context-lens ${CONTEXT_LENS:-1024 4096 16384} \
-  --new-tokens ${NEW_TOKENS:-1 100} --repeats "${REPEATS:-3}" --attention "${ATTENTION:-jax_nn}" \
-  --out "$out/inference" 2>&1 \
-  | tee "$out/inference.log" || status=1
-for config in ${TRAIN_CONFIGS:-configs/bench_gpu_real_shapes.py configs/bench_gpu_attention_rows.py}; do
+if [[ $parts == *" inference "* ]]; then
+  timeout "${INFERENCE_TIMEOUT:-0}" "$py" -m arc_jax bench inference --encoder-preset llama3.2-3b \
+    --decoder-preset llama3.1-8b --pooling 4 --context-lens ${CONTEXT_LENS:-1024 4096 16384} \
+    --new-tokens ${NEW_TOKENS:-1 100} --repeats "${REPEATS:-3}" --attention "${ATTENTION:-jax_nn}" \
+    --out "$out/inference" 2>&1 \
+    | tee "$out/inference.log" || status=1
+fi
+train_configs=${TRAIN_CONFIGS:-configs/bench_gpu_real_shapes.py configs/bench_gpu_attention_rows.py configs/bench_gpu_unrolled.py}
+[[ $parts == *" train "* ]] || train_configs=""
+for config in $train_configs; do
   name=$(basename "$config" .py)
   timeout "${TRAIN_TIMEOUT:-0}" "$py" -m arc_jax bench train --config "$config" --config.attention_impl="${ATTENTION:-jax_nn}" \
     --steps "${TRAIN_STEPS:-5}" --json "$out/train_$name.json" --profile "$out/trace_$name" 2>&1 | tee "$out/train_$name.log" || status=1

@@ -3,7 +3,8 @@ a GPU: every fusion that is not a matmul (and every copy, transpose, scatter, ga
 custom call outside fusions) counted at its operands' and output's sizes, times the trip counts of
 the while loops it runs in. A fused parameter read only through dynamic-slice / slice counts at its
 slices, an in-place dynamic-update-slice at its update written and read. A lower bound on the time
-follows at the HBM bandwidth; what a GPU reaches is measured only on one.
+follows at the HBM bandwidth; what a GPU reaches is measured only on one. Also printed: the matmul
+fusions run a step and their FLOPs, to show that two layouts of a program compute the same.
 
 Dump a program with XLA_FLAGS="--xla_dump_to=DIR --xla_dump_hlo_as_text" (for the train step on an
 H200 without one: `arc-jax plan --config C --topology 1xh200 --no-search`, with the gpu-compile
@@ -110,35 +111,69 @@ def _fusion_bytes(computations: dict, shapes: dict, fusion: dict) -> int:
     return total
 
 
+def _instructions(computations: dict, entry: str):
+    """(instruction, runs) for every instruction the entry runs, loops and calls entered: runs is
+    the product of the enclosing while loops' trip counts."""
+    def walk(computation: str, runs: int):
+        for ins in computations.get(computation, []):
+            op, attrs = ins["opcode"], ins["attrs"]
+            if op == "while":
+                trips = re.search(r'"known_trip_count":\{"n":"(\d+)"\}', attrs)
+                yield from walk(_attr(attrs, "body"), runs * (int(trips.group(1)) if trips else 1))
+            elif op in ("call", "conditional", "async-start"):
+                for key in ("to_apply", "calls"):
+                    if _attr(attrs, key) in computations:
+                        yield from walk(_attr(attrs, key), runs)
+            else:
+                yield ins, runs
+
+    yield from walk(entry, 1)
+
+
+def _is_matmul(fusion: dict) -> bool:
+    return "gemm" in fusion["name"] or "__triton_nested_gemm_fusion" in fusion["attrs"] or "__cublas" in fusion["attrs"]
+
+
 def memory_ops(path: str) -> list[dict]:
     """Each memory-bound op: name, kind, bytes (one run), runs (loop trip counts multiplied), op_name."""
     computations, entry, shapes = parse(path)
     out = []
-
-    def walk(computation: str, runs: int):
-        for ins in computations.get(computation, []):
-            op, attrs = ins["opcode"], ins["attrs"]
-            meta = re.search(r'op_name="([^"]*)"', attrs)
-            row = {"name": ins["name"], "shape": ins["shape"], "runs": runs, "op_name": meta.group(1) if meta else ""}
-            if op == "while":
-                trips = re.search(r'"known_trip_count":\{"n":"(\d+)"\}', attrs)
-                walk(_attr(attrs, "body"), runs * (int(trips.group(1)) if trips else 1))
-            elif op in ("call", "conditional", "async-start"):
-                for key in ("to_apply", "calls"):
-                    if _attr(attrs, key) in computations:
-                        walk(_attr(attrs, key), runs)
-            elif op == "fusion":
-                if "gemm" in ins["name"] or "__triton_nested_gemm_fusion" in attrs or "__cublas" in attrs:
-                    continue
+    for ins, runs in _instructions(computations, entry):
+        op, attrs = ins["opcode"], ins["attrs"]
+        meta = re.search(r'op_name="([^"]*)"', attrs)
+        row = {"name": ins["name"], "shape": ins["shape"], "runs": runs, "op_name": meta.group(1) if meta else ""}
+        if op == "fusion":
+            if not _is_matmul(ins):
                 out.append({**row, "kind": _attr(attrs, "kind"), "bytes": _fusion_bytes(computations, shapes, ins)})
-            elif op in _UNFUSED:
-                target = re.search(r'custom_call_target="([^"]*)"', attrs)
-                if target and ("gemm" in target.group(1) or "cublas" in target.group(1)):
-                    continue
-                out.append({**row, "kind": target.group(1) if target else op,
-                            "bytes": nbytes(ins["shape"]) + sum(nbytes(shapes.get(o, "")) for o in ins["operands"])})
-    walk(entry, 1)
+        elif op in _UNFUSED:
+            target = re.search(r'custom_call_target="([^"]*)"', attrs)
+            if target and ("gemm" in target.group(1) or "cublas" in target.group(1)):
+                continue
+            out.append({**row, "kind": target.group(1) if target else op,
+                        "bytes": nbytes(ins["shape"]) + sum(nbytes(shapes.get(o, "")) for o in ins["operands"])})
     return out
+
+
+def matmuls(path: str) -> tuple[int, float]:
+    """(matmul fusions run a step, their FLOPs), the loops' trip counts multiplied: two programs that
+    differ in layout only (scanned or unrolled layers) run the same."""
+    computations, entry, _ = parse(path)
+    count, flops = 0, 0.0
+    for ins, runs in _instructions(computations, entry):
+        if ins["opcode"] != "fusion" or not _is_matmul(ins):
+            continue
+        count += runs
+        inner = {i["name"]: i for i in computations.get(_attr(ins["attrs"], "calls"), [])}
+        for dot in (i for i in inner.values() if i["opcode"] == "dot"):
+            lhs = [int(d) for d in _ARRAY.search(inner[dot["operands"][0]]["shape"]).group(2).split(",")]
+            depth = 1
+            for d in re.search(r"lhs_contracting_dims=\{([\d,]*)\}", dot["attrs"]).group(1).split(","):
+                depth *= lhs[int(d)]
+            outputs = 1
+            for d in filter(None, _ARRAY.search(dot["shape"]).group(2).split(",")):
+                outputs *= int(d)
+            flops += 2.0 * outputs * depth * runs
+    return count, flops
 
 
 def _source(op_name: str) -> str:
@@ -158,6 +193,9 @@ def main():
     ms = lambda b: b / args.bandwidth * 1e3  # noqa: E731
     total = sum(map(moved, ops))
     print(f"{len(ops)} memory-bound ops: {total / 1e9:.1f} GB a step, {ms(total):.1f} ms at {args.bandwidth / 1e12:.1f} TB/s")
+    if not args.once:
+        count, flops = matmuls(args.hlo)
+        print(f"{count} matmuls a step (XLA's GEMM fusions, not custom calls), {flops / 1e12:.1f} TFLOP")
     for title, key in (("by kind", lambda o: o["kind"]), ("by source (op_name)", lambda o: _source(o["op_name"]))):
         print(title + ":")
         sums = collections.Counter()

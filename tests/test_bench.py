@@ -180,24 +180,49 @@ def test_bench_train_counts_what_the_splash_kernel_runs(tmp_path):
     assert r["useful_flops_per_step"] < r["executed_flops_per_step"]
 
 
-def test_the_gpu_launch_script_benches_both_training_configs(tmp_path):
-    """launch/gpu_bench.sh, with a stand-in Python that records its arguments (and says pytest is not
-    installed): the inference bench, then `bench train` on the packed and the attention-rows configs,
-    each with its own JSON and trace."""
+def _gpu_launch_script(tmp_path, pytest_installed: bool, **env) -> tuple:
+    """launch/gpu_bench.sh run with a stand-in Python that records its arguments (and, asked
+    whether pytest imports, answers `pytest_installed`): (the process, the calls recorded)."""
     import os
     import subprocess
 
     calls = tmp_path / "calls.txt"
     fake = tmp_path / "python"
-    fake.write_text(f'#!/bin/bash\n[ "$1" = -c ] && exit 1\necho "$*" >> {calls}\n')
+    fake.write_text(f'#!/bin/bash\n[ "$1" = -c ] && exit {0 if pytest_installed else 1}\necho "$*" >> {calls}\n')
     fake.chmod(0o755)
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(["bash", str(root / "launch" / "gpu_bench.sh"), str(tmp_path / "out")], cwd=root,
-                            env={**os.environ, "PYTHON": str(fake)}, capture_output=True, text=True)
+                            env={**os.environ, "PYTHON": str(fake), **env}, capture_output=True, text=True)
+    return result, calls.read_text().splitlines() if calls.exists() else []
+
+
+TRAIN_BENCHES = ("bench_gpu_real_shapes", "bench_gpu_attention_rows", "bench_gpu_unrolled")
+
+
+def _train_bench_call(out, name: str) -> str:
+    return (f"-m arc_jax bench train --config configs/{name}.py --config.attention_impl=jax_nn --steps 5 "
+            f"--json {out}/train_{name}.json --profile {out}/trace_{name}")
+
+
+def test_the_gpu_launch_script_benches_the_three_training_configs(tmp_path):
+    """Without pytest: the inference bench, then `bench train` on the packed, attention-rows and
+    unrolled configs, each with its own JSON and trace."""
+    result, lines = _gpu_launch_script(tmp_path, pytest_installed=False)
     assert result.returncode == 0, result.stderr
-    lines = calls.read_text().splitlines()
     assert lines[0] == "-" and lines[1].startswith("-m arc_jax bench inference ")
-    for line, name in zip(lines[2:], ("bench_gpu_real_shapes", "bench_gpu_attention_rows"), strict=True):
-        out = tmp_path / "out"
-        assert line == (f"-m arc_jax bench train --config configs/{name}.py --config.attention_impl=jax_nn --steps 5 "
-                        f"--json {out}/train_{name}.json --profile {out}/trace_{name}")
+    assert lines[2:] == [_train_bench_call(tmp_path / "out", name) for name in TRAIN_BENCHES]
+
+
+def test_the_gpu_launch_script_runs_the_parts_asked_for(tmp_path):
+    result, lines = _gpu_launch_script(tmp_path, pytest_installed=True, PARTS="train")
+    assert result.returncode == 0, result.stderr
+    assert lines == ["-"] + [_train_bench_call(tmp_path / "out", name) for name in TRAIN_BENCHES]
+    (tmp_path / "calls.txt").unlink()
+    result, lines = _gpu_launch_script(tmp_path, pytest_installed=True, PARTS="tests inference")
+    assert result.returncode == 0, result.stderr
+    assert lines[0] == "-" and lines[1].startswith("-m pytest ") and lines[2].startswith("-m arc_jax bench inference ")
+    assert len(lines) == 3
+    (tmp_path / "calls.txt").unlink()
+    result, lines = _gpu_launch_script(tmp_path, pytest_installed=True, PARTS="tests trian")
+    assert result.returncode == 2 and lines == []
+    assert result.stderr.strip() == "gpu_bench.sh: PARTS has 'trian': expected some of tests, inference, train"

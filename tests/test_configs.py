@@ -48,7 +48,7 @@ def _load(name: str, overrides=()):
 def test_every_config_file_is_listed_here():
     assert {p.stem for p in CONFIGS.glob("*.py")} == set(PAPER_RUNS) | {
         "tiny_cpu", "tiny_cpu_finetune", "bench_cpu_55m", "bench_gpu_real_shapes", "bench_gpu_attention_rows",
-        "demo_decoder", "demo_arc_pretrain", "demo_arc_finetune"} | set(NEW_BACKBONE_RUNS)
+        "bench_gpu_unrolled", "demo_decoder", "demo_arc_pretrain", "demo_arc_finetune"} | set(NEW_BACKBONE_RUNS)
 
 
 @pytest.mark.parametrize("name", ["demo_arc_pretrain", "demo_arc_finetune"])
@@ -86,7 +86,7 @@ def test_paper_config_validates_for_8_devices(name):
 # Every training config (demo_decoder.py configs the demo's decoder LM, another schema).
 TRAINING_CONFIGS = sorted(PAPER_RUNS) + sorted(NEW_BACKBONE_RUNS) + [
     "tiny_cpu", "tiny_cpu_finetune", "bench_cpu_55m", "bench_gpu_real_shapes", "bench_gpu_attention_rows",
-    "demo_arc_pretrain", "demo_arc_finetune"]
+    "bench_gpu_unrolled", "demo_arc_pretrain", "demo_arc_finetune"]
 
 
 @pytest.mark.parametrize("name", TRAINING_CONFIGS)
@@ -481,6 +481,12 @@ def test_the_gpu_benchmark_in_attention_rows_trains_on_the_same_batches(tmp_path
         for field in ("tokens", "segment_ids", "loss_mask"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
         np.testing.assert_array_equal(a.encoder.segment_ids, b.encoder.segment_ids)
+
+
+def test_the_unrolled_gpu_benchmark_is_the_attention_rows_one_without_loops():
+    rows, unrolled = _load("bench_gpu_attention_rows"), _load("bench_gpu_unrolled")
+    assert unrolled.to_dict() == {**rows.to_dict(), "unroll_layers": True}
+    assert parse_run_config(unrolled, device_count=1).unroll_layers
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.py") if p.stem != "demo_decoder"))
