@@ -65,7 +65,9 @@ def _split_type(text: str) -> tuple[str, str]:
 
 
 def parse_module(hlo: str) -> tuple[dict[str, list[Instruction]], str]:
-    """({computation: its instructions}, name of the entry computation)."""
+    """({computation: its instructions}, name of the entry computation). A computation ends at a
+    line that is "}" alone: an attribute printed over several lines (a Pallas call's backend_config
+    on TPU) may start a line with "}}", and stays with its instruction."""
     computations: dict[str, list[Instruction]] = {}
     entry, current = "", None
     for line in hlo.splitlines():
@@ -75,7 +77,7 @@ def parse_module(hlo: str) -> tuple[dict[str, list[Instruction]], str]:
                 current = computations.setdefault(m.group(1), [])
                 entry = m.group(1) if line.startswith("ENTRY") else entry
             continue
-        if line.startswith("}"):
+        if line.rstrip() == "}":
             current = None
             continue
         m = _INSTRUCTION.match(line)
@@ -83,6 +85,8 @@ def parse_module(hlo: str) -> tuple[dict[str, list[Instruction]], str]:
             type_text, rest = _split_type(line[m.end():])
             op, _, rest = rest.partition("(")
             current.append(Instruction(m.group(1), type_text, op.strip(), rest))
+        elif current:  # an attribute printed over several lines (splash's backend_config holds newlines)
+            current[-1].rest += "\n" + line
     return computations, entry
 
 
