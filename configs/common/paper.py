@@ -78,9 +78,10 @@ def pretraining(decoders: list[str], pooling_factor: int, init_encoder: str,
     # with this policy on another H200 (cuDNN's forward ran once a layer instead of twice: attention
     # 142 ms instead of 173). Peaks from `arc-jax plan`: 8 H100s (4 + 4 rows each, FSDP) 31.1 GiB a GPU
     # against 15.4 with "full" (plus the saved attention outputs, ~2 GB, which plan's XLA attention does
-    # not show); v5p-64 with splash 13.1 GiB against 4.6, and 42.6 GiB of collectives a device against
-    # 8.6 (XLA's collective-permute matmuls over the FSDP weight shards): an ICI bound of 76 ms under
-    # the 121 ms compute bound, which "full" would raise by its recomputation; not measured on a TPU.
+    # not show); v5p-64 with splash 12.0 GiB against 4.1, and 83.2 GiB of collectives a device against
+    # 71.6 (XLA's collective-permute matmuls over the FSDP weight shards; counted at 7e66fa9): ICI
+    # bounds of 149 and 127 ms, both above the 121 ms compute bound, which "full" raises by its
+    # recomputation; not measured on a TPU.
     # --config.remat_policy=full where memory is short. Fine-tuning's longer rows use "full".
     config.remat_policy = "dots_no_batch_attention"
     config.attention_impl = "jax_nn"  # cuDNN flash attention on GPU; use "splash" on TPU, "xla" on CPU
