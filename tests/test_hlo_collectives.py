@@ -19,8 +19,16 @@ HloModule jit_step
   ROOT %t = (s32[], bf16[64,128]{1,0}) tuple(%i, %x)
 }
 
+%cond (q: (s32[], bf16[64,128])) -> pred[] {
+  %q = (s32[], bf16[64,128]{1,0}) parameter(0)
+  %n = s32[] get-tuple-element(%q), index=0
+  %five = s32[] constant(5)
+  ROOT %lt = pred[] compare(%n, %five), direction=LT
+}
+
 ENTRY %main (a: bf16[64,128]) -> bf16[256,128] {
   %a = bf16[64,128]{1,0} parameter(0)
+  %c = s32[] constant(0)
   %splash.1 = bf16[64,128]{1,0} custom-call(%a), custom_call_target="tpu_custom_call", backend_config={"custom_call_config": {"body": "abc",
 "xprof_metadata":"{\\"block_q\\": 128,
 }}, metadata={op_name="jit(step)/attention"}
@@ -36,9 +44,9 @@ ENTRY %main (a: bf16[64,128]) -> bf16[256,128] {
 def test_an_attribute_spanning_lines_does_not_end_its_computation():
     computations, entry = parse_module(TPU_HLO)
     assert entry == "main"
-    assert [i.name for i in computations["main"]] == ["a", "splash.1", "init", "loop", "cps", "cpd", "out"]
+    assert [i.name for i in computations["main"]] == ["a", "c", "splash.1", "init", "loop", "cps", "cpd", "out"]
     assert [i.name for i in computations["body"]] == ["p", "x", "splash", "ag", "i", "t"]
-    assert "}}, metadata=" in computations["main"][1].rest  # the continuation stays with its instruction
+    assert "}}, metadata=" in computations["main"][2].rest  # the continuation stays with its instruction
     stats, unknown = collectives(TPU_HLO, 4)
     assert not unknown
     # 5 loop trips of one gather of 256 x 128 bf16, and the entry's own gather.
