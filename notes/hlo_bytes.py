@@ -8,7 +8,8 @@ fusions run a step and their FLOPs, to show that two layouts of a program comput
 
 Dump a program with XLA_FLAGS="--xla_dump_to=DIR --xla_dump_hlo_as_text" (for the train step on an
 H200 without one: `arc-jax plan --config C --topology 1xh200 --no-search`, with the gpu-compile
-extra; XLA's attention then stands in for cuDNN's), then:
+extra; XLA's attention then stands in for cuDNN's), then, where arc_jax imports (the HLO is read by
+arc_jax/tools/hlo_collectives.py):
 
     python notes/hlo_bytes.py DIR/module_*.jit_step.sm_9.0a_gpu_after_optimizations.txt [--once] [--top N]
 
@@ -19,23 +20,17 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import re
 
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
-          "s64": 8, "u64": 8, "f64": 8}
-_ARRAY = re.compile(r"\b(" + "|".join(_BYTES) + r")\[([\d,]*)\]")
+from arc_jax.tools.hlo_collectives import array_bytes, parse_module, trip_count
+
 _UNFUSED = ("copy", "transpose", "dynamic-update-slice", "scatter", "gather", "reduce", "sort", "custom-call")
 
 
 def nbytes(shape: str) -> int:
     """Bytes of every array in an HLO shape string (a tuple's summed)."""
-    total = 0
-    for dtype, dims in _ARRAY.findall(shape):
-        n = 1
-        for d in filter(None, dims.split(",")):
-            n *= int(d)
-        total += n * _BYTES[dtype]
-    return total
+    return sum(array_bytes(shape))
 
 
 def _closing(s: str, i: int) -> int:
@@ -49,37 +44,20 @@ def _closing(s: str, i: int) -> int:
 
 
 def parse(path: str) -> tuple[dict, str, dict]:
-    """(computations: name -> instructions, the entry's name, shapes: value name -> shape string)."""
-    computations, entry, current, shapes = {}, None, None, {}
-    for line in open(path):
-        line = line.rstrip("\n")
-        header = re.match(r"^(ENTRY )?%(\S+) (\(.*\)) -> .* \{$", line)
-        if header:
-            current = header.group(2)
-            computations[current] = []
-            entry = current if header.group(1) else entry
-            for name, shape in re.findall(r"([\w.\-]+): ((?:\([^)]*\))|\S+?)(?:, |\)$)", header.group(3)[1:] + ")"):
-                shapes[name] = shape
-            continue
-        if line == "}":
-            current = None
-        if current is None or " = " not in line:
-            continue
-        body = line.strip()
-        root = body.startswith("ROOT ")
-        name, rest = body.removeprefix("ROOT ").split(" = ", 1)
-        if rest.startswith("("):
-            j = _closing(rest, 0)
-            shape, rest = rest[:j + 1], rest[j + 2:]
-        else:
-            shape, rest = rest.split(" ", 1)
-        k = rest.index("(")
-        j = _closing(rest, k)
-        name = name.lstrip("%")
-        shapes[name] = shape
-        computations[current].append({
-            "name": name, "shape": shape, "opcode": rest[:k], "root": root, "attrs": rest[j + 1:],
-            "operands": [o.strip().lstrip("%") for o in rest[k + 1:j].split(",") if o.strip()]})
+    """(computations: name -> instructions, the entry's name, shapes: value name -> shape string), read
+    by arc_jax's own HLO reader (`hlo_collectives.parse_module`); each instruction a dict with its
+    operands split off its attributes, the computation's last one its root, as XLA prints them."""
+    module, entry = parse_module(open(path).read())
+    computations, shapes = {}, {}
+    for name, body in module.items():
+        computations[name] = []
+        for i, ins in enumerate(body):
+            j = _closing("(" + ins.rest, 0)  # rest: what follows the opcode's "("
+            shapes[ins.name] = ins.type
+            computations[name].append({
+                "name": ins.name, "shape": ins.type, "opcode": ins.op, "root": i == len(body) - 1,
+                "attrs": ins.rest[j:], "instruction": ins,
+                "operands": [o.strip().lstrip("%") for o in ins.rest[:j - 1].split(",") if o.strip()]})
     return computations, entry, shapes
 
 
@@ -114,12 +92,14 @@ def _fusion_bytes(computations: dict, shapes: dict, fusion: dict) -> int:
 def _instructions(computations: dict, entry: str):
     """(instruction, runs) for every instruction the entry runs, loops and calls entered: runs is
     the product of the enclosing while loops' trip counts."""
+    module = {name: [i["instruction"] for i in body] for name, body in computations.items()}
+
     def walk(computation: str, runs: int):
         for ins in computations.get(computation, []):
             op, attrs = ins["opcode"], ins["attrs"]
             if op == "while":
-                trips = re.search(r'"known_trip_count":\{"n":"(\d+)"\}', attrs)
-                yield from walk(_attr(attrs, "body"), runs * (int(trips.group(1)) if trips else 1))
+                trips = trip_count(ins["instruction"], module)
+                yield from walk(_attr(attrs, "body"), runs * (trips or 1))
             elif op in ("call", "conditional", "async-start"):
                 for key in ("to_apply", "calls"):
                     if _attr(attrs, key) in computations:
@@ -128,6 +108,11 @@ def _instructions(computations: dict, entry: str):
                 yield ins, runs
 
     yield from walk(entry, 1)
+
+
+def _dims(shape: str) -> list[int]:
+    """The dimensions of the (first) array in an HLO shape string."""
+    return [int(d) for d in re.search(r"\[([\d,]*)\]", shape).group(1).split(",") if d]
 
 
 def _is_matmul(fusion: dict) -> bool:
@@ -165,14 +150,11 @@ def matmuls(path: str) -> tuple[int, float]:
         count += runs
         inner = {i["name"]: i for i in computations.get(_attr(ins["attrs"], "calls"), [])}
         for dot in (i for i in inner.values() if i["opcode"] == "dot"):
-            lhs = [int(d) for d in _ARRAY.search(inner[dot["operands"][0]]["shape"]).group(2).split(",")]
+            lhs = _dims(inner[dot["operands"][0]]["shape"])
             depth = 1
             for d in re.search(r"lhs_contracting_dims=\{([\d,]*)\}", dot["attrs"]).group(1).split(","):
                 depth *= lhs[int(d)]
-            outputs = 1
-            for d in filter(None, _ARRAY.search(dot["shape"]).group(2).split(",")):
-                outputs *= int(d)
-            flops += 2.0 * outputs * depth * runs
+            flops += 2.0 * math.prod(_dims(dot["shape"])) * depth * runs
     return count, flops
 
 
